@@ -1,0 +1,8 @@
+"""finscale: do neural scaling laws hold for PatchTST on financial time series?"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("finscale")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+local"

@@ -1,0 +1,5 @@
+import sys
+
+from finscale.cli import main
+
+sys.exit(main())

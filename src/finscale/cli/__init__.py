@@ -1,0 +1,66 @@
+"""The `finscale` command: argument parsing and printing only; the work lives in modules.
+
+Each command group is a module in this package exposing ``register(subparsers)``; a
+handler returns the process exit code. User mistakes (``ValueError`` and subclasses)
+become ``error: <message>`` on stderr and exit code 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from finscale import __version__
+
+# Command-group modules, in the order `finscale --help` lists them.
+COMMAND_MODULES = (
+    "run", "status", "config", "data", "features", "splits", "model", "train", "hpo",
+    "evaluate", "report", "export", "monitor", "doctor",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finscale",
+        description="Reproducible scaling-law studies of PatchTST on daily financial data. "
+                    "A study is a TOML file; without one, the bundled default study is used.",
+    )
+    parser.add_argument("--version", action="version", version=f"finscale {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"finscale.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"finscale.cli.{name}":
+                continue  # command group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

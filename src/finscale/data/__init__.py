@@ -1,0 +1,81 @@
+"""Data layer: sources -> validation -> raw store with manifest entries.
+
+Consumes: a source spec (``sample:sp500``, ``yfinance:SPY``, ``file:prices.csv``).
+Produces: ``DATA_DIR/raw/<NAME>.parquet`` and an append-only manifest entry (sha256, rows,
+first/last date, columns, source). Guarantees: validation happens before any write; writes
+are atomic; ``verify`` names every missing or changed file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from finscale.config import DataConfig
+from finscale.data.sources import SourceSpec, fetch, load_sample, parse_source
+from finscale.data.store import Manifest, resolve_data_dir, sha256_file, store_frame, verify
+from finscale.data.validate import DataError, validate_ohlcv
+
+__all__ = [
+    "DataError", "Manifest", "SourceSpec", "dataset_entry", "ensure_dataset", "fetch_dataset",
+    "load_raw", "load_sample", "parse_source", "raw_path", "resolve_data_dir", "sha256_file",
+    "validate_ohlcv", "verify",
+]
+
+log = logging.getLogger(__name__)
+
+
+def raw_path(name: str) -> str:
+    """Path of a raw dataset relative to DATA_DIR."""
+    if not name or "/" in name or name.startswith("."):
+        raise DataError(f"dataset name {name!r}: expected a plain name (letters, digits, -_.)")
+    return f"raw/{name}.parquet"
+
+
+def fetch_dataset(source: str, data_dir: Path, *, name: str = "", adjusted: bool = False,
+                  min_rows: int = 1) -> dict:
+    """Fetch, validate and store one dataset; returns its new manifest entry."""
+    spec = parse_source(source)
+    name = name or spec.default_name
+    rel = raw_path(name)
+    frame = fetch(spec, adjusted=adjusted, min_rows=min_rows)
+    entry = store_frame(Path(data_dir), rel, frame, {
+        "name": name, "kind": "raw", "source": str(spec), "adjusted": adjusted,
+    })
+    log.info("stored %s: %d rows %s..%s", rel, entry["rows"], entry["first_date"], entry["last_date"])
+    return entry
+
+
+def dataset_entry(data_dir: Path, name: str) -> dict | None:
+    return Manifest(data_dir).latest(raw_path(name))
+
+
+def load_raw(data_dir: Path, name: str) -> pd.DataFrame:
+    """The stored raw frame; raises if it is missing or its hash no longer matches."""
+    rel = raw_path(name)
+    entry = dataset_entry(data_dir, name)
+    path = Path(data_dir) / rel
+    if entry is None or not path.exists():
+        raise FileNotFoundError(f"dataset {name!r} not found in {data_dir} "
+                                f"(run: finscale data fetch SOURCE --name {name})")
+    if sha256_file(path) != entry["sha256"]:
+        raise DataError(f"{path}: sha256 differs from the manifest entry (file changed); "
+                        "run `finscale data verify` and re-fetch it")
+    frame = pd.read_parquet(path)
+    frame["Date"] = frame["Date"].astype("datetime64[ns]")
+    return frame
+
+
+def ensure_dataset(cfg: DataConfig, data_dir: Path) -> tuple[str, dict]:
+    """The study's dataset name and entry, fetching it first if it is not stored yet."""
+    name = cfg.name or parse_source(cfg.source).default_name
+    entry = dataset_entry(data_dir, name)
+    if entry is None or not (Path(data_dir) / entry["path"]).exists():
+        entry = fetch_dataset(cfg.source, data_dir, name=name, adjusted=cfg.adjusted,
+                              min_rows=cfg.min_rows)
+    elif entry.get("source") != parse_source(cfg.source).__str__():
+        raise DataError(f"dataset {name!r} in {data_dir} came from {entry.get('source')}, but the "
+                        f"study names {cfg.source}; set data.name to a different name")
+    return name, entry

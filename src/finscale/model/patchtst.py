@@ -1,0 +1,247 @@
+"""PatchTST for binary classification of daily bars: the object of study, every line ours.
+
+Consumes: a window batch ``x`` of shape (B, context_len, n_inputs), float32.
+Produces: LOGITS of shape (B, n_targets). There is no sigmoid anywhere in the model
+(guard 7): the loss is BCE-with-logits and evaluation applies the sigmoid once.
+Guarantees:
+- Guard 6, the model sees the latest bar: the series is padded at the END by repeating the
+  last value, just enough that patches tile the padded series exactly, so the newest bar
+  lies in the last patch for every ``context_len``/``patch_len``/``stride`` (no bar dropped).
+- Two channel modes. ``independent``: each input channel is its own token sequence through
+  shared weights (the original PatchTST; channels are folded into the batch dimension so
+  every matmul sees one large batch), and the flatten head sees all channels' tokens.
+  ``mixed``: one token per patch holding all channels (~n_inputs times cheaper).
+- Pre-norm encoder blocks with fused QKV and ``scaled_dot_product_attention`` (attention
+  dropout only while training), GELU MLP of width ``d_ff``, final LayerNorm, flatten head.
+- Optional affine RevIN (per-window, per-channel statistics over the context).
+- Optional activation checkpointing per encoder block (``model.checkpointing = True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["ModelArgs", "RevIN", "PatchTST", "build_model", "patch_layout"]
+
+CHANNEL_MODES = ("mixed", "independent")
+POSITIONALS = ("learned", "sinusoidal")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelArgs:
+    """Every value that fixes the architecture (and so the parameter count)."""
+
+    n_inputs: int
+    context_len: int
+    patch_len: int
+    stride: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    dropout: float = 0.1
+    head_dropout: float = 0.0
+    channel_mode: str = "mixed"
+    positional: str = "learned"
+    revin: bool = True
+    n_targets: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("n_inputs", "context_len", "patch_len", "stride", "d_model", "num_layers",
+                     "num_heads", "d_ff", "n_targets"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelArgs.{name}: expected a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"ModelArgs.num_heads: {self.num_heads} does not divide "
+                             f"d_model {self.d_model}")
+        if self.stride > self.patch_len:
+            raise ValueError(f"ModelArgs.stride: {self.stride} exceeds patch_len {self.patch_len} "
+                             "(bars between patches would never be seen)")
+        for name in ("dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ModelArgs.{name}: expected 0 <= p < 1, got {getattr(self, name)!r}")
+        if self.channel_mode not in CHANNEL_MODES:
+            raise ValueError(f"ModelArgs.channel_mode: {self.channel_mode!r} is not one of {list(CHANNEL_MODES)}")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"ModelArgs.positional: {self.positional!r} is not one of {list(POSITIONALS)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelArgs:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ModelArgs: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def replace(self, **changes) -> ModelArgs:
+        return dataclasses.replace(self, **changes)
+
+
+def patch_layout(context_len: int, patch_len: int, stride: int) -> tuple[int, int]:
+    """(number of patches, end padding): the fewest patches that cover every bar.
+
+    Patches start at 0, stride, 2*stride, ...; the series is padded at the end so the last
+    patch ends exactly at the padded end. Padding is < stride (or patch_len - context_len
+    when the context is shorter than a patch), so the last real bar is in the last patch.
+    """
+    n = 1 + max(0, math.ceil((context_len - patch_len) / stride))
+    return n, (n - 1) * stride + patch_len - context_len
+
+
+class RevIN(nn.Module):
+    """Reversible instance normalisation over the time axis of (B, L, C) windows."""
+
+    def __init__(self, n_channels: int, affine: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(n_channels))
+            self.bias = nn.Parameter(torch.zeros(n_channels))
+
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Return the normalised window and its (mean, std) statistics, each (B, 1, C)."""
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        std = torch.sqrt(var + self.eps)
+        z = (x - mean) / std
+        if self.affine:
+            z = z * self.weight + self.bias
+        return z, (mean, std)
+
+    def denormalize(self, z: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        mean, std = stats
+        if self.affine:
+            # eps**2 keeps the inverse finite if training drives a weight to zero.
+            z = (z - self.bias) / (self.weight + self.eps * self.eps)
+        return z * std + mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)[0]
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, n, d = x.shape
+        h = self.num_heads
+        # One fused projection; q, k, v are strided views (no copies) in (S, H, n, d/H).
+        qkv = self.qkv(self.norm1(x)).view(s, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=p)
+        x = x + F.dropout(self.proj(att.transpose(1, 2).reshape(s, n, d)), p, self.training)
+        y = self.fc2(F.dropout(F.gelu(self.fc1(self.norm2(x))), p, self.training))
+        return x + F.dropout(y, p, self.training)
+
+
+def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
+    return table
+
+
+class PatchTST(nn.Module):
+    """PatchTST classifier; ``forward(x (B, L, C)) -> logits (B, n_targets)``."""
+
+    def __init__(self, args: ModelArgs, checkpointing: bool = False) -> None:
+        super().__init__()
+        self.args = args
+        self.checkpointing = checkpointing
+        self.n_patches, self.pad = patch_layout(args.context_len, args.patch_len, args.stride)
+        independent = args.channel_mode == "independent"
+        self.seqs_per_sample = args.n_inputs if independent else 1
+        patch_dim = args.patch_len if independent else args.patch_len * args.n_inputs
+        d = args.d_model
+        self.revin = RevIN(args.n_inputs) if args.revin else None
+        self.patch_embed = nn.Linear(patch_dim, d)
+        if args.positional == "learned":
+            self.pos_embed = nn.Parameter(torch.empty(self.n_patches, d))
+        else:
+            self.pos_embed = None
+            self.register_buffer("pos_table", sinusoidal_positions(self.n_patches, d), persistent=False)
+        self.blocks = nn.ModuleList(EncoderBlock(d, args.num_heads, args.d_ff, args.dropout)
+                                    for _ in range(args.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head_in = self.seqs_per_sample * self.n_patches * d
+        self.head = nn.Linear(self.head_in, args.n_targets)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2*layers) so
+        # the residual stream does not grow with depth (the study trains very deep models).
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for lin in (block.proj, block.fc2):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.args.num_layers))
+        # Initial logits ~N(0, 0.1^2) whatever the head width (the flatten head can be wide).
+        nn.init.normal_(self.head.weight, std=0.1 / math.sqrt(self.head_in))
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=0.02)
+
+    def init_output_bias(self, prior: float) -> None:
+        """Start from the base rate: bias = logit(prior), so the first loss is the prior's."""
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f"prior: expected 0 < prior < 1, got {prior!r}")
+        with torch.no_grad():
+            self.head.bias.fill_(math.log(prior / (1.0 - prior)))
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) -> tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded."""
+        b, _, c = x.shape
+        a = self.args
+        if self.pad:
+            x = torch.cat([x, x[:, -1:, :].expand(b, self.pad, c)], dim=1)
+        patches = x.unfold(1, a.patch_len, a.stride)  # (B, n, C, P), a view
+        if self.seqs_per_sample == 1:
+            # (B, n, P, C): each patch is one contiguous block of P*C values, so this is a view.
+            return patches.transpose(2, 3).reshape(b, self.n_patches, a.patch_len * c)
+        return patches.permute(0, 2, 1, 3).reshape(b * c, self.n_patches, a.patch_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.args
+        if x.dim() != 3 or x.shape[1] != a.context_len or x.shape[2] != a.n_inputs:
+            raise ValueError(f"PatchTST: expected input (B, {a.context_len}, {a.n_inputs}), "
+                             f"got {tuple(x.shape)}")
+        b = x.shape[0]
+        if self.revin is not None:
+            x = self.revin(x)
+        pos = self.pos_embed if self.pos_embed is not None else self.pos_table
+        h = F.dropout(self.patch_embed(self.patchify(x)) + pos, a.dropout, self.training)
+        use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.blocks:
+            h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)
+        h = self.norm(h).reshape(b, self.head_in)
+        return self.head(F.dropout(h, a.head_dropout, self.training))
+
+
+def build_model(args: ModelArgs, *, checkpointing: bool = False) -> PatchTST:
+    """Build a freshly initialised PatchTST (seed torch first for reproducible weights)."""
+    return PatchTST(args, checkpointing=checkpointing)

@@ -1,0 +1,86 @@
+"""Reproducibility: one seed for Python/NumPy/torch, determinism flags, provenance record.
+
+Produces: ``environment_record()`` — versions, device, host and git sha — stored as
+``env.json`` in every run directory, so any number can be traced to the code and data
+that made it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PACKAGES = ("finscale", "torch", "numpy", "pandas", "optuna", "scikit-learn", "scipy", "ta-lib")
+
+
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch from ``seed``; ask torch for deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (e.g. base seed, budget, horizon, trial)."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """The checkout's HEAD sha (with '+dirty' if modified), or None outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def device_record() -> dict:
+    import torch
+
+    rec = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        rec["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    rec["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return rec
+
+
+def environment_record(data_hashes: dict | None = None) -> dict:
+    """Versions, device, host, git sha and (optionally) the data hashes a run used."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "device": device_record(),
+        "git_sha": git_sha(),
+        "data": data_hashes or {},
+    }
