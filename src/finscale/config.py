@@ -347,8 +347,9 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    """sha256 of the canonical JSON form: independent of key order in the source file."""
-    canonical = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON form (of a config or a plain dict): key order is irrelevant."""
+    data = config_to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -1,0 +1,48 @@
+"""Graceful stop: SIGINT/SIGTERM or a ``STOP`` file in the study directory.
+
+The trainer polls :meth:`StopRequest.reason` at step boundaries; a non-None reason makes it
+checkpoint and end the run, so the next ``finscale run`` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class StopRequest:
+    """Collects stop requests; use as a context manager to install signal handlers."""
+
+    def __init__(self, stop_file: Path | None = None):
+        self.stop_file = Path(stop_file) if stop_file else None
+        self._reason: str | None = None
+        self._previous: dict = {}
+        self._last_check = 0.0
+
+    def request(self, reason: str) -> None:
+        if self._reason is None:
+            log.warning("stop requested: %s", reason)
+            self._reason = reason
+
+    def reason(self) -> str | None:
+        if self._reason is None and self.stop_file is not None and self.stop_file.exists():
+            self.request(f"STOP file {self.stop_file}")
+        return self._reason
+
+    def _on_signal(self, signum, frame) -> None:
+        self.request(f"signal {signal.Signals(signum).name}")
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

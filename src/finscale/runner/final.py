@@ -1,0 +1,51 @@
+"""Final runs: train one (budget, horizon, seed) on the contiguous split into its run dir.
+
+Consumes: the study, its prepared data and a :class:`RunSpec`. Produces the run directory
+of DESIGN §3 (config.json, env.json with data hashes, splits.json, status.json,
+metrics.jsonl, ckpt/). Idempotent: a finished run is skipped, an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from finscale.config import StudyConfig
+from finscale.model import select_device
+from finscale.repro import environment_record, seed_everything
+from finscale.rundir import RunDir
+from finscale.runner.prepare import PreparedData, final_data
+from finscale.runner.runs import RunSpec, final_dir
+from finscale.train import Controls, Trainer, read_final
+
+log = logging.getLogger(__name__)
+
+
+def start_run_dir(run: RunDir, spec: RunSpec, prep: PreparedData, split_report: list) -> None:
+    """Write config/env/splits once, when the run directory is first created."""
+    run.create()
+    if run.read_json("config.json") is None:
+        run.write_json("config.json", {**spec.config, "config_hash": spec.digest})
+        run.write_json("env.json", environment_record({"dataset": prep.name, **prep.hashes}))
+        run.write_json("splits.json", split_report)
+        run.write_status("pending")
+
+
+def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
+                  controls: Controls | None = None, callbacks=(), progress=None) -> tuple[dict, bool]:
+    """Train (or resume, or skip) one final run; returns (final metrics, was_already_done)."""
+    run = RunDir(final_dir(cfg, spec))
+    if run.state == "done" and (final := read_final(run)) is not None:
+        return final, True
+    data, _test = final_data(prep, cfg, spec.horizon)
+    start_run_dir(run, spec, prep, data.split_report)
+    seed_everything(spec.seed)
+    trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
+                      config_hash=spec.digest, device=select_device(cfg.model.device),
+                      callbacks=callbacks, controls=controls, progress=progress,
+                      checkpointing=cfg.model.activation_checkpointing)
+    return trainer.fit(), False
+
+
+def run_path(cfg: StudyConfig, spec: RunSpec) -> Path:
+    return final_dir(cfg, spec)

@@ -1,0 +1,114 @@
+"""Run specifications: what one final run (budget x horizon x seed) trains, and where.
+
+A spec joins the study's sections with the cell's chosen hyperparameters (from HPO or a
+fixed table) into the model args and training config the run actually uses; its hash —
+and so its run id — covers exactly the values that change the run's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
+from finscale.features import input_columns
+from finscale.model import ModelArgs, model_args_for
+from finscale.rundir import make_run_id
+
+ARCH_KEYS = ("d_model", "num_layers", "num_heads", "d_ff")
+TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
+              "max_epochs", "patience", "grad_clip", "pos_weight")
+
+
+def cell_name(budget: str, horizon: int) -> str:
+    return f"{budget}-h{horizon}"
+
+
+def split_params(params: dict, where: str) -> tuple[dict, dict]:
+    """Split a cell's parameters into architecture and training values; reject unknown keys."""
+    unknown = sorted(set(params) - set(ARCH_KEYS) - set(TRAIN_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter {unknown[0]!r} (architecture: "
+                         f"{', '.join(ARCH_KEYS)}; training: {', '.join(TRAIN_KEYS)})")
+    arch = {k: params[k] for k in ARCH_KEYS if k in params}
+    if arch and len(arch) != len(ARCH_KEYS):
+        missing = [k for k in ARCH_KEYS if k not in arch]
+        raise ValueError(f"{where}: an explicit architecture needs all of {', '.join(ARCH_KEYS)} "
+                         f"(missing {', '.join(missing)})")
+    return arch, {k: params[k] for k in TRAIN_KEYS if k in params}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    budget: str
+    horizon: int
+    seed: int
+    model_args: ModelArgs
+    train: TrainConfig
+    params: dict              # the cell's chosen hyperparameters, as given
+    config: dict              # fully resolved run config (config.json)
+    digest: str
+
+    @property
+    def run_id(self) -> str:
+        return make_run_id(self.budget, self.horizon, self.seed, self.digest)
+
+    @property
+    def cell(self) -> str:
+        return cell_name(self.budget, self.horizon)
+
+
+def n_inputs(cfg: StudyConfig) -> int:
+    return len(input_columns(cfg.features.set))
+
+
+def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: dict | None = None,
+              *, max_epochs: int | None = None) -> RunSpec:
+    """Resolve one run: study sections + cell parameters -> model args, train config, id."""
+    params = dict(params or {})
+    arch, train_params = split_params(params, f"cell {cell_name(budget, horizon)}")
+    if max_epochs:
+        train_params.setdefault("max_epochs", max_epochs)
+    train = replace_section(cfg.train, **train_params)
+    margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None)
+    run_cfg = {
+        "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
+        "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),
+        "target": {**config_to_dict(cfg.target), "horizon": horizon},
+        "splits": config_to_dict(cfg.splits), "model": config_to_dict(cfg.model),
+        "model_args": margs.to_dict(), "train": config_to_dict(train), "params": params,
+    }
+    # The id must not change with presentation-only keys (name lists of other budgets/horizons).
+    identity = {k: v for k, v in run_cfg.items() if k != "study"}
+    identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
+    identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
+    digest = config_hash(identity)
+    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest)
+
+
+def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:
+    return cfg.study_dir / "final" / spec.run_id
+
+
+def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
+    return cfg.study_dir / "hpo" / cell_name(budget, horizon) / "best_params.json"
+
+
+def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]:
+    """The hyperparameters a final run of this cell uses, and where they came from.
+
+    ``hpo.mode = "fixed"``: the ``[hpo.fixed."<budget>-h<h>"]`` table (required).
+    ``search``: the cell's ``best_params.json`` when HPO has run, else the study's values.
+    """
+    import json
+
+    cell = cell_name(budget, horizon)
+    if cfg.hpo.mode == "fixed":
+        if cell not in cfg.hpo.fixed:
+            raise ValueError(f"hpo.fixed: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
+                             f"entries: {', '.join(sorted(cfg.hpo.fixed)) or 'none'})")
+        return dict(cfg.hpo.fixed[cell]), f"hpo.fixed.{cell}"
+    path = best_params_path(cfg, budget, horizon)
+    if path.exists():
+        return json.loads(path.read_text())["params"], str(path)
+    return {}, "study defaults (no HPO result yet)"

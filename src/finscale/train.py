@@ -1,0 +1,344 @@
+"""The trainer: one training run from window datasets to best weights and final metrics.
+
+Consumes: model args, the ``[train]`` config, a :class:`RunData` (train/validation window
+datasets, the training base rate, normalisation statistics) and a run directory.
+Produces in the run directory: ``metrics.jsonl`` (one line per epoch, then a ``final``
+line), ``status.json`` (kept current), ``ckpt/step-N.pt`` (full resumable state) and
+``ckpt/best.pt`` (best weights). Returns the final validation metrics.
+Guarantees: every training value reaches the optimiser/scheduler/model (guard 8); the
+model returns logits and the sigmoid is applied once, in :func:`predict_proba` (guard 7);
+the returned metrics come from the restored best weights (guard 9); a non-finite loss
+fails the run with its reason (never a sentinel value); a collapsed model is flagged
+(guard 12); an interrupted run resumes exactly (checkpointed RNG, data order a function of
+(seed, epoch), position within the epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from finscale.checkpoint import (capture_rng, latest_valid_checkpoint, load_checkpoint,
+                                 prune_step_checkpoints, restore_rng, save_checkpoint)
+from finscale.config import TrainConfig
+from finscale.evaluate.metrics import classification_metrics, is_collapsed
+from finscale.model import ModelArgs, build_model, count_parameters
+from finscale.rundir import RunDir
+from finscale.windows import WindowDataset, epoch_order
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict], None]
+
+
+class TrainingFailed(RuntimeError):
+    """The run diverged (non-finite loss); the reason is recorded in status.json."""
+
+
+class RunInterrupted(RuntimeError):
+    """A stop request (signal, STOP file, thermal critical) checkpointed the run and ended it."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class RunData:
+    """What one run trains and validates on (built by the runner from the study)."""
+
+    train: WindowDataset
+    val: WindowDataset
+    prior: float                        # training base rate
+    normalizer: dict = field(default_factory=dict)
+    split_report: list = field(default_factory=list)
+
+
+@dataclass
+class Controls:
+    """Outside influences checked at step boundaries: stop requests and the hardware monitor."""
+
+    should_stop: Callable[[], str | None] = lambda: None   # returns a reason to stop, or None
+    monitor: object | None = None                          # finscale.monitor.HardwareMonitor
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on weight matrices only (not norms, biases or positions)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_matrix = p.dim() >= 2 and "pos" not in name and "revin" not in name
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": "decay"},
+              {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
+    return math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)
+
+
+def warmup_steps(total_steps: int, cfg: TrainConfig) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else round(cfg.warmup_fraction * total_steps)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, warmup: int):
+    """Linear warm-up over ``warmup`` optimiser steps, then cosine decay to zero."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def loss_fn(cfg: TrainConfig, device: torch.device):
+    pos_weight = torch.tensor([cfg.pos_weight], device=device) if cfg.pos_weight > 0 else None
+
+    def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y, pos_weight=pos_weight)
+    return bce
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
+                  device: torch.device) -> np.ndarray:
+    """Probabilities for every window of ``ds``: the one place a sigmoid is applied."""
+    model.eval()
+    out = np.empty(len(ds), dtype=np.float64)
+    for i in range(0, len(ds), batch_size):
+        x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
+        with _autocast(device):
+            logits = model(x.to(device, non_blocking=True))
+        out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+    return out
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast only on CUDA: on CPU bf16 is several times slower than fp32.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def evaluate_split(model, ds: WindowDataset, prior: float, cfg: TrainConfig,
+                   device: torch.device) -> dict:
+    prob = predict_proba(model, ds, cfg.eval_batch_size, device)
+    return classification_metrics(ds.labels_at_ends, prob, prior=prior, threshold=prior)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """One run; :meth:`fit` trains (resuming if a checkpoint exists) and returns final metrics."""
+
+    def __init__(self, run: RunDir, *, model_args: ModelArgs, cfg: TrainConfig, data: RunData,
+                 seed: int, config_hash: str, device: torch.device | None = None,
+                 callbacks: Sequence[EpochCallback] = (), controls: Controls | None = None,
+                 checkpointing: bool = False, progress: bool | None = None):
+        self.run, self.args, self.cfg, self.data = run, model_args, cfg, data
+        self.seed, self.config_hash = seed, config_hash
+        self.device = device or torch.device("cpu")
+        self.callbacks, self.controls = list(callbacks), controls or Controls()
+        self.progress = progress
+        torch.manual_seed(seed)
+        self.model = build_model(model_args, checkpointing=checkpointing).to(self.device)
+        self.model.init_output_bias(float(np.clip(data.prior, 1e-4, 1 - 1e-4)))
+        self.opt = build_optimizer(self.model, cfg)
+        self.steps_per_epoch = steps_per_epoch(len(data.train), cfg)
+        self.total_steps = self.steps_per_epoch * cfg.max_epochs
+        self.warmup = warmup_steps(self.total_steps, cfg)
+        self.sched = build_scheduler(self.opt, self.total_steps, self.warmup)
+        self.loss = loss_fn(cfg, self.device)
+        self.state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
+                      "bad_epochs": 0, "loss_sum": 0.0, "loss_n": 0}
+
+    # ---- state -------------------------------------------------------------------------
+    def _checkpoint_state(self) -> dict:
+        return {"model_args": self.args.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "trainer": dict(self.state), "rng": capture_rng(), "seed": self.seed,
+                "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash}
+
+    def save_step(self) -> None:
+        save_checkpoint(self._checkpoint_state(), self.run.ckpt / f"step-{self.state['step']}.pt")
+        prune_step_checkpoints(self.run.ckpt)
+
+    def _resume(self) -> bool:
+        ckpt = latest_valid_checkpoint(self.run.ckpt)
+        if ckpt is None:
+            return False
+        if ckpt["config_hash"] != self.config_hash:
+            raise ValueError(f"{self.run.path}: checkpoint was written by config "
+                             f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]}; "
+                             "refusing to resume a different configuration")
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.state = dict(ckpt["trainer"])
+        restore_rng(ckpt["rng"])
+        self.run.truncate_metrics(self.state["epoch"])
+        log.info("%s: resumed at epoch %d batch %d", self.run.path.name, self.state["epoch"],
+                 self.state["batch"])
+        return True
+
+    # ---- loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        resumed = self._resume()
+        self.run.write_status("running", epoch=self.state["epoch"], resumed=resumed)
+        try:
+            while self.state["epoch"] < self.cfg.max_epochs and not self._early_stopped():
+                self._train_epoch()
+        except TrainingFailed as exc:
+            self.run.write_status("failed", reason=str(exc), epoch=self.state["epoch"])
+            raise
+        return self._finish()
+
+    def _early_stopped(self) -> bool:
+        return self.state["bad_epochs"] >= self.cfg.patience
+
+    def _train_epoch(self) -> None:
+        st, cfg = self.state, self.cfg
+        epoch = st["epoch"]
+        order = epoch_order(len(self.data.train), self.seed, epoch)
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        t0, data_s, compute_s = time.perf_counter(), 0.0, 0.0
+        self.model.train()
+        with _progress(self.progress, len(batches), f"epoch {epoch + 1}/{cfg.max_epochs}") as bar:
+            while st["batch"] < len(batches):
+                self._obey_controls()
+                t1 = time.perf_counter()
+                x, y = self.data.train.get_batch(batches[st["batch"]])
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                t2 = time.perf_counter()
+                self._train_step(x, y, last=st["batch"] == len(batches) - 1)
+                data_s += t2 - t1
+                compute_s += time.perf_counter() - t2
+                bar(1)
+        train_s = time.perf_counter() - t0
+        metrics = evaluate_split(self.model, self.data.val, self.data.prior, cfg, self.device)
+        self._end_epoch(metrics, train_s, data_s, compute_s, time.perf_counter() - t0)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
+        st, cfg = self.state, self.cfg
+        with _autocast(self.device):
+            loss = self.loss(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "
+                                 f"{st['epoch'] + 1}, batch {st['batch'] + 1}")
+        (loss / cfg.grad_accum).backward()
+        st["loss_sum"] += loss.item() * len(y)
+        st["loss_n"] += len(y)
+        st["batch"] += 1
+        if st["batch"] % cfg.grad_accum == 0 or last:
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.sched.step()
+            st["step"] += 1
+
+    def _obey_controls(self) -> None:
+        """Pause while hot; on a stop request checkpoint mid-epoch and end the run."""
+        reason, status = self.controls.should_stop(), "stopped"
+        mon = self.controls.monitor
+        if reason is None and mon is not None:
+            decision = mon.check()
+            if decision == "pause":
+                self.run.write_status("paused", reason="thermal warning", epoch=self.state["epoch"])
+                decision = mon.wait_until_cool()
+                self.run.write_status("running", epoch=self.state["epoch"])
+            if decision == "stop":
+                reason, status = "critical temperature", "thermal_stop"
+        if reason is not None:
+            self.save_step()
+            self.run.write_status(status, reason=reason, epoch=self.state["epoch"])
+            raise RunInterrupted(status, reason)
+
+    def _end_epoch(self, metrics: dict, train_s: float, data_s: float, compute_s: float,
+                   epoch_s: float) -> None:
+        st, cfg = self.state, self.cfg
+        key = "log_loss" if cfg.monitor_metric == "val_loss" else "auc"
+        value = metrics[key] if metrics[key] is not None else math.nan
+        score = value if key == "log_loss" else -value  # lower is better
+        improved = st["best"] is None or score < st["best"] - cfg.min_delta
+        if improved:
+            st["best"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"], 0
+            save_checkpoint({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
+                             "epoch": st["epoch"], "metrics": json.dumps(metrics),
+                             "config_hash": self.config_hash}, self.run.ckpt / "best.pt")
+        else:
+            st["bad_epochs"] += 1
+        line = {"event": "epoch", "epoch": st["epoch"] + 1, "step": st["step"],
+                "train_loss": st["loss_sum"] / max(1, st["loss_n"]),
+                "lr": self.sched.get_last_lr()[0], "epoch_s": epoch_s, "train_s": train_s,
+                "data_s": data_s, "compute_s": compute_s,
+                "samples_per_s": len(self.data.train) / max(train_s, 1e-9),
+                "improved": improved, **{f"val_{k}": v for k, v in metrics.items()}}
+        st.update(epoch=st["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0)
+        self.run.append_metrics(line)  # before the checkpoint: resume truncates to it
+        if st["epoch"] % cfg.checkpoint_every == 0 or st["epoch"] == cfg.max_epochs:
+            self.save_step()
+        self.run.write_status("running", epoch=st["epoch"])
+        for callback in self.callbacks:
+            callback(st["epoch"], line)
+
+    def _finish(self) -> dict:
+        """Restore the best weights, recompute validation metrics from them, flag collapse."""
+        best = load_checkpoint(self.run.ckpt / "best.pt", map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device)
+        collapsed, why = is_collapsed(metrics, self.cfg.collapse_std)
+        final = {"event": "final", "best_epoch": best["epoch"] + 1,
+                 "epochs_run": self.state["epoch"], "early_stopped": self._early_stopped(),
+                 "collapsed": collapsed, "collapse_reason": why,
+                 "params": count_parameters(self.model), "train_base_rate": self.data.prior,
+                 "train_windows": len(self.data.train), "val_windows": len(self.data.val),
+                 **{f"val_{k}": v for k, v in metrics.items()}}
+        if collapsed:
+            log.warning("%s: collapsed model (%s)", self.run.path.name, why)
+        self.run.append_metrics(final)
+        self.run.write_status("done", epoch=self.state["epoch"], collapsed=collapsed)
+        return final
+
+
+class _progress:
+    """A rich progress bar on a terminal, nothing otherwise; used as ``with ... as advance``."""
+
+    def __init__(self, enabled: bool | None, total: int, label: str):
+        import sys
+
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total, self.label, self.bar = total, label, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def read_final(run: RunDir) -> dict | None:
+    """The ``final`` line of a finished run's metrics.jsonl, if any."""
+    finals = [m for m in run.read_metrics() if m.get("event") == "final"]
+    return finals[-1] if finals else None
