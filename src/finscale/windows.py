@@ -18,7 +18,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["WindowDataset", "epoch_order", "iterate_batches", "Normalizer", "NORMALIZATIONS"]
+__all__ = [
+    "WindowDataset", "epoch_order", "iterate_batches", "Normalizer", "NORMALIZATIONS", "training_rows",
+]
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,78 @@
+"""`finscale splits show`: window counts, dates and base rates per region, every horizon."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from finscale.cli.common import add_study_args, load_study_from_args, print_table
+from finscale.splits import Split, final_split, split_report, tuning_splits
+
+SCHEMES = ("contiguous", "scattered", "walk_forward")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("splits", help="inspect train/validation/test splits",
+                       description="Leak-free splits of the study's processed data: every window "
+                                   "(context + label period) lies inside one region.")
+    ssub = p.add_subparsers(dest="splits_command", metavar="ACTION", required=True)
+    show = ssub.add_parser("show", help="windows, first/last date and base rate per region",
+                           description="For every horizon of the study: the contiguous final "
+                                       "split (train/val/test) and the tuning splits (scattered, "
+                                       "walk-forward folds; never the test period).")
+    add_study_args(show)
+    show.add_argument("--scheme", choices=(*SCHEMES, "all"), default="all",
+                      help="which scheme to show (default: all)")
+    show.add_argument("--data-dir", default=None, help="data directory")
+    show.set_defaults(handler=_show)
+
+
+def _load_frame(cfg, data_dir_flag):
+    """The study's processed frame, fetching raw data / building features when missing."""
+    from finscale.data import ensure_dataset, resolve_data_dir
+    from finscale.features import build_processed, load_processed
+
+    data_dir = resolve_data_dir(data_dir_flag, cfg.data.data_dir)
+    name, _ = ensure_dataset(cfg.data, data_dir)
+    try:
+        return load_processed(data_dir, name, cfg.features.set)
+    except FileNotFoundError:
+        build_processed(data_dir, name, cfg.features.set)
+        return load_processed(data_dir, name, cfg.features.set)
+
+
+def _splits_for(scheme: str, dates, label_ok, cfg, horizon: int) -> list[Split]:
+    L = cfg.model.context_len
+    if scheme == "contiguous":
+        return [final_split(dates, label_ok, cfg.splits, L, horizon)]
+    return tuning_splits(dates, label_ok, cfg.splits, L, horizon, scheme)
+
+
+def _show(args) -> int:
+    from finscale.labels import make_labels
+
+    cfg = load_study_from_args(args)
+    frame = _load_frame(cfg, args.data_dir)
+    dates = frame["Date"].to_numpy()
+    schemes = SCHEMES if args.scheme == "all" else (args.scheme,)
+    rows, errors = [], []
+    for horizon in cfg.target.horizons:
+        labels = make_labels(frame, cfg.target, horizon)
+        for scheme in schemes:
+            try:
+                splits = _splits_for(scheme, dates, np.isfinite(labels), cfg, horizon)
+            except ValueError as exc:  # one failing scheme should not hide the others
+                errors.append(f"h{horizon} {scheme}: {exc}")
+                continue
+            for split in splits:
+                rows += [[horizon, r["split"], r["region"], r["windows"], r["first_date"],
+                          r["last_date"], r["base_rate"]] for r in split_report(split, dates, labels)]
+    if rows:
+        print_table(f"splits of study {cfg.name!r} (context_len {cfg.model.context_len}, "
+                    f"embargo_days {cfg.splits.embargo_days}, {len(frame)} rows "
+                    f"{str(dates[0])[:10]}..{str(dates[-1])[:10]})",
+                    ["horizon", "split", "region", "windows", "first", "last", "base rate"], rows)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if errors else 0
