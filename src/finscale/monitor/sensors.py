@@ -113,11 +113,15 @@ class LinuxBackend(Backend):
         self.use_psutil = self.root.resolve() == REAL_SYSFS_THERMAL.resolve()
 
     def read(self) -> Reading:
+        psutil_errors: list[str] = []
+        temps = self._psutil(psutil_errors) if self.use_psutil else {}
+        if temps:
+            return make_reading(self.name, temps)
+        # Zones that failed are reported even when others read; psutil's failure only
+        # matters when the sysfs fallback found nothing either.
         errors: list[str] = []
-        temps = self._psutil(errors) if self.use_psutil else {}
-        if not temps:
-            temps = self._sysfs(errors)
-        return make_reading(self.name, temps, errors=[] if temps else errors)
+        temps = self._sysfs(errors)
+        return make_reading(self.name, temps, errors=errors if temps else psutil_errors + errors)
 
     def _psutil(self, errors: list[str]) -> dict[str, float]:
         try:
