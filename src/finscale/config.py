@@ -78,7 +78,7 @@ class SplitsConfig:
     test_fraction: float = _opt(0.15, min=0.0, max=0.9)
     embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the horizon purge")
     min_eval_windows: int = _opt(100, min=1, doc="guard 4: smaller val/test regions are errors")
-    chunk_days: int = _opt(120, min=10, doc="scattered: chunk length in rows")
+    chunk_days: int = _opt(250, min=10, doc="scattered: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of val chunks")
     folds: int = _opt(4, min=1, doc="walk_forward: number of folds")
     fold_mode: str = _opt("expanding", choices=("expanding", "rolling"))
@@ -130,7 +130,7 @@ class TrainConfig:
 @dataclass(frozen=True, kw_only=True)
 class HpoConfig:
     mode: str = _opt("search", choices=("search", "fixed"),
-                     doc="search: Optuna per cell; fixed: use [hpo.fixed] entries, no trials")
+                     doc="search: Optuna per cell; fixed: use [hpo.table] entries, no trials")
     trials: int = _opt(8, min=1)
     split: str = _opt("scattered", choices=("scattered", "walk_forward"))
     storage: str = _opt("", doc="Optuna storage URL; default sqlite under the study dir")
@@ -143,7 +143,8 @@ class HpoConfig:
     dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95)
     warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0)
     batch_size: tuple[int, ...] = _opt((64, 128, 256), min=1, doc="categorical choices")
-    fixed: dict = _opt({}, doc="fixed params per cell: {'2M-h1': {d_model=.., lr=..}}")
+    fixed: dict = _opt({}, doc="search mode: values pinned per cell, {'2M-h1': {batch_size=..}}")
+    table: dict = _opt({}, doc="fixed mode: full params per cell, {'2M-h1': {d_model=.., lr=..}}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +338,16 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
     except ConfigError as exc:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}{exc}") from None
+    _check_study(cfg)
+    return cfg
+
+
+def study_from_dict(raw: dict, origin: str = "study") -> StudyConfig:
+    """Build and check a study from a plain dict (e.g. a resolved config embedded in a script)."""
+    try:
+        cfg = _build(StudyConfig, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     _check_study(cfg)
     return cfg
 

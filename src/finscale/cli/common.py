@@ -15,7 +15,7 @@ from rich.table import Table
 from finscale.config import StudyConfig, load_study
 
 # Piped output (tests, logs, CI) gets a wide console so tables are not cut to 80 columns.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+console = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def add_study_args(parser: argparse.ArgumentParser) -> None:

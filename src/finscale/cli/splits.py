@@ -30,16 +30,9 @@ def register(sub) -> None:
 
 def _load_frame(cfg, data_dir_flag):
     """The study's processed frame, fetching raw data / building features when missing."""
-    from finscale.data import ensure_dataset, resolve_data_dir
-    from finscale.features import build_processed, load_processed
+    from finscale.runner.prepare import prepare
 
-    data_dir = resolve_data_dir(data_dir_flag, cfg.data.data_dir)
-    name, _ = ensure_dataset(cfg.data, data_dir)
-    try:
-        return load_processed(data_dir, name, cfg.features.set)
-    except FileNotFoundError:
-        build_processed(data_dir, name, cfg.features.set)
-        return load_processed(data_dir, name, cfg.features.set)
+    return prepare(cfg, data_dir_flag).frame
 
 
 def _splits_for(scheme: str, dates, label_ok, cfg, horizon: int) -> list[Split]:

@@ -18,7 +18,7 @@ def register(sub) -> None:
         "train", help="train one final run (budget x horizon x seed)",
         description="Train one run of the study on its contiguous split into "
                     "runs/<study>/final/<run_id>/. Uses the cell's HPO best parameters when they "
-                    "exist (or hpo.fixed in fixed mode). Rerunning a finished run does nothing; an "
+                    "exist (or hpo.table in fixed mode). Rerunning a finished run does nothing; an "
                     "interrupted run resumes from its latest checkpoint.")
     add_study_args(p)
     p.add_argument("--budget", required=True, help="one of the study's model.budgets")

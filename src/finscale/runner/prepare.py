@@ -18,7 +18,7 @@ import pandas as pd
 
 from finscale import features, labels, splits
 from finscale.config import StudyConfig
-from finscale.data import ensure_dataset, resolve_data_dir
+from finscale.data import Manifest, ensure_dataset, resolve_data_dir
 from finscale.train import RunData
 from finscale.windows import Normalizer, WindowDataset
 
@@ -42,8 +42,8 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     """Fetch (if needed) and build (if needed) the study's processed feature frame."""
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
     name, raw_entry = ensure_dataset(cfg.data, data_dir)
-    path, entry = features.build_processed(data_dir, name, cfg.features.set)
-    frame = features.load_processed(data_dir, name, cfg.features.set)
+    frame = features.ensure_processed(data_dir, name, cfg.features.set)
+    entry = Manifest(data_dir).latest(features.processed_path(name, cfg.features.set))
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     return PreparedData(name, frame, inputs, values,
@@ -85,3 +85,24 @@ def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunD
     folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
                                  horizon, cfg.hpo.split)
     return [_run_data(prep, cfg, y, split)[0] for split in folds]
+
+
+def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
+    """The processed frame without writing anything (for plans): stored, or built in memory
+    from stored raw data or the bundled sample. FileNotFoundError when neither exists."""
+    from finscale.data import dataset_entry, load_raw, load_sample, parse_source
+
+    data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
+    spec = parse_source(cfg.data.source)
+    name = cfg.data.name or spec.default_name
+    try:
+        return features.load_processed(data_dir, name, cfg.features.set)
+    except FileNotFoundError:
+        pass
+    if dataset_entry(data_dir, name) is not None:
+        raw = load_raw(data_dir, name)
+    elif spec.kind == "sample":
+        raw = load_sample(spec.target)
+    else:
+        raise FileNotFoundError(f"dataset {name!r} is not stored in {data_dir}")
+    return features.build_features(raw, cfg.features.set)[0]

@@ -97,17 +97,17 @@ def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
 def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]:
     """The hyperparameters a final run of this cell uses, and where they came from.
 
-    ``hpo.mode = "fixed"``: the ``[hpo.fixed."<budget>-h<h>"]`` table (required).
+    ``hpo.mode = "fixed"``: the ``[hpo.table."<budget>-h<h>"]`` entry (required).
     ``search``: the cell's ``best_params.json`` when HPO has run, else the study's values.
     """
     import json
 
     cell = cell_name(budget, horizon)
     if cfg.hpo.mode == "fixed":
-        if cell not in cfg.hpo.fixed:
-            raise ValueError(f"hpo.fixed: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
-                             f"entries: {', '.join(sorted(cfg.hpo.fixed)) or 'none'})")
-        return dict(cfg.hpo.fixed[cell]), f"hpo.fixed.{cell}"
+        if cell not in cfg.hpo.table:
+            raise ValueError(f"hpo.table: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
+                             f"entries: {', '.join(sorted(cfg.hpo.table)) or 'none'})")
+        return dict(cfg.hpo.table[cell]), f"hpo.table.{cell}"
     path = best_params_path(cfg, budget, horizon)
     if path.exists():
         return json.loads(path.read_text())["params"], str(path)

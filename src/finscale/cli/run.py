@@ -1,0 +1,134 @@
+"""`finscale run`: the whole study, resumably; `--dry-run` prints the plan."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.runner.plan import build_plan
+from finscale.runner.study import PHASES, RunOptions, StudyStopped, run_study
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run the study: data -> features -> hpo -> final -> evaluate -> report",
+        description="Execute every phase of the study (default: the bundled default study). "
+                    "Idempotent: finished work is skipped, interrupted runs resume from their "
+                    "checkpoints, HPO studies resume from their storage. Stop cleanly with Ctrl-C, "
+                    "SIGTERM or a STOP file in runs/<study>/.")
+    add_study_args(p)
+    p.add_argument("--phase", action="append", choices=PHASES, default=[],
+                   help="run only this phase (repeatable); default: all")
+    p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="restrict to cells, e.g. --only budget=cpu-s horizon=1 (repeat keys for several)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (parameters, FLOPs, memory, estimated time) and exit; offline")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--no-monitor", action="store_true", help="do not sample hardware sensors")
+    p.add_argument("--require-sensor", action="store_true",
+                   help="fail if no temperature sensor can be read (monitor.require_sensor)")
+    p.set_defaults(handler=_run)
+
+
+def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    budgets, horizons = [], []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if key == "budget" and sep:
+            budgets += value.split(",")
+        elif key == "horizon" and sep:
+            try:
+                horizons += [int(v) for v in value.split(",")]
+            except ValueError:
+                raise ValueError(f"--only {item!r}: horizon must be an integer") from None
+        else:
+            raise ValueError(f"--only {item!r}: expected budget=NAME or horizon=N")
+    for b in budgets:
+        if b not in cfg.model.budgets:
+            raise ValueError(f"--only budget={b}: not in model.budgets ({', '.join(cfg.model.budgets)})")
+    for h in horizons:
+        if h not in cfg.target.horizons:
+            raise ValueError(f"--only horizon={h}: not in target.horizons {list(cfg.target.horizons)}")
+    return tuple(budgets), tuple(horizons)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.0f}{unit}"
+        n /= 1000
+    return f"{n:.0f}PB"
+
+
+def print_plan(cfg, budgets, horizons, data_dir) -> int:
+    rows = build_plan(cfg, only_budgets=budgets, only_horizons=horizons, data_dir=data_dir)
+    exact = rows[0].extra.get("windows_exact") if rows else True
+    print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode)",
+                ["phase", "cell", "seed/trials", "architecture", "params", "non-emb", "train GFLOP/sample",
+                 "memory", "est. time", "note"],
+                [[r.phase, f"{r.budget}-h{r.horizon}", r.seed, r.arch, r.params, r.non_embedding,
+                  None if r.train_flops is None else r.train_flops / 1e9, fmt_bytes(r.memory),
+                  fmt_seconds(r.est_s), r.problem or r.run_id] for r in rows])
+    total = sum(r.est_s or 0 for r in rows)
+    console.print(f"{len(rows)} units of work; estimated total {fmt_seconds(total)} on this machine"
+                  + ("" if exact else " (window counts estimated from dates: data not stored)"))
+    problems = {f"{r.budget}-h{r.horizon}": r.problem for r in rows if r.problem}
+    for cell, problem in problems.items():
+        console.print(f"MISSES BUDGET / INVALID: cell {cell}: {problem}")
+    return 1 if problems else 0
+
+
+class EventPrinter:
+    """Overall progress: phase headers and one line per unit with its position and ETA."""
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "phase":
+            console.print(f"== {info['phase']}")
+        elif kind == "phase_skip":
+            console.print(f"== {info['phase']}: skipped ({info['reason']})")
+        elif kind == "hpo_cell":
+            console.print(f"[hpo {info['index'] + 1}/{info['total']}] cell {info['cell']}")
+        elif kind == "final_run":
+            state = "" if info["state"] == "pending" else f" ({info['state']})"
+            console.print(f"[final {info['index'] + 1}/{info['total']}] {info['run_id']}{state}"
+                          f"  ETA {fmt_seconds(info['eta_s'])}")
+        elif kind == "evaluate_run":
+            console.print(f"[evaluate {info['index'] + 1}/{info['total']}] {info['run_id']}")
+
+
+def resume_command(args) -> str:
+    """The command line that was run: rerunning it resumes (runs are idempotent)."""
+    return " ".join(shlex.quote(a) for a in ["finscale", *sys.argv[1:]])
+
+
+def _run(args) -> int:
+    if args.require_sensor:
+        args.overrides.append("monitor.require_sensor=true")
+    cfg = load_study_from_args(args)
+    budgets, horizons = parse_only(args.only, cfg)
+    if args.dry_run:
+        return print_plan(cfg, budgets, horizons, args.data_dir)
+    opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons,
+                      data_dir=args.data_dir, on_event=EventPrinter(), monitor=not args.no_monitor)
+    try:
+        summary = run_study(cfg, opts)
+    except StudyStopped as exc:
+        console.print(f"{exc.status}: {exc}. Checkpointed; resume with:\n  {resume_command(args)}")
+        return 3
+    console.print(f"final runs trained: {len(summary.done)}, already done: {len(summary.skipped)}, "
+                  f"failed: {len(summary.failed)}")
+    for run_id in summary.failed:
+        console.print(f"FAILED: {run_id} (see its status.json)")
+    if summary.report:
+        console.print(f"report: {summary.report.resolve()}")
+    return 1 if summary.failed else 0

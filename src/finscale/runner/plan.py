@@ -1,0 +1,158 @@
+"""The study plan: every HPO cell and final run, with parameters, FLOPs, memory and time.
+
+Consumes: the study config (and the stored or bundled data when available, read-only).
+Produces: :class:`PlanRow` per unit of work for ``--dry-run`` and ``finscale status``.
+Guarantees: works offline and without stored data (window counts are then estimated from
+the split dates and say so); entries that miss their budget are flagged with both numbers
+instead of aborting the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from finscale.config import StudyConfig
+from finscale.model import flops_per_sample, memory_estimate
+from finscale.model.budgets import measured_parameters, parse_budget
+from finscale.runner.runs import RunSpec, cell_name, cell_params, make_spec, split_params
+
+log = logging.getLogger(__name__)
+
+TRADING_DAYS_PER_YEAR = 252
+# Fraction of the matmul peak a small transformer reaches in training, for time estimates
+# only (measured 0.1-0.5 on CPU in benchmarks/bench_model.py; we take the cautious end).
+UTILISATION = 0.15
+STEP_OVERHEAD_S = 2e-3
+
+
+@dataclass
+class PlanRow:
+    phase: str                 # hpo | final
+    budget: str
+    horizon: int
+    seed: str                  # seed, or "N trials"
+    arch: str
+    params: int | None
+    non_embedding: int | None
+    train_flops: int | None    # per sample
+    memory: int | None         # bytes at the run's batch size
+    est_s: float | None
+    run_id: str = ""
+    problem: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def arch_label(spec_args) -> str:
+    a = spec_args
+    return f"d{a.d_model}-l{a.num_layers}-h{a.num_heads}-f{a.d_ff}"
+
+
+def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool]:
+    """Training windows per horizon for the final split; (counts, exact?)."""
+    try:
+        from finscale.runner.prepare import peek_frame
+
+        frame = peek_frame(cfg, data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        log.info("plan: no local data (%s); estimating window counts from dates", exc)
+        return _estimated_counts(cfg), False
+    from finscale import labels, splits
+
+    counts = {}
+    for h in cfg.target.horizons:
+        y = labels.make_labels(frame, cfg.target, h)
+        s = splits.final_split(frame["Date"], np.isfinite(y), cfg.splits, cfg.model.context_len, h)
+        counts[h] = len(s.train)
+    return counts, True
+
+
+def _estimated_counts(cfg: StudyConfig) -> dict[int, int]:
+    s = cfg.splits
+    end = pd.Timestamp(s.val_start) if s.val_start else pd.Timestamp.today()
+    start = pd.Timestamp(s.train_start) if s.train_start else end - pd.DateOffset(years=25)
+    days = int((end - start).days / 365.25 * TRADING_DAYS_PER_YEAR)
+    return {h: max(0, days - 250 - cfg.model.context_len - h) for h in cfg.target.horizons}
+
+
+_PEAK: dict[str, float] = {}
+
+
+def device_peak_flops(device: str = "cpu") -> float:
+    """Measured fp32 matmul FLOP/s of this machine (cached; ~0.2 s)."""
+    import torch
+
+    if device not in _PEAK:
+        a = torch.randn(1024, 1024)
+        a @ a
+        t0, reps = time.perf_counter(), 5
+        for _ in range(reps):
+            a @ a
+        _PEAK[device] = 2 * 1024**3 * reps / (time.perf_counter() - t0)
+    return _PEAK[device]
+
+
+def _estimate_seconds(spec: RunSpec, flops: int, windows: int, epochs: int) -> float:
+    steps = epochs * -(-windows // spec.train.batch_size)
+    return flops * windows * epochs / (device_peak_flops() * UTILISATION) + steps * STEP_OVERHEAD_S
+
+
+def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label) -> PlanRow:
+    try:
+        spec = make_spec(cfg, budget, h, seed, params, max_epochs=epochs)
+    except ValueError as exc:
+        return PlanRow(phase, budget, h, seed_label, _arch_from_params(params), None, None, None,
+                       None, None, problem=str(exc))
+    counts = measured_parameters(spec.model_args)
+    flops = flops_per_sample(spec.model_args)["train"]
+    precision = "bf16" if cfg.model.device == "cuda" else "fp32"
+    mem = memory_estimate(spec.model_args, spec.train.batch_size, precision,
+                          cfg.model.activation_checkpointing)["total"]
+    return PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
+                   counts["non_embedding"], flops, mem,
+                   _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
+                   run_id=spec.run_id if phase == "final" else cell_name(budget, h))
+
+
+def _arch_from_params(params: dict) -> str:
+    p = params or {}
+    return "d{}-l{}-h{}-f{}".format(*(p.get(k, "?") for k in ("d_model", "num_layers", "num_heads", "d_ff")))
+
+
+def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_dir=None) -> list[PlanRow]:
+    """Every HPO cell and final run of the study, in execution order."""
+    counts, exact = window_counts(cfg, data_dir)
+    rows = []
+    for budget in cfg.model.budgets:
+        parse_budget(budget)
+        if only_budgets and budget not in only_budgets:
+            continue
+        for h in cfg.target.horizons:
+            if only_horizons and h not in only_horizons:
+                continue
+            if cfg.hpo.mode == "search":
+                fixed = cfg.hpo.fixed.get(cell_name(budget, h), {})
+                arch, _ = split_params(fixed, f"hpo.fixed.{cell_name(budget, h)}")
+                epochs = cfg.hpo.max_epochs or cfg.train.max_epochs
+                row = _row(cfg, "hpo", budget, h, cfg.seeds[0], arch, counts[h], epochs,
+                           f"{cfg.hpo.trials} trials")
+                if row.est_s is not None:
+                    row.est_s *= cfg.hpo.trials
+                rows.append(row)
+            params, _source = _plan_params(cfg, budget, h)
+            for seed in cfg.seeds:
+                rows.append(_row(cfg, "final", budget, h, seed, params, counts[h], 0, str(seed)))
+    for row in rows:
+        row.extra["windows_exact"] = exact
+    return rows
+
+
+def _plan_params(cfg: StudyConfig, budget: str, h: int) -> tuple[dict, str]:
+    try:
+        return cell_params(cfg, budget, h)
+    except ValueError as exc:
+        return {}, str(exc)
