@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from finscale.config import (ConfigError, StudyConfig, config_hash, load_study, parse_override,
-                             replace_section)
+from finscale.config import ConfigError, StudyConfig, config_hash, load_study, parse_override, replace_section
 
 
 def write(tmp_path, text, name="s.toml"):
@@ -93,3 +92,14 @@ def test_config_show_cli(cli, tmp_path):
     assert tail.strip() == config_hash(load_study(p, ["train.lr=0.01"]))
     bad = cli("config", "show", str(p), "--set", "train.nope=1")
     assert bad.returncode == 1 and "unknown key train.nope" in bad.stderr
+
+
+def test_every_key_is_documented():
+    from pathlib import Path
+
+    from finscale.config import describe_fields
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "study.md").read_text()
+    missing = [key for key, *_ in describe_fields(StudyConfig)
+               if f"`{key.split('.')[-1]}`" not in doc]
+    assert not missing, f"keys missing from docs/study.md: {missing}"

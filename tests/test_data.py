@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finscale.data import (DataError, Manifest, fetch_dataset, load_raw, validate_ohlcv, verify)
+from finscale.data import DataError, Manifest, fetch_dataset, load_raw, validate_ohlcv, verify
 from finscale.data.store import atomic_write_parquet, store_frame
 
 GOOD = pd.DataFrame({

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.rundir import RunDir
 from finscale.runner.study import RunOptions, StudyStopped, run_study
-
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

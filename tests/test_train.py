@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +16,7 @@ from finscale.checkpoint import load_checkpoint
 from finscale.config import TrainConfig
 from finscale.model import ModelArgs
 from finscale.rundir import RunDir
-from finscale.train import (RunData, Trainer, TrainingFailed, build_scheduler, predict_proba,
-                            read_final)
+from finscale.train import RunData, Trainer, TrainingFailed, build_scheduler, predict_proba, read_final
 from finscale.windows import WindowDataset
 
 L, C = 16, 3
@@ -164,8 +162,9 @@ RESUME_SCRIPT = textwrap.dedent("""
 def test_resume_after_sigkill_is_exact(tmp_path):
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT.format(tests=os.path.dirname(__file__)))
-    run = lambda d, k: subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
-                                      capture_output=True, text=True, timeout=300)
+    def run(d, k):
+        return subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
+                                          capture_output=True, text=True, timeout=300)
     straight = run("straight", 0)
     assert straight.returncode == 0, straight.stderr
     killed = run("resumed", 3)

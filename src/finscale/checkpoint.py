@@ -48,7 +48,7 @@ def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 def latest_valid_checkpoint(ckpt_dir: Path) -> dict | None:
     """The newest ``step-N.pt`` that loads; unreadable ones are logged and skipped."""
-    for step, path in reversed(step_checkpoints(ckpt_dir)):
+    for _step, path in reversed(step_checkpoints(ckpt_dir)):
         try:
             return load_checkpoint(path)
         except ValueError as exc:

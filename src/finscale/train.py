@@ -21,14 +21,19 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finscale.checkpoint import (capture_rng, latest_valid_checkpoint, load_checkpoint,
-                                 prune_step_checkpoints, restore_rng, save_checkpoint)
+from finscale.checkpoint import (
+    capture_rng,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    prune_step_checkpoints,
+    restore_rng,
+    save_checkpoint,
+)
 from finscale.config import TrainConfig
 from finscale.evaluate.metrics import classification_metrics, is_collapsed
 from finscale.model import ModelArgs, build_model, count_parameters

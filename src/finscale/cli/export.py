@@ -6,8 +6,6 @@ from pathlib import Path
 
 from finscale.cli.common import add_study_args, console, load_study_from_args
 from finscale.cli.run import parse_only
-from finscale.runner.export import export_scripts
-from finscale.runner.study import RunOptions
 
 
 def register(sub) -> None:
@@ -24,6 +22,9 @@ def register(sub) -> None:
 
 
 def _export(args) -> int:
+    from finscale.runner.export import export_scripts
+    from finscale.runner.study import RunOptions
+
     cfg = load_study_from_args(args)
     budgets, horizons = parse_only(args.only, cfg)
     scripts = export_scripts(cfg, Path(args.out), RunOptions(budgets=budgets, horizons=horizons))

@@ -6,8 +6,7 @@ import shlex
 import sys
 
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
-from finscale.runner.plan import build_plan
-from finscale.runner.study import PHASES, RunOptions, StudyStopped, run_study
+from finscale.runner import PHASES
 
 
 def register(sub) -> None:
@@ -71,6 +70,8 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def print_plan(cfg, budgets, horizons, data_dir) -> int:
+    from finscale.runner.plan import build_plan
+
     rows = build_plan(cfg, only_budgets=budgets, only_horizons=horizons, data_dir=data_dir)
     exact = rows[0].extra.get("windows_exact") if rows else True
     print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode)",
@@ -112,6 +113,8 @@ def resume_command(args) -> str:
 
 
 def _run(args) -> int:
+    from finscale.runner.study import RunOptions, StudyStopped, run_study
+
     if args.require_sensor:
         args.overrides.append("monitor.require_sensor=true")
     cfg = load_study_from_args(args)

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
-
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
-from finscale.rundir import RunDir
-from finscale.runner.runs import best_params_path, cell_name, final_dir
-from finscale.runner.study import RunOptions, final_specs
-from finscale.train import read_final
 
 
 def register(sub) -> None:
@@ -23,6 +17,10 @@ def register(sub) -> None:
 
 
 def hpo_rows(cfg) -> list[list]:
+    import pandas as pd
+
+    from finscale.runner.runs import best_params_path, cell_name
+
     rows = []
     for budget in cfg.model.budgets:
         for h in cfg.target.horizons:
@@ -39,6 +37,11 @@ def hpo_rows(cfg) -> list[list]:
 
 
 def final_rows(cfg) -> list[list]:
+    from finscale.rundir import RunDir
+    from finscale.runner.runs import final_dir
+    from finscale.runner.study import RunOptions, final_specs
+    from finscale.train import read_final
+
     rows = []
     for spec in final_specs(cfg, RunOptions()):
         run = RunDir(final_dir(cfg, spec))

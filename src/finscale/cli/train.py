@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
-from finscale.runner.control import StopRequest
-from finscale.runner.final import execute_final, run_path
-from finscale.runner.prepare import prepare
-from finscale.runner.runs import cell_params, make_spec
-from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 SUMMARY_KEYS = ("best_epoch", "epochs_run", "val_log_loss", "val_auc", "val_brier", "val_skill",
                 "val_base_rate", "val_pred_std", "collapsed")
@@ -38,6 +33,12 @@ def check_cell(cfg, budget: str, horizon: int) -> None:
 
 
 def _train(args) -> int:
+    from finscale.runner.control import StopRequest
+    from finscale.runner.final import execute_final, run_path
+    from finscale.runner.prepare import prepare
+    from finscale.runner.runs import cell_params, make_spec
+    from finscale.train import Controls, RunInterrupted, TrainingFailed
+
     cfg = load_study_from_args(args)
     check_cell(cfg, args.budget, args.horizon)
     seed = cfg.seeds[0] if args.seed is None else args.seed

@@ -94,16 +94,16 @@ def _check_prices(out: pd.DataFrame, origin: str) -> None:
         if i is not None:
             raise DataError(f"{origin}: column {col}, {_row_label(dates, i)}: non-positive price "
                             f"{out[col].iloc[i]}")
-    o, h, l, c = (out[k].to_numpy() for k in PRICE_COLUMNS)
+    o, h, lo, c = (out[k].to_numpy() for k in PRICE_COLUMNS)
     # Tiny tolerance: vendors round OHLC independently.
     tol = 1e-9 * np.maximum(h, 1.0)
     i = _first_violation(h + tol < np.maximum(o, c))
     if i is not None:
         raise DataError(f"{origin}: column High, {_row_label(dates, i)}: High {h[i]} is below "
                         f"max(Open, Close) = {max(o[i], c[i])}")
-    i = _first_violation(l - tol > np.minimum(o, c))
+    i = _first_violation(lo - tol > np.minimum(o, c))
     if i is not None:
-        raise DataError(f"{origin}: column Low, {_row_label(dates, i)}: Low {l[i]} is above "
+        raise DataError(f"{origin}: column Low, {_row_label(dates, i)}: Low {lo[i]} is above "
                         f"min(Open, Close) = {min(o[i], c[i])}")
 
 

@@ -17,8 +17,14 @@ import numpy as np
 
 from finscale.checkpoint import load_checkpoint
 from finscale.config import StudyConfig
-from finscale.evaluate import (backtest, choose_threshold, default_block_len, evaluate_predictions,
-                               fit_baselines, paired_bootstrap_test)
+from finscale.evaluate import (
+    backtest,
+    choose_threshold,
+    default_block_len,
+    evaluate_predictions,
+    fit_baselines,
+    paired_bootstrap_test,
+)
 from finscale.model import ModelArgs, build_model, select_device
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir

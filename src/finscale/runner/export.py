@@ -91,11 +91,10 @@ def _parse_args(argv: list[str]) -> dict:
 
 def reproduce(study: dict, run: dict, argv: list[str]) -> int:
     """Train (or resume) and evaluate the embedded run; prints its test metrics as JSON."""
+    from finscale.runner.control import StopRequest
     from finscale.runner.evaluation import evaluate_final_run
     from finscale.runner.prepare import prepare
-    from finscale.runner.study import StudyStopped, run_final_phase
-    from finscale.runner.control import StopRequest
-    from finscale.runner.study import StudySummary
+    from finscale.runner.study import StudyStopped, StudySummary, run_final_phase
 
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.rundir import RunDir
+from finscale.runner import PHASES
 from finscale.runner.control import StopRequest
 from finscale.runner.final import execute_final
 from finscale.runner.prepare import PreparedData, prepare
@@ -26,7 +27,6 @@ from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
-PHASES = ("data", "features", "hpo", "final", "evaluate", "report")
 
 
 class StudyStopped(RuntimeError):
