@@ -314,6 +314,8 @@ class Trainer:
                  **{f"val_{k}": v for k, v in metrics.items()}}
         if collapsed:
             log.warning("%s: collapsed model (%s)", self.run.path.name, why)
+        if self.controls.monitor is not None:
+            final["hardware"] = self.controls.monitor.summary()  # max temp, seconds paused
         self.run.append_metrics(final)
         self.run.write_status("done", epoch=self.state["epoch"], collapsed=collapsed)
         return final
