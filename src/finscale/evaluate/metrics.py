@@ -47,7 +47,7 @@ def check_binary(y, prob, *, name: str = "prob") -> tuple[np.ndarray, np.ndarray
     return y, p
 
 
-def _check_prob_scalar(value: float, name: str, *, open_interval: bool) -> float:
+def check_probability(value: float, name: str, *, open_interval: bool) -> float:
     value = float(value)
     ok = 0 < value < 1 if open_interval else 0 <= value <= 1
     if not np.isfinite(value) or not ok:
@@ -85,7 +85,7 @@ def classification_metrics(y, prob, *, prior: float, threshold: float | None = N
     pred_mean, pred_std.
     """
     y, p = check_binary(y, prob)
-    prior = _check_prob_scalar(prior, "prior", open_interval=True)
+    prior = check_probability(prior, "prior", open_interval=True)
     clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
     loss = float(log_loss(y, clipped, labels=[0, 1]))
     loss_const = float(log_loss(y, np.full_like(y, prior), labels=[0, 1]))
@@ -107,7 +107,7 @@ def classification_metrics(y, prob, *, prior: float, threshold: float | None = N
         out["auc"] = float(roc_auc_score(y, p))
     out.update(_at_threshold(y, p, 0.5, ""))
     if threshold is not None:
-        threshold = _check_prob_scalar(threshold, "threshold", open_interval=False)
+        threshold = check_probability(threshold, "threshold", open_interval=False)
         out["threshold"] = threshold
         out.update(_at_threshold(y, p, threshold, "_at_thr"))
     return out

@@ -1,0 +1,43 @@
+"""Evaluation stage: metrics, block-bootstrap CIs, baselines, backtest (numpy arrays in,
+JSON-ready dicts out). The lead wires these to run directories; see each module's docstring.
+"""
+
+from finscale.evaluate.backtest import backtest, deflated_sharpe_ratio
+from finscale.evaluate.baselines import BASELINES, fit_baselines
+from finscale.evaluate.bootstrap import (
+    block_bootstrap_indices,
+    bootstrap_ci,
+    default_block_len,
+    metric_cis,
+    paired_bootstrap_test,
+    replicate_metrics,
+    resampled_auc,
+)
+from finscale.evaluate.metrics import (
+    choose_threshold,
+    classification_metrics,
+    expected_calibration_error,
+    is_collapsed,
+    per_sample_log_loss,
+)
+from finscale.evaluate.predictions import evaluate_predictions
+
+__all__ = [
+    "BASELINES",
+    "backtest",
+    "block_bootstrap_indices",
+    "bootstrap_ci",
+    "choose_threshold",
+    "classification_metrics",
+    "default_block_len",
+    "deflated_sharpe_ratio",
+    "evaluate_predictions",
+    "expected_calibration_error",
+    "fit_baselines",
+    "is_collapsed",
+    "metric_cis",
+    "paired_bootstrap_test",
+    "per_sample_log_loss",
+    "replicate_metrics",
+    "resampled_auc",
+]

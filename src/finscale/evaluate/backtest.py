@@ -1,0 +1,165 @@
+"""Long/flat backtest of a probability signal, and the deflated Sharpe ratio.
+
+Consumes, for consecutive trading days t = 0..T-1 in time order: the close, the date and
+the model's probability that the price rises within ``horizon`` days (NaN = no signal,
+e.g. the last days whose label is unknown). Produces per-day equity curves and summary
+statistics for the strategy and for buy-and-hold over the same days.
+
+Rules (simple, conservative, documented):
+- At day t with ``prob[t] > threshold`` and t + h <= T-1, buy at Close[t] and sell at
+  Close[t+h]; the next decision is at day t+h (non-overlapping holding periods; a new
+  position may open at the same close the previous one is sold). Otherwise stay flat
+  (no interest on cash) and decide again at t+1.
+- Every holding period is a round trip: ``cost_bps`` of notional is charged at entry and
+  again at exit, even when one period ends where the next begins.
+- Buy-and-hold buys at Close[0] and sells at Close[T-1], paying the same costs once each.
+- The equity curve starts from capital 1 before day 0 and is marked at each close after
+  that day's trades; daily returns are equity[s]/equity[s-1] - 1 for s = 1..T-1 (the day-0
+  entry cost is charged in the first return). Sharpe = mean/std (ddof=1) of daily returns
+  x sqrt(252), risk-free rate 0; CAGR over calendar days / 365.25; max drawdown is a
+  positive fraction of the running peak (peak includes the initial capital).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as sps
+
+TRADING_DAYS = 252
+EULER_GAMMA = 0.5772156649015329
+
+
+def _check_inputs(close, dates, signal_prob, threshold, horizon, cost_bps):
+    close = np.asarray(close, dtype=np.float64).ravel()
+    prob = np.asarray(signal_prob, dtype=np.float64).ravel()
+    days = np.asarray(dates).astype("datetime64[D]").ravel()
+    if not (close.size == prob.size == days.size):
+        raise ValueError(f"close/dates/signal_prob lengths {close.size}/{days.size}/{prob.size} differ")
+    if int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon={horizon!r}; expected a positive integer number of days")
+    if close.size < horizon + 1:
+        raise ValueError(f"{close.size} days is too short for one {horizon}-day holding period")
+    if not np.all(np.isfinite(close)) or close.min() <= 0:
+        raise ValueError("close must be finite positive prices")
+    if np.any(np.diff(days) <= np.timedelta64(0, "D")):
+        raise ValueError("dates must be strictly increasing trading days")
+    if np.any((prob < 0) | (prob > 1)):
+        raise ValueError("signal_prob must be probabilities in [0, 1] (NaN = no signal)")
+    if not 0 <= threshold <= 1 or cost_bps < 0:
+        raise ValueError(f"threshold={threshold!r} (expected [0, 1]) / cost_bps={cost_bps!r} (expected >= 0)")
+    return close, days, prob, int(horizon)
+
+
+def _positions(prob, threshold, horizon):
+    """Held-over-(s-1, s] flags, per-day cost multipliers' counts, and the trades."""
+    n = prob.size
+    held = np.zeros(n, dtype=bool)
+    n_costs = np.zeros(n, dtype=np.int64)
+    trades, t = [], 0
+    while t + horizon <= n - 1:
+        if prob[t] > threshold:  # NaN compares False: no signal, stay flat
+            held[t + 1 : t + horizon + 1] = True
+            n_costs[t] += 1
+            n_costs[t + horizon] += 1
+            trades.append((t, t + horizon))
+            t += horizon
+        else:
+            t += 1
+    return held, n_costs, trades
+
+
+def _equity(close, held, n_costs, cost):
+    price_ret = np.r_[0.0, close[1:] / close[:-1] - 1.0]
+    growth = (1.0 + held * price_ret) * (1.0 - cost) ** n_costs
+    return np.cumprod(growth)
+
+
+def _summary(equity, days, held, trade_returns):
+    # Returns for days 1..T-1, each relative to the previous close; the first is relative to
+    # the initial capital so that the day-0 entry cost is not lost.
+    daily = equity[1:] / np.r_[1.0, equity[1:-1]] - 1.0
+    years = (days[-1] - days[0]).astype(np.int64) / 365.25
+    sd = daily.std(ddof=1) if daily.size > 1 else 0.0
+    peak = np.maximum.accumulate(np.r_[1.0, equity])[1:]
+    trade_returns = np.asarray(trade_returns, dtype=np.float64)
+    return {
+        "total_return": float(equity[-1] - 1.0),
+        "cagr": float(equity[-1] ** (1.0 / years) - 1.0) if years > 0 else None,
+        "sharpe": float(daily.mean() / sd * math.sqrt(TRADING_DAYS)) if sd > 0 else None,
+        "max_drawdown": float(np.max(1.0 - equity / peak)),
+        "hit_rate": float((trade_returns > 0).mean()) if trade_returns.size else None,
+        "exposure": float(held[1:].mean()),
+        "n_trades": int(trade_returns.size),
+        "n_obs": int(daily.size),
+        "skew": float(sps.skew(daily)) if sd > 0 else None,
+        "kurtosis": float(sps.kurtosis(daily, fisher=False)) if sd > 0 else None,
+        "equity": [float(v) for v in equity],
+    }
+
+
+def backtest(close, dates, signal_prob, threshold: float, horizon: int, cost_bps: float) -> dict:
+    """Run the long/flat strategy and buy-and-hold (rules in the module docstring).
+
+    Returns ``{"strategy": stats, "buy_and_hold": stats, "dates": [ISO], "trades": [...],
+    "threshold", "horizon", "cost_bps", "n_days", "n_no_signal"}``; stats hold
+    total_return, cagr, sharpe, max_drawdown, hit_rate, exposure, n_trades, n_obs, skew,
+    kurtosis (Pearson, normal = 3) of daily returns, and the per-day ``equity`` list.
+    Undefined statistics (no trades, zero variance) are None.
+    """
+    close, days, prob, horizon = _check_inputs(close, dates, signal_prob, threshold, horizon, cost_bps)
+    cost = cost_bps / 1e4
+    held, n_costs, trades = _positions(prob, threshold, horizon)
+    trade_rows = [
+        {"entry": str(days[a]), "exit": str(days[b]), "gross_return": float(close[b] / close[a] - 1),
+         "net_return": float(close[b] / close[a] * (1 - cost) ** 2 - 1)}
+        for a, b in trades
+    ]
+    bh_held = np.r_[False, np.ones(close.size - 1, dtype=bool)]
+    bh_costs = np.zeros(close.size, dtype=np.int64)
+    bh_costs[0] += 1
+    bh_costs[-1] += 1
+    bh_return = close[-1] / close[0] * (1 - cost) ** 2 - 1
+    return {
+        "strategy": _summary(_equity(close, held, n_costs, cost), days, held,
+                             [row["net_return"] for row in trade_rows]),
+        "buy_and_hold": _summary(_equity(close, bh_held, bh_costs, cost), days, bh_held, [bh_return]),
+        "dates": [str(d) for d in days],
+        "trades": trade_rows,
+        "threshold": float(threshold),
+        "horizon": horizon,
+        "cost_bps": float(cost_bps),
+        "n_days": int(close.size),
+        "n_no_signal": int(np.isnan(prob).sum()),
+    }
+
+
+def deflated_sharpe_ratio(sharpe: float, sharpe_trials, n_obs: int, skew: float, kurtosis: float,
+                          *, periods_per_year: float = TRADING_DAYS) -> float:
+    """Deflated Sharpe ratio (Bailey & Lopez de Prado 2014), as a probability.
+
+    P(true Sharpe > SR0), where SR0 is the expected maximum Sharpe of ``len(sharpe_trials)``
+    unskilled trials with the trials' variance:
+    SR0 = sqrt(V) * ((1 - g) * Z^-1(1 - 1/N) + g * Z^-1(1 - 1/(N e))), g = Euler's constant,
+    DSR = Z((SR - SR0) sqrt(T - 1) / sqrt(1 - skew * SR + (kurtosis - 1) / 4 * SR^2)).
+    ``sharpe`` and ``sharpe_trials`` are annualised with sqrt(``periods_per_year``) as
+    :func:`backtest` reports them (pass 1 for per-period values); ``kurtosis`` is Pearson
+    (normal = 3); ``n_obs`` is the number of return observations T. With fewer than two
+    trials SR0 = 0 and this is the probabilistic Sharpe ratio.
+    """
+    trials = np.asarray(sharpe_trials, dtype=np.float64).ravel()
+    if n_obs < 2 or not np.all(np.isfinite(trials)) or not math.isfinite(sharpe):
+        raise ValueError("deflated_sharpe_ratio needs finite Sharpe ratios and n_obs >= 2")
+    scale = math.sqrt(periods_per_year)
+    sr = sharpe / scale
+    sr0 = 0.0
+    if trials.size >= 2:
+        n = trials.size
+        sd = float(np.std(trials / scale, ddof=1))
+        sr0 = sd * ((1 - EULER_GAMMA) * sps.norm.ppf(1 - 1 / n)
+                    + EULER_GAMMA * sps.norm.ppf(1 - 1 / (n * math.e)))
+    var_term = 1 - skew * sr + (kurtosis - 1) / 4 * sr**2
+    if var_term <= 0:
+        raise ValueError(f"skew={skew}, kurtosis={kurtosis} give a non-positive Sharpe variance")
+    return float(sps.norm.cdf((sr - sr0) * math.sqrt(n_obs - 1) / math.sqrt(var_term)))

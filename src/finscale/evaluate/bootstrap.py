@@ -1,0 +1,201 @@
+"""Moving-block bootstrap over test days (guard 13).
+
+Consumes per-window labels/probabilities in TIME ORDER. Produces percentile confidence
+intervals and a paired test of log-loss differences.
+
+Resampling scheme (moving block bootstrap, Kuensch 1989): each resample concatenates
+``ceil(n / block_len)`` blocks of ``block_len`` consecutive indices whose start is uniform
+on ``0 .. n - block_len`` (no wrap-around), then truncates to ``n``. So every resample is a
+sequence of contiguous runs of exactly ``block_len`` indices, except the final run, which
+is cut short when ``block_len`` does not divide ``n``. Blocks must be at least the label
+horizon long, because labels of neighbouring days share their future price path
+(overlapping h-day windows); shorter blocks would understate the variance, so it is an
+error.
+
+Statistics are vectorised over resamples: the ``(n_resamples, n)`` index matrix gathers
+per-window terms once (log-loss, Brier, correctness); AUC uses a rank formula on resample
+counts (:func:`resampled_auc`), so 1,000 resamples of ~500 days take milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from finscale.evaluate.metrics import check_binary, check_probability, per_sample_log_loss
+
+log = logging.getLogger(__name__)
+
+
+def default_block_len(horizon: int, block_len: int = 0) -> int:
+    """``EvalConfig.block_len`` semantics: 0 means ``max(horizon, 5)``; else checked >= horizon."""
+    chosen = max(int(horizon), 5) if block_len == 0 else int(block_len)
+    check_block_len(chosen, horizon)
+    return chosen
+
+
+def check_block_len(block_len: int, horizon: int) -> None:
+    """ValueError unless ``1 <= horizon <= block_len``."""
+    if int(horizon) < 1:
+        raise ValueError(f"horizon={horizon!r}; expected a positive number of days")
+    if int(block_len) < int(horizon):
+        raise ValueError(
+            f"block_len={block_len} is shorter than the horizon {horizon}; labels of "
+            f"neighbouring days overlap, so blocks must span at least the horizon"
+        )
+
+
+def block_bootstrap_indices(n: int, block_len: int, n_resamples: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, n)`` int64 moving-block resample indices (see module docstring)."""
+    if n < 1 or not 1 <= block_len <= n:
+        raise ValueError(f"block_len={block_len} must be in 1..n (n={n} observations)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples={n_resamples}; expected >= 1")
+    n_blocks = -(-n // block_len)
+    starts = rng.integers(0, n - block_len + 1, size=(n_resamples, n_blocks))
+    idx = starts[:, :, None] + np.arange(block_len)[None, None, :]
+    return idx.reshape(n_resamples, n_blocks * block_len)[:, :n]
+
+
+def _resample_indices(n: int, block_len: int, n_resamples: int, seed: int, horizon: int) -> np.ndarray:
+    check_block_len(block_len, horizon)
+    return block_bootstrap_indices(n, block_len, n_resamples, np.random.default_rng(seed))
+
+
+def percentile_ci(stats: np.ndarray, alpha: float = 0.05) -> list[float] | None:
+    """Percentile interval ignoring NaN resamples (e.g. one-class AUC); None if all NaN."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r}; expected a level in (0, 1)")
+    stats = np.asarray(stats, dtype=np.float64)
+    ok = np.isfinite(stats)
+    if not ok.any():
+        return None
+    if not ok.all():
+        log.info("bootstrap: %d of %d resamples undefined, ignored", (~ok).sum(), ok.size)
+    lo, hi = np.quantile(stats[ok], [alpha / 2, 1 - alpha / 2])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_ci(metric_fn: Callable, *arrays, block_len: int, n_resamples: int, seed: int,
+                 horizon: int, alpha: float = 0.05, vectorized: bool = False) -> list[float] | None:
+    """Percentile CI of ``metric_fn(*arrays)`` under the moving-block bootstrap.
+
+    All ``arrays`` share their first axis (time) and are resampled with the same indices.
+    ``vectorized=False``: ``metric_fn`` gets one resample per call (1-D slices) and returns a
+    float. ``vectorized=True``: it gets ``(n_resamples, n, ...)`` stacks and returns
+    ``(n_resamples,)`` — much faster. NaN results are ignored (see :func:`percentile_ci`).
+    """
+    arrays = [np.asarray(a) for a in arrays]
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array to resample")
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"arrays have lengths {[len(a) for a in arrays]}; expected equal lengths")
+    idx = _resample_indices(n, block_len, n_resamples, seed, horizon)
+    if vectorized:
+        stats = np.asarray(metric_fn(*(a[idx] for a in arrays)), dtype=np.float64)
+    else:
+        stats = np.array([metric_fn(*(a[row] for a in arrays)) for row in idx], dtype=np.float64)
+    return percentile_ci(stats, alpha)
+
+
+def resampled_auc(y: np.ndarray, prob: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """ROC AUC of each resample ``prob[idx[r]]`` vs ``y[idx[r]]``; NaN where one class only.
+
+    Mann-Whitney form with mid-ranks for ties, computed from how often each original window
+    appears in each resample: windows are sorted once by ``prob`` and grouped by equal
+    value; per resample, AUC = sum over groups of pos_g * (neg_below_g + neg_g / 2) /
+    (pos * neg). Equals ``sklearn.metrics.roc_auc_score`` on each resample.
+    """
+    n_res, n = idx.shape[0], prob.size
+    order = np.argsort(prob, kind="stable")
+    rank_of = np.empty(n, dtype=np.int64)
+    rank_of[order] = np.arange(n)
+    flat = (rank_of[idx] + n * np.arange(n_res)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=n_res * n).reshape(n_res, n).astype(np.float64)
+    sorted_p, sorted_y = prob[order], y[order]
+    group_starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    pos = np.add.reduceat(counts * sorted_y, group_starts, axis=1)
+    neg = np.add.reduceat(counts * (1 - sorted_y), group_starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    u = (pos * (neg_below + neg / 2)).sum(axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n_resamples: int,
+               seed: int, *, horizon: int, alpha: float = 0.05) -> dict:
+    """Block-bootstrap CIs: metric -> [lo, hi] (None when undefined in every resample).
+
+    Metrics: log_loss, auc, brier, accuracy (at 0.5), skill (vs ``prior`` on the same
+    resample), and accuracy_at_thr when ``threshold`` is given. Conventions as in
+    :func:`finscale.evaluate.metrics.classification_metrics`.
+    """
+    y, p = check_binary(y, prob)
+    prior = check_probability(prior, "prior", open_interval=True)
+    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon)
+    ll = per_sample_log_loss(y, p)[idx].mean(axis=1)
+    ll_const = per_sample_log_loss(y, np.full_like(p, prior))[idx].mean(axis=1)
+    stats = {
+        "log_loss": ll,
+        "auc": resampled_auc(y, p, idx),
+        "brier": ((p - y) ** 2)[idx].mean(axis=1),
+        "accuracy": ((p > 0.5) == (y == 1))[idx].mean(axis=1),
+        "skill": 1.0 - ll / ll_const,
+    }
+    if threshold is not None:
+        stats["accuracy_at_thr"] = ((p > threshold) == (y == 1))[idx].mean(axis=1)
+    return {name: percentile_ci(values, alpha) for name, values in stats.items()}
+
+
+def paired_bootstrap_test(y, prob_a, prob_b, block_len: int, n_resamples: int, seed: int, *,
+                          horizon: int, alpha: float = 0.05) -> dict:
+    """Paired block-bootstrap test of the mean per-window log-loss difference ``a - b``.
+
+    Both models are scored on the SAME resampled days. Negative ``mean_diff`` means model
+    ``a`` has the lower (better) log-loss. ``ci`` is the percentile interval of the
+    resampled mean difference; ``p_value`` is two-sided for H0 "no difference", from the
+    bootstrap distribution centred on the observed difference:
+    ``(1 + #{|d*_r - d| >= |d|}) / (1 + n_resamples)``.
+    """
+    y, pa = check_binary(y, prob_a, name="prob_a")
+    _, pb = check_binary(y, prob_b, name="prob_b")
+    diff = per_sample_log_loss(y, pa) - per_sample_log_loss(y, pb)
+    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon)
+    boot = diff[idx].mean(axis=1)
+    observed = float(diff.mean())
+    extreme = np.abs(boot - observed) >= abs(observed)
+    return {
+        "mean_diff": observed,
+        "ci": percentile_ci(boot, alpha),
+        "p_value": float((1 + extreme.sum()) / (1 + n_resamples)),
+        "n": int(y.size),
+        "block_len": int(block_len),
+        "n_resamples": int(n_resamples),
+    }
+
+
+def replicate_metrics(y, probs, block_len: int, n_resamples: int, seed: int, *,
+                      horizon: int) -> dict[str, np.ndarray]:
+    """Per-run metrics on shared block resamples of the test days, for scaling bootstraps.
+
+    ``probs`` is (runs, n): every run's probabilities on the SAME test windows ``y``. All
+    runs use the same resample indices (those of :func:`metric_cis` with this seed), so
+    column j is every run scored on the j-th resampled test period, keeping the correlation
+    that shared days induce. Returns {"log_loss", "auc", "brier"} -> (runs, n_resamples);
+    AUC is NaN where a resample has one class. Feed to ``finscale.scaling.resample_replicates``.
+    """
+    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    y, _ = check_binary(y, probs[0])
+    for i, p in enumerate(probs):
+        check_binary(y, p, name=f"probs[{i}]")
+    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon)
+    return {
+        "log_loss": np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs]),
+        "auc": np.stack([resampled_auc(y, p, idx) for p in probs]),
+        "brier": np.stack([((p - y) ** 2)[idx].mean(axis=1) for p in probs]),
+    }
