@@ -1,0 +1,109 @@
+"""The study report: tables, figures, scaling fits and Markdown/HTML from run directories.
+
+Consumes: ``runs/<study>/`` only (final run directories, HPO outputs) plus the study config.
+Produces ``runs/<study>/report/``: ``report.md``, a self-contained ``report.html`` (figures
+embedded), ``figures/*.png``, ``tables/*.csv``, ``scaling.json`` (the fits without their
+bootstrap samples) and ``scaling_cache.json`` (the bootstrap samples, reused by the next
+build when the runs have not changed). Guarantees: nothing is retrained or re-evaluated (rebuilding is cheap);
+the new report replaces the old one only when complete (built in a temporary folder, then
+swapped in); every section of ``SECTIONS`` is present.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from finscale.config import StudyConfig
+from finscale.report.collect import StudyRuns, collect
+from finscale.report.figures import budget_colors
+from finscale.report.render import render_html, render_markdown, write_tables
+from finscale.report.scaling_fit import FitCache, HorizonScaling, fit_study
+from finscale.report.sections import SECTIONS
+from finscale.report.tables import budget_order
+
+__all__ = ["SECTIONS", "build_report", "collect", "fit_study", "report_dir"]
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "scaling_cache.json"  # bootstrap results of the last build (see FitCache)
+
+
+def report_dir(cfg: StudyConfig) -> Path:
+    return cfg.study_dir / "report"
+
+
+def build_report(cfg: StudyConfig) -> Path:
+    """Build ``runs/<study>/report/`` and return the path of its ``report.html``."""
+    sr = collect(cfg)
+    if sr.runs.empty:
+        raise ValueError(f"{cfg.study_dir / 'final'}: no final run directories; run "
+                         "`finscale run` (or its final phase) before `finscale report`")
+    cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=cfg.study_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
+    try:
+        _write_report(cfg, sr, tmp)
+        _swap_in(tmp, report_dir(cfg))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("report written to %s", report_dir(cfg))
+    return report_dir(cfg) / "report.html"
+
+
+def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
+    from finscale.report import sections as S
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir()
+    colors = budget_colors(budget_order(sr.runs))
+    horizons = sorted(cfg.target.horizons)
+    cache = FitCache(_read_cache(report_dir(cfg) / CACHE_NAME))
+    scaling = fit_study(cfg, sr, cache)
+    (out / CACHE_NAME).write_text(json.dumps(cache.used))
+    notes: list = []
+    results, _ = S.results_section(sr)
+    parts = [S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes),
+             S.learning_section(sr, horizons, colors, fig_dir, notes),
+             S.calibration_section(sr, horizons, colors, fig_dir, notes),
+             S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr)]
+    parts.append(S.warnings_section(sr, notes)[0])
+    assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
+    title = f"finscale study report: {cfg.name}"
+    write_tables(parts, out / "tables")
+    (out / "scaling.json").write_text(json.dumps(scaling_json(scaling), indent=1, default=float))
+    (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")
+    (out / "report.html").write_text(render_html(title, parts, out), encoding="utf-8")
+
+
+def _read_cache(path: Path) -> dict:
+    """The previous build's fit cache; anything unreadable just means refitting."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def scaling_json(results: list[HorizonScaling]) -> list[dict]:
+    """The fits as JSON (no bootstrap samples): per horizon the reason or the fit rows."""
+    return [{"horizon": hs.horizon, "reason": hs.reason, "block_len": hs.block_len,
+             "fits": [{**f.row(), "comparison": {k: v for k, v in f.comparison.items()}}
+                      for f in hs.fits]} for hs in results]
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace ``final`` by the complete folder ``new`` (two renames; no half report)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".report-old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,258 @@
+"""Read a study's run directories into tidy tables (the report's only input).
+
+Consumes: ``runs/<study>/final/<run_id>/`` (config.json, env.json, status.json,
+metrics.jsonl, hardware.jsonl, splits.json, eval.json), ``runs/<study>/hpo/<cell>/``
+(best_params.json, trials.csv) and the study config (to know which runs the CURRENT config
+expects). Produces a :class:`StudyRuns` of pandas tables: runs, epochs, evals, baselines,
+comparisons, backtests, calibration, equity, splits, provenance, hardware, hpo.
+Guarantees: nothing is computed that the runs did not record (only reading, reshaping and
+the training-FLOPs product of recorded quantities); missing optional files (hardware.jsonl,
+HPO outputs, eval.json of unevaluated runs) give empty tables or NaN, never errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from finscale.config import StudyConfig
+from finscale.model import ModelArgs, flops_per_sample, parse_budget
+from finscale.rundir import RunDir
+from finscale.train import read_final
+
+log = logging.getLogger(__name__)
+
+# Test metrics carried into the tidy tables (names as in eval.json["test"]["metrics"]).
+METRICS = ("log_loss", "auc", "skill", "brier", "ece", "accuracy", "accuracy_at_thr",
+           "f1_at_thr", "base_rate", "pred_std")
+CI_METRICS = ("log_loss", "auc", "skill", "brier")
+BACKTEST_STATS = ("total_return", "cagr", "sharpe", "max_drawdown", "hit_rate", "exposure",
+                  "n_trades", "n_obs", "skew", "kurtosis")
+
+
+@dataclass
+class StudyRuns:
+    """Every table the report is built from; one row per run (or per run x item)."""
+
+    study_dir: Path
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    evals: pd.DataFrame
+    baselines: pd.DataFrame
+    comparisons: pd.DataFrame
+    backtests: pd.DataFrame
+    calibration: pd.DataFrame
+    equity: dict = field(default_factory=dict)      # run_id -> {"dates", "strategy", "buy_and_hold"}
+    splits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    provenance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hardware: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hpo: pd.DataFrame = field(default_factory=pd.DataFrame)
+    missing: list = field(default_factory=list)     # run ids the config expects but absent
+
+    def current(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Rows of ``table`` belonging to runs of the current study config."""
+        if table.empty:
+            return table
+        return table[table["run_id"].isin(self.runs.loc[self.runs["current"], "run_id"])]
+
+
+def expected_run_ids(cfg: StudyConfig) -> list[str] | None:
+    """Run ids of the current config's final runs (None if the config cannot resolve them)."""
+    from finscale.runner.study import RunOptions, final_specs
+
+    try:
+        return [spec.run_id for spec in final_specs(cfg, RunOptions())]
+    except ValueError as exc:  # e.g. fixed mode without an entry: list every run instead
+        log.warning("cannot resolve the study's final runs (%s); reporting every run", exc)
+        return None
+
+
+def collect(cfg: StudyConfig) -> StudyRuns:
+    """Read every final run directory of ``cfg``'s study (plus HPO outputs)."""
+    final_root = cfg.study_dir / "final"
+    dirs = sorted(p for p in final_root.iterdir() if p.is_dir()) if final_root.is_dir() else []
+    expected = expected_run_ids(cfg)
+    rows = {k: [] for k in ("runs", "epochs", "evals", "baselines", "comparisons", "backtests",
+                            "calibration", "splits", "provenance", "hardware")}
+    equity = {}
+    for path in dirs:
+        _read_run(RunDir(path), expected, rows, equity)
+    tables = {k: pd.DataFrame(v) for k, v in rows.items()}
+    for key in ("baselines", "splits", "provenance"):
+        if not tables[key].empty:  # identical for every run of a horizon / the study
+            tables[key] = tables[key].drop_duplicates(ignore_index=True)
+    present = set(tables["runs"]["run_id"]) if not tables["runs"].empty else set()
+    missing = [r for r in (expected or []) if r not in present]
+    return StudyRuns(study_dir=cfg.study_dir, equity=equity, hpo=read_hpo(cfg),
+                     missing=missing, **tables)
+
+
+def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict) -> None:
+    config = run.read_json("config.json")
+    if config is None:
+        log.warning("%s: no config.json; not a run directory, skipped", run.path)
+        return
+    run_id = run.path.name
+    key = {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
+           "seed": int(config["seed"])}
+    final = read_final(run)
+    ev = run.read_json("eval.json")
+    current = expected is None or run_id in expected
+    rows["runs"].append(_run_row(run, config, final, ev, key, current))
+    rows["epochs"] += [{**key, **_epoch_row(m)} for m in run.read_metrics() if m.get("event") == "epoch"]
+    rows["splits"] += [{"horizon": key["horizon"], **r} for r in run.read_json("splits.json") or []]
+    rows["provenance"].append(_provenance_row(run.read_json("env.json") or {}))
+    rows["hardware"].append({**key, **hardware_summary(run.file("hardware.jsonl"))})
+    if ev is not None:
+        _read_eval(ev, key, rows, equity)
+
+
+def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key: dict,
+             current: bool) -> dict:
+    status = run.status()
+    margs = ModelArgs.from_dict(config["model_args"])
+    params = (final or {}).get("params", {})
+    epochs_run = (final or {}).get("epochs_run")
+    train_windows = (final or {}).get("train_windows")
+    fps = flops_per_sample(margs)["train"]
+    return {
+        **key, "state": status["state"], "reason": status.get("reason", ""), "current": current,
+        "path": str(run.path), "config_hash": config.get("config_hash", ""),
+        "budget_params": parse_budget(config["budget"]),
+        "budget_tolerance": config.get("model", {}).get("budget_tolerance"),
+        "d_model": margs.d_model, "num_layers": margs.num_layers, "num_heads": margs.num_heads,
+        "d_ff": margs.d_ff, "params_total": params.get("total"),
+        "params_non_embedding": params.get("non_embedding"), "params_head": params.get("head"),
+        "train_flops_per_sample": fps, "train_windows": train_windows,
+        "val_windows": (final or {}).get("val_windows"), "epochs_run": epochs_run,
+        # Training compute actually spent: every window, every epoch run, forward + backward.
+        "train_flops": fps * train_windows * epochs_run if final else None,
+        "best_epoch": (final or {}).get("best_epoch"),
+        "early_stopped": (final or {}).get("early_stopped"),
+        "collapsed": (final or {}).get("collapsed"),
+        "collapse_reason": (final or {}).get("collapse_reason", ""),
+        "val_log_loss": (final or {}).get("val_log_loss"),
+        "evaluated": ev is not None, "has_predictions": run.file("predictions.npz").exists(),
+        "lr": config.get("train", {}).get("lr"), "batch_size": config.get("train", {}).get("batch_size"),
+    }
+
+
+def _epoch_row(m: dict) -> dict:
+    return {k: m.get(k) for k in ("epoch", "train_loss", "val_log_loss", "val_auc", "val_skill",
+                                  "lr", "epoch_s", "samples_per_s", "improved")}
+
+
+def _provenance_row(env: dict) -> dict:
+    data = env.get("data", {})
+    return {"dataset": data.get("dataset"), "raw_sha256": data.get("raw"),
+            "processed_sha256": data.get("processed"), "git_sha": env.get("git_sha"),
+            "python": env.get("python"),
+            "packages": json.dumps(env.get("packages", {}), sort_keys=True),
+            "device": json.dumps(env.get("device", {}), sort_keys=True)}
+
+
+def _metric_row(block: dict) -> dict:
+    """Point metrics, CIs and collapse flag of one eval.json model block."""
+    m, ci = block["metrics"], block.get("ci", {})
+    row = {k: m.get(k) for k in METRICS}
+    row["n"] = m.get("n")
+    for k in CI_METRICS:
+        lo_hi = ci.get(k) or [None, None]
+        row[f"{k}_lo"], row[f"{k}_hi"] = lo_hi
+    row.update(collapsed=block.get("collapsed"), collapse_reason=block.get("collapse_reason", ""),
+               ci_level=block.get("ci_level"), n_resamples=block.get("n_resamples"),
+               block_len=block.get("block_len"))
+    return row
+
+
+def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
+    rows["evals"].append({**key, **_metric_row(ev["test"]), "threshold": ev.get("threshold"),
+                          "train_base_rate": ev.get("train_base_rate"),
+                          "test_windows": ev.get("test_windows"),
+                          "test_first_date": ev.get("test_first_date"),
+                          "test_last_date": ev.get("test_last_date")})
+    for name, block in ev.get("baselines", {}).items():
+        rows["baselines"].append({"horizon": key["horizon"], "baseline": name, **_metric_row(block)})
+    for name, cmp in ev.get("comparisons", {}).items():
+        lo, hi = cmp.get("ci") or [None, None]
+        rows["comparisons"].append({**key, "baseline": name, "mean_diff": cmp["mean_diff"],
+                                    "diff_lo": lo, "diff_hi": hi, "p_value": cmp["p_value"]})
+    for b in ev["test"].get("calibration", {}).get("bins", []):
+        rows["calibration"].append({**key, **b})
+    bt = ev.get("backtest")
+    if bt:
+        row = {**key, "threshold": bt.get("threshold"), "cost_bps": bt.get("cost_bps"),
+               "n_days": bt.get("n_days")}
+        for side, prefix in (("strategy", ""), ("buy_and_hold", "bh_")):
+            row.update({prefix + k: bt[side].get(k) for k in BACKTEST_STATS})
+        rows["backtests"].append(row)
+        equity[key["run_id"]] = {"dates": bt["dates"], "strategy": bt["strategy"]["equity"],
+                                 "buy_and_hold": bt["buy_and_hold"]["equity"]}
+
+
+def hardware_summary(path: Path) -> dict:
+    """Per-run sensor summary from hardware.jsonl (absent file: monitor was off).
+
+    ``hot_s`` is the time between consecutive samples whose earlier sample was in the
+    warning or critical state: the trainer pauses exactly while warning persists, so this is
+    the recorded approximation of the time paused (to one sampling interval).
+    """
+    if not path.exists():
+        return {"hw_samples": 0, "max_c": None, "hot_s": 0.0, "unavailable_samples": 0,
+                "backend": None, "states": ""}
+    from finscale.monitor import read_hardware_log
+
+    samples = read_hardware_log(path)
+    states = pd.Series([s.get("state") for s in samples], dtype=object)
+    times = pd.Series([s.get("time") for s in samples], dtype=float)
+    hot = states.isin(["warning", "critical"]).to_numpy()[:-1]
+    gaps = times.diff().to_numpy()[1:]
+    temps = [s["max_c"] for s in samples if s.get("max_c") is not None]
+    backends = sorted({str(s.get("backend")) for s in samples if s.get("backend")})
+    return {"hw_samples": len(samples), "max_c": max(temps) if temps else None,
+            "hot_s": float(gaps[hot].sum()) if len(samples) > 1 else 0.0,
+            "unavailable_samples": int((states == "unavailable").sum()),
+            "backend": ",".join(backends) or None,
+            "states": ", ".join(f"{k} {v}" for k, v in states.value_counts().sort_index().items())}
+
+
+def read_hpo(cfg: StudyConfig) -> pd.DataFrame:
+    """One row per HPO cell of the current config: best value/params, trial counts,
+    importances (only as recorded by the HPO stage; cells without outputs are skipped)."""
+    from finscale.runner.runs import best_params_path, cell_name
+
+    rows = []
+    for budget in cfg.model.budgets:
+        for h in cfg.target.horizons:
+            best_path = best_params_path(cfg, budget, h)
+            best = json.loads(best_path.read_text()) if best_path.exists() else None
+            trials = _read_trials(best_path.with_name("trials.csv"))
+            if best is not None or trials is not None:
+                rows.append({"cell": cell_name(budget, h), "budget": budget, "horizon": h,
+                             **_hpo_row(best or {}, trials)})
+    return pd.DataFrame(rows)
+
+
+def _hpo_row(best: dict, trials: pd.DataFrame | None) -> dict:
+    counts = trials["state"].value_counts().to_dict() if trials is not None else {}
+    imp = best.get("importances") or {}
+    ranked = sorted(imp.items(), key=lambda kv: -kv[1])
+    return {"trials": len(trials) if trials is not None else None, "planned": best.get("n_trials"),
+            "trial_states": ", ".join(f"{str(k).lower()} {v}" for k, v in sorted(counts.items())),
+            "best_value": best.get("value"), "best_trial": best.get("trial"),
+            "best_params": json.dumps(best.get("params", {}), sort_keys=True),
+            "importances": ", ".join(f"{k} {v:.2f}" for k, v in ranked),
+            "importance_note": best.get("importance_note") or ("" if imp else "not recorded")}
+
+
+def _read_trials(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    if "state" not in frame.columns:
+        raise ValueError(f"{path}: expected a 'state' column (columns: {', '.join(frame.columns)})")
+    return frame

@@ -1,0 +1,166 @@
+"""PNG figures of the report (matplotlib, Agg backend: no display needed).
+
+Consumes: collected run tables and scaling fits. Produces one PNG per horizon and kind:
+scaling (points per seed, per-budget means, fit with its bootstrap band, constant model),
+learning curves (train and validation loss per epoch per run), calibration (reliability
+diagram from eval.json bins) and backtest equity curves vs buy-and-hold.
+Guarantees: a figure is written only if every panel has data (``EmptyFigure`` otherwise, so
+the report says "no data" instead of showing a blank plot); written PNGs are re-read and
+checked to be non-trivial images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless, deterministic rendering
+
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from finscale.report.scaling_fit import HorizonScaling  # noqa: E402
+from finscale.scaling import predict_power_law, prediction_band  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DPI = 110
+MIN_PNG_PIXELS = 100 * 100
+
+
+class EmptyFigure(ValueError):
+    """Nothing to plot; the message says what was missing."""
+
+
+def budget_colors(budgets: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("viridis")
+    n = max(len(budgets) - 1, 1)
+    return {b: cmap(0.85 * i / n) for i, b in enumerate(budgets)}
+
+
+def _ordered(frame: pd.DataFrame, colors: dict) -> pd.DataFrame:
+    """Rows in budget order (smallest first), then seed: legends read small -> large."""
+    rank = {b: i for i, b in enumerate(colors)}
+    key = frame["budget"].map(rank).fillna(len(rank))
+    return frame.assign(_rank=key).sort_values(["_rank", "seed"], kind="stable").drop(columns="_rank")
+
+
+def save(fig, path: Path) -> Path:
+    """Check every panel has data, write the PNG, re-read it, close the figure."""
+    try:
+        for ax in fig.axes:
+            if not (ax.lines or ax.collections or ax.patches):
+                raise EmptyFigure(f"{path.name}: panel {ax.get_title()!r} has no data")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    img = mpimg.imread(path)
+    if img.ndim != 3 or img.shape[0] * img.shape[1] < MIN_PNG_PIXELS:
+        raise ValueError(f"{path}: rendered image has shape {img.shape}; expected a real figure")
+    return path
+
+
+def scaling_figure(hs: HorizonScaling, colors: dict, path: Path) -> Path:
+    if not hs.fits:
+        raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
+    cols = 2 if len(hs.fits) == 4 else len(hs.fits)
+    rows = -(-len(hs.fits) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    for ax, af in zip(axes.ravel(), hs.fits):
+        _scaling_panel(ax, af, colors)
+    for ax in axes.ravel()[len(hs.fits):]:
+        fig.delaxes(ax)
+    fig.suptitle(f"Scaling, horizon {hs.horizon} (band: {hs.fits[0].boot['level']:.0%} bootstrap "
+                 f"over seeds and test-day blocks of {hs.block_len})", fontsize=10)
+    return save(fig, path)
+
+
+def _scaling_panel(ax, af, colors: dict) -> None:
+    pts, fit = _ordered(af.points, colors), af.boot["fit"]
+    for budget, g in pts.groupby("budget", sort=False):
+        ax.scatter(g["x"], g["y"], s=18, alpha=0.6, color=colors.get(budget), label=f"{budget} (seeds)")
+    ax.scatter(af.budget_points["x"], af.budget_points["y"], s=60, marker="D", facecolors="none",
+               edgecolors="black", label="budget mean")
+    grid = np.geomspace(pts["x"].min() / 1.5, pts["x"].max() * 1.5, 100)
+    samples = af.boot["samples"]
+    if np.isfinite(samples["alpha"]).sum() >= 2:
+        lo, hi = prediction_band(samples, grid, af.boot["level"])
+        ax.fill_between(grid, lo, hi, color="tab:blue", alpha=0.2, label="fit CI band")
+    ax.plot(grid, predict_power_law(fit, grid), color="tab:blue",
+            label=f"E + A·N^-α, α={fit['alpha']:.2g}")
+    ax.axhline(pts["y"].mean(), color="gray", ls="--", label="constant model")
+    ax.set_xscale("log")
+    ax.set_xlabel(af.x_label, fontsize=8)
+    ax.set_ylabel({"log_loss": "test log-loss (nats)", "auc_error": "1 - test AUC"}[af.quantity], fontsize=8)
+    ax.set_title(af.verdict, fontsize=8)
+    ax.legend(fontsize=6)
+
+
+def learning_figure(epochs: pd.DataFrame, horizon: int, colors: dict, path: Path) -> Path:
+    ep = _ordered(epochs[epochs["horizon"] == horizon], colors)
+    if ep.empty:
+        raise EmptyFigure(f"horizon {horizon}: no epoch lines in metrics.jsonl")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    seen = set()
+    for _, g in ep.groupby("run_id", sort=False):
+        budget = g["budget"].iloc[0]
+        label = None if budget in seen else budget
+        seen.add(budget)
+        for ax, col in zip(axes, ("train_loss", "val_log_loss")):
+            ax.plot(g["epoch"], g[col], marker="o", ms=3, lw=1, color=colors.get(budget), label=label)
+    for ax, title in zip(axes, ("training loss (BCE)", "validation log-loss")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7, title="budget", title_fontsize=7)
+    fig.suptitle(f"Learning curves, horizon {horizon} (one line per run)", fontsize=10)
+    return save(fig, path)
+
+
+def calibration_figure(bins: pd.DataFrame, horizon: int, colors: dict, path: Path) -> Path:
+    b = _ordered(bins[(bins["horizon"] == horizon) & (bins["count"] > 0)], colors)
+    if b.empty:
+        raise EmptyFigure(f"horizon {horizon}: no calibration bins in eval.json")
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfect calibration")
+    seen = set()
+    for _, g in b.groupby("run_id", sort=False):
+        budget = g["budget"].iloc[0]
+        ax.plot(g["mean_pred"], g["frac_pos"], marker="o", ms=3, lw=1, alpha=0.8,
+                color=colors.get(budget), label=None if budget in seen else budget)
+        seen.add(budget)
+    top = float(max(b["mean_pred"].max(), b["frac_pos"].max()))
+    ax.set_xlim(0, min(1.0, top * 1.1 + 0.02))
+    ax.set_ylim(0, min(1.0, top * 1.1 + 0.02))
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed frequency (bin)")
+    ax.set_title(f"Calibration on test, horizon {horizon}", fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def backtest_figure(equity: dict, runs: pd.DataFrame, horizon: int, colors: dict, path: Path) -> Path:
+    ids = [r for r in _ordered(runs[runs["horizon"] == horizon], colors)["run_id"] if r in equity]
+    if not ids:
+        raise EmptyFigure(f"horizon {horizon}: no backtest in eval.json")
+    budget_of = runs.set_index("run_id")["budget"]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    seen = set()
+    for run_id in ids:
+        budget = budget_of[run_id]
+        dates = pd.to_datetime(equity[run_id]["dates"])
+        ax.plot(dates, equity[run_id]["strategy"], lw=0.9, alpha=0.8, color=colors.get(budget),
+                label=None if budget in seen else f"strategy {budget}")
+        seen.add(budget)
+    first = equity[ids[0]]
+    ax.plot(pd.to_datetime(first["dates"]), first["buy_and_hold"], color="black", lw=1.6,
+            label="buy and hold")
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_title(f"Backtest on test days, horizon {horizon} (long when p > threshold, costs included)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return save(fig, path)

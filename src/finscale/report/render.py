@@ -1,0 +1,188 @@
+"""Render report sections to Markdown, self-contained HTML and CSV files.
+
+Consumes: a list of :class:`Section` (title + blocks: :class:`Text`, :class:`Bullets`,
+:class:`Table`, :class:`Figure`) and the directory holding the figures. Produces
+``report.md`` (figures linked as files), ``report.html`` (figures embedded as base64 PNG,
+inline CSS, no external resource of any kind) and one CSV per table with a ``csv`` name.
+Guarantees: the same sections and numbers in both formats; CSVs keep full precision, the
+displayed tables round to 4 significant digits.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+    csv: str | None = None        # file name under tables/ (None: not exported)
+    shown: pd.DataFrame | None = None   # what the document displays (default: ``frame``)
+    show: bool = True             # False: exported as CSV only, the document links it
+
+    @property
+    def display(self) -> pd.DataFrame:
+        return self.frame if self.shown is None else self.shown
+
+
+@dataclass
+class Figure:
+    path: Path                    # relative to the report directory
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return slug(self.title)
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def fmt_cell(value) -> str:
+    """4 significant digits for floats, thousands separators for big integers, '' for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, float) or hasattr(value, "dtype"):
+        v = float(value)
+        if v.is_integer() and abs(v) < 1e12:  # counts stored as floats (means of equal counts)
+            return fmt_cell(int(v))
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.3e}"
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    return str(value)
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(object).apply(lambda col: col.map(fmt_cell))
+
+
+# --------------------------------------------------------------------------- Markdown
+
+def _md_table(frame: pd.DataFrame) -> str:
+    shown = display_frame(frame)
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in shown.itertuples(index=False)]
+    head = "| " + " | ".join(str(c).replace("|", "\\|") for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(r) + " |" for r in esc])
+
+
+def _md_block(block) -> str:
+    if isinstance(block, Text):
+        return block.text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Table):
+        caption = f"*{block.caption}*" + (f" (`tables/{block.csv}`)" if block.csv else "")
+        if not block.show:
+            return caption
+        body = _md_table(block.display) if not block.display.empty else "(no rows)"
+        return f"{caption}\n\n{body}" if block.caption else body
+    if isinstance(block, Figure):
+        return f"![{block.caption}]({block.path.as_posix()})\n\n*{block.caption}*"
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def render_markdown(title: str, sections: list[Section]) -> str:
+    parts = [f"# {title}", "## Contents",
+             "\n".join(f"{i}. [{s.title}](#{s.anchor})" for i, s in enumerate(sections, 1))]
+    for s in sections:
+        parts.append(f"## {s.title}")
+        parts += [_md_block(b) for b in s.blocks]
+    return "\n\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
+table{border-collapse:collapse;font-size:12px;margin:.6em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#f2f2f2}caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;font-size:13px}
+code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+def _html_table(block: Table) -> str:
+    caption = html.escape(block.caption) + (f" (<code>tables/{html.escape(block.csv)}</code>)"
+                                            if block.csv else "")
+    if not block.show:
+        return f"<p><em>{caption}</em></p>"
+    frame = block.display
+    shown = display_frame(frame) if not frame.empty else pd.DataFrame({"": ["(no rows)"]})
+    body = shown.to_html(index=False, escape=True, border=0)
+    if not block.caption:
+        return body
+    return body.replace("<thead>", f"<caption>{caption}</caption><thead>", 1)
+
+
+def _html_block(block, root: Path) -> str:
+    if isinstance(block, Text):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table):
+        return _html_table(block)
+    if isinstance(block, Figure):
+        data = base64.b64encode((root / block.path).read_bytes()).decode("ascii")
+        alt = html.escape(block.caption)
+        return (f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{alt}</figcaption></figure>")
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def render_html(title: str, sections: list[Section], root: Path) -> str:
+    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
+    body = [f"<h1>{html.escape(title)}</h1>", f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"]
+    for s in sections:
+        inner = "".join(_html_block(b, root) for b in s.blocks)
+        body.append(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{inner}</section>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
+# --------------------------------------------------------------------------- files
+
+def write_tables(sections: list[Section], folder: Path) -> list[Path]:
+    """Every table with a ``csv`` name, at full precision."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for s in sections:
+        for b in s.blocks:
+            if isinstance(b, Table) and b.csv:
+                path = folder / b.csv
+                b.frame.to_csv(path, index=False)
+                written.append(path)
+    return written

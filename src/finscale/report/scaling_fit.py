@@ -1,0 +1,242 @@
+"""Scaling-law fits per horizon, wired to the run directories (item 4 of the study design).
+
+Consumes: the collected runs (measured parameters, training FLOPs) and each evaluated run's
+``predictions.npz`` (test labels and probabilities). Produces, per horizon and per size
+axis (total parameters, non-embedding parameters, training FLOPs), the power-law fit of test
+log-loss with bootstrap intervals, the comparison with the constant model and the verdict of
+:mod:`finscale.scaling`; plus the same fit of ``1 - AUC`` on total parameters (secondary view).
+
+Uncertainty (guard 13): each of ``evaluate.scaling_resamples`` resamples draws ONE
+moving-block resample of the test days (block length ``default_block_len(h, block_len)``)
+shared by every run of the horizon — so the correlation between runs scored on the same days
+is kept — and, within each budget, draws that budget's seeds with replacement; each run's
+metric is recomputed on the resampled days from its predictions, averaged per budget, and
+the power law is refitted to the per-budget means. The point fit uses the per-budget means
+of the recorded metrics; the constant-model comparison (leave-one-budget-out, AIC/BIC) uses
+the per-run points, because information criteria need more points than parameters.
+A horizon with fewer than ``MIN_BUDGETS`` distinct budgets gets no fit, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from finscale.config import StudyConfig
+from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss
+from finscale.evaluate.bootstrap import resampled_auc
+from finscale.report.collect import StudyRuns
+from finscale.repro import derive_seed
+from finscale.scaling import auc_to_error, bootstrap_fit, compare_to_constant, scaling_verdict
+
+log = logging.getLogger(__name__)
+
+MIN_BUDGETS = 3
+# Size axes (runs-table column -> label); the log-loss fit is made on each, the AUC view on
+# the first. train_flops = train FLOPs/sample x training windows x epochs run.
+AXES = {
+    "params_total": "measured parameters N (total)",
+    "params_non_embedding": "measured parameters N (non-embedding)",
+    "train_flops": "training compute C (FLOPs)",
+}
+AUC_AXIS = "params_total"
+QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC"}
+
+
+@dataclass
+class AxisFit:
+    """One fit: quantity vs one size axis for one horizon."""
+
+    horizon: int
+    axis: str
+    quantity: str
+    x_label: str
+    points: pd.DataFrame          # per run: run_id, budget, seed, x, y
+    budget_points: pd.DataFrame   # per budget: budget, x (geometric mean), y (mean)
+    boot: dict                    # bootstrap_fit output (fit, *_ci, samples, ...)
+    comparison: dict              # compare_to_constant output
+    verdict: str
+    text: str
+
+    def row(self) -> dict:
+        f, b, c = self.boot["fit"], self.boot, self.comparison
+        ci = {f"{k}_{s}": (b.get(f"{k}_ci") or [None, None])[i]
+              for k in ("alpha", "E", "A", "drop", "slope") for i, s in enumerate(("lo", "hi"))}
+        return {"horizon": self.horizon, "quantity": self.quantity, "axis": self.axis,
+                "E": f["E"], "A": f["A"], "alpha": f["alpha"], "drop": f["drop"],
+                "slope": f["log_slope"], **ci,
+                "lobo_rmse_power": c["lobo_rmse_power"], "lobo_rmse_const": c["lobo_rmse_const"],
+                "aic_power": c["aic_power"], "aic_const": c["aic_const"],
+                "bic_power": c["bic_power"], "bic_const": c["bic_const"], "delta_bic": c["delta_bic"],
+                "n_runs": len(self.points), "n_budgets": len(self.budget_points),
+                "n_resamples": b["n_resamples"], "n_failed": b["n_failed"],
+                "verdict": self.verdict, "text": self.text}
+
+
+@dataclass
+class HorizonScaling:
+    horizon: int
+    reason: str = ""                               # why there is no fit ("" when fitted)
+    block_len: int = 0
+    fits: list[AxisFit] = field(default_factory=list)
+
+
+class NoFit(ValueError):
+    """A horizon's runs cannot support a scaling fit; the message says why."""
+
+
+class FitCache:
+    """Bootstrap results keyed by a digest of everything a fit depends on (its inputs, the
+    resample count and seed, and the source of :mod:`finscale.scaling`), so rebuilding a
+    report whose runs did not change skips the thousands of refits. ``entries`` loaded from
+    the previous report; ``used`` is what the new report keeps."""
+
+    def __init__(self, entries: dict | None = None):
+        self.entries, self.used = dict(entries or {}), {}
+        import finscale.scaling
+
+        self._code = hashlib.sha256(inspect.getsource(finscale.scaling).encode()).hexdigest()
+
+    def key(self, *parts) -> str:
+        h = hashlib.sha256(self._code.encode())
+        for p in parts:
+            h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+        return h.hexdigest()
+
+    def get(self, key: str) -> tuple[dict, dict] | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        self.used[key] = hit
+        boot = dict(hit["boot"], samples={k: np.asarray(v, dtype=np.float64)
+                                          for k, v in hit["boot"]["samples"].items()})
+        return boot, hit["comparison"]
+
+    def put(self, key: str, boot: dict, comparison: dict) -> None:
+        samples = {k: [None if not np.isfinite(x) else float(x) for x in v]
+                   for k, v in boot["samples"].items()}
+        self.used[key] = {"boot": dict(boot, samples=samples), "comparison": comparison}
+
+
+def fit_study(cfg: StudyConfig, sr: StudyRuns, cache: FitCache | None = None) -> list[HorizonScaling]:
+    """Scaling fits for every horizon that has evaluated runs of the current config."""
+    cache = cache or FitCache()
+    runs = sr.current(sr.runs)
+    ready = runs[runs["evaluated"] & runs["has_predictions"]] if not runs.empty else runs
+    out = []
+    for h in sorted(cfg.target.horizons):
+        hs = HorizonScaling(horizon=int(h))
+        try:
+            hs.block_len, hs.fits = _fit_horizon(cfg, sr, ready[ready["horizon"] == h], int(h), cache)
+        except NoFit as exc:
+            hs.reason = str(exc)
+            log.info("horizon %d: no scaling fit (%s)", h, exc)
+        out.append(hs)
+    return out
+
+
+def scaling_table(results: list[HorizonScaling]) -> pd.DataFrame:
+    rows = []
+    for hs in results:
+        if hs.reason:
+            rows.append({"horizon": hs.horizon, "quantity": None, "axis": None, "verdict": None,
+                         "text": f"no fit: {hs.reason}"})
+        rows += [f.row() for f in hs.fits]
+    return pd.DataFrame(rows)
+
+
+def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, cache: FitCache):
+    budgets = runs["budget"].unique()
+    if len(budgets) < MIN_BUDGETS:
+        raise NoFit(f"{len(budgets)} evaluated budget(s) ({', '.join(map(str, budgets)) or 'none'}); "
+                    f"a power law needs >= {MIN_BUDGETS}")
+    evals = sr.evals.set_index("run_id").loc[runs["run_id"]]
+    y, probs = _load_predictions(runs)
+    R = cfg.evaluate.scaling_resamples
+    block_len = default_block_len(h, cfg.evaluate.block_len)
+    rng = np.random.default_rng(derive_seed("scaling", cfg.name, h))
+    idx = block_bootstrap_indices(y.size, block_len, R, rng)
+    ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
+    auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
+    seed = derive_seed("scaling-fit", cfg.name, h)
+    fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), ll_reps, R, seed, h,
+                      cache) for axis in AXES]
+    auc = evals["auc"].to_numpy(float)
+    if np.all(np.isfinite(auc)):
+        fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), 1.0 - auc_reps, R, seed,
+                              h, cache))
+    return block_len, fits
+
+
+def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Test labels (shared) and each run's probabilities; NoFit if the test days differ."""
+    y, ends, probs = None, None, []
+    for _, r in runs.iterrows():
+        with np.load(f"{r['path']}/predictions.npz") as z:
+            if ends is None:
+                y, ends = z["y"].astype(np.float64), z["ends"]
+            elif not np.array_equal(z["ends"], ends):
+                raise NoFit(f"{r['run_id']} was evaluated on other test windows than "
+                            f"{runs['run_id'].iloc[0]}; rerun its evaluation")
+            probs.append(z["prob"].astype(np.float64))
+    return y, np.stack(probs)
+
+
+def _budget_means(codes: np.ndarray, x: np.ndarray, L: np.ndarray, pick=None):
+    """Per-budget geometric-mean size and mean metric (of the runs in ``pick`` per budget)."""
+    xs, ls = [], []
+    for b in range(codes.max() + 1):
+        members = np.flatnonzero(codes == b) if pick is None else pick[b]
+        xs.append(np.exp(np.log(x[members]).mean()))
+        ls.append(L[members].mean())
+    return np.asarray(xs), np.asarray(ls)
+
+
+def _budget_resampler(codes: np.ndarray, x: np.ndarray, L_reps: np.ndarray):
+    """Resample r: test-day replicate column r for every run, seeds drawn within budgets."""
+    groups = [np.flatnonzero(codes == b) for b in range(codes.max() + 1)]
+
+    def draw(rng: np.random.Generator, r: int):
+        pick = [rng.choice(g, size=g.size) for g in groups]
+        xb, lb = _budget_means(codes, x, L_reps[:, r], pick)
+        if not np.all(np.isfinite(lb) & (lb > 0)):  # e.g. a one-class resample (AUC undefined)
+            return np.full(xb.size, xb[0]), np.ones(xb.size)  # < 3 sizes: counted as failed
+        return xb, lb
+
+    return draw
+
+
+def _fit_axis(runs: pd.DataFrame, axis: str, quantity: str, L: np.ndarray, L_reps: np.ndarray,
+              R: int, seed: int, h: int, cache: FitCache) -> AxisFit:
+    x = runs[axis].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(x) & (x > 0)):
+        raise NoFit(f"{axis} is not recorded for every run (metrics.jsonl final line)")
+    order = {b: i for i, b in enumerate(runs.sort_values(axis)["budget"].unique())}
+    codes = runs["budget"].map(order).to_numpy()
+    xb, lb = _budget_means(codes, x, L)
+    key = cache.key(axis, quantity, x, L, L_reps, codes, R, seed)
+    hit = cache.get(key)
+    if hit is None:
+        boot = bootstrap_fit((xb, lb), _budget_resampler(codes, x, L_reps), R, seed)
+        comparison = compare_to_constant(x, L)
+        cache.put(key, boot, comparison)
+    else:
+        boot, comparison = hit
+    verdict, text = scaling_verdict(boot["fit"], boot, comparison, quantity=QUANTITIES[quantity])
+    text = _points_sentence(text, boot["fit"], len(runs))
+    points = pd.DataFrame({"run_id": runs["run_id"].to_numpy(), "budget": runs["budget"].to_numpy(),
+                           "seed": runs["seed"].to_numpy(), "x": x, "y": L})
+    budget_points = pd.DataFrame({"budget": list(order), "x": xb, "y": lb})
+    return AxisFit(h, axis, quantity, AXES[axis], points, budget_points, boot, comparison, verdict, text)
+
+
+def _points_sentence(text: str, fit: dict, n_runs: int) -> str:
+    """The verdict counts fitted points as runs; here they are per-budget means."""
+    said = f"{fit['n_points']} runs at {fit['n_sizes']} sizes."
+    says = f"fitted to {fit['n_points']} per-budget means of {n_runs} runs."
+    return text.replace(said, says) if said in text else f"{text} ({says})"

@@ -1,0 +1,265 @@
+"""Assemble the report's sections (text, tables, figures) from collected runs and fits.
+
+Consumes: the study config, :class:`StudyRuns`, the scaling fits and the folder figures go
+to. Produces the ordered list of :class:`~finscale.report.render.Section` named by
+``SECTIONS``; every section is always present (saying "no data" and why when empty), so a
+reader can rely on the layout. Findings that cannot be shown (no fit, empty figure) are
+returned as extra warnings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from finscale.config import StudyConfig, config_to_dict
+from finscale.report import figures, tables
+from finscale.report.collect import StudyRuns
+from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
+from finscale.report.scaling_fit import HorizonScaling, scaling_table
+
+SECTIONS = (
+    "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
+    "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
+    "Calibration", "Backtest", "Hardware", "Warnings",
+)
+
+
+def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | None = None) -> pd.Series:
+    """'mean [lo, hi]' strings for display."""
+    lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
+
+    def one(r) -> str:
+        point = fmt_cell(r[metric])
+        if pd.isna(r[lo]) or pd.isna(r[hi]):
+            return point
+        return f"{point} [{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]"
+    return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
+
+
+def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
+    """'[lo, hi]' strings ('' where the interval is missing)."""
+    return frame.apply(lambda r: "" if pd.isna(r[lo]) or pd.isna(r[hi])
+                       else f"[{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]", axis=1)
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v and all(isinstance(x, (dict, str, int, float, bool, list)) for x in v.values()) \
+                and k not in ("fixed", "architectures"):
+            rows += _flatten(v, f"{prefix}{k}.")
+        else:
+            rows.append((prefix + k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)))
+    return rows
+
+
+def study_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
+    conf = pd.DataFrame(_flatten(config_to_dict(cfg)), columns=["key", "value"])
+    s = Section(SECTIONS[0], [Text(
+        f"Study {cfg.name!r} in {cfg.study_dir}: {int(sr.runs['current'].sum()) if not sr.runs.empty else 0} "
+        f"final run directories of the current config. The report is built only from the run "
+        f"directories; rebuilding it retrains nothing.")])
+    section = conf["key"].str.split(".").str[0].where(conf["key"].str.contains(r"\."), "study")
+    compact = (conf.assign(section=section, item=conf["key"].str.split(".").str[-1] + "=" + conf["value"])
+               .groupby("section", sort=False)["item"].agg(", ".join).reset_index()
+               .rename(columns={"item": "values"}))
+    s.blocks.append(Table(conf, "Resolved study configuration", "config.csv", shown=compact))
+    prov = sr.provenance
+    s.blocks.append(Table(prov, "Data and code provenance recorded by the runs (env.json)",
+                          "provenance.csv", shown=prov.drop(columns=["packages", "device"], errors="ignore")))
+    if len(prov) > 1:
+        s.blocks.append(Text("WARNING: runs recorded different data hashes or code versions (rows above)."))
+    return s
+
+
+def splits_section(sr: StudyRuns) -> Section:
+    return Section(SECTIONS[1], [Table(sr.splits, "Split regions per horizon (windows, dates, base "
+                                       "rate of the label)", "splits.csv")])
+
+
+def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
+    if sr.hpo.empty:
+        why = ("hpo.mode is 'fixed': parameters come from [hpo.fixed]" if cfg.hpo.mode == "fixed"
+               else "no HPO results (best_params.json / trials.csv) in runs/<study>/hpo/")
+        return Section(SECTIONS[2], [Text(f"No hyperparameter search recorded: {why}.")])
+    return Section(SECTIONS[2], [
+        Text(f"Optuna search per cell on the tuning split ({cfg.hpo.split}); the objective is "
+             "validation log-loss. Importances are shown where the HPO stage recorded them."),
+        Table(sr.hpo, "Best trial per cell", "hpo.csv")])
+
+
+def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
+    res = tables.final_results(sr)
+    per_run = _per_run(sr)
+    blocks = [Text("Test metrics of the final runs (best weights, test split scored once). Cells: "
+                   f"mean over seeds with a {tables.CI_LEVEL:.0%} Student-t interval over seeds "
+                   "(blank with one seed). Skill = 1 - log-loss / log-loss of the training base rate.")]
+    if res.empty:
+        blocks.append(Text("No evaluated final runs yet: run `finscale evaluate`."))
+        return Section(SECTIONS[3], blocks), res
+    shown = res[["horizon", "budget", "seeds", "params_total", "params_non_embedding"]].copy()
+    for m in tables.RESULT_METRICS:
+        shown[m] = with_ci(res, m)
+    shown["collapsed"] = res["collapsed_runs"]
+    blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
+               Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
+                     shown=per_run[["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
+                                    "auc", "skill", "brier", "ece", "collapsed"]])]
+    return Section(SECTIONS[3], blocks), res
+
+
+def _per_run(sr: StudyRuns) -> pd.DataFrame:
+    ev = sr.current(sr.evals)
+    if ev.empty:
+        return ev
+    cols = ["run_id", "params_total", "params_non_embedding", "train_flops", "epochs_run",
+            "best_epoch", "val_log_loss"]
+    out = ev.merge(sr.runs[cols], on="run_id", how="left")
+    out["log_loss_ci"] = ci_text(out, "log_loss_lo", "log_loss_hi")
+    return out.sort_values(["horizon", "params_total", "seed"], ignore_index=True)
+
+
+def baselines_section(sr: StudyRuns) -> Section:
+    base = sr.baselines
+    blocks = [Text("Baselines on the identical test windows: the constant training base rate, "
+                   "logistic regression and gradient boosting on the features at day t. Paired "
+                   "tests: mean per-window log-loss difference model - baseline (negative = model "
+                   "better) with a paired block-bootstrap interval; 'seeds better/worse' count "
+                   "seeds whose interval excludes 0.")]
+    if base.empty:
+        return Section(SECTIONS[4], blocks + [Text("No evaluated runs, so no baselines.")])
+    shown = base[["horizon", "baseline", "n"]].copy()
+    for m in tables.RESULT_METRICS[:4]:
+        shown[m] = with_ci(base, m)
+    shown["ece"] = base["ece"]
+    cmp = tables.comparison_summary(sr)
+    cmp_shown = cmp[["horizon", "budget", "baseline", "seeds"]].copy() if not cmp.empty else cmp
+    if not cmp.empty:
+        cmp_shown["mean diff [CI over seeds]"] = with_ci(cmp, "mean_diff")
+        cmp_shown[["seeds better", "seeds worse", "median p"]] = cmp[["seeds_better", "seeds_worse", "median_p"]]
+    blocks += [Table(base, "Baselines per horizon (block-bootstrap CIs)", "baselines.csv", shown=shown),
+               Table(cmp, "Paired tests, model vs baseline (summary over seeds)",
+                     "paired_tests_summary.csv", shown=cmp_shown),
+               Table(sr.current(sr.comparisons), "Paired tests per run", "paired_tests.csv", show=False)]
+    return Section(SECTIONS[4], blocks)
+
+
+def scaling_section(results: list[HorizonScaling], colors: dict, fig_dir: Path,
+                    notes: list) -> Section:
+    table = scaling_table(results)
+    blocks = [Text("Fits of L(N) = E + A·N^-alpha (Huber loss on log residuals, grid of starts) "
+                   "to the per-budget mean test log-loss versus measured total parameters, "
+                   "non-embedding parameters and training FLOPs; 1 - AUC vs total parameters as a "
+                   "secondary view. Intervals: bootstrap over seeds within budgets and moving "
+                   "blocks of test days (one block resample shared by all runs of a horizon). "
+                   "Constant model: no scaling (leave-one-budget-out error, AIC/BIC on per-run "
+                   "points).")]
+    for hs in results:
+        if hs.reason:
+            blocks.append(Text(f"Horizon {hs.horizon}: no scaling fit: {hs.reason}."))
+            notes.append(("no scaling fit", f"h{hs.horizon}", hs.reason))
+            continue
+        blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
+                               for f in hs.fits]))
+        _add_figure(blocks, notes, lambda p, hs=hs: figures.scaling_figure(hs, colors, p),
+                    fig_dir / f"scaling_h{hs.horizon}.png", f"Scaling fits, horizon {hs.horizon}")
+    if "alpha" in table:
+        fitted = table.dropna(subset=["alpha"])
+        shown = fitted[["horizon", "quantity", "axis", "E", "A", "alpha"]].copy()
+        shown["alpha CI"] = ci_text(fitted, "alpha_lo", "alpha_hi")
+        shown[["LOBO power", "LOBO const"]] = fitted[["lobo_rmse_power", "lobo_rmse_const"]]
+        shown["dAIC"] = fitted["aic_power"] - fitted["aic_const"]
+        shown[["dBIC", "verdict"]] = fitted[["delta_bic", "verdict"]]
+        blocks.append(Table(table, "Scaling-law fits", "scaling.csv", shown=shown))
+    else:  # no horizon could be fitted: the CSV still records why, per horizon
+        blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))
+    return Section(SECTIONS[5], blocks)
+
+
+def _add_figure(blocks: list, notes: list, make, path: Path, caption: str) -> None:
+    try:
+        make(path)
+    except figures.EmptyFigure as exc:
+        blocks.append(Text(f"No figure: {exc}."))
+        notes.append(("no figure", path.name, str(exc)))
+        return
+    blocks.append(Figure(Path(path.parent.name) / path.name, caption))
+
+
+def learning_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
+    blocks = [Text("Training loss and validation log-loss per epoch, one line per run; the "
+                   "reported weights are those of the best validation epoch.")]
+    for h in horizons:
+        _add_figure(blocks, notes, lambda p, h=h: figures.learning_figure(sr.current(sr.epochs), h, colors, p),
+                    fig_dir / f"learning_h{h}.png", f"Learning curves, horizon {h}")
+    ep = sr.current(sr.epochs)
+    summary = ep
+    if not ep.empty:
+        summary = (ep.groupby(["run_id", "horizon", "budget", "seed"])
+                   .agg(epochs=("epoch", "max"), train_s=("epoch_s", "sum"),
+                        last_train_loss=("train_loss", "last"), best_val_log_loss=("val_log_loss", "min"))
+                   .reset_index().merge(sr.runs[["run_id", "budget_params"]], on="run_id")
+                   .sort_values(["horizon", "budget_params", "seed"], ignore_index=True)
+                   .drop(columns="budget_params"))
+    blocks += [Table(summary, "Per-run training summary (from metrics.jsonl)", "training.csv"),
+               Table(ep, "Every epoch line", "epochs.csv", show=False)]
+    return Section(SECTIONS[6], blocks)
+
+
+def calibration_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
+    blocks = [Text("Reliability diagrams on the test split from the equal-width bins recorded in "
+                   "eval.json (empty bins omitted); ECE per cell is in the final results.")]
+    for h in horizons:
+        _add_figure(blocks, notes,
+                    lambda p, h=h: figures.calibration_figure(sr.current(sr.calibration), h, colors, p),
+                    fig_dir / f"calibration_h{h}.png", f"Calibration, horizon {h}")
+    blocks.append(Table(sr.current(sr.calibration), "Calibration bins per run", "calibration_bins.csv",
+                        show=False))
+    return Section(SECTIONS[7], blocks)
+
+
+def backtest_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
+    bt = tables.backtest_table(sr)
+    blocks = [Text("Long the index for the next h days when the predicted probability exceeds "
+                   "the validation-chosen threshold (non-overlapping holding periods), flat "
+                   "otherwise, costs included; buy-and-hold over the same days. The deflated "
+                   "Sharpe ratio is the probability that a run's true Sharpe ratio exceeds what "
+                   "the best of the horizon's trials would reach by luck; the trials are all "
+                   "final runs of the horizon.")]
+    for h in horizons:
+        _add_figure(blocks, notes,
+                    lambda p, h=h: figures.backtest_figure(sr.equity, sr.current(sr.runs), h, colors, p),
+                    fig_dir / f"backtest_h{h}.png", f"Equity curves, horizon {h}")
+    if bt.empty:
+        return Section(SECTIONS[8], blocks + [Text("No backtests recorded.")])
+    cols = ["run_id", "cagr", "sharpe", "max_drawdown", "n_trades", "hit_rate", "exposure", "dsr",
+            "bh_cagr", "bh_sharpe", "bh_max_drawdown"]
+    blocks += [Table(tables.backtest_summary(bt), "Best run per horizon and its deflated Sharpe ratio",
+                     "backtest_summary.csv"),
+               Table(bt, "Backtest per run", "backtests.csv", shown=bt[cols])]
+    return Section(SECTIONS[8], blocks)
+
+
+def hardware_section(sr: StudyRuns) -> Section:
+    hw = tables.hardware_table(sr)
+    blocks = [Text("From each run's hardware.jsonl. 'time_hot_s' is the time spent in the warning "
+                   "or critical state between samples, i.e. the time training was paused for heat "
+                   "(to one sampling interval).")]
+    if hw.empty or int(hw["runs_with_log"].iloc[0]) == 0:
+        blocks.append(Text("No hardware log in any run (monitoring was off)."))
+    blocks += [Table(hw, "Hardware summary", "hardware.csv"),
+               Table(sr.current(sr.hardware), "Hardware per run", "hardware_runs.csv", show=False)]
+    return Section(SECTIONS[9], blocks)
+
+
+def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]:
+    warn = tables.warnings_table(sr)
+    extra = pd.DataFrame(notes, columns=["kind", "subject", "message"])
+    warn = pd.concat([warn, extra], ignore_index=True) if not extra.empty else warn
+    blocks = [Text("No warnings.")] if warn.empty else [
+        Text(f"{len(warn)} finding(s) to read before trusting the numbers above.")]
+    blocks.append(Table(warn, "Warnings", "warnings.csv"))
+    return Section(SECTIONS[10], blocks), warn

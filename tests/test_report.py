@@ -1,0 +1,310 @@
+"""The study report, built from a real (tiny) study: 3 budgets x 2 seeds, trained and evaluated."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from finscale.cli import main
+from finscale.cli.common import resolve_study_path
+from finscale.config import load_study
+from finscale.report import SECTIONS, build_report
+from finscale.report.collect import collect
+from finscale.report.render import Section, Table, Text, render_html, render_markdown
+from finscale.report.scaling_fit import AXES, _budget_resampler, fit_study
+from finscale.runner.study import RunOptions, run_study
+from finscale.scaling import VERDICTS, fit_power_law
+
+BUDGETS = ["cpu-s", "cpu-m", "cpu-l"]
+
+
+def study_overrides(root: Path) -> list[str]:
+    # train_start 2014: ~500 training windows keep 6 runs to seconds; val/test stay >= 100.
+    return [f"output_dir={root / 'runs'}", f"data.data_dir={root / 'data'}",
+            f"model.budgets={json.dumps(BUDGETS)}", "target.horizons=[1]", "train.max_epochs=1",
+            "seeds=[0,1]", "evaluate.bootstrap_resamples=50", "evaluate.scaling_resamples=20",
+            'splits.train_start="2014-01-01"']
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    overrides = study_overrides(root)
+    cfg = load_study(resolve_study_path("smoke"), overrides)
+    summary = run_study(cfg, RunOptions(phases=("data", "features", "final", "evaluate", "report"),
+                                        monitor=False))
+    assert len(summary.done) == len(BUDGETS) * 2 and not summary.failed
+    return {"cfg": cfg, "overrides": overrides, "html": summary.report, "root": root,
+            "dir": summary.report.parent}
+
+
+def eval_docs(cfg) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text())
+            for p in sorted((cfg.study_dir / "final").glob("*/eval.json"))}
+
+
+# --------------------------------------------------------------------------- the document
+
+def test_report_has_every_section_in_both_formats(study):
+    md = (study["dir"] / "report.md").read_text()
+    html = study["html"].read_text()
+    assert study["html"] == study["cfg"].study_dir / "report" / "report.html"
+    for title in SECTIONS:
+        assert f"\n## {title}\n" in md
+        assert f"<h2>{title}</h2>" in html
+    # One embedded image per PNG, and nothing fetched from outside the file.
+    pngs = sorted((study["dir"] / "figures").glob("*.png"))
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "src=\"http" not in html and "href=\"http" not in html
+
+
+def test_every_figure_is_a_real_image(study):
+    names = {p.name for p in (study["dir"] / "figures").glob("*.png")}
+    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")}
+    for name in names:
+        with Image.open(study["dir"] / "figures" / name) as img:
+            img.verify()
+        with Image.open(study["dir"] / "figures" / name) as img:
+            assert img.width >= 300 and img.height >= 200
+            pixels = np.asarray(img.convert("L"), dtype=np.float64)
+            assert pixels.std() > 5, f"{name} looks blank"
+
+
+def test_csv_tables_equal_the_recorded_eval_json(study):
+    tables = study["dir"] / "tables"
+    docs = eval_docs(study["cfg"])
+    per_run = pd.read_csv(tables / "final_runs.csv").set_index("run_id")
+    assert set(per_run.index) == set(docs)
+    for run_id, doc in docs.items():
+        m, ci = doc["test"]["metrics"], doc["test"]["ci"]
+        for key in ("log_loss", "auc", "skill", "brier", "ece"):
+            assert per_run.loc[run_id, key] == pytest.approx(m[key], rel=1e-12)
+        assert per_run.loc[run_id, "log_loss_lo"] == pytest.approx(ci["log_loss"][0], rel=1e-12)
+    results = pd.read_csv(tables / "final_results.csv")
+    assert list(results["budget"]) == BUDGETS  # ordered by size, not alphabetically
+    for _, row in results.iterrows():
+        values = [d["test"]["metrics"]["log_loss"] for d in docs.values() if d["budget"] == row["budget"]]
+        assert row["seeds"] == len(values) == 2
+        assert row["log_loss"] == pytest.approx(np.mean(values), rel=1e-12)
+        assert row["log_loss_lo"] < row["log_loss"] < row["log_loss_hi"]
+    baselines = pd.read_csv(tables / "baselines.csv").set_index("baseline")
+    first = next(iter(docs.values()))
+    assert set(baselines.index) == set(first["baselines"])
+    for name, block in first["baselines"].items():
+        assert baselines.loc[name, "log_loss"] == pytest.approx(block["metrics"]["log_loss"], rel=1e-12)
+    splits = pd.read_csv(tables / "splits.csv")
+    assert set(splits["region"]) == {"train", "val", "test"}
+    assert splits.loc[splits["region"] == "test", "windows"].item() == first["test_windows"]
+
+
+def test_backtest_table_carries_recorded_stats_and_a_deflated_sharpe(study):
+    docs = eval_docs(study["cfg"])
+    bt = pd.read_csv(study["dir"] / "tables" / "backtests.csv").set_index("run_id")
+    for run_id, doc in docs.items():
+        assert bt.loc[run_id, "sharpe"] == pytest.approx(doc["backtest"]["strategy"]["sharpe"])
+        assert bt.loc[run_id, "bh_cagr"] == pytest.approx(doc["backtest"]["buy_and_hold"]["cagr"])
+        assert 0.0 <= bt.loc[run_id, "dsr"] <= 1.0
+    summary = pd.read_csv(study["dir"] / "tables" / "backtest_summary.csv")
+    assert summary["trials"].item() == len(docs)
+    assert summary["best_sharpe"].item() == pytest.approx(bt["sharpe"].max())
+
+
+# --------------------------------------------------------------------------- scaling wiring
+
+def test_scaling_fit_per_horizon_has_verdict_and_intervals(study):
+    table = pd.read_csv(study["dir"] / "tables" / "scaling.csv")
+    h1 = table[table["horizon"] == 1]
+    assert set(h1.loc[h1["quantity"] == "log_loss", "axis"]) == set(AXES)
+    assert set(h1.loc[h1["quantity"] == "auc_error", "axis"]) == {"params_total"}
+    for _, row in h1.iterrows():
+        assert row["verdict"] in VERDICTS and row["text"]
+        assert row["alpha_lo"] <= row["alpha_hi"] and row["E_lo"] <= row["E_hi"]
+        assert row["n_runs"] == 6 and row["n_budgets"] == 3 and row["n_resamples"] == 20
+        assert np.isfinite([row["aic_power"], row["bic_const"], row["delta_bic"]]).all()
+    # The point fit is the power law through the per-budget means of the recorded test losses.
+    docs = eval_docs(study["cfg"])
+    runs = collect(study["cfg"]).runs.set_index("run_id")
+    frame = pd.DataFrame([{"n": runs.loc[r, "params_total"], "loss": d["test"]["metrics"]["log_loss"]}
+                          for r, d in docs.items()]).groupby("n")["loss"].mean()
+    expected = fit_power_law(frame.index.to_numpy(float), frame.to_numpy())
+    row = h1[(h1["quantity"] == "log_loss") & (h1["axis"] == "params_total")].iloc[0]
+    assert row["alpha"] == pytest.approx(expected["alpha"], rel=1e-6, abs=1e-9)
+    assert row["E"] == pytest.approx(expected["E"], rel=1e-6, abs=1e-9)
+    saved = json.loads((study["dir"] / "scaling.json").read_text())
+    assert [h["horizon"] for h in saved] == [1] and saved[0]["reason"] == ""
+    assert saved[0]["block_len"] == 5
+
+
+def test_budget_resampler_averages_one_shared_test_day_replicate():
+    codes = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([10.0, 10.0, 100.0, 100.0, 1000.0, 1000.0])
+    L_reps = np.arange(6 * 4, dtype=np.float64).reshape(6, 4) + 1.0
+    draw = _budget_resampler(codes, x, L_reps)
+    rng = np.random.default_rng(0)
+    for r in range(4):
+        xb, lb = draw(rng, r)
+        assert xb == pytest.approx([10.0, 100.0, 1000.0])
+        for b in range(3):  # a mean of this budget's runs, all on replicate column r
+            members = L_reps[codes == b, r]
+            assert lb[b] in {members[0], members[1], members.mean()}
+
+
+def test_rebuild_is_cheap_reuses_fits_and_never_touches_runs(study, caplog):
+    final = study["cfg"].study_dir / "final"
+    before = {p: p.stat().st_mtime_ns for p in final.rglob("*") if p.is_file()}
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="finscale.scaling"):
+        path = build_report(study["cfg"])
+    elapsed = time.perf_counter() - t0
+    after = {p: p.stat().st_mtime_ns for p in final.rglob("*") if p.is_file()}
+    assert after == before  # no run file was written: nothing retrained or re-evaluated
+    assert not [r for r in caplog.records if "bootstrap_fit" in r.getMessage()]  # fits from cache
+    assert path.exists() and elapsed < 60
+    assert not list(study["cfg"].study_dir.glob(".report-*"))  # temp folders cleaned up
+
+
+# --------------------------------------------------------------------------- degraded trees
+
+@pytest.fixture
+def altered(study, tmp_path):
+    """A copy of the study's run tree (without checkpoints) to damage freely."""
+    root = tmp_path / "copy"
+    shutil.copytree(study["cfg"].study_dir, root / "runs" / "smoke",
+                    ignore=shutil.ignore_patterns("ckpt", "report"))
+    # Fewer scaling resamples: these trees change the fitted points (no cached fits), and the
+    # fits are not what these tests are about.
+    overrides = [o for o in study["overrides"] if not o.startswith(("output_dir=", "evaluate.scaling"))]
+    return load_study(resolve_study_path("smoke"), [*overrides, f"output_dir={root / 'runs'}",
+                                                    "evaluate.scaling_resamples=10"])
+
+
+def _write_hardware(run_dir: Path) -> None:
+    from finscale.monitor.sensors import make_reading
+
+    lines = []
+    for t, temp, state in [(0.0, 60.0, "normal"), (2.0, 88.0, "warning"), (5.0, 82.0, "warning"),
+                           (9.0, 70.0, "normal"), (11.0, None, "unavailable")]:
+        reading = make_reading("linux", {} if temp is None else {"cpu": temp}).to_dict()
+        lines.append(json.dumps({"state": state, **reading, "time": 1000.0 + t}))
+    (run_dir / "hardware.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_report_warns_about_failed_unevaluated_and_collapsed_runs(altered):
+    final = altered.study_dir / "final"
+    runs = sorted(p for p in final.iterdir())
+    failed, unevaluated, hot = runs[0], runs[1], runs[2]
+    status = json.loads((failed / "status.json").read_text())
+    (failed / "status.json").write_text(json.dumps({**status, "state": "failed", "reason": "non-finite loss"}))
+    (unevaluated / "eval.json").unlink()
+    (unevaluated / "predictions.npz").unlink()
+    _write_hardware(hot)
+    hpo = altered.study_dir / "hpo" / "cpu-s-h1"
+    hpo.mkdir(parents=True)
+    (hpo / "best_params.json").write_text(json.dumps({"params": {}, "value": 0.41, "trial": 0, "n_trials": 2,
+                                                      "importances": {"lr": 0.7, "dropout": 0.3}}))
+    pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "PRUNED"], "value": [0.41, None]}).to_csv(
+        hpo / "trials.csv", index=False)
+
+    html = build_report(altered)
+    warn = pd.read_csv(html.parent / "tables" / "warnings.csv")
+    kinds = dict(zip(warn["subject"], warn["kind"]))
+    assert kinds[failed.name] == "failed" and kinds[unevaluated.name] == "not evaluated"
+    assert any(k == "sensor unavailable" and s == hot.name for s, k in zip(warn["subject"], warn["kind"]))
+    collapsed = [p.name for p in runs if json.loads((p / "status.json").read_text()).get("collapsed")]
+    for run_id in collapsed:
+        assert run_id in set(warn.loc[warn["kind"] == "collapsed", "subject"])
+    hw = pd.read_csv(html.parent / "tables" / "hardware.csv")
+    assert hw["max_c"].item() == 88.0 and hw["time_hot_s"].item() == pytest.approx(7.0)
+    assert hw["runs_sensor_unavailable"].item() == 1
+    hpo_table = pd.read_csv(html.parent / "tables" / "hpo.csv")
+    assert hpo_table["trials"].item() == 2 and hpo_table["best_value"].item() == 0.41
+    assert hpo_table["importances"].item() == "lr 0.70, dropout 0.30"
+    md = (html.parent / "report.md").read_text()
+    assert "non-finite loss" in md
+
+
+def test_too_few_budgets_means_no_fit_with_the_reason(altered):
+    two = load_study(resolve_study_path("smoke"),
+                     [*(o for o in study_overrides(Path("/unused")) if "budgets" not in o and "output_dir" not in o
+                        and "data_dir" not in o),
+                      f"output_dir={altered.output_dir}", f"data.data_dir={altered.data.data_dir}",
+                      'model.budgets=["cpu-s","cpu-m"]'])
+    results = fit_study(two, collect(two))
+    assert results[0].fits == [] and "needs >= 3" in results[0].reason
+    html = build_report(two)
+    md = (html.parent / "report.md").read_text()
+    assert "Horizon 1: no scaling fit: 2 evaluated budget(s)" in md
+    warn = pd.read_csv(html.parent / "tables" / "warnings.csv")
+    assert "no scaling fit" in set(warn["kind"]) and "stale" in set(warn["kind"])  # cpu-l excluded
+    scaling = pd.read_csv(html.parent / "tables" / "scaling.csv")
+    assert scaling["text"].item().startswith("no fit: 2 evaluated budget(s)")
+
+
+def test_report_without_runs_is_an_error(tmp_path):
+    cfg = load_study(resolve_study_path("smoke"), [f"output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="no final run directories"):
+        build_report(cfg)
+
+
+# --------------------------------------------------------------------------- rendering, CLI
+
+def test_render_escapes_and_links_hidden_tables(tmp_path):
+    frame = pd.DataFrame({"a|b": [1.5, float("nan")], "c": ["<x>", "y"]})
+    sections = [Section("One & two", [Text("a < b"), Table(frame, "shown", "t.csv"),
+                                      Table(frame, "hidden", "h.csv", show=False)])]
+    md, html = render_markdown("T", sections), render_html("T", sections, tmp_path)
+    assert "| a\\|b | c |" in md and "| 1.5 | <x> |" in md
+    assert "*hidden* (`tables/h.csv`)" in md and md.count("| 1.5 |") == 1
+    assert "&lt;x&gt;" in html and "<x>" not in html and "a &lt; b" in html
+    assert html.count("<table") == 1
+
+
+def test_cli_report_and_evaluate(study, capsys):
+    # In-process: the same parser and handlers as the `finscale` command, without paying
+    # the torch import in two more subprocesses.
+    args = [a for o in study["overrides"] for a in ("--set", o)]
+    assert main(["report", "smoke", *args]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {study['html'].resolve()}" in out
+    assert "final results" in out and "cpu-l" in out
+    assert "scaling verdicts:" in out and "h1 log_loss vs params_total:" in out
+    assert main(["evaluate", "smoke", *args]) == 0
+    out = capsys.readouterr().out
+    for run_id in eval_docs(study["cfg"]):
+        assert run_id in out
+    assert main(["report", "smoke", "--set", "output_dir=/nonexistent/runs"]) == 1
+    assert "no final run directories" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_html_opens_in_headless_chromium(study, tmp_path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (Debian package `chromium`)")
+        pytest.skip("chromium not installed (Debian: apt-get install chromium); CI is not set")
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    url = study["html"].resolve().as_uri()
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in dom.stdout
+    assert dom.stdout.count("<img") == len(list((study["dir"] / "figures").glob("*.png")))
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([*base, "--window-size=1200,2400", f"--screenshot={shot}", url],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    with Image.open(shot) as img:
+        assert np.asarray(img.convert("L"), dtype=np.float64).std() > 5  # not a blank page
