@@ -21,7 +21,7 @@ from finscale.config import load_study
 from finscale.report import SECTIONS, build_report
 from finscale.report.collect import collect
 from finscale.report.render import Section, Table, Text, render_html, render_markdown
-from finscale.report.scaling_fit import AXES, _budget_resampler, fit_study
+from finscale.report.scaling_fit import AXES, fit_study
 from finscale.runner.study import RunOptions, run_study
 from finscale.scaling import VERDICTS, fit_power_law
 
@@ -131,32 +131,18 @@ def test_scaling_fit_per_horizon_has_verdict_and_intervals(study):
         assert row["alpha_lo"] <= row["alpha_hi"] and row["E_lo"] <= row["E_hi"]
         assert row["n_runs"] == 6 and row["n_budgets"] == 3 and row["n_resamples"] == 20
         assert np.isfinite([row["aic_power"], row["bic_const"], row["delta_bic"]]).all()
-    # The point fit is the power law through the per-budget means of the recorded test losses.
+    # The point fit is the power law through the per-run recorded test losses.
     docs = eval_docs(study["cfg"])
     runs = collect(study["cfg"]).runs.set_index("run_id")
     frame = pd.DataFrame([{"n": runs.loc[r, "params_total"], "loss": d["test"]["metrics"]["log_loss"]}
-                          for r, d in docs.items()]).groupby("n")["loss"].mean()
-    expected = fit_power_law(frame.index.to_numpy(float), frame.to_numpy())
+                          for r, d in docs.items()])
+    expected = fit_power_law(frame["n"].to_numpy(float), frame["loss"].to_numpy())
     row = h1[(h1["quantity"] == "log_loss") & (h1["axis"] == "params_total")].iloc[0]
     assert row["alpha"] == pytest.approx(expected["alpha"], rel=1e-6, abs=1e-9)
     assert row["E"] == pytest.approx(expected["E"], rel=1e-6, abs=1e-9)
     saved = json.loads((study["dir"] / "scaling.json").read_text())
     assert [h["horizon"] for h in saved] == [1] and saved[0]["reason"] == ""
     assert saved[0]["block_len"] == 5
-
-
-def test_budget_resampler_averages_one_shared_test_day_replicate():
-    codes = np.array([0, 0, 1, 1, 2, 2])
-    x = np.array([10.0, 10.0, 100.0, 100.0, 1000.0, 1000.0])
-    L_reps = np.arange(6 * 4, dtype=np.float64).reshape(6, 4) + 1.0
-    draw = _budget_resampler(codes, x, L_reps)
-    rng = np.random.default_rng(0)
-    for r in range(4):
-        xb, lb = draw(rng, r)
-        assert xb == pytest.approx([10.0, 100.0, 1000.0])
-        for b in range(3):  # a mean of this budget's runs, all on replicate column r
-            members = L_reps[codes == b, r]
-            assert lb[b] in {members[0], members[1], members.mean()}
 
 
 def test_rebuild_is_cheap_reuses_fits_and_never_touches_runs(study, caplog):
