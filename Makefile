@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch first and pinned: the CPU wheel on disk; an unpinned torch would pull a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,postgres]"
+	$(BIN)/pip install -q -e ".[dev,postgres,mlflow]"
 	@touch $(STAMP)
 
 install: $(STAMP)

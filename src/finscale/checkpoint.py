@@ -58,7 +58,8 @@ def latest_valid_checkpoint(ckpt_dir: Path) -> dict | None:
 
 def prune_step_checkpoints(ckpt_dir: Path, keep: int = 2) -> None:
     """Delete all but the newest ``keep`` step checkpoints."""
-    for _, path in step_checkpoints(ckpt_dir)[:-keep]:
+    found = step_checkpoints(ckpt_dir)
+    for _, path in found[:len(found) - keep]:
         path.unlink(missing_ok=True)
 
 

@@ -318,6 +318,9 @@ class Trainer:
             final["hardware"] = self.controls.monitor.summary()  # max temp, seconds paused
         self.run.append_metrics(final)
         self.run.write_status("done", epoch=self.state["epoch"], collapsed=collapsed)
+        # A finished run never resumes: its step checkpoints (weights + AdamW state, ~16 bytes
+        # per parameter) would only cost disk; best.pt is what evaluation reads.
+        prune_step_checkpoints(self.run.ckpt, keep=0)
         return final
 
 

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--no-monitor", action="store_true", help="do not sample hardware sensors")
     p.add_argument("--require-sensor", action="store_true",
                    help="fail if no temperature sensor can be read (monitor.require_sensor)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log final runs and HPO trials to MLflow (tracking.mlflow; store: "
+                        "tracking.uri, $MLFLOW_TRACKING_URI, or runs/<study>/mlruns/mlflow.db)")
     p.set_defaults(handler=_run)
 
 
@@ -117,6 +120,8 @@ def _run(args) -> int:
 
     if args.require_sensor:
         args.overrides.append("monitor.require_sensor=true")
+    if args.mlflow:
+        args.overrides.append("tracking.mlflow=true")
     cfg = load_study_from_args(args)
     budgets, horizons = parse_only(args.only, cfg)
     if args.dry_run:
@@ -134,4 +139,8 @@ def _run(args) -> int:
         console.print(f"FAILED: {run_id} (see its status.json)")
     if summary.report:
         console.print(f"report: {summary.report.resolve()}")
+    from finscale import tracking
+
+    if tracking.enabled(cfg):
+        console.print(f"MLflow: {tracking.ui_command(cfg)}")
     return 1 if summary.failed else 0

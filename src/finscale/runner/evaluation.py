@@ -67,6 +67,19 @@ def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: 
     return probs
 
 
+def _backtest(prep: PreparedData, test: WindowDataset, prob: np.ndarray, threshold: float,
+              horizon: int, cost_bps: float) -> dict:
+    """Backtest over the test days plus the h days after the last window (no signal there),
+    so a signal on the last test days can still complete its holding period."""
+    first, last = int(test.ends[0]), int(test.ends[-1]) + horizon
+    if not np.array_equal(test.ends, np.arange(first, last - horizon + 1)):
+        raise ValueError("backtest: test windows must be consecutive days (stride 1)")
+    close = prep.frame["price_close"].to_numpy()[first:last + 1]
+    days = prep.dates.to_numpy()[first:last + 1]
+    signal = np.concatenate([prob, np.full(horizon, np.nan)])
+    return backtest(close, days, signal, threshold, horizon, cost_bps)
+
+
 def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> dict:
     run = RunDir(final_dir(cfg, spec))
     if (done := run.read_json("eval.json")) is not None:
@@ -96,9 +109,8 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
                                                threshold=base_thr, **common)
         comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
                                                   ev.bootstrap_resamples, seed, horizon=h)
-    close = prep.frame["price_close"].to_numpy()[test.ends]
     dates = prep.dates.to_numpy()[test.ends]
-    bt = backtest(close, dates, prob, threshold, h, ev.cost_bps)
+    bt = _backtest(prep, test, prob, threshold, h, ev.cost_bps)
     doc = {
         "run_id": spec.run_id, "budget": spec.budget, "horizon": h, "seed": spec.seed,
         "best_epoch": int(ckpt["epoch"]) + 1, "threshold": threshold,

@@ -84,6 +84,14 @@ def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
     return HardwareMonitor(cfg.monitor, run.file("hardware.jsonl"))
 
 
+def _track_final(cfg: StudyConfig, run: RunDir) -> None:
+    """MLflow (optional): log the finished run dir; idempotent and never raises."""
+    from finscale import tracking
+
+    if tracking.enabled(cfg):
+        tracking.track_final_run(cfg, run.path)
+
+
 def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None:
     if cfg.hpo.mode != "search":
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
@@ -111,6 +119,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
                       state=run.state)
         if run.state == "done":
             summary.skipped.append(spec.run_id)
+            _track_final(cfg, run)  # tracking: cheap when already tracked
             continue
         run.create()
         with _monitor(cfg, run, opts.monitor) as mon:
@@ -122,9 +131,11 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
             except TrainingFailed as exc:
                 log.error("%s failed: %s", spec.run_id, exc)
                 summary.failed.append(spec.run_id)
+                _track_final(cfg, run)  # tracking
                 continue
         trained += 1
         summary.done.append(spec.run_id)
+        _track_final(cfg, run)  # tracking
 
 
 def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions) -> None:
@@ -134,6 +145,7 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions) -
     for i, spec in enumerate(specs):
         opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
         evaluate_final_run(cfg, prep, spec)
+        _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
