@@ -137,6 +137,8 @@ class HpoConfig:
     pruner: str = _opt("median", choices=("median", "hyperband", "none"))
     sampler_seed: int = _opt(0, min=0)
     workers: int = _opt(1, min=1)
+    heartbeat_s: int = _opt(10, min=1, doc="RDB storages: trial heartbeat; a dead worker's trial is retried")
+    grace_s: int = _opt(0, min=0, doc="seconds without heartbeat before a retry; 0 = 3 x heartbeat_s")
     max_epochs: int = _opt(0, min=0, doc="epochs per trial; 0 = train.max_epochs")
     lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=0.0, doc="[low, high] log range, or [v]")
     weight_decay: tuple[float, ...] = _opt((1e-5, 1e-1), min=0.0)

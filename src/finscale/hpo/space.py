@@ -1,0 +1,144 @@
+"""The search space of one (budget, horizon) cell, from the study's ``[hpo]`` section.
+
+Consumes: the study config, a budget name and a horizon.
+Produces: a :class:`CellSpace` whose :meth:`~CellSpace.sample` turns an Optuna trial into
+the cell's parameters in :func:`finscale.runner.runs.make_spec` form (``d_model``,
+``num_layers``, ``num_heads``, ``d_ff``, ``lr``, ``weight_decay``, ``dropout``,
+``warmup_fraction``, ``batch_size``, plus any fixed training keys).
+Dimensions:
+- ``arch``: ONE categorical over the budget's valid grid (every shape whose measured
+  parameter count is within ``model.budget_tolerance``), encoded ``d64-l4-h4-f256`` so the
+  sampler learns which shapes work. Fixed instead when ``[model.architectures]`` names the
+  budget's shape or ``[hpo.fixed."<cell>"]`` gives all four keys; partial arch keys in
+  ``hpo.fixed`` narrow the grid.
+- ``lr``, ``weight_decay``: log-uniform; ``dropout``, ``warmup_fraction``: uniform;
+  ``batch_size``: categorical. A one-element range (``[v]``) is a fixed value.
+- ``[hpo.fixed."<cell>"]``: any key there replaces its dimension with that value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from finscale.config import StudyConfig
+from finscale.model import architectures_for_budget, parse_budget
+from finscale.runner.runs import ARCH_KEYS, cell_name, n_inputs, split_params
+
+ARCH_PARAM = "arch"
+LOG_DIMS = ("lr", "weight_decay")
+UNIFORM_DIMS = ("dropout", "warmup_fraction")
+_ARCH_RE = re.compile(r"^d(\d+)-l(\d+)-h(\d+)-f(\d+)$")
+
+
+def encode_arch(arch: dict) -> str:
+    return "d{d_model}-l{num_layers}-h{num_heads}-f{d_ff}".format(**arch)
+
+
+def decode_arch(text: str) -> dict:
+    match = _ARCH_RE.match(text)
+    if not match:
+        raise ValueError(f"architecture {text!r}: expected d<d_model>-l<layers>-h<heads>-f<d_ff>")
+    return dict(zip(ARCH_KEYS, map(int, match.groups())))
+
+
+@dataclass(frozen=True)
+class CellSpace:
+    """What a trial of one cell samples, and what it holds fixed."""
+
+    cell: str
+    archs: tuple[str, ...] = ()                          # >1: searched; 1: fixed; 0: study's own
+    floats: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # low, high, log
+    batch_sizes: tuple[int, ...] = ()                    # >1: searched
+    fixed: dict = field(default_factory=dict)            # make_spec params held constant
+
+    def sample(self, trial) -> dict:
+        """The trial's cell parameters (fixed values included), in make_spec form."""
+        params = dict(self.fixed)
+        if len(self.archs) > 1:
+            params.update(decode_arch(trial.suggest_categorical(ARCH_PARAM, list(self.archs))))
+        for name, (low, high, log) in self.floats.items():
+            params[name] = trial.suggest_float(name, low, high, log=log)
+        if len(self.batch_sizes) > 1:
+            params["batch_size"] = trial.suggest_categorical("batch_size", list(self.batch_sizes))
+        return params
+
+    def searched(self) -> list[str]:
+        """Names of the dimensions Optuna samples (the trial's ``params`` keys)."""
+        names = [ARCH_PARAM] if len(self.archs) > 1 else []
+        names += list(self.floats)
+        return names + (["batch_size"] if len(self.batch_sizes) > 1 else [])
+
+    def describe(self) -> dict:
+        out: dict = {k: f"[{lo:g}, {hi:g}]{' log' if log else ''}"
+                     for k, (lo, hi, log) in self.floats.items()}
+        if len(self.archs) > 1:
+            out[ARCH_PARAM] = f"{len(self.archs)} shapes"
+        if len(self.batch_sizes) > 1:
+            out["batch_size"] = list(self.batch_sizes)
+        return {**out, **{k: v for k, v in self.fixed.items()}}
+
+
+def budget_grid(cfg: StudyConfig, budget: str) -> list[dict]:
+    """Every grid architecture whose parameter count fits the budget (see finscale.model)."""
+    m = cfg.model
+    return architectures_for_budget(
+        parse_budget(budget), n_inputs=n_inputs(cfg), context_len=m.context_len,
+        patch_len=m.patch_len, stride=m.stride, channel_mode=m.channel_mode,
+        tolerance=m.budget_tolerance, d_ff_ratios=(m.d_ff_ratio,), positional=m.positional,
+        revin=m.normalization in ("revin", "zscore+revin"))
+
+
+def _arch_choices(cfg: StudyConfig, budget: str, fixed: dict, cell: str) -> tuple[tuple[str, ...], dict]:
+    """(encoded choices, fixed arch params): search the grid unless the shape is given."""
+    given = {k: fixed[k] for k in ARCH_KEYS if k in fixed}
+    if len(given) == len(ARCH_KEYS):
+        return (), given
+    if budget in (cfg.model.architectures or {}):
+        if given:
+            raise ValueError(f"hpo.fixed.{cell}: {', '.join(given)} conflicts with the explicit "
+                             f"model.architectures.{budget}; give all of {', '.join(ARCH_KEYS)} or none")
+        return (), {}
+    grid = [a for a in budget_grid(cfg, budget) if all(a[k] == v for k, v in given.items())]
+    if not grid:
+        raise ValueError(f"cell {cell}: no architecture of budget {budget!r} "
+                         f"(model.budget_tolerance {cfg.model.budget_tolerance:g})"
+                         + (f" matches hpo.fixed.{cell} {given}" if given else "")
+                         + "; widen the tolerance or give an explicit architecture")
+    choices = tuple(dict.fromkeys(encode_arch(a) for a in grid))
+    if len(choices) == 1:
+        return (), decode_arch(choices[0])
+    return choices, {}
+
+
+def _float_dim(cfg: StudyConfig, name: str) -> tuple[float, float, bool] | float:
+    rng = getattr(cfg.hpo, name)
+    if len(rng) == 1 or rng[0] == rng[1]:
+        return float(rng[0])
+    log = name in LOG_DIMS
+    if log and rng[0] <= 0:
+        raise ValueError(f"hpo.{name}: a log-uniform range needs low > 0, got {list(rng)} "
+                         f"(use [value] to fix it, e.g. [0.0])")
+    return float(rng[0]), float(rng[1]), log
+
+
+def cell_space(cfg: StudyConfig, budget: str, horizon: int) -> CellSpace:
+    """The search space of cell ``budget``-h``horizon`` (rules in the module docstring)."""
+    cell = cell_name(budget, horizon)
+    overrides = dict((cfg.hpo.fixed or {}).get(cell, {}))
+    split_params({k: v for k, v in overrides.items() if k not in ARCH_KEYS}, f"hpo.fixed.{cell}")
+    archs, fixed = _arch_choices(cfg, budget, overrides, cell)
+    floats = {}
+    for name in (*LOG_DIMS, *UNIFORM_DIMS):
+        if name in overrides:
+            continue
+        dim = _float_dim(cfg, name)
+        if isinstance(dim, tuple):
+            floats[name] = dim
+        else:
+            fixed[name] = dim
+    batch = tuple(dict.fromkeys(cfg.hpo.batch_size))
+    if "batch_size" not in overrides and len(batch) == 1:
+        fixed["batch_size"] = batch[0]
+    fixed.update({k: v for k, v in overrides.items() if k not in ARCH_KEYS})
+    return CellSpace(cell, archs, floats, batch if "batch_size" not in overrides else (), fixed)

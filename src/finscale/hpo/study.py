@@ -1,0 +1,275 @@
+"""Optuna studies per (budget, horizon) cell: storage, sampler, pruner, workers, resume.
+
+Consumes: the study config, a cell, and optionally a trial count, worker count and storage
+(defaults from ``[hpo]``; storage default ``sqlite:///<study_dir>/optuna.db``).
+Produces: an Optuna study named ``<study>/<budget>-h<h>`` (so ``optuna-dashboard <storage>``
+lists one study per cell) holding exactly N counting trials (rule in
+:mod:`finscale.hpo.ledger`), and the cell's outputs (:mod:`finscale.hpo.report`).
+Guarantees:
+- resumable: ``load_if_exists``; a rerun only runs the slots still free plus re-queued
+  trials; an interrupted trial (signal, STOP file) checkpoints and is re-queued, and a
+  killed worker's trial is re-queued once its heartbeat lapses (relational storages) or its
+  process is gone (journal files, same host), then resumes from its checkpoint;
+- K local worker processes (fresh interpreters) share the storage; workers on other machines join by
+  running the same command with the same ``--storage``;
+- TPE is seeded per worker from ``hpo.sampler_seed``, the cell, the worker index and the
+  number of trials the study held when the worker started (a fresh sequential run always
+  samples the same parameters; a resumed one does not repeat its first draws), and uses
+  ``constant_liar`` whenever trials can run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from finscale import tracking
+from finscale.config import StudyConfig
+from finscale.hpo.ledger import requeue_dead_local, study_ledger
+from finscale.hpo.objective import Objective, SurplusTrial
+from finscale.hpo.report import cell_outputs
+from finscale.hpo.space import cell_space
+from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
+from finscale.repro import derive_seed
+from finscale.runner.prepare import PreparedData, prepare
+from finscale.runner.runs import cell_name
+from finscale.train import Controls, RunInterrupted, TrainingFailed
+
+log = logging.getLogger(__name__)
+
+EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on request
+POLL_S = 0.5           # how often the parent checks its workers and stop requests
+
+
+def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
+    return f"{cfg.name}/{cell_name(budget, horizon)}"
+
+
+def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
+    # A third of the trials (2..10) explore at random before TPE models the rest.
+    startup = min(10, max(2, n_trials // 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
+                                          constant_liar=constant_liar)
+
+
+def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
+    """hpo.pruner: median (default), hyperband (resource = epochs across folds) or none."""
+    if cfg.hpo.pruner == "median":
+        return optuna.pruners.MedianPruner()
+    if cfg.hpo.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps))
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=None,
+               pruner=None) -> optuna.Study:
+    """Create the cell's study or load it (``load_if_exists``): the same name joins it."""
+    return optuna.create_study(storage=storage, study_name=study_name(cfg, budget, horizon),
+                               direction="minimize", sampler=sampler, pruner=pruner,
+                               load_if_exists=True)
+
+
+def reap_stale(study: optuna.Study, storage) -> None:
+    """Re-queue trials of dead workers: heartbeat lapse (RDB) or dead local pid (journal)."""
+    if has_heartbeat(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    else:
+        requeue_dead_local(study)
+
+
+# --------------------------------------------------------------------------- one worker
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker needs; picklable so a spawned process can run it."""
+
+    cfg: StudyConfig
+    budget: str
+    horizon: int
+    storage: StorageSpec
+    n_trials: int
+    workers: int
+    prep: PreparedData
+    index: int = 0
+    log_level: int = logging.WARNING
+
+
+def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study:
+    """The cell's study with this worker's seeded TPE sampler and the study's pruner."""
+    cfg = job.cfg
+    study = open_study(cfg, job.budget, job.horizon, storage)
+    seed = derive_seed(cfg.hpo.sampler_seed, cell_name(job.budget, job.horizon), "sampler",
+                       job.index, len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(cfg, job.n_trials, seed=seed,
+                                 constant_liar=job.workers > 1 or job.storage.shared)
+    study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
+    return study
+
+
+def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None,
+         progress: bool = False) -> str:
+    """Run trials of the cell until its N slots are claimed and no retry waits.
+
+    Returns "done", or "stopped" when a stop request interrupted a trial (which is
+    checkpointed and re-queued for the next run).
+    """
+    cell = cell_name(job.budget, job.horizon)
+    objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
+                          controls=controls, on_trainer=on_trainer, progress=progress)
+    storage = open_storage(job.storage)
+    study = _worker_study(job, storage, objective)
+    # Stops optimize() once the storage holds N trials of any state, including ones other
+    # workers are running, so a worker does not ask for a slot it cannot get. It counts
+    # replaced/surplus trials too, so it may stop early, never late: the loop below then
+    # recounts with the ledger's rule and goes on.
+    stop_at_n = MaxTrialsCallback(job.n_trials, states=None)
+    should_stop = controls.should_stop if controls is not None else (lambda: None)
+
+    def stop_requested(study: optuna.Study, _trial) -> None:
+        if should_stop():  # finish this trial's bookkeeping, then ask for no more
+            study.stop()
+
+    while True:
+        if should_stop():
+            return "stopped"
+        reap_stale(study, storage)
+        led = study_ledger(study)
+        todo = led.remaining(job.n_trials) + len(led.in_state(TrialState.WAITING))
+        if todo == 0:
+            return "done"
+        try:
+            study.optimize(objective, n_trials=todo, catch=(TrainingFailed, SurplusTrial),
+                           callbacks=[stop_at_n, stop_requested, tracking.optuna_callback(job.cfg, cell)],
+                           gc_after_trial=True)
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            _requeue_interrupted(study, objective.current, cell)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return "stopped"
+
+
+def _requeue_interrupted(study: optuna.Study, number: int | None, cell: str) -> None:
+    """Optuna marked the interrupted trial FAIL; queue a copy so the next run resumes it."""
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if frozen is None or frozen.state != TrialState.FAIL:
+        return
+    retry_callback(max_retry=None)(study, frozen)
+    log.warning("cell %s: trial %d interrupted; re-queued to resume from its checkpoint", cell, number)
+
+
+def worker_main() -> None:
+    """Entry point of a worker process: reads its pickled :class:`WorkerJob` from stdin."""
+    import torch
+
+    from finscale.runner.control import StopRequest
+
+    job: WorkerJob = pickle.load(sys.stdin.buffer)
+    logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))  # K workers share the cores
+    with StopRequest(job.cfg.study_dir / "STOP") as stop:
+        status = work(job, controls=Controls(should_stop=stop.reason))
+    sys.exit(EXIT_STOPPED if status == "stopped" else 0)
+
+
+def _start_worker(job: WorkerJob) -> subprocess.Popen:
+    # A fresh interpreter (not multiprocessing): nothing of the caller's __main__ is re-run.
+    proc = subprocess.Popen([sys.executable, "-c", "from finscale.hpo.study import worker_main; worker_main()"],
+                            stdin=subprocess.PIPE)
+    proc.stdin.write(pickle.dumps(job))
+    proc.stdin.close()
+    return proc
+
+
+def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = None) -> str:
+    """K workers: in this process when K == 1, else K worker processes. "done"|"stopped"."""
+    if job.workers == 1:
+        return work(job, controls=Controls(should_stop=should_stop or (lambda: None)))
+    procs = [_start_worker(replace(job, index=i)) for i in range(job.workers)]
+    signalled = False
+    try:
+        while any(p.poll() is None for p in procs):
+            if not signalled and should_stop is not None and should_stop():
+                for p in procs:  # ask our own workers to checkpoint and stop
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+                signalled = True
+            time.sleep(POLL_S)
+    except BaseException:
+        for p in procs:  # never leave orphans behind
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        raise
+    codes = [p.returncode for p in procs]
+    stopping = signalled or (should_stop is not None and should_stop())
+    bad = [(i, c) for i, c in enumerate(codes) if c not in (0, EXIT_STOPPED)]
+    if bad and stopping:  # e.g. Ctrl-C reached a worker before it installed its handler
+        return "stopped"
+    if bad:
+        raise RuntimeError("HPO worker(s) failed: " + ", ".join(f"worker {i} exit code {c}" for i, c in bad)
+                           + " (see their log above)")
+    return "stopped" if EXIT_STOPPED in codes else "done"
+
+
+# --------------------------------------------------------------------------- a cell
+
+def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None = None,
+             workers: int | None = None, storage: str | None = None, data_dir=None,
+             should_stop: Callable[[], str | None] | None = None, heartbeat_s: int | None = None,
+             grace_s: int | None = None) -> dict:
+    """Run (or resume, or just report) the cell's search; write its outputs; return a summary.
+
+    Blocks until the cell holds exactly N finished counting trials (waiting, if needed, for
+    trials that workers elsewhere are running, or whose dead worker's heartbeat must lapse),
+    or until ``should_stop`` returns a reason (summary["stopped"]).
+    """
+    if cfg.hpo.mode != "search":
+        raise ValueError(f"hpo.mode is {cfg.hpo.mode!r}: cells use [hpo.table], there is nothing "
+                         "to search (set hpo.mode = \"search\")")
+    n_trials, n_workers = trials or cfg.hpo.trials, workers or cfg.hpo.workers
+    if n_trials < 1 or n_workers < 1:
+        raise ValueError(f"--trials {n_trials} / --workers {n_workers}: expected positive numbers")
+    spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir,
+                           heartbeat_s=heartbeat_s or cfg.hpo.heartbeat_s,
+                           grace_s=grace_s or cfg.hpo.grace_s or None)
+    cell_space(cfg, budget, horizon)  # configuration errors surface before any worker starts
+    prep = prepare(cfg, data_dir)
+    store = open_storage(spec)
+    study = open_study(cfg, budget, horizon, store)
+    study.set_user_attr("n_trials", n_trials)
+    study.set_user_attr("cell", {"budget": budget, "horizon": horizon, "split": cfg.hpo.split})
+    job = WorkerJob(cfg, budget, horizon, spec, n_trials, n_workers, prep,
+                    log_level=logging.getLogger().getEffectiveLevel())
+    t0, stopped = time.monotonic(), None
+    while not (led := study_ledger(study)).done(n_trials):
+        if should_stop is not None and (stopped := should_stop()):
+            break
+        if led.remaining(n_trials) or led.in_state(TrialState.WAITING):
+            if run_workers(job, should_stop) == "stopped":
+                stopped = (should_stop and should_stop()) or "a worker was stopped"
+                break
+            continue
+        # Every slot is claimed, some by workers elsewhere (or dead ones awaiting their grace).
+        log.info("cell %s: waiting for %d running trial(s)", cell_name(budget, horizon),
+                 len(led.in_state(TrialState.RUNNING)))
+        time.sleep(min(spec.heartbeat_s, 5))
+        reap_stale(study, store)
+    summary = cell_outputs(cfg, budget, horizon, study, spec, n_trials)
+    return {**summary, "workers": n_workers, "elapsed_s": time.monotonic() - t0, "stopped": stopped}
