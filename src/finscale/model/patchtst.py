@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, fields
 
 import torch
@@ -57,8 +58,9 @@ class ModelArgs:
         for name in ("n_inputs", "context_len", "patch_len", "stride", "d_model", "num_layers",
                      "num_heads", "d_ff", "n_targets"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"ModelArgs.{name}: expected a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy integers -> int (JSON, hashing)
         if self.d_model % self.num_heads:
             raise ValueError(f"ModelArgs.num_heads: {self.num_heads} does not divide "
                              f"d_model {self.d_model}")
@@ -66,8 +68,10 @@ class ModelArgs:
             raise ValueError(f"ModelArgs.stride: {self.stride} exceeds patch_len {self.patch_len} "
                              "(bars between patches would never be seen)")
         for name in ("dropout", "head_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"ModelArgs.{name}: expected 0 <= p < 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+                raise ValueError(f"ModelArgs.{name}: expected 0 <= p < 1, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if self.channel_mode not in CHANNEL_MODES:
             raise ValueError(f"ModelArgs.channel_mode: {self.channel_mode!r} is not one of {list(CHANNEL_MODES)}")
         if self.positional not in POSITIONALS:
@@ -110,14 +114,30 @@ class RevIN(nn.Module):
             self.weight = nn.Parameter(torch.ones(n_channels))
             self.bias = nn.Parameter(torch.zeros(n_channels))
 
+    def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window, per-channel (mean, std) over time, each (B, 1, C)."""
+        # Two passes (mean, then mean squared deviation): stable, and on CPU ~10x faster
+        # than torch.var_mean over the middle dimension.
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).square().mean(dim=1, keepdim=True)
+        return mean, torch.sqrt(var + self.eps)
+
+    def scale_shift(self, stats: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift), each (B, 1, C), with normalize(x) == x * scale + shift."""
+        mean, std = stats
+        scale = 1.0 / std
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias
+        return scale, shift
+
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Return the normalised window and its (mean, std) statistics, each (B, 1, C)."""
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-        std = torch.sqrt(var + self.eps)
-        z = (x - mean) / std
-        if self.affine:
-            z = z * self.weight + self.bias
-        return z, (mean, std)
+        stats = self.statistics(x)
+        scale, shift = self.scale_shift(stats)
+        return torch.addcmul(shift, x, scale), stats
 
     def denormalize(self, z: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         mean, std = stats
@@ -130,8 +150,26 @@ class RevIN(nn.Module):
         return self.normalize(x)[0]
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout; on CPU ~2x cheaper than ``F.dropout`` with the same semantics.
+
+    CPU ``F.dropout`` draws its mask with a scalar ``bernoulli_`` plus a division pass;
+    ``rand_like(x).ge_(p)`` draws it with the vectorised uniform sampler (same default
+    generator, so seeding makes it reproducible). Other devices use the fused kernel.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+
+
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+    Dropout as in GPT-2: on the attention probabilities and on each residual branch (none
+    inside the MLP, whose d_ff-wide activations would make it the costliest mask).
+    """
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float) -> None:
         super().__init__()
@@ -148,12 +186,13 @@ class EncoderBlock(nn.Module):
         s, n, d = x.shape
         h = self.num_heads
         # One fused projection; q, k, v are strided views (no copies) in (S, H, n, d/H).
-        qkv = self.qkv(self.norm1(x)).view(s, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        # unbind, not qkv[i]: its backward writes one gradient instead of three zero-filled
+        # full-size tensors summed together.
+        q, k, v = self.qkv(self.norm1(x)).view(s, n, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.dropout if self.training else 0.0
-        att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=p)
-        x = x + F.dropout(self.proj(att.transpose(1, 2).reshape(s, n, d)), p, self.training)
-        y = self.fc2(F.dropout(F.gelu(self.fc1(self.norm2(x))), p, self.training))
-        return x + F.dropout(y, p, self.training)
+        att = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        x = x + dropout(self.proj(att.transpose(1, 2).reshape(s, n, d)), p, self.training)
+        return x + dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)))), p, self.training)
 
 
 def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
@@ -192,6 +231,8 @@ class PatchTST(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.head.weight.is_meta:
+            return  # built on the meta device only to be measured: nothing to initialise
         # GPT-2 style: N(0, 0.02), residual output projections scaled by 1/sqrt(2*layers) so
         # the residual stream does not grow with depth (the study trains very deep models).
         for module in self.modules():
@@ -214,16 +255,29 @@ class PatchTST(nn.Module):
             self.head.bias.fill_(math.log(prior / (1.0 - prior)))
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) -> tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded."""
+        """(B, L, C) -> tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded.
+
+        RevIN is applied here, to the patch view of the raw window, in one fused
+        multiply-add: padding repeats the last raw bar, so this equals normalising first,
+        and it spares the slow backward of ``unfold`` (the input never needs a gradient).
+        """
         b, _, c = x.shape
         a = self.args
+        stats = self.revin.statistics(x) if self.revin is not None else None
         if self.pad:
             x = torch.cat([x, x[:, -1:, :].expand(b, self.pad, c)], dim=1)
         patches = x.unfold(1, a.patch_len, a.stride)  # (B, n, C, P), a view
         if self.seqs_per_sample == 1:
-            # (B, n, P, C): each patch is one contiguous block of P*C values, so this is a view.
-            return patches.transpose(2, 3).reshape(b, self.n_patches, a.patch_len * c)
-        return patches.permute(0, 2, 1, 3).reshape(b * c, self.n_patches, a.patch_len)
+            # (B, n, P, C): each patch is one contiguous block of P*C values.
+            patches = patches.transpose(2, 3)
+            shape, stat_shape = (b, self.n_patches, a.patch_len * c), (b, 1, 1, c)
+        else:
+            patches = patches.permute(0, 2, 1, 3)  # (B, C, n, P)
+            shape, stat_shape = (b * c, self.n_patches, a.patch_len), (b, c, 1, 1)
+        if stats is not None:
+            scale, shift = self.revin.scale_shift(stats)
+            patches = torch.addcmul(shift.view(stat_shape), patches, scale.view(stat_shape))
+        return patches.reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.args
@@ -231,15 +285,13 @@ class PatchTST(nn.Module):
             raise ValueError(f"PatchTST: expected input (B, {a.context_len}, {a.n_inputs}), "
                              f"got {tuple(x.shape)}")
         b = x.shape[0]
-        if self.revin is not None:
-            x = self.revin(x)
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
-        h = F.dropout(self.patch_embed(self.patchify(x)) + pos, a.dropout, self.training)
+        h = dropout(self.patch_embed(self.patchify(x)) + pos, a.dropout, self.training)
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)
         h = self.norm(h).reshape(b, self.head_in)
-        return self.head(F.dropout(h, a.head_dropout, self.training))
+        return self.head(dropout(h, a.head_dropout, self.training))
 
 
 def build_model(args: ModelArgs, *, checkpointing: bool = False) -> PatchTST:

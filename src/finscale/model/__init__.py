@@ -1,0 +1,30 @@
+"""PatchTST, parameter counting, budget -> architecture, compute/memory estimates, devices.
+
+Consumes: ``ModelConfig`` (via ``model_args_for``) or explicit :class:`ModelArgs`.
+Produces: a PatchTST returning logits; measured parameter counts; FLOP and memory estimates.
+Modules: ``patchtst`` (the model), ``params`` (counts), ``budgets`` (ladders, grid, budget ->
+args), ``compute`` (FLOPs, memory, micro-batch), ``device`` (device, autocast, compile).
+"""
+
+from finscale.model.budgets import (
+                                    LADDERS,
+                                    architectures_for_budget,
+                                    default_architecture,
+                                    measured_parameters,
+                                    model_args_for,
+                                    parse_budget,
+                                    resolve_budgets,
+)
+from finscale.model.compute import flops_per_sample, max_micro_batch, memory_estimate, parse_memory
+from finscale.model.device import autocast_for, precision_for, prepare_model, select_device
+from finscale.model.params import count_parameters, estimate_parameters
+from finscale.model.patchtst import ModelArgs, PatchTST, RevIN, build_model, patch_layout
+
+__all__ = [
+    "ModelArgs", "PatchTST", "RevIN", "build_model", "patch_layout",
+    "count_parameters", "estimate_parameters",
+    "LADDERS", "parse_budget", "resolve_budgets", "architectures_for_budget",
+    "default_architecture", "measured_parameters", "model_args_for",
+    "flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory",
+    "select_device", "precision_for", "autocast_for", "prepare_model",
+]
