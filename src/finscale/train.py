@@ -36,7 +36,7 @@ from finscale.checkpoint import (
 )
 from finscale.config import TrainConfig
 from finscale.evaluate.metrics import classification_metrics, is_collapsed
-from finscale.model import ModelArgs, build_model, count_parameters
+from finscale.model import ModelArgs, build_model, count_parameters, prepare_model
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
 
@@ -88,7 +88,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
         (decay if is_matrix else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": "decay"},
               {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    # fused: one kernel for all parameters; the per-parameter loop dominated small CPU models
+    # (73 ms vs 1.5 ms per step at 0.2M parameters).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
 def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
@@ -152,14 +154,16 @@ class Trainer:
     def __init__(self, run: RunDir, *, model_args: ModelArgs, cfg: TrainConfig, data: RunData,
                  seed: int, config_hash: str, device: torch.device | None = None,
                  callbacks: Sequence[EpochCallback] = (), controls: Controls | None = None,
-                 checkpointing: bool = False, progress: bool | None = None):
+                 checkpointing: bool = False, compile: bool = False, progress: bool | None = None):
         self.run, self.args, self.cfg, self.data = run, model_args, cfg, data
         self.seed, self.config_hash = seed, config_hash
         self.device = device or torch.device("cpu")
         self.callbacks, self.controls = list(callbacks), controls or Controls()
         self.progress = progress
         torch.manual_seed(seed)
-        self.model = build_model(model_args, checkpointing=checkpointing).to(self.device)
+        self.model = build_model(model_args).to(self.device)
+        # What is called in training (compiled on CUDA when asked); state is saved from self.model.
+        self.forward = prepare_model(self.model, self.device, compile=compile, checkpointing=checkpointing)
         self.model.init_output_bias(float(np.clip(data.prior, 1e-4, 1 - 1e-4)))
         self.opt = build_optimizer(self.model, cfg)
         self.steps_per_epoch = steps_per_epoch(len(data.train), cfg)
@@ -239,7 +243,7 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
         st, cfg = self.state, self.cfg
         with _autocast(self.device):
-            loss = self.loss(self.model(x), y)
+            loss = self.loss(self.forward(x), y)
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "
                                  f"{st['epoch'] + 1}, batch {st['batch'] + 1}")

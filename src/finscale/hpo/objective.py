@@ -148,7 +148,8 @@ class Objective:
         trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
                           config_hash=spec.digest, device=self.device, callbacks=[report],
                           controls=self.controls, progress=self.progress,
-                          checkpointing=self.cfg.model.activation_checkpointing)
+                          checkpointing=self.cfg.model.activation_checkpointing,
+                          compile=self.cfg.model.compile)
         if fold == 0:
             _record_params(trial, count_parameters(trainer.model))
         if self.on_trainer is not None:

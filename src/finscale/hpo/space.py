@@ -79,14 +79,19 @@ class CellSpace:
         return {**out, **{k: v for k, v in self.fixed.items()}}
 
 
-def budget_grid(cfg: StudyConfig, budget: str) -> list[dict]:
-    """Every grid architecture whose parameter count fits the budget (see finscale.model)."""
+def budget_grid(cfg: StudyConfig, budget: str, *, all_heads: bool = False) -> list[dict]:
+    """Every grid architecture whose parameter count fits the budget (see finscale.model).
+
+    Heads follow the model's default rule per width unless ``all_heads`` (when a cell pins
+    num_heads): the head count barely changes the parameter count, and searching every
+    divisor multiplies the categorical (98 vs 23 shapes at 2M) the sampler must learn.
+    """
     m = cfg.model
     return architectures_for_budget(
         parse_budget(budget), n_inputs=n_inputs(cfg), context_len=m.context_len,
         patch_len=m.patch_len, stride=m.stride, channel_mode=m.channel_mode,
         tolerance=m.budget_tolerance, d_ff_ratios=(m.d_ff_ratio,), positional=m.positional,
-        revin=m.normalization in ("revin", "zscore+revin"))
+        revin=m.normalization in ("revin", "zscore+revin"), all_heads=all_heads)
 
 
 def _arch_choices(cfg: StudyConfig, budget: str, fixed: dict, cell: str) -> tuple[tuple[str, ...], dict]:
@@ -99,7 +104,8 @@ def _arch_choices(cfg: StudyConfig, budget: str, fixed: dict, cell: str) -> tupl
             raise ValueError(f"hpo.fixed.{cell}: {', '.join(given)} conflicts with the explicit "
                              f"model.architectures.{budget}; give all of {', '.join(ARCH_KEYS)} or none")
         return (), {}
-    grid = [a for a in budget_grid(cfg, budget) if all(a[k] == v for k, v in given.items())]
+    grid = [a for a in budget_grid(cfg, budget, all_heads="num_heads" in given)
+            if all(a[k] == v for k, v in given.items())]
     if not grid:
         raise ValueError(f"cell {cell}: no architecture of budget {budget!r} "
                          f"(model.budget_tolerance {cfg.model.budget_tolerance:g})"

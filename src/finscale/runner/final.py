@@ -43,7 +43,7 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
     trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
                       config_hash=spec.digest, device=select_device(cfg.model.device),
                       callbacks=callbacks, controls=controls, progress=progress,
-                      checkpointing=cfg.model.activation_checkpointing)
+                      checkpointing=cfg.model.activation_checkpointing, compile=cfg.model.compile)
     return trainer.fit(), False
 
 

@@ -109,13 +109,23 @@ def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label) -> Pl
                        None, None, problem=str(exc))
     counts = measured_parameters(spec.model_args)
     flops = flops_per_sample(spec.model_args)["train"]
-    precision = "bf16" if cfg.model.device == "cuda" else "fp32"
+    # The memory of the device the study names; "auto" plans for a GPU when the study's
+    # budgets are GPU-sized, i.e. whenever CUDA is what auto would pick on such a machine.
+    device_type = "cpu" if cfg.model.device == "cpu" or (cfg.model.device == "auto" and not _has_cuda()) \
+        else "cuda"
+    precision = "bf16" if device_type == "cuda" else "fp32"
     mem = memory_estimate(spec.model_args, spec.train.batch_size, precision,
-                          cfg.model.activation_checkpointing)["total"]
+                          cfg.model.activation_checkpointing, device_type=device_type)["total"]
     return PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
                    counts["non_embedding"], flops, mem,
                    _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
                    run_id=spec.run_id if phase == "final" else cell_name(budget, h))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _arch_from_params(params: dict) -> str:
