@@ -39,9 +39,13 @@ STUDY = {study_json}
 RUN = {run_json}
 
 if __name__ == "__main__":
+    import json
+
     from finscale.runner.export import reproduce
 
-    sys.exit(reproduce(STUDY, RUN, sys.argv[1:]))
+    result = reproduce(STUDY, RUN, sys.argv[1:])
+    print(json.dumps(result, indent=2, default=str))
+    sys.exit(0 if result["status"] == "done" else 3)
 '''
 
 
@@ -89,8 +93,11 @@ def _parse_args(argv: list[str]) -> dict:
     return vars(p.parse_args(argv))
 
 
-def reproduce(study: dict, run: dict, argv: list[str]) -> int:
-    """Train (or resume) and evaluate the embedded run; prints its test metrics as JSON."""
+def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
+    """Train (or resume) and evaluate the embedded run.
+
+    Returns ``{"status": "done", "run_id", "test": metrics}``, or ``{"status": <stop state>,
+    "reason"}`` when a stop request checkpointed it (rerunning the script resumes)."""
     from finscale.runner.control import StopRequest
     from finscale.runner.evaluation import evaluate_final_run
     from finscale.runner.prepare import prepare
@@ -103,7 +110,7 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> int:
         cfg = replace_section(cfg, output_dir=args["output_dir"])
     spec = make_spec(cfg, run["budget"], run["horizon"], run["seed"], run["params"])
     if spec.digest != run["config_hash"]:
-        raise SystemExit(f"this finscale version resolves the run to {spec.run_id}, the script "
+        raise ValueError(f"this finscale version resolves the run to {spec.run_id}, the script "
                          f"was exported as {run['run_id']}: install finscale as named in the header")
     prep = prepare(cfg, args["data_dir"])
     opts = RunOptions(budgets=(run["budget"],), horizons=(run["horizon"],),
@@ -114,9 +121,7 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> int:
         try:
             run_final_phase(one_seed, prep, opts, stop, summary)
         except StudyStopped as exc:
-            sys_msg = f"{exc.status}: {exc}; rerun this script to resume"
-            raise SystemExit(sys_msg) from None
+            return {"status": exc.status, "run_id": spec.run_id,
+                    "reason": f"{exc}; rerun this script to resume"}
     doc = evaluate_final_run(one_seed, prep, spec)
-    print(json.dumps({"run_id": spec.run_id, "test": doc["test"]["metrics"]}, indent=2,
-                     default=str))
-    return 0
+    return {"status": "done", "run_id": spec.run_id, "test": doc["test"]["metrics"]}
