@@ -2,7 +2,6 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 STUDY  ?=
 
 .PHONY: run test test-fast bench lint verify install clean
@@ -13,29 +12,38 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first and pinned: the CPU wheel on disk; an unpinned torch would pull a CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
+$(VENV)/.installed-base: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+# Test/bench extras: pytest, ruff, PostgreSQL driver, MLflow, HF transformers (benchmark peer).
+$(VENV)/.installed-dev: $(VENV)/.installed-base
 	$(BIN)/pip install -q -e ".[dev,postgres,mlflow]"
-	@touch $(STAMP)
+	@touch $@
 
-install: $(STAMP)
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/pip install -q -e ".[bench]"
+	@touch $@
 
-run: $(STAMP)
+install: $(VENV)/.installed-base
+
+run: $(VENV)/.installed-base
 	$(BIN)/finscale run $(STUDY)
 
-test: $(STAMP)
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 
-verify: $(STAMP)
+verify: $(VENV)/.installed-base
 	$(BIN)/finscale doctor
 
 clean:
