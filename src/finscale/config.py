@@ -145,6 +145,8 @@ class HpoConfig:
     dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95)
     warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0)
     batch_size: tuple[int, ...] = _opt((64, 128, 256), min=1, doc="categorical choices")
+    aspect: tuple[float, ...] = _opt((0.5, 64.0), min=0.0,
+                                     doc="[low, high] d_model/num_layers of searched shapes")
     fixed: dict = _opt({}, doc="search mode: values pinned per cell, {'2M-h1': {batch_size=..}}")
     table: dict = _opt({}, doc="fixed mode: full params per cell, {'2M-h1': {d_model=.., lr=..}}")
 
@@ -288,7 +290,7 @@ def _check_study(cfg: StudyConfig) -> None:
             f"{mon.resume_c} / {mon.warning_c} / {mon.critical_c}")
     if cfg.splits.val_fraction + cfg.splits.test_fraction >= 1.0:
         raise ConfigError("splits: val_fraction + test_fraction must be below 1")
-    for key in ("lr", "weight_decay", "dropout", "warmup_fraction"):
+    for key in ("lr", "weight_decay", "dropout", "warmup_fraction", "aspect"):
         rng = getattr(cfg.hpo, key)
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")

@@ -85,7 +85,15 @@ def budget_grid(cfg: StudyConfig, budget: str, *, all_heads: bool = False) -> li
     Heads follow the model's default rule per width unless ``all_heads`` (when a cell pins
     num_heads): the head count barely changes the parameter count, and searching every
     divisor multiplies the categorical (98 vs 23 shapes at 2M) the sampler must learn.
+    Shapes outside ``hpo.aspect`` (d_model / num_layers) are left out: the grid otherwise
+    holds e.g. 128 layers of width 8, which no study would pick and which cost 10x the time
+    of a sensible shape of the same size on a CPU (the Phase 6A table spans 0.7 to 32).
     """
+    low, high = cfg.hpo.aspect
+    return [a for a in _grid(cfg, budget, all_heads) if low <= a["d_model"] / a["num_layers"] <= high]
+
+
+def _grid(cfg: StudyConfig, budget: str, all_heads: bool) -> list[dict]:
     m = cfg.model
     return architectures_for_budget(
         parse_budget(budget), n_inputs=n_inputs(cfg), context_len=m.context_len,

@@ -130,6 +130,8 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None,
     checkpointed and re-queued for the next run).
     """
     cell = cell_name(job.budget, job.horizon)
+    # Optuna logs every trial at INFO; follow finscale's verbosity (-v shows them).
+    optuna.logging.set_verbosity(max(logging.getLogger("finscale").getEffectiveLevel(), logging.INFO))
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
                           controls=controls, on_trainer=on_trainer, progress=progress)
     storage = open_storage(job.storage)
