@@ -23,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,16 +138,35 @@ def fit_study(cfg: StudyConfig, sr: StudyRuns, cache: FitCache | None = None) ->
     cache = cache or FitCache()
     runs = sr.current(sr.runs)
     ready = runs[runs["evaluated"] & runs["has_predictions"]] if not runs.empty else runs
+    tasks = [(cfg, sr, ready[ready["horizon"] == h], int(h), cache) for h in sorted(cfg.target.horizons)]
+    workers = min(len(tasks), os.cpu_count() or 1)
+    if workers > 1:
+        # Horizons are independent and each costs thousands of refits: one process per core.
+        # fork where available: spawn re-imports the caller's __main__ (breaking unguarded
+        # scripts); the children only run numpy/scipy, with BLAS limited to one thread.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            results = list(pool.map(_fit_horizon_task, tasks))
+    else:
+        results = [_fit_horizon_task(t) for t in tasks]
     out = []
-    for h in sorted(cfg.target.horizons):
-        hs = HorizonScaling(horizon=int(h))
-        try:
-            hs.block_len, hs.fits = _fit_horizon(cfg, sr, ready[ready["horizon"] == h], int(h), cache)
-        except NoFit as exc:
-            hs.reason = str(exc)
-            log.info("horizon %d: no scaling fit (%s)", h, exc)
+    for hs, used in results:
+        cache.used.update(used)
         out.append(hs)
     return out
+
+
+def _fit_horizon_task(task) -> tuple[HorizonScaling, dict]:
+    """One horizon's fits and the cache entries they used (runs in a worker process)."""
+    cfg, sr, runs, h, cache = task
+    hs = HorizonScaling(horizon=h)
+    try:
+        hs.block_len, hs.fits = _fit_horizon(cfg, sr, runs, h, cache)
+    except NoFit as exc:
+        hs.reason = str(exc)
+        log.info("horizon %d: no scaling fit (%s)", h, exc)
+    return hs, cache.used
 
 
 def scaling_table(results: list[HorizonScaling]) -> pd.DataFrame:
