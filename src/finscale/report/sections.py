@@ -151,12 +151,14 @@ def scaling_section(results: list[HorizonScaling], colors: dict, fig_dir: Path,
                     notes: list) -> Section:
     table = scaling_table(results)
     blocks = [Text("Fits of L(N) = E + A·N^-alpha (Huber loss on log residuals, grid of starts) "
-                   "to the per-budget mean test log-loss versus measured total parameters, "
+                   "to every final run's test log-loss versus measured total parameters, "
                    "non-embedding parameters and training FLOPs; 1 - AUC vs total parameters as a "
-                   "secondary view. Intervals: bootstrap over seeds within budgets and moving "
-                   "blocks of test days (one block resample shared by all runs of a horizon). "
-                   "Constant model: no scaling (leave-one-budget-out error, AIC/BIC on per-run "
-                   "points).")]
+                   "secondary view. Intervals: bootstrap over moving blocks of test days (one "
+                   "block resample shared by all runs of a horizon) and over seeds (pooled, "
+                   "small-sample-corrected residuals). Constant model: no scaling "
+                   "(leave-one-budget-out error, AIC/BIC). A leave-one-budget-out error far above "
+                   "the constant model's means the power law does not extrapolate to a held-out "
+                   "size.")]
     for hs in results:
         if hs.reason:
             blocks.append(Text(f"Horizon {hs.horizon}: no scaling fit: {hs.reason}."))
