@@ -69,7 +69,8 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path) -> Path:
         raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
     cols = 2 if len(hs.fits) == 4 else len(hs.fits)
     rows = -(-len(hs.fits) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False,
+                             layout="constrained")
     for ax, af in zip(axes.ravel(), hs.fits):
         _scaling_panel(ax, af, colors)
     for ax in axes.ravel()[len(hs.fits):]:
