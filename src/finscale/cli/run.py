@@ -62,17 +62,8 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.0f}{unit}"
-        n /= 1000
-    return f"{n:.0f}PB"
-
-
 def print_plan(cfg, budgets, horizons, data_dir) -> int:
+    from finscale.doctor import format_bytes
     from finscale.runner.plan import build_plan
 
     rows = build_plan(cfg, only_budgets=budgets, only_horizons=horizons, data_dir=data_dir)
@@ -81,7 +72,7 @@ def print_plan(cfg, budgets, horizons, data_dir) -> int:
                 ["phase", "cell", "seed/trials", "architecture", "params", "non-emb", "train GFLOP/sample",
                  "memory", "est. time", "note"],
                 [[r.phase, f"{r.budget}-h{r.horizon}", r.seed, r.arch, r.params, r.non_embedding,
-                  None if r.train_flops is None else r.train_flops / 1e9, fmt_bytes(r.memory),
+                  None if r.train_flops is None else r.train_flops / 1e9, "" if r.memory is None else format_bytes(r.memory),
                   fmt_seconds(r.est_s), r.problem or r.run_id] for r in rows])
     total = sum(r.est_s or 0 for r in rows)
     console.print(f"{len(rows)} units of work; estimated total {fmt_seconds(total)} on this machine"
