@@ -44,7 +44,7 @@ if __name__ == "__main__":
     from finscale.runner.export import reproduce
 
     result = reproduce(STUDY, RUN, sys.argv[1:])
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\\n")
     sys.exit(0 if result["status"] == "done" else 3)
 '''
 
