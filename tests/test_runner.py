@@ -131,12 +131,17 @@ def write_temp(root: Path, celsius: float) -> None:
     os.replace(tmp, zone / "temp")
 
 
+def sensor_study(tmp_path: Path, data: Path, sysfs: Path):
+    """The tiny smoke study reading temperatures from a sysfs-like tree (fast sampling)."""
+    return load_study(resolve_study_path("smoke"), tiny(
+        tmp_path, data, f"monitor.sysfs_root={json.dumps(str(sysfs))}", 'monitor.backend="linux"',
+        "monitor.interval_s=0.1"))
+
+
 def test_critical_temperature_checkpoints_and_stops(tmp_path, shared_data):
     sysfs = tmp_path / "sysfs"
     write_temp(sysfs, 99.0)
-    cfg = load_study(resolve_study_path("smoke"), tiny(tmp_path, shared_data,
-                     f"monitor.sysfs_root={json.dumps(str(sysfs))}", 'monitor.backend="linux"',
-                     "monitor.interval_s=0.1"))
+    cfg = sensor_study(tmp_path, shared_data, sysfs)
     with pytest.raises(StudyStopped) as info:
         run_study(cfg, RunOptions(phases=("final",)))
     assert info.value.status == "thermal_stop"
@@ -150,9 +155,7 @@ def test_critical_temperature_checkpoints_and_stops(tmp_path, shared_data):
 def test_warning_temperature_pauses_then_resumes(tmp_path, shared_data):
     sysfs = tmp_path / "sysfs"
     write_temp(sysfs, 90.0)
-    cfg = load_study(resolve_study_path("smoke"), tiny(tmp_path, shared_data,
-                     f"monitor.sysfs_root={json.dumps(str(sysfs))}", 'monitor.backend="linux"',
-                     "monitor.interval_s=0.1"))
+    cfg = sensor_study(tmp_path, shared_data, sysfs)
     cooler = threading.Timer(2.0, write_temp, args=(sysfs, 60.0))
     cooler.start()
     try:
@@ -166,9 +169,7 @@ def test_warning_temperature_pauses_then_resumes(tmp_path, shared_data):
 
 
 def test_unreadable_sensor_is_unavailable_not_normal(tmp_path, shared_data):
-    cfg = load_study(resolve_study_path("smoke"), tiny(tmp_path, shared_data,
-                     f"monitor.sysfs_root={json.dumps(str(tmp_path / 'none'))}",
-                     'monitor.backend="linux"', "monitor.interval_s=0.1"))
+    cfg = sensor_study(tmp_path, shared_data, tmp_path / "none")
     run_study(cfg, RunOptions(phases=("final",)))
     (run_dir,) = (tmp_path / "smoke" / "final").iterdir()
     states = {json.loads(line)["state"] for line in (run_dir / "hardware.jsonl").read_text().splitlines()}
