@@ -19,15 +19,17 @@ percentile intervals over bootstrap resamples of the points, each refitted warm-
 from the full-data optimum (as Besiroglu et al. did), with resampling expressed as integer
 weights so no data are copied.
 
-Decision rule (:func:`joint_verdict`), with "the reduced model wins" meaning it has the lower
-BIC AND the lower (or equal) leave-out RMSE (a missing leave-out error counts as a win):
-- "no detectable scaling" when the constant model wins over the joint model;
-- otherwise N matters when the alpha CI excludes 0 and the D-only model does not win, and
-  D matters when the beta CI excludes 0 and the N-only model does not win;
-- both matter -> "both matter"; only N -> "parameter-limited" (more data would not lower the
-  loss, more parameters would); only D -> "data-limited"; neither -> "no detectable scaling".
+Decision rule (:func:`joint_verdict`). The joint model "beats" a reduced form when it has the
+lower BIC AND the lower leave-out RMSE (BIC alone when no leave-out folds were possible).
+- N matters when the alpha CI excludes 0 and the joint model beats the D-only form (dropping
+  the N term makes both checks worse); D matters likewise with beta and the N-only form;
+- both -> "both matter"; only N -> "parameter-limited" (more parameters lower the loss, more
+  data does not detectably); only D -> "data-limited"; neither -> "no detectable scaling";
+  and "no detectable scaling" whenever the joint model does not beat the constant model.
 Requiring the comparison as well as the interval matters: when a term's coefficient goes to
-0 its exponent is unidentified and its interval can sit anywhere.
+0 (or it fits noise in a corner with a huge coefficient and exponent) its exponent is
+unidentified and its interval can sit anywhere; requiring both checks keeps a verdict from
+contradicting any of the numbers printed with it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-from finscale.scaling import fit_power_law, predict_power_law
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,18 @@ _ZERO = 1e-8  # an exponent at or below this counts as 0 (L-BFGS-B lands exactly
 _LOG_BOUND = 60.0
 # On the objective scaled by 1/delta² (see _Problem.objective); checked against 7-start fits at
 # 1e-12 tolerances on Chinchilla resamples: exponents within 1e-5, objective within 1e-9.
-_POINT_OPTIONS = {"gtol": 1e-8, "ftol": 1e-13, "maxiter": 3000}
-_REFIT_OPTIONS = {"gtol": 1e-5, "ftol": 1e-10, "maxiter": 1000}
+_POINT_OPTIONS = {"gtol": 1e-8, "ftol": 1e-13, "maxiter": 1000}
+_REFIT_OPTIONS = {"gtol": 1e-5, "ftol": 1e-10, "maxiter": 300}
+# The search over starts stops early; the best start is then polished with _POINT_OPTIONS
+# (on degenerate data, e.g. no data term, some starts crawl along a ridge for 1,000+ steps).
+_SEARCH_OPTIONS = {"gtol": 1e-5, "ftol": 1e-10, "maxiter": 100}
 # Besiroglu et al.'s grid, uncentred (a, b, e, alpha, beta) as in their notebook.
 EPOCH_GRID = tuple(itertools.product(np.arange(0, 30, 5.0), np.arange(0, 30, 5.0),
                                      np.arange(-1, 1.5, 0.5), np.arange(0, 2.5, 0.5),
                                      np.arange(0, 2.5, 0.5)))
 MIN_POINTS = 8
+# Reduced forms as the joint objective with one term pinned off: {theta index: value}.
+_PINNED = {"joint": {}, "n_only": {2: -_LOG_BOUND, 4: 0.0}, "d_only": {1: -_LOG_BOUND, 3: 0.0}}
 
 
 @dataclass(frozen=True)
@@ -119,15 +125,15 @@ class JointComparison:
     def score(self, form: str) -> FormScore:
         return next(s for s in self.scores if s.form == form)
 
-    def reduced_wins(self, form: str) -> bool:
-        """The reduced ``form`` has the lower BIC and no worse leave-out error than the joint."""
+    def joint_beats(self, form: str) -> bool:
+        """The joint form has the lower BIC and (when folds exist) the lower leave-out RMSE."""
         joint, reduced = self.score("joint"), self.score(form)
-        cv_wins = joint.cv_rmse is None or reduced.cv_rmse is None or reduced.cv_rmse <= joint.cv_rmse
-        return reduced.bic < joint.bic and cv_wins
+        cv_ok = joint.cv_rmse is None or reduced.cv_rmse is None or joint.cv_rmse < reduced.cv_rmse
+        return joint.bic < reduced.bic and cv_ok
 
     def to_dict(self) -> dict:
         return {"scores": [s.to_dict() for s in self.scores], "n_folds": self.n_folds, "note": self.note,
-                "reduced_wins": {s.form: self.reduced_wins(s.form) for s in self.scores if s.form != "joint"}}
+                "joint_beats": {s.form: self.joint_beats(s.form) for s in self.scores if s.form != "joint"}}
 
 
 @dataclass(frozen=True)
@@ -238,10 +244,17 @@ class _Problem:
         d = self.delta
         return np.where(ar <= d, 0.5 * ar * ar, d * (ar - 0.5 * d)).mean(axis=1)
 
-    def minimise(self, starts, w, options):
+    def minimise(self, starts, w, options, form: str = "joint"):
+        """Best L-BFGS-B result over ``starts`` (centred theta); ``form`` pins the dropped
+        term of a reduced form (coefficient exp(-_LOG_BOUND) ~ 1e-26, exponent 0)."""
         bounds = [(-_LOG_BOUND, _LOG_BOUND)] * 3 + [(0.0, EXPONENT_MAX)] * 2
+        for i, v in _PINNED[form].items():
+            bounds[i] = (v, v)
         best = None
         for start in starts:
+            start = np.array(start, dtype=np.float64)
+            for i, v in _PINNED[form].items():
+                start[i] = v
             res = minimize(self.objective, start, args=(w,), jac=True, method="L-BFGS-B",
                            bounds=bounds, options=options)
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
@@ -277,10 +290,21 @@ def fit_joint(N, D, L, *, delta: float = 1e-3, n_starts: int = 24, grid=None) ->
     starts = np.array([prob.centre(*g) for g in grid])
     if n_starts is not None and len(starts) > n_starts:
         starts = starts[np.argsort(prob.screen(starts), kind="stable")[:n_starts]]
-    w = np.full(N.size, 1.0 / N.size)
     with _one_blas_thread():
-        res = prob.minimise([*starts, *_data_starts(prob, L)], w, _POINT_OPTIONS)
+        return _fit_form(prob, [*starts, *_data_starts(prob, L)], "joint", N, D)
+
+
+def _fit_form(prob: _Problem, starts, form: str, N, D) -> JointFit:
+    """Search from every start with loose tolerances, then polish the best one."""
+    w = np.full(N.size, 1.0 / N.size)
+    res = prob.minimise(starts, w, _SEARCH_OPTIONS, form)
+    res = prob.minimise([res.x], w, _POINT_OPTIONS, form)
     return prob.to_fit(res.x, res, N, D)
+
+
+def _theta(fit: JointFit) -> tuple:
+    """Uncentred (a, b, e, alpha, beta) of a fit, for :meth:`_Problem.centre`."""
+    return math.log(fit.A), math.log(fit.B), math.log(fit.E), fit.alpha, fit.beta
 
 
 def bootstrap_joint(N, D, L, fit: JointFit, *, n_resamples: int = 1000, seed: int = 0,
@@ -341,63 +365,52 @@ def _folds(N, D, k_max: int) -> list[np.ndarray]:
     return [ids == i for i in range(k)]
 
 
-def _fit_single(X, L, start: dict, delta: float) -> dict:
-    grid = [(math.log(start["E"]), math.log(start["A"]), start["alpha"])]
-    grid += [(math.log(0.9 * L.min()), math.log(max(L.mean() - 0.9 * L.min(), 1e-3)) + 0.3 * np.log(X).mean(), 0.3)]
-    return fit_power_law(X, L, delta=delta, grid=grid)
-
-
 def compare_joint_forms(N, D, L, fit: JointFit, *, folds: int = 10) -> JointComparison:
     """Score the joint, N-only (E + A·N^-alpha), D-only (E + B·D^-beta) and constant forms:
     Gaussian BIC of their residuals in L units (6, 4, 4 and 2 parameters with the variance),
     and leave-out RMSE over up to ``folds`` folds of (N, D) cells, each form refitted on the
-    other folds (warm-started from its full-data fit). A fold whose training points have
-    < 3 distinct N or D is skipped for every form, so all forms are scored on the same points."""
+    other folds (warm-started from its full-data fit). The reduced forms are the joint
+    objective with one term pinned off, so all forms share the loss and the optimiser. A fold
+    whose training points have < 3 distinct N or D is skipped for every form."""
     N, D, L = check_joint_points(N, D, L)
-    full = {"joint": fit, "n_only": fit_power_law(N, L, delta=fit.delta),
-            "d_only": fit_power_law(D, L, delta=fit.delta), "constant": float(np.mean(L))}
+    prob = _Problem(N, D, L, fit.delta)
     with _one_blas_thread():
+        full = {"joint": fit, "constant": float(np.mean(L))}
+        for form in ("n_only", "d_only"):
+            full[form] = _fit_form(prob, [prob.centre(*_theta(fit)), *_data_starts(prob, L)[:9]], form, N, D)
         errs, skipped = _leave_out_errors(N, D, L, full, folds)
     n_folds = len(errs["joint"])
-    preds = {"joint": predict_joint(fit, N, D), "n_only": predict_power_law(full["n_only"], N),
-             "d_only": predict_power_law(full["d_only"], D), "constant": np.full(L.size, full["constant"])}
+    preds = {k: predict_joint(full[k], N, D) for k in ("joint", "n_only", "d_only")}
+    preds["constant"] = np.full(L.size, full["constant"])
     params = {"joint": {k: getattr(fit, k) for k in PARAMS},
-              "n_only": {k: full["n_only"][k] for k in ("E", "A", "alpha")},
-              "d_only": {"E": full["d_only"]["E"], "B": full["d_only"]["A"], "beta": full["d_only"]["alpha"]},
+              "n_only": {k: getattr(full["n_only"], k) for k in ("E", "A", "alpha")},
+              "d_only": {k: getattr(full["d_only"], k) for k in ("E", "B", "beta")},
               "constant": {"E": full["constant"]}}
     n_params = {"joint": 6, "n_only": 4, "d_only": 4, "constant": 2}
     scores = tuple(FormScore(form=k, n_params=n_params[k], bic=_bic(L - preds[k], n_params[k]), params=params[k],
                              cv_rmse=float(np.sqrt(np.mean(np.concatenate(errs[k]) ** 2))) if n_folds else None)
-                   for k in full)
+                   for k in n_params)
     note = f"{skipped} fold(s) skipped: their training points had < 3 distinct N or D" if skipped else ""
     return JointComparison(scores=scores, n_folds=n_folds, note=note)
 
 
 def _leave_out_errors(N, D, L, full: dict, folds: int) -> tuple[dict, int]:
     """Held-out errors of each form per usable fold, and the number of folds skipped."""
-    errs: dict[str, list] = {k: [] for k in full}
+    errs: dict[str, list] = {k: [] for k in ("joint", "n_only", "d_only", "constant")}
     skipped = 0
-    delta = full["joint"].delta
     for held in _folds(N, D, folds):
         tr = ~held
         if tr.sum() < MIN_POINTS or np.unique(N[tr]).size < 3 or np.unique(D[tr]).size < 3:
             skipped += 1
             continue
-        jf = _refit_joint(N[tr], D[tr], L[tr], full["joint"])
-        errs["joint"].append(L[held] - predict_joint(jf, N[held], D[held]))
-        fn = _fit_single(N[tr], L[tr], full["n_only"], delta)
-        errs["n_only"].append(L[held] - predict_power_law(fn, N[held]))
-        fd = _fit_single(D[tr], L[tr], full["d_only"], delta)
-        errs["d_only"].append(L[held] - predict_power_law(fd, D[held]))
+        prob = _Problem(N[tr], D[tr], L[tr], full["joint"].delta)
+        w = np.full(int(tr.sum()), 1.0 / tr.sum())
+        for form in ("joint", "n_only", "d_only"):
+            starts = [prob.centre(*_theta(full[form])), _data_starts(prob, L[tr])[4]]
+            res = prob.minimise(starts, w, _SEARCH_OPTIONS, form)
+            errs[form].append(L[held] - predict_joint(prob.to_fit(res.x, res, N[tr], D[tr]), N[held], D[held]))
         errs["constant"].append(L[held] - L[tr].mean())
     return errs, skipped
-
-
-def _refit_joint(N, D, L, fit: JointFit) -> JointFit:
-    prob = _Problem(N, D, L, fit.delta)
-    starts = [prob.centre(math.log(fit.A), math.log(fit.B), math.log(fit.E), fit.alpha, fit.beta)]
-    res = prob.minimise(starts + _data_starts(prob, L)[:4], np.full(N.size, 1.0 / N.size), _REFIT_OPTIONS)
-    return prob.to_fit(res.x, res, N, D)
 
 
 def _fmt_ci(ci) -> str:
@@ -408,11 +421,9 @@ def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *
                   quantity: str = "loss") -> tuple[str, str]:
     """One of JOINT_VERDICTS and a sentence with the numbers (rule in the module docstring)."""
     alpha_ci, beta_ci = intervals.get("alpha"), intervals.get("beta")
-    const_wins = comparison.reduced_wins("constant")
-    n_matters = (alpha_ci is not None and alpha_ci[0] > _ZERO and not comparison.reduced_wins("d_only")
-                 and not const_wins)
-    d_matters = (beta_ci is not None and beta_ci[0] > _ZERO and not comparison.reduced_wins("n_only")
-                 and not const_wins)
+    scales = comparison.joint_beats("constant")
+    n_matters = scales and alpha_ci is not None and alpha_ci[0] > _ZERO and comparison.joint_beats("d_only")
+    d_matters = scales and beta_ci is not None and beta_ci[0] > _ZERO and comparison.joint_beats("n_only")
     verdict = {(True, True): BOTH_MATTER, (True, False): PARAMETER_LIMITED,
                (False, True): DATA_LIMITED, (False, False): NO_SCALING}[(n_matters, d_matters)]
     cv = ", ".join(f"{s.form} {s.cv_rmse:.4g}" for s in comparison.scores if s.cv_rmse is not None) or "n/a"
