@@ -79,7 +79,8 @@ def _speed(console: Console) -> None:
     for col in ("parameter", "estimate", "ours (1,000 resamples)", "published (4,000)"):
         table.add_column(col)
     for k, pub in EPOCH_CI.items():
-        table.add_row(k, f"{getattr(fit, k):.4g}", f"[{iv[k][0]:.4g}, {iv[k][1]:.4g}]", f"[{pub[0]:.4g}, {pub[1]:.4g}]")
+        table.add_row(k, f"{getattr(fit, k):.4g}", f"[{iv[k][0]:.4g}, {iv[k][1]:.4g}]",
+                      f"[{pub[0]:.4g}, {pub[1]:.4g}]")
     console.print(table)
 
 

@@ -115,7 +115,8 @@ def _cli(capsys, *args):
 
 def test_cli_recovers_the_published_chinchilla_replication(capsys, tmp_path):
     out_file = tmp_path / "fit.json"
-    code, out, err = _cli(capsys, CHINCHILLA, "--n", "Model Size", "--flops", "Training FLOP", "--loss", "loss",
+    code, out, err = _cli(capsys, CHINCHILLA, "--n", "Model Size", "--flops", "Training FLOP",
+                          "--loss", "loss",
                           "--exclude-top", 5, "--resamples", 100, "--out", out_file)
     assert code == 0, err
     assert "both matter" in out and "240 of 245 points" in out

@@ -43,7 +43,6 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-
 log = logging.getLogger(__name__)
 
 DATA_LIMITED = "data-limited"
@@ -195,7 +194,8 @@ def check_joint_points(N, D, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     >= MIN_POINTS points; ValueError naming what is wrong otherwise."""
     N, D, L = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, L))
     if not N.size == D.size == L.size:
-        raise ValueError(f"N, D and L have {N.size}, {D.size} and {L.size} values; expected one each per point")
+        raise ValueError(f"N, D and L have {N.size}, {D.size} and {L.size} values; "
+                         "expected one each per point")
     for name, v in (("N", N), ("D", D), ("L", L)):
         if not np.all(np.isfinite(v) & (v > 0)):
             raise ValueError(f"{name} must be finite and positive; got {v[~(np.isfinite(v) & (v > 0))][0]!r}")
@@ -263,8 +263,9 @@ class _Problem:
 
     def to_fit(self, theta, res, N, D) -> JointFit:
         e, ac, bc, alpha, beta = (float(v) for v in theta)
-        return JointFit(E=math.exp(e), A=math.exp(ac + alpha * self.x_mean), B=math.exp(bc + beta * self.y_mean),
-                        alpha=alpha, beta=beta, objective=float(res.fun) * self.delta**2, success=bool(res.success),
+        return JointFit(E=math.exp(e), A=math.exp(ac + alpha * self.x_mean),
+                        B=math.exp(bc + beta * self.y_mean), alpha=alpha, beta=beta,
+                        objective=float(res.fun) * self.delta**2, success=bool(res.success),
                         n_points=int(N.size), n_sizes=int(np.unique(N).size), n_data=int(np.unique(D).size),
                         delta=self.delta)
 
@@ -387,9 +388,9 @@ def compare_joint_forms(N, D, L, fit: JointFit, *, folds: int = 10) -> JointComp
               "d_only": {k: getattr(full["d_only"], k) for k in ("E", "B", "beta")},
               "constant": {"E": full["constant"]}}
     n_params = {"joint": 6, "n_only": 4, "d_only": 4, "constant": 2}
-    scores = tuple(FormScore(form=k, n_params=n_params[k], bic=_bic(L - preds[k], n_params[k]), params=params[k],
-                             cv_rmse=float(np.sqrt(np.mean(np.concatenate(errs[k]) ** 2))) if n_folds else None)
-                   for k in n_params)
+    cv = {k: float(np.sqrt(np.mean(np.concatenate(errs[k]) ** 2))) if n_folds else None for k in n_params}
+    scores = tuple(FormScore(form=k, n_params=n_params[k], bic=_bic(L - preds[k], n_params[k]),
+                             params=params[k], cv_rmse=cv[k]) for k in n_params)
     note = f"{skipped} fold(s) skipped: their training points had < 3 distinct N or D" if skipped else ""
     return JointComparison(scores=scores, n_folds=n_folds, note=note)
 
@@ -408,7 +409,8 @@ def _leave_out_errors(N, D, L, full: dict, folds: int) -> tuple[dict, int]:
         for form in ("joint", "n_only", "d_only"):
             starts = [prob.centre(*_theta(full[form])), _data_starts(prob, L[tr])[4]]
             res = prob.minimise(starts, w, _SEARCH_OPTIONS, form)
-            errs[form].append(L[held] - predict_joint(prob.to_fit(res.x, res, N[tr], D[tr]), N[held], D[held]))
+            refit = prob.to_fit(res.x, res, N[tr], D[tr])
+            errs[form].append(L[held] - predict_joint(refit, N[held], D[held]))
         errs["constant"].append(L[held] - L[tr].mean())
     return errs, skipped
 

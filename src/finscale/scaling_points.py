@@ -87,8 +87,8 @@ def read_points(path, spec: PointsSpec) -> dict[str, np.ndarray]:
     D = (_column(rows, spec.d_col, path) if spec.d_col else
          tokens_from_flops(_column(rows, spec.flops_col, path), N) if spec.flops_col else None)
     if not 0 <= spec.exclude_top < len(rows):
-        raise ValueError(f"exclude_top={spec.exclude_top}; expected 0 <= K < {len(rows)} (the number of points "
-                         f"in {path})")
+        raise ValueError(f"exclude_top={spec.exclude_top}; expected 0 <= K < {len(rows)} "
+                         f"(the number of points in {path})")
     keep = np.sort(np.argsort(-L, kind="stable")[spec.exclude_top:])
     return {"N": N[keep], "D": None if D is None else D[keep], "L": L[keep], "n_read": len(rows)}
 
@@ -127,5 +127,5 @@ def fit_points(path, spec: PointsSpec, *, n_resamples: int = 1000, seed: int = 0
                                    level=level).to_dict()
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    return PointsFit(source=str(path), spec=spec, n_read=pts["n_read"], n_fitted=int(pts["L"].size), form=form,
-                     result=result)
+    return PointsFit(source=str(path), spec=spec, n_read=pts["n_read"], n_fitted=int(pts["L"].size),
+                     form=form, result=result)

@@ -26,8 +26,10 @@ def register(sub) -> None:
     data.add_argument("--d", dest="d_col", metavar="COL", help="column of data sizes D (tokens, windows)")
     data.add_argument("--flops", dest="flops_col", metavar="COL",
                       help="column of training FLOPs C; D = C / (6N)")
-    fit.add_argument("--exclude-top", type=int, default=0, metavar="K", help="drop the K highest losses first")
-    fit.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples (default 1000)")
+    fit.add_argument("--exclude-top", type=int, default=0, metavar="K",
+                     help="drop the K highest losses first")
+    fit.add_argument("--resamples", type=int, default=1000, metavar="R",
+                     help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     fit.add_argument("--out", default=None, metavar="FILE.json", help="also write the result as JSON")
     fit.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
