@@ -175,3 +175,9 @@ def test_cli_d_and_flops_are_exclusive(capsys):
         main(["scaling", "fit", str(CHINCHILLA), "--n", "x", "--loss", "y", "--d", "a", "--flops", "b"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_cli_out_must_be_a_writable_file_path(capsys, tmp_path):
+    for out, message in ((tmp_path, "is a directory"), (tmp_path / "no" / "f.json", "does not exist")):
+        code, _, err = _cli(capsys, CHINCHILLA, "--n", "Model Size", "--loss", "loss", "--out", out)
+        assert code == 1 and message in err and err.count("\n") == 1

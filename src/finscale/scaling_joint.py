@@ -96,7 +96,9 @@ class JointFit:
         return _allocation(self.alpha, self.beta)[1]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "a_exp": self.a_exp, "b_exp": self.b_exp}
+        """Plain types; a_exp/b_exp are None when both exponents are 0 (JSON has no nan)."""
+        a, b = (None if math.isnan(v) else v for v in (self.a_exp, self.b_exp))
+        return {**asdict(self), "a_exp": a, "b_exp": b}
 
 
 @dataclass(frozen=True)

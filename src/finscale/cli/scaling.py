@@ -44,6 +44,8 @@ def _fit(args) -> int:
                       exclude_top=args.exclude_top)
     if args.out and not Path(args.out).parent.is_dir():
         raise FileNotFoundError(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is a directory; expected a JSON file path")
     out = fit_points(args.points, spec, n_resamples=args.resamples, seed=args.seed).to_dict()
     if args.out:
         atomic_write_json(out, Path(args.out))
