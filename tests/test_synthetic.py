@@ -57,7 +57,7 @@ def test_canonical_string_defaults_and_safe_name():
     ("null?seed=-1", r"parameter seed='-1': expected an integer in \[0, "),
     ("null?seed=1.5", r"parameter seed='1.5': expected an integer"),
     ("null?days=50", r"parameter days='50': expected an integer in \[100, 50000\]"),
-    ("null?vol=egarch", r"parameter vol='egarch': expected one of garch, gjr"),
+    ("null?vol=egarch", r"parameter vol='egarch': expected one of garch, gjr, constant"),
     ("null?start=2000-02-30", r"parameter start='2000-02-30': expected an ISO date"),
     ("null?start=../../x", r"parameter start='../../x'"),
     ("planted?strength=nan", r"parameter strength='nan': expected a number in \[0.0, 2.0\]"),
@@ -124,6 +124,7 @@ def test_volatility_follows_the_arch_recursion():
     """The Monte Carlo of the truth module steps the same process arch simulated."""
     m = market("planted?seed=8&days=500&strength=0.5")
     p = VOL_PARAMS["gjr"]
+    assert p["gamma"] > 0
     var, z = (100 * m.sigma) ** 2, m.z
     expected = p["omega"] + (p["alpha"] + p["gamma"] * (z[:-1] < 0)) * var[:-1] * z[:-1] ** 2 \
         + p["beta"] * var[:-1]
@@ -206,12 +207,18 @@ def test_monte_carlo_agrees_with_the_closed_form_and_longer_horizons_are_calibra
     assert abs(y3[ok].mean() - p3[ok].mean()) < 4 * se
 
 
-def test_direction_on_the_null_is_a_coin_flip():
+def test_on_the_null_direction_is_a_coin_flip_and_constant_volatility_leaves_only_the_base_rate():
     m = market("null?seed=13&days=300")
     p = optimal_probabilities(m, kind="direction", threshold=0.0, price="close", horizon=1)
     np.testing.assert_allclose(p[:-1], 0.5)
     s = summarize(p)
     assert s["optimal_logloss"] == pytest.approx(np.log(2)) == s["base_rate_logloss"]
+    m = market("null?seed=13&days=300&vol=constant")
+    np.testing.assert_allclose(m.sigma, 0.011)
+    p = optimal_probabilities(m, kind="threshold", threshold=0.01, price="high", horizon=1)
+    np.testing.assert_allclose(p[:-1], p[0])
+    s = summarize(p)
+    assert s["optimal_logloss"] == pytest.approx(s["base_rate_logloss"])
 
 
 # --------------------------------------------------------------------------- store

@@ -1,7 +1,7 @@
 """Synthetic markets: seeded daily OHLCV whose data-generating process is known.
 
 Consumes: a source target ``VARIANT?key=value&...``, e.g. ``null?seed=3&days=5000`` or
-``planted?seed=1&strength=0.3&complexity=8`` (the part after ``synthetic:``).
+``planted?seed=1&strength=0.3&complexity=8`` (the part after ``synthetic:``; see README).
 Produces: the canonical parameter string, a safe dataset name and a raw OHLCV frame (one
 row per trading day of an exchange-like calendar: weekends and US market holidays are
 skipped). ``finscale.data.synthetic_truth`` turns the same parameters into the
@@ -14,11 +14,13 @@ nothing is written.
 The model (day t; ``sigma_t`` and ``mu_t`` are known at the close of day t-1):
 
 - ``eps_t = sigma_t z_t`` with ``z_t ~ N(0, 1)`` and ``sigma_t^2`` simulated by ``arch``
-  (``vol=garch``: GARCH(1,1); ``vol=gjr``: GJR-GARCH(1,1,1) with a leverage effect);
+  (``vol=garch``: GARCH(1,1); ``vol=gjr``: GJR-GARCH(1,1,1) with a leverage effect;
+  ``vol=constant``: i.i.d. shocks, so on the null no target beats its base rate);
 - ``r_t = log(Close_t / Close_{t-1}) = mu_t + eps_t``;
 - null: ``mu_t = 0``; planted: ``mu_t = strength * sigma_t * g(z_{t-lags}, ..., z_{t-1})``
-  where ``g`` is a seeded random tanh network with ``complexity`` hidden units, centred
-  and scaled to unit variance (so ``strength`` is the signal-to-noise ratio of one day);
+  where ``g`` is a seeded random tanh network with ``complexity`` hidden units, scaled to
+  unit variance, of which a share ``linear`` is linear in the shocks and the rest is
+  nonlinear (see :class:`TanhNetwork`); ``strength`` is one day's signal-to-noise ratio;
 - the day is an overnight gap (a share ``OVERNIGHT`` of drift and variance) and an
   intraday Brownian motion from Open to Close; High and Low are drawn from the exact law
   of the bridge's maximum and minimum given Open and Close (each from its own marginal);
@@ -46,11 +48,12 @@ OVERNIGHT = 0.2          # share of a day's variance (and drift) in the overnigh
 START_PRICE = 100.0
 MAX_LAGS = 64            # every market simulates this many extra leading days (lag history)
 BURN = 500               # arch's burn-in of the variance recursion
-# Daily variance in percent^2; both give an unconditional daily volatility of 1.1 %
-# (about 17 % a year, like a broad equity index) and persistence 0.98 / 0.97.
+# Daily variance in percent^2; all give an unconditional daily volatility of 1.1 % (about
+# 17 % a year, like a broad equity index); persistence 0.98 (garch), 0.97 (gjr), 0 (constant).
 VOL_PARAMS = {
     "garch": {"omega": 1.21 * 0.02, "alpha": 0.09, "gamma": 0.0, "beta": 0.89},
     "gjr": {"omega": 1.21 * 0.03, "alpha": 0.02, "gamma": 0.12, "beta": 0.89},
+    "constant": {"omega": 1.21, "alpha": 0.0, "gamma": 0.0, "beta": 0.0},
 }
 NET_INPUT_SCALE = 1.5    # tanh pre-activation scale: large enough to be clearly nonlinear
 NET_REFERENCE = 1 << 15  # draws used to split the network into linear and nonlinear parts
@@ -253,19 +256,22 @@ def random_streams(seed: int) -> dict[str, np.random.Generator]:
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
 
-def vol_parameters(vol: str) -> np.ndarray:
-    """arch's parameter vector (omega, alpha, [gamma,] beta) in percent^2 units."""
+def _volatility_process(vol: str):
+    """arch's volatility process and its parameter vector (percent^2 units)."""
+    from arch.univariate import GARCH, ConstantVariance
+
     p = VOL_PARAMS[vol]
-    return np.array([p["omega"], p["alpha"], p["gamma"], p["beta"]] if vol == "gjr"
-                    else [p["omega"], p["alpha"], p["beta"]])
+    if vol == "constant":
+        return ConstantVariance(), np.array([p["omega"]])
+    if vol == "gjr":
+        return GARCH(p=1, o=1, q=1), np.array([p["omega"], p["alpha"], p["gamma"], p["beta"]])
+    return GARCH(p=1, q=1), np.array([p["omega"], p["alpha"], p["beta"]])
 
 
 def _simulate_shocks(spec: SyntheticSpec, rng: np.random.Generator, n: int):
-    """(z, sigma) from arch's GARCH/GJR simulation, sigma as a daily fraction (not percent)."""
-    from arch.univariate import GARCH
-
-    process = GARCH(p=1, o=1 if spec.vol == "gjr" else 0, q=1)
-    eps, sigma2 = process.simulate(vol_parameters(spec.vol), n, rng.standard_normal, burn=BURN)
+    """(z, sigma) from arch's simulation, sigma as a daily fraction (not percent)."""
+    process, params = _volatility_process(spec.vol)
+    eps, sigma2 = process.simulate(params, n, rng.standard_normal, burn=BURN)
     sigma = np.sqrt(sigma2)
     return eps / sigma, sigma / 100.0
 
