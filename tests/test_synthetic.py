@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss
 from finscale.config import DataConfig, TargetConfig
 from finscale.data import DataError, Manifest, ensure_dataset, fetch_dataset, load_raw, parse_source
 from finscale.data.synthetic import MAX_LAGS, VOL_PARAMS, generate, parse_synthetic, trading_days
-from finscale.data.synthetic_truth import optimal_probabilities, summarize
+from finscale.data.synthetic_truth import optimal_probabilities, optimal_series, summarize
 from finscale.data.validate import validate_ohlcv
 from finscale.labels import make_labels
 
@@ -235,6 +235,9 @@ def test_fetch_records_parameters_and_optimum_in_the_manifest(data_dir):
         assert 0 < t["optimal_logloss"] < t["base_rate_logloss"] <= np.log(2) + 1e-9
     frame = load_raw(data_dir, entry["name"])
     assert len(frame) == 400 and frame["Date"].iloc[0] == pd.Timestamp("2000-01-03")
+    p = optimal_series(entry["source"], kind="threshold", threshold=0.01, price="high", horizon=5)
+    assert (p.index == frame["Date"]).all() and p.iloc[-5:].isna().all()
+    assert p.mean() == pytest.approx(syn["truth"][3]["base_rate"])
     # The study may spell the parameters in any order: the stored dataset is reused.
     cfg = DataConfig(source="synthetic:planted?days=400&seed=2&strength=0.4")
     assert ensure_dataset(cfg, data_dir) == (entry["name"], Manifest(data_dir).latest(entry["path"]))

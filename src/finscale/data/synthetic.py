@@ -251,7 +251,7 @@ class Market:
 
 
 def random_streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ("shocks", "split", "high", "low", "volume", "network", "truth")
+    names = ("shocks", "split", "high", "low", "volume", "network")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 

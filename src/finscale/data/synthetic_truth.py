@@ -15,12 +15,15 @@ of the known process, Rao-Blackwellised over the intraday maxima. Deterministic.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.special import log_ndtr, ndtr
 
-from finscale.data.synthetic import OVERNIGHT, VOL_PARAMS, Market, random_streams
+from finscale.data import synthetic as syn
+from finscale.data.synthetic import OVERNIGHT, VOL_PARAMS, Market
 
-__all__ = ["DEFAULT_TARGETS", "optimal_probabilities", "summarize", "truth_summary"]
+__all__ = ["DEFAULT_TARGETS", "optimal_probabilities", "optimal_series", "summarize", "truth_summary"]
 
+TRUTH_STREAM = 7919      # tags the Monte Carlo streams apart from the market's own
 PATHS = 256              # Monte Carlo paths per day and horizon
 CHUNK_ROWS = 1024        # rows simulated at once (memory: CHUNK_ROWS * PATHS * lags floats)
 NODES, WEIGHTS = np.polynomial.legendre.leggauss(64)
@@ -37,6 +40,16 @@ def optimal_probabilities(market: Market, *, kind: str, threshold: float, price:
     return _probabilities(market, kind, threshold, price, (horizon,), monte_carlo)[horizon][0]
 
 
+def optimal_series(source: str, *, kind: str, threshold: float, price: str,
+                   horizon: int) -> pd.Series:
+    """The true P(label = 1 | past) of a ``synthetic:...`` source, indexed by date (e.g. to
+    score the optimum on a study's test dates)."""
+    target = source.removeprefix("synthetic:")
+    m = syn.generate(syn.parse_synthetic(target))
+    p = optimal_probabilities(m, kind=kind, threshold=threshold, price=price, horizon=horizon)
+    return pd.Series(p, index=pd.DatetimeIndex(m.frame["Date"], name="Date"), name="p_optimal")
+
+
 def _probabilities(market: Market, kind: str, threshold: float, price: str,
                    horizons: tuple[int, ...], monte_carlo: bool = False) -> dict:
     """{horizon: (p, var)} per frame row; ``var`` is the Monte Carlo variance of p (0 if exact)."""
@@ -51,7 +64,7 @@ def _probabilities(market: Market, kind: str, threshold: float, price: str,
         out[1] = (exact, np.zeros_like(exact))
     longest = max(h for h in horizons if h not in out) if set(horizons) - set(out) else 0
     if longest:
-        sims = _simulate(market, nxt[: max(rows - min(horizons), 0)], kind, price, c, longest)
+        sims = _simulate(market, nxt, kind, price, c, longest)
         out.update({h: sims[h] for h in horizons if h not in out})
     return {h: tuple(_pad(a, rows, h) for a in out[h]) for h in horizons}
 
@@ -95,9 +108,9 @@ def _high_exceeds(c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 def _simulate(market: Market, nxt: np.ndarray, kind: str, price: str, c: float,
               longest: int) -> dict:
-    """{h: (p, var)} for h = 1..longest from one seeded simulation, in chunks of rows."""
-    rng = random_streams(market.spec.seed)["truth"]
-    parts = [_simulate_rows(market, nxt[lo: lo + CHUNK_ROWS], kind, price, c, longest, rng)
+    """{h: (p, var)} for h = 1..longest, simulated in chunks of rows. Each chunk and day has
+    its own seeded stream, so a row's p does not depend on which horizons were asked for."""
+    parts = [_simulate_rows(market, nxt[lo: lo + CHUNK_ROWS], kind, price, c, longest, lo)
              for lo in range(0, len(nxt), CHUNK_ROWS)]
     if not parts:
         return {h: (np.empty(0), np.empty(0)) for h in range(1, longest + 1)}
@@ -107,7 +120,7 @@ def _simulate(market: Market, nxt: np.ndarray, kind: str, price: str, c: float,
 
 
 def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: float,
-                   longest: int, rng: np.random.Generator) -> np.ndarray:
+                   longest: int, chunk: int) -> np.ndarray:
     """Per-path conditional hit probabilities, shape (longest, rows, PATHS), from the known state."""
     spec, w = market.spec, OVERNIGHT
     vol = VOL_PARAMS[spec.vol]
@@ -123,6 +136,7 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
     for day in range(longest):
         if day > 0 and window is not None:
             mu = spec.strength * sigma * market.network(window)
+        rng = np.random.default_rng([market.spec.seed, TRUTH_STREAM, chunk, day])
         z1, z2 = rng.standard_normal(shape), rng.standard_normal(shape)
         gap = w * mu + sigma * np.sqrt(w) * z1
         d = (1 - w) * mu + sigma * np.sqrt(1 - w) * z2
