@@ -4,8 +4,8 @@ Consumes: a source spec (``sample:sp500``, ``yfinance:SPY``, ``file:prices.csv``
 ``synthetic:planted?seed=1``).
 Produces: ``DATA_DIR/raw/<NAME>.parquet`` and an append-only manifest entry (sha256, rows,
 first/last date, columns, source; synthetic markets add their parameters and the
-base-rate and Bayes-optimal log-loss of the default targets). Guarantees: validation happens before any write; writes
-are atomic; ``verify`` names every missing or changed file.
+base-rate and Bayes-optimal log-loss of the default targets). Guarantees: validation
+happens before any write; writes are atomic; ``verify`` names every missing or changed file.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from finscale.data.validate import DataError, validate_ohlcv
 
 __all__ = [
     "DataError", "Manifest", "SourceSpec", "dataset_entry", "ensure_dataset", "fetch",
-    "fetch_dataset", "load_raw", "load_sample", "parse_source", "raw_path", "resolve_data_dir", "sha256_file",
-    "validate_ohlcv", "verify",
+    "fetch_dataset", "load_raw", "load_sample", "parse_source", "raw_path", "resolve_data_dir",
+    "sha256_file", "validate_ohlcv", "verify",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,9 @@
-"""Data sources: the bundled sample, live yfinance download and local CSV/Parquet files.
+"""Data sources: the bundled sample, live yfinance download, local CSV/Parquet files and
+synthetic markets.
 
 Consumes: a source spec string ``sample:sp500``, ``sample:nasdaq``, ``yfinance:TICKER``,
-``file:PATH`` or ``synthetic:VARIANT?key=value&...`` (see ``synthetic``). Produces: a validated canonical raw frame (see ``validate``).
+``file:PATH`` or ``synthetic:VARIANT?key=value&...`` (see ``synthetic``).
+Produces: a validated canonical raw frame (see ``validate``).
 Guarantees: nothing here writes to disk; network failures raise quickly with a clear
 message instead of retrying for long.
 """
