@@ -47,7 +47,8 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: str = _opt("sample:sp500", doc="sample:sp500|sample:nasdaq|yfinance:TICKER|file:PATH")
+    source: str = _opt("sample:sp500", doc="sample:sp500|sample:nasdaq|yfinance:TICKER|file:PATH|"
+                                           "synthetic:null|planted?key=value&...")
     name: str = _opt("", doc="dataset name in the store; default derived from the source")
     data_dir: str = _opt("", doc="data directory; default $FINSCALE_DATA or ./data")
     adjusted: bool = _opt(False, doc="file sources: adjust OHLC by 'Adj Close'")

@@ -13,8 +13,10 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     fetch = dsub.add_parser("fetch", help="download/read, validate and store a dataset",
                             description="SOURCE is sample:sp500, sample:nasdaq (bundled, offline), "
-                                        "yfinance:TICKER (live) or file:PATH (CSV/Parquet with "
-                                        "Date/Open/High/Low/Close/Volume columns).")
+                                        "yfinance:TICKER (live), file:PATH (CSV/Parquet with "
+                                        "Date/Open/High/Low/Close/Volume columns) or "
+                                        "'synthetic:null|planted?key=value&...' (a seeded market "
+                                        "with a known answer; quote it in the shell).")
     fetch.add_argument("source", metavar="SOURCE")
     fetch.add_argument("--name", default="", help="dataset name (default: from the source)")
     fetch.add_argument("--adjusted", action="store_true",

@@ -1,9 +1,11 @@
 """Data layer: sources -> validation -> raw store with manifest entries.
 
-Consumes: a source spec (``sample:sp500``, ``yfinance:SPY``, ``file:prices.csv``).
+Consumes: a source spec (``sample:sp500``, ``yfinance:SPY``, ``file:prices.csv``,
+``synthetic:planted?seed=1``).
 Produces: ``DATA_DIR/raw/<NAME>.parquet`` and an append-only manifest entry (sha256, rows,
-first/last date, columns, source). Guarantees: validation happens before any write; writes
-are atomic; ``verify`` names every missing or changed file.
+first/last date, columns, source; synthetic markets add their parameters and the
+base-rate and Bayes-optimal log-loss of the default targets). Guarantees: validation
+happens before any write; writes are atomic; ``verify`` names every missing or changed file.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from finscale.data.store import Manifest, resolve_data_dir, sha256_file, store_f
 from finscale.data.validate import DataError, validate_ohlcv
 
 __all__ = [
-    "DataError", "Manifest", "SourceSpec", "dataset_entry", "ensure_dataset", "fetch_dataset",
-    "load_raw", "load_sample", "parse_source", "raw_path", "resolve_data_dir", "sha256_file",
-    "validate_ohlcv", "verify",
+    "DataError", "Manifest", "SourceSpec", "dataset_entry", "ensure_dataset", "fetch",
+    "fetch_dataset", "load_raw", "load_sample", "parse_source", "raw_path", "resolve_data_dir",
+    "sha256_file", "validate_ohlcv", "verify",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,22 @@ def fetch_dataset(source: str, data_dir: Path, *, name: str = "", adjusted: bool
     name = name or spec.default_name
     rel = raw_path(name)
     frame = fetch(spec, adjusted=adjusted, min_rows=min_rows)
+    extra = synthetic_entry(spec.target) if spec.kind == "synthetic" else {}
     entry = store_frame(Path(data_dir), rel, frame, {
-        "name": name, "kind": "raw", "source": str(spec), "adjusted": adjusted,
+        "name": name, "kind": "raw", "source": str(spec), "adjusted": adjusted, **extra,
     })
     log.info("stored %s: %d rows %s..%s", rel, entry["rows"], entry["first_date"], entry["last_date"])
     return entry
+
+
+def synthetic_entry(target: str) -> dict:
+    """Manifest fields of a synthetic market: its parameters and the known optimum."""
+    from finscale.data.synthetic import generate, parse_synthetic
+    from finscale.data.synthetic_truth import truth_summary
+
+    spec = parse_synthetic(target)
+    return {"synthetic": {"variant": spec.variant, "params": spec.params(),
+                          "truth": truth_summary(generate(spec))}}
 
 
 def dataset_entry(data_dir: Path, name: str) -> dict | None:

@@ -1,7 +1,9 @@
-"""Data sources: the bundled sample, live yfinance download and local CSV/Parquet files.
+"""Data sources: the bundled sample, live yfinance download, local CSV/Parquet files and
+synthetic markets.
 
-Consumes: a source spec string ``sample:sp500``, ``sample:nasdaq``, ``yfinance:TICKER``
-or ``file:PATH``. Produces: a validated canonical raw frame (see ``validate``).
+Consumes: a source spec string ``sample:sp500``, ``sample:nasdaq``, ``yfinance:TICKER``,
+``file:PATH`` or ``synthetic:VARIANT?key=value&...`` (see ``synthetic``).
+Produces: a validated canonical raw frame (see ``validate``).
 Guarantees: nothing here writes to disk; network failures raise quickly with a clear
 message instead of retrying for long.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from finscale.data import synthetic
 from finscale.data.validate import DataError, validate_ohlcv
 
 log = logging.getLogger(__name__)
@@ -24,11 +27,13 @@ YF_TIMEOUT_S = 10
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str      # sample | yfinance | file
-    target: str    # sample name, ticker or path
+    kind: str      # sample | yfinance | file | synthetic
+    target: str    # sample name, ticker, path or canonical synthetic parameters
 
     @property
     def default_name(self) -> str:
+        if self.kind == "synthetic":
+            return synthetic.parse_synthetic(self.target).default_name
         if self.kind == "file":
             return Path(self.target).stem
         return self.target.replace("^", "").replace("/", "_")
@@ -39,8 +44,11 @@ class SourceSpec:
 
 def parse_source(spec: str) -> SourceSpec:
     kind, sep, target = spec.partition(":")
-    if not sep or not target or kind not in ("sample", "yfinance", "file"):
-        raise DataError(f"source {spec!r}: expected sample:NAME, yfinance:TICKER or file:PATH")
+    if not sep or not target or kind not in ("sample", "yfinance", "file", "synthetic"):
+        raise DataError(f"source {spec!r}: expected sample:NAME, yfinance:TICKER, file:PATH or "
+                        f"synthetic:VARIANT?key=value&... ({'|'.join(synthetic.VARIANTS)})")
+    if kind == "synthetic":  # stored in canonical form: every parameter, fixed order
+        return SourceSpec(kind, synthetic.parse_synthetic(target).canonical)
     if kind == "sample" and target not in SAMPLES:
         raise DataError(f"source {spec!r}: unknown sample {target!r} (available: {', '.join(SAMPLES)})")
     return SourceSpec(kind, target)
@@ -93,6 +101,9 @@ def fetch(spec: SourceSpec, *, adjusted: bool = False, min_rows: int = 1) -> pd.
     """Load and validate the frame a source spec names."""
     if spec.kind == "sample":
         frame = load_sample(spec.target)
+    elif spec.kind == "synthetic":
+        market = synthetic.generate(synthetic.parse_synthetic(spec.target))
+        frame = validate_ohlcv(market.frame, origin=str(spec))
     elif spec.kind == "yfinance":
         raw = download_yfinance(spec.target)
         # Index tickers (e.g. ^GSPC) report zero volume everywhere: declared volume-less.

@@ -90,7 +90,7 @@ def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunD
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
     """The processed frame without writing anything (for plans): stored, or built in memory
     from stored raw data or the bundled sample. FileNotFoundError when neither exists."""
-    from finscale.data import dataset_entry, load_raw, load_sample, parse_source
+    from finscale.data import dataset_entry, fetch, load_raw, parse_source
 
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
     spec = parse_source(cfg.data.source)
@@ -101,8 +101,8 @@ def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataF
         pass
     if dataset_entry(data_dir, name) is not None:
         raw = load_raw(data_dir, name)
-    elif spec.kind == "sample":
-        raw = load_sample(spec.target)
+    elif spec.kind in ("sample", "synthetic"):  # offline and deterministic: build in memory
+        raw = fetch(spec)
     else:
         raise FileNotFoundError(f"dataset {name!r} is not stored in {data_dir}")
     return features.build_features(raw, cfg.features.set)[0]
