@@ -1,8 +1,5 @@
 """finscale: do neural scaling laws hold for PatchTST on financial time series?"""
 
-from importlib.metadata import PackageNotFoundError, version
+from finscale.version import __version__
 
-try:
-    __version__ = version("finscale")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
+__all__ = ["__version__"]

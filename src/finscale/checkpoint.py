@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from finscale.data.store import atomic_path
+from finscale.files import atomic_path
 
 log = logging.getLogger(__name__)
 

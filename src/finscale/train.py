@@ -35,8 +35,8 @@ from finscale.checkpoint import (
     save_checkpoint,
 )
 from finscale.config import TrainConfig
-from finscale.evaluate.metrics import classification_metrics, is_collapsed
-from finscale.model import ModelArgs, build_model, count_parameters, prepare_model
+from finscale.metrics import classification_metrics, is_collapsed
+from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, prepare_model
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
 
@@ -127,17 +127,10 @@ def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
     out = np.empty(len(ds), dtype=np.float64)
     for i in range(0, len(ds), batch_size):
         x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(x.to(device, non_blocking=True))
         out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
     return out
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast only on CUDA: on CPU bf16 is several times slower than fp32.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def evaluate_split(model, ds: WindowDataset, prior: float, cfg: TrainConfig,
@@ -242,7 +235,7 @@ class Trainer:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
         st, cfg = self.state, self.cfg
-        with _autocast(self.device):
+        with autocast_for(self.device):
             loss = self.loss(self.forward(x), y)
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "

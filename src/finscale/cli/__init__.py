@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from finscale import __version__
+from finscale.version import __version__
 
 # Command-group modules, in the order `finscale --help` lists them.
 COMMAND_MODULES = (

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from finscale.config import StudyConfig
+from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import measured_parameters, parse_budget
-from finscale.runner.runs import RunSpec, cell_name, cell_params, make_spec, split_params
+from finscale.spec import RunSpec, cell_name, make_spec, split_params
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def arch_label(spec_args) -> str:
 def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool]:
     """Training windows per horizon for the final split; (counts, exact?)."""
     try:
-        from finscale.runner.prepare import peek_frame
+        from finscale.prepare import peek_frame
 
         frame = peek_frame(cfg, data_dir)
     except (FileNotFoundError, ValueError) as exc:
