@@ -37,6 +37,7 @@ LAYERS = (
     "tracking",     # optional MLflow logging of runs and trials
     "hpo",
     "evaluate",
+    "collect",      # a study's run directories as tidy tables (read by scaling and report)
     "scaling",
     "report",
     "runner",

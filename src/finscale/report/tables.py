@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from finscale.collect import StudyRuns
 from finscale.evaluate import deflated_sharpe_ratio
-from finscale.report.collect import StudyRuns
 
 RESULT_METRICS = ("log_loss", "auc", "skill", "brier", "ece")
 # Natural ranges: a t-interval over 2-3 seeds can overshoot them, which only confuses.

@@ -1,4 +1,4 @@
-"""Execute a study: data -> features -> hpo -> final -> evaluate -> report, resumably.
+"""Execute a study: data -> features -> hpo -> final -> evaluate -> scaling -> report, resumably.
 
 Consumes: the study config and run options (phases, ``--only`` filters, data dir).
 Produces: everything under ``runs/<study>/`` (see DESIGN §3) and returns a summary.
@@ -48,6 +48,7 @@ class StudySummary:
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    scaling: list | None = None            # HorizonScaling per horizon (scaling phase)
     report: Path | None = None
 
 
@@ -146,6 +147,11 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         if "evaluate" in opts.phases:
             opts.on_event("phase", phase="evaluate")
             run_evaluate_phase(cfg, prep, opts)
+        if "scaling" in opts.phases:
+            opts.on_event("phase", phase="scaling")
+            from finscale.scaling import run_scaling
+
+            summary.scaling = run_scaling(cfg)
         if "report" in opts.phases:
             opts.on_event("phase", phase="report")
             from finscale.report import build_report
