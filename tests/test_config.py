@@ -103,3 +103,12 @@ def test_every_key_is_documented():
     missing = [key for key, *_ in describe_fields(StudyConfig)
                if f"`{key.split('.')[-1]}`" not in doc]
     assert not missing, f"keys missing from docs/study.md: {missing}"
+
+
+def test_mutable_defaults_are_not_shared_between_configs():
+    from finscale.config import HpoConfig
+
+    a, b = HpoConfig(), HpoConfig()
+    assert a.table == {} and a.table is not b.table and a.fixed is not b.fixed
+    a.table["cpu-s-h1"] = {"lr": 1e-3}  # frozen dataclass, mutable dict: must not leak
+    assert HpoConfig().table == {} and b.table == {}

@@ -9,6 +9,7 @@ out-of-range values raise :class:`ConfigError` naming the key and the bad value.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -38,8 +39,8 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
     """A dataclass field carrying validation metadata (range, allowed values, doc)."""
     meta = {"min": min, "max": max, "choices": choices, "doc": doc}
     if isinstance(default, (list, dict, tuple)) and "default_factory" not in kw:
-        value = default
-        return field(default_factory=lambda: value, metadata=meta, **kw)
+        # a fresh copy per instance: one shared dict/list would leak edits between configs
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
@@ -379,11 +380,6 @@ def replace_section(cfg: Any, **changes: Any) -> Any:
         tp = hints[k]
         checked[k] = v if _is_section(tp) else _coerce(k, tp, v, dict(known[k].metadata))
     return dataclasses.replace(cfg, **checked)
-
-
-def section_from_dict(cls: type, raw: dict) -> Any:
-    """Rebuild one section from a dict (e.g. a run's config.json)."""
-    return _build(cls, raw, "")
 
 
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:

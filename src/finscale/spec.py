@@ -13,12 +13,11 @@ from pathlib import Path
 
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.features import input_columns
-from finscale.model import ModelArgs, model_args_for
+from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
 from finscale.prepare import PreparedData
 from finscale.repro import environment_record
 from finscale.rundir import RunDir, make_run_id
 
-ARCH_KEYS = ("d_model", "num_layers", "num_heads", "d_ff")
 TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
               "max_epochs", "patience", "grad_clip", "pos_weight")
 

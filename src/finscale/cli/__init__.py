@@ -36,13 +36,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         if only is not None and name != only:
             continue
-        try:
-            module = importlib.import_module(f"finscale.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"finscale.cli.{name}":
-                continue  # command group not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"finscale.cli.{name}").register(sub)
     return parser
 
 
