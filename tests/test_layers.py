@@ -34,6 +34,7 @@ LAYERS = (
     "train",
     "prepare",      # study -> a run's data (features, labels, splits, windows)
     "spec",         # run specifications and run-directory start (HPO trials and final runs)
+    "serving",      # a finished run from its directory: load, predict
     "tracking",     # optional MLflow logging of runs and trials
     "hpo",
     "evaluate",

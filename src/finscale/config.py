@@ -18,6 +18,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,26 @@ def _apply_override(raw: dict, keys: list[str], value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {'.'.join(keys)}: {k} is not a section")
     node[keys[-1]] = value
+
+
+def resolve_study_path(study: str | Path | None) -> Path:
+    """A path as given, or a shipped study by name (``default`` when omitted)."""
+    study = str(study) if study is not None else None
+    if study and Path(study).exists():
+        return Path(study)
+    name = study or "default"
+    if name.endswith(".toml") and study and not Path(name).name == name:
+        raise FileNotFoundError(f"study file {study}: not found")
+    shipped = resources.files("finscale") / "studies" / f"{Path(name).stem}.toml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise FileNotFoundError(f"study {study!r}: no such file and no shipped study of that name "
+                            f"(shipped: {', '.join(shipped_studies())})")
+
+
+def shipped_studies() -> list[str]:
+    folder = resources.files("finscale") / "studies"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
 def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:

@@ -4,7 +4,8 @@ Consumes: model args, the ``[train]`` config, a :class:`RunData` (train/validati
 datasets, the training base rate, normalisation statistics) and a run directory.
 Produces in the run directory: ``metrics.jsonl`` (one line per epoch, then a ``final``
 line), ``status.json`` (kept current), ``ckpt/step-N.pt`` (full resumable state) and
-``ckpt/best.pt`` (best weights). Returns the final validation metrics.
+``ckpt/best.pt`` (best weights plus the recipe to serve them: feature columns, normaliser
+statistics, label rule, data hashes). Returns the final validation metrics.
 Guarantees: every training value reaches the optimiser/scheduler/model (guard 8); the
 model returns logits and the sigmoid is applied once, in :func:`predict_proba` (guard 7);
 the returned metrics come from the restored best weights (guard 9); a non-finite loss
@@ -66,6 +67,7 @@ class RunData:
     prior: float                        # training base rate
     normalizer: dict = field(default_factory=dict)
     split_report: list = field(default_factory=list)
+    serving: dict = field(default_factory=dict)   # feature columns, label rule, data hashes
 
 
 @dataclass
@@ -174,6 +176,11 @@ class Trainer:
                 "trainer": dict(self.state), "rng": capture_rng(), "seed": self.seed,
                 "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash}
 
+    def _serving(self) -> str:
+        """best.pt's recipe for scoring new data (JSON text: loads with weights_only=True)."""
+        return json.dumps({**self.data.serving, "normalizer": self.data.normalizer,
+                           "eval_batch_size": self.cfg.eval_batch_size})
+
     def save_step(self) -> None:
         save_checkpoint(self._checkpoint_state(), self.run.ckpt / f"step-{self.state['step']}.pt")
         prune_step_checkpoints(self.run.ckpt)
@@ -280,7 +287,8 @@ class Trainer:
             st["best"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"], 0
             save_checkpoint({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
                              "epoch": st["epoch"], "metrics": json.dumps(metrics),
-                             "config_hash": self.config_hash}, self.run.ckpt / "best.pt")
+                             "config_hash": self.config_hash, "serving": self._serving()},
+                            self.run.ckpt / "best.pt")
         else:
             st["bad_epochs"] += 1
         line = {"event": "epoch", "epoch": st["epoch"] + 1, "step": st["step"],

@@ -17,7 +17,7 @@ from finscale.version import __version__
 # Command-group modules, in the order `finscale --help` lists them.
 COMMAND_MODULES = (
     "run", "status", "config", "data", "features", "splits", "model", "train", "hpo",
-    "evaluate", "report", "export", "monitor", "doctor",
+    "evaluate", "report", "predict", "export", "monitor", "doctor",
 )
 
 
