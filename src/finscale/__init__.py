@@ -35,7 +35,8 @@ def load_study(path_or_name: str | Path | None = None, *, overrides: list[str] |
     """The study config of a TOML file, or of a shipped study by name (``default``, ``smoke``,
     ``phase6a``; ``default`` when omitted), with ``section.key=value`` overrides applied (as
     ``--set`` on the command line). Raises ``ValueError`` naming a bad key or value."""
-    from finscale.config import load_study as _load, resolve_study_path
+    from finscale.config import load_study as _load
+    from finscale.config import resolve_study_path
 
     return _load(resolve_study_path(path_or_name), list(overrides))
 
