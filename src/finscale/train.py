@@ -35,7 +35,7 @@ from finscale.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from finscale.config import TrainConfig
+from finscale.config import TrainConfig, config_to_dict
 from finscale.metrics import classification_metrics, is_collapsed
 from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, prepare_model
 from finscale.rundir import RunDir
@@ -174,7 +174,12 @@ class Trainer:
         return {"model_args": self.args.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "trainer": dict(self.state), "rng": capture_rng(), "seed": self.seed,
-                "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash}
+                "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash,
+                "run_config": json.dumps(self._run_config())}
+
+    def _run_config(self) -> dict:
+        """What a resume must match, readable: named in the refusal when the hash differs."""
+        return {"model_args": self.args.to_dict(), "train": config_to_dict(self.cfg)}
 
     def _serving(self) -> str:
         """best.pt's recipe for scoring new data (JSON text: loads with weights_only=True)."""
@@ -190,8 +195,10 @@ class Trainer:
         if ckpt is None:
             return False
         if ckpt["config_hash"] != self.config_hash:
+            old = json.loads(ckpt.get("run_config", "{}"))
             raise ValueError(f"{self.run.path}: checkpoint was written by config "
-                             f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]}; "
+                             f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]} "
+                             f"({config_difference(old, self._run_config())}); "
                              "refusing to resume a different configuration")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -351,6 +358,22 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def config_difference(old: dict, new: dict, limit: int = 3) -> str:
+    """The first ``limit`` differing keys of two nested dicts, as "key: old -> new"."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    a, b = flat(old), flat(new)
+    diffs = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    if not diffs:
+        return "same model and training values; other run values differ"
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
 
 
 def read_final(run: RunDir) -> dict | None:
