@@ -1,6 +1,6 @@
 """Aggregate the collected run tables into the report's result tables and warnings.
 
-Consumes: a :class:`~finscale.report.collect.StudyRuns`. Produces pandas tables: final
+Consumes: a :class:`~finscale.collect.StudyRuns`. Produces pandas tables: final
 results (budget x horizon: mean and 95% CI over seeds), baselines, paired tests, backtests
 (with the deflated Sharpe ratio), hardware and a warnings list.
 Guarantees: only aggregation of recorded values (means, Student-t intervals over seeds,
