@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from finscale.scaling_joint import JointFit, bootstrap_joint, fit_joint, predict_joint, tokens_from_flops
+from finscale.scaling.joint import JointFit, bootstrap_joint, fit_joint, predict_joint, tokens_from_flops
 
 CHINCHILLA = Path(__file__).parents[1] / "tests" / "data" / "chinchilla_svg_extracted_data.csv"
 EPOCH_CI = {"E": (1.769, 1.871), "A": (285.214, 743.626), "B": (1042.357, 5810.344),
@@ -64,7 +64,7 @@ def _speed(console: Console) -> None:
     _, p_cpu, _ = _timed(lambda: _cold_refits(N, D, L, peer_n))
     scale = N_RESAMPLES / peer_n
     # CPU seconds are compared: on a shared machine wall time depends on the neighbours.
-    table = Table(title="finscale.scaling_joint: 245 points, 1,000 resamples (target <= 30 s on 2 cores)")
+    table = Table(title="finscale.scaling.joint: 245 points, 1,000 resamples (target <= 30 s on 2 cores)")
     for col in ("operation", "wall s", "CPU s", "peer", "peer CPU s", "speed-up (CPU)"):
         table.add_column(col, justify="left" if col in ("operation", "peer") else "right")
     table.add_row("fit_joint + bootstrap_joint (warm-started refits)", f"{wall:.1f}", f"{cpu:.1f}",

@@ -103,3 +103,28 @@ def test_every_key_is_documented():
     missing = [key for key, *_ in describe_fields(StudyConfig)
                if f"`{key.split('.')[-1]}`" not in doc]
     assert not missing, f"keys missing from docs/study.md: {missing}"
+
+
+def test_mutable_defaults_are_not_shared_between_configs():
+    from finscale.config import HpoConfig
+
+    a, b = HpoConfig(), HpoConfig()
+    assert a.table == {} and a.table is not b.table and a.fixed is not b.fixed
+    a.table["cpu-s-h1"] = {"lr": 1e-3}  # frozen dataclass, mutable dict: must not leak
+    assert HpoConfig().table == {} and b.table == {}
+
+
+def test_docs_key_tables_are_generated_from_config_metadata():
+    """docs/study.md's key tables are exactly what the fields' doc= metadata renders
+    (regenerate: python -c "from pathlib import Path; from finscale.config import render_key_docs as r;
+    p = Path('docs/study.md'); p.write_text(r(p.read_text()))")."""
+    from pathlib import Path
+
+    from finscale.config import describe_fields, render_key_docs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "study.md").read_text()
+    assert render_key_docs(doc) == doc, "docs/study.md key tables are stale: regenerate them"
+    sections = {key.rpartition(".")[0] or "top" for key, *_ in describe_fields(StudyConfig)}
+    for section in sections:
+        assert f"<!-- keys {section}: generated" in doc, f"no generated key table for [{section}]"
+    assert all(d for *_, d in describe_fields(StudyConfig)), "every key needs a doc= text"

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from finscale.data import DataError, Manifest, fetch_dataset, load_raw, validate_ohlcv, verify
-from finscale.data.store import atomic_write_parquet, store_frame
+from finscale.data.store import store_frame
+from finscale.files import atomic_write_parquet
 
 GOOD = pd.DataFrame({
     "Date": ["2020-01-02", "2020-01-03", "2020-01-06"],

@@ -20,19 +20,19 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
+from finscale import prepare as prepare_mod
 from finscale import splits
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.hpo import Objective, SurplusTrial, cell_space, decode_arch, encode_arch, run_cell
 from finscale.hpo.ledger import make_ledger
 from finscale.hpo.report import importances
+from finscale.hpo.results import best_params_path, cell_params
 from finscale.hpo.storage import open_storage, resolve_storage
 from finscale.hpo.study import open_study
 from finscale.labels import make_labels
 from finscale.model import count_parameters
-from finscale.runner import prepare as prepare_mod
-from finscale.runner.prepare import prepare
-from finscale.runner.runs import best_params_path, cell_params
+from finscale.prepare import prepare
 
 FIXED = {"lr": 1.7e-3, "weight_decay": 0.0123, "dropout": 0.17, "warmup_fraction": 0.07,
          "batch_size": 128}

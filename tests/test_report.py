@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,12 @@ from PIL import Image
 
 from finscale.cli import main
 from finscale.cli.common import resolve_study_path
+from finscale.collect import collect
 from finscale.config import load_study
 from finscale.report import SECTIONS, build_report
-from finscale.report.collect import collect
 from finscale.report.render import Section, Table, Text, render_html, render_markdown
-from finscale.report.scaling_fit import AXES, fit_study
 from finscale.runner.study import RunOptions, run_study
-from finscale.scaling import VERDICTS, fit_power_law
+from finscale.scaling import AXES, VERDICTS, fit_power_law, fit_study, read_scaling, run_scaling
 
 BUDGETS = ["cpu-s", "cpu-m", "cpu-l"]
 
@@ -41,7 +38,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     overrides = study_overrides(root)
     cfg = load_study(resolve_study_path("smoke"), overrides)
-    summary = run_study(cfg, RunOptions(phases=("data", "features", "final", "evaluate", "report"),
+    summary = run_study(cfg, RunOptions(phases=("data", "features", "final", "evaluate", "scaling", "report"),
                                         monitor=False))
     assert len(summary.done) == len(BUDGETS) * 2 and not summary.failed
     return {"cfg": cfg, "overrides": overrides, "html": summary.report, "root": root,
@@ -145,18 +142,55 @@ def test_scaling_fit_per_horizon_has_verdict_and_intervals(study):
     assert saved[0]["block_len"] == 5
 
 
-def test_rebuild_is_cheap_reuses_fits_and_never_touches_runs(study, caplog):
+def _forbid_fitting(monkeypatch):
+    """Any scaling fit from here on fails the test: the report must only read results."""
+    import finscale.scaling.fit as fit_mod
+    import finscale.scaling.laws as laws
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the report fitted a scaling law")
+    for module, names in ((fit_mod, ("fit_study", "bootstrap_fit", "compare_to_constant")),
+                          (laws, ("fit_power_law", "bootstrap_fit", "compare_to_constant"))):
+        for name in names:
+            monkeypatch.setattr(module, name, forbidden)
+
+
+def test_rebuild_fits_nothing_and_never_touches_runs(study, monkeypatch):
     final = study["cfg"].study_dir / "final"
-    before = {p: p.stat().st_mtime_ns for p in final.rglob("*") if p.is_file()}
-    t0 = time.perf_counter()
-    with caplog.at_level(logging.INFO, logger="finscale.scaling"):
-        path = build_report(study["cfg"])
-    elapsed = time.perf_counter() - t0
-    after = {p: p.stat().st_mtime_ns for p in final.rglob("*") if p.is_file()}
-    assert after == before  # no run file was written: nothing retrained or re-evaluated
-    assert not [r for r in caplog.records if "bootstrap_fit" in r.getMessage()]  # fits from cache
-    assert path.exists() and elapsed < 60
+    stored = study["cfg"].study_dir / "scaling"
+    watched = [*final.rglob("*"), *stored.rglob("*")]
+    before = {p: p.stat().st_mtime_ns for p in watched if p.is_file()}
+    _forbid_fitting(monkeypatch)
+    path = build_report(study["cfg"])
+    after = {p: p.stat().st_mtime_ns for p in watched if p.is_file()}
+    assert after == before  # no run or scaling file was written: nothing retrained or refitted
+    assert path.exists()
     assert not list(study["cfg"].study_dir.glob(".report-*"))  # temp folders cleaned up
+    # The report's fits are the stored ones, exactly.
+    saved = json.loads((path.parent / "scaling.json").read_text())
+    stored_h1 = json.loads((stored / "h1.json").read_text())
+    assert saved[0]["fits"][0]["alpha"] == stored_h1["fits"][0]["boot"]["fit"]["alpha"]
+
+
+def test_scaling_results_round_trip_through_json(study):
+    results = read_scaling(study["cfg"])
+    assert [hs.horizon for hs in results] == [1] and results[0].fits
+    again = [type(hs).from_dict(json.loads(json.dumps(hs.to_dict()))) for hs in results]
+    assert [f.row() for f in again[0].fits] == [f.row() for f in results[0].fits]
+    fit = results[0].fits[0]
+    assert fit.boot["samples"]["alpha"].shape == (20,)  # bootstrap samples kept for the bands
+    with pytest.raises(AttributeError):
+        fit.verdict = "changed"  # frozen
+
+
+def test_report_without_scaling_results_says_so(altered, monkeypatch):
+    shutil.rmtree(altered.study_dir / "scaling")
+    _forbid_fitting(monkeypatch)
+    html = build_report(altered)
+    md = (html.parent / "report.md").read_text()
+    assert "No scaling results: the scaling stage has not run for this study" in md
+    warn = pd.read_csv(html.parent / "tables" / "warnings.csv")
+    assert "no scaling results" in set(warn["kind"])
 
 
 # --------------------------------------------------------------------------- degraded trees
@@ -226,7 +260,8 @@ def test_too_few_budgets_means_no_fit_with_the_reason(altered):
                       f"output_dir={altered.output_dir}", f"data.data_dir={altered.data.data_dir}",
                       'model.budgets=["cpu-s","cpu-m"]'])
     results = fit_study(two, collect(two))
-    assert results[0].fits == [] and "needs >= 3" in results[0].reason
+    assert results[0].fits == () and "needs >= 3" in results[0].reason
+    run_scaling(two)
     html = build_report(two)
     md = (html.parent / "report.md").read_text()
     assert "Horizon 1: no scaling fit: 2 evaluated budget(s)" in md

@@ -1,5 +1,5 @@
-"""Joint L(N, D) fit, intervals, form comparison, verdicts (finscale.scaling_joint) and
-`finscale scaling fit` (finscale.scaling_points, finscale.cli.scaling)."""
+"""Joint L(N, D) fit, intervals, form comparison, verdicts (finscale.scaling.joint) and
+`finscale scaling fit` (finscale.scaling.points, finscale.cli.scaling)."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from finscale.cli import main
-from finscale.scaling_joint import (
+from finscale.scaling.joint import (
     BOTH_MATTER,
     DATA_LIMITED,
     NO_SCALING,

@@ -103,7 +103,7 @@ def test_reported_metrics_come_from_restored_best_weights(tmp_path):
     model = type(t.model)(ModelArgs.from_dict(ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])
     prob = predict_proba(model, t.data.val, 256, torch.device("cpu"))
-    from finscale.evaluate.metrics import classification_metrics
+    from finscale.metrics import classification_metrics
 
     again = classification_metrics(t.data.val.labels_at_ends, prob, prior=t.data.prior,
                                    threshold=t.data.prior)

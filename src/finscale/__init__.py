@@ -1,8 +1,80 @@
-"""finscale: do neural scaling laws hold for PatchTST on financial time series?"""
+"""finscale: do neural scaling laws hold for PatchTST on financial time series?
 
-from importlib.metadata import PackageNotFoundError, version
+The Python API (keyword-only options; ``import finscale`` stays light, the work is imported
+when a function is called)::
 
-try:
-    __version__ = version("finscale")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
+    import finscale
+
+    cfg = finscale.load_study("smoke", overrides=["seeds=[0]"])
+    finscale.run_study(cfg)                       # data -> ... -> scaling -> report, resumably
+    table = finscale.results(cfg)                 # one row per final run, test metrics
+    run = finscale.load_run(table.path.iloc[0])   # model, config, metrics, predictions
+    run.predict(ohlcv_frame)                      # scores new daily bars from the checkpoint
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from finscale.version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from pathlib import Path
+
+    import pandas as pd
+
+    from finscale.config import StudyConfig
+    from finscale.runner.study import StudySummary
+    from finscale.serving import Run
+
+__all__ = ["__version__", "load_study", "run_study", "results", "load_run"]
+
+
+def load_study(path_or_name: str | Path | None = None, *, overrides: list[str] | tuple[str, ...] = (),
+               ) -> StudyConfig:
+    """The study config of a TOML file, or of a shipped study by name (``default``, ``smoke``,
+    ``phase6a``; ``default`` when omitted), with ``section.key=value`` overrides applied (as
+    ``--set`` on the command line). Raises ``ValueError`` naming a bad key or value."""
+    from finscale.config import load_study as _load
+    from finscale.config import resolve_study_path
+
+    return _load(resolve_study_path(path_or_name), list(overrides))
+
+
+def run_study(cfg: StudyConfig, *, phases: tuple[str, ...] | None = None, budgets: tuple[str, ...] = (),
+              horizons: tuple[int, ...] = (), data_dir: str | None = None, monitor: bool = True,
+              ) -> StudySummary:
+    """Run the study's phases (default: all, in order) like ``finscale run``: finished work is
+    skipped and interrupted runs resume. ``budgets``/``horizons`` narrow the cells (as
+    ``--only``). Returns the summary (runs done, skipped, failed; the report path)."""
+    from finscale.runner import PHASES
+    from finscale.runner.study import RunOptions
+    from finscale.runner.study import run_study as _run
+
+    return _run(cfg, RunOptions(phases=tuple(phases or PHASES), budgets=tuple(budgets),
+                                horizons=tuple(horizons), data_dir=data_dir, monitor=monitor))
+
+
+def results(study: StudyConfig | str | Path) -> pd.DataFrame:
+    """One row per final run of the study's current config found on disk: identity (run_id,
+    budget, horizon, seed, path), state, measured parameters, validation log-loss and, once
+    evaluated, the test metrics with their CIs. ``study`` is a config or a study path/name."""
+    from finscale.collect import collect
+
+    cfg = study if not isinstance(study, (str, bytes)) and hasattr(study, "study_dir") \
+        else load_study(study)
+    sr = collect(cfg)
+    runs = sr.current(sr.runs)
+    if runs.empty or sr.evals.empty:
+        return runs.reset_index(drop=True)
+    evals = sr.evals.drop(columns=["budget", "horizon", "seed"])
+    return runs.merge(evals, on="run_id", how="left").reset_index(drop=True)
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu") -> Run:
+    """A finished run from its directory alone: ``.model`` (best weights), ``.config``,
+    ``.metrics`` (per epoch), ``.predictions`` (test, once evaluated) and ``.predict(frame)``,
+    which rebuilds features, normalisation and windows from the checkpoint."""
+    from finscale.serving import load_run as _load
+
+    return _load(run_dir, device=device)

@@ -9,6 +9,7 @@ continue a run exactly; ``best.pt`` holds the best weights and their metrics.
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from finscale.data.store import atomic_path
+from finscale.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Load with ``weights_only=True``; a corrupt file raises ValueError naming it."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise ValueError(f"checkpoint {path}: unreadable ({exc})") from exc
 
 

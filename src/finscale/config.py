@@ -9,13 +9,16 @@ out-of-range values raise :class:`ConfigError` naming the key and the bad value.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +41,8 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
     """A dataclass field carrying validation metadata (range, allowed values, doc)."""
     meta = {"min": min, "max": max, "choices": choices, "doc": doc}
     if isinstance(default, (list, dict, tuple)) and "default_factory" not in kw:
-        value = default
-        return field(default_factory=lambda: value, metadata=meta, **kw)
+        # a fresh copy per instance: one shared dict/list would leak edits between configs
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
 
@@ -47,143 +50,142 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: str = _opt("sample:sp500", doc="sample:sp500|sample:nasdaq|yfinance:TICKER|file:PATH|"
-                                           "synthetic:null|planted?key=value&...")
-    name: str = _opt("", doc="dataset name in the store; default derived from the source")
-    data_dir: str = _opt("", doc="data directory; default $FINSCALE_DATA or ./data")
-    adjusted: bool = _opt(False, doc="file sources: adjust OHLC by 'Adj Close'")
+    source: str = _opt("sample:sp500", doc="`sample:sp500`, `sample:nasdaq` (bundled, offline, 1999-2018), `yfinance:TICKER` (live, full adjusted history), `file:PATH` (CSV/Parquet), `synthetic:null|planted?key=value&...` (seeded synthetic market, see README)")
+    name: str = _opt("", doc="dataset name in the store (default: from the source, e.g. `sp500`, `SPY`)")
+    data_dir: str = _opt("", doc="data directory; `--data-dir` beats it, then `$FINSCALE_DATA`, then `./data`")
+    adjusted: bool = _opt(False, doc="file sources: scale Open/High/Low/Close by `Adj Close / Close`")
     min_rows: int = _opt(250, min=1, doc="fewer validated rows is an error")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeaturesConfig:
-    set: str = _opt("a20", doc="feature set name (see `finscale features list`)")
+    set: str = _opt("a20", doc="`a20` (5 OHLCV + 20 indicators = 25 inputs) or `a20_rel` (the same information made stationary: prices relative to Close, returns, z-scores). `finscale features list` shows all")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TargetConfig:
-    kind: str = _opt("threshold", choices=("threshold", "direction"))
-    threshold: float = _opt(0.01, min=0.0, max=1.0, doc="relative rise above Close[t]")
-    price: str = _opt("high", choices=("high", "close"), doc="prices compared to the threshold")
-    horizons: tuple[int, ...] = _opt((1, 2, 3, 5), min=1, max=260)
+    kind: str = _opt("threshold", choices=("threshold", "direction"), doc="`threshold`: y_t = 1 if max(P[t+1..t+h]) >= Close[t]·(1+threshold); `direction`: y_t = 1 if Close[t+h] > Close[t]")
+    threshold: float = _opt(0.01, min=0.0, max=1.0, doc="relative rise (threshold kind)")
+    price: str = _opt("high", choices=("high", "close"), doc="`high` compares the highs of the next h days, `close` the closes")
+    horizons: tuple[int, ...] = _opt((1, 2, 3, 5), min=1, max=260, doc="one cell per horizon; each run trains on its own horizon's labels")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SplitsConfig:
-    scheme: str = _opt("contiguous", choices=("contiguous", "scattered", "walk_forward"))
-    train_start: str = _opt("", doc="first date of training (ISO); empty = start of data")
-    val_start: str = _opt("", doc="first validation date (ISO); empty = use fractions")
-    test_start: str = _opt("", doc="first test date (ISO); empty = use fractions")
-    test_end: str = _opt("", doc="last test date (ISO); empty = end of data")
-    val_fraction: float = _opt(0.15, min=0.0, max=0.9)
-    test_fraction: float = _opt(0.15, min=0.0, max=0.9)
-    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the horizon purge")
-    min_eval_windows: int = _opt(100, min=1, doc="guard 4: smaller val/test regions are errors")
-    chunk_days: int = _opt(250, min=10, doc="scattered: chunk length in rows")
-    val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of val chunks")
-    folds: int = _opt(4, min=1, doc="walk_forward: number of folds")
-    fold_mode: str = _opt("expanding", choices=("expanding", "rolling"))
-    fold_val_days: int = _opt(250, min=10, doc="walk_forward: validation block length in rows")
-    seed: int = _opt(0, min=0, doc="seed of the scattered chunk shuffle")
+    scheme: str = _opt("contiguous", choices=("contiguous", "scattered", "walk_forward"), doc="scheme of the final runs (train/val/test by date); tuning uses `hpo.split`")
+    train_start: str = _opt("", doc="first training date; empty = start of data")
+    val_start: str = _opt("", doc="first validation date (set with `test_start`, or neither to use fractions)")
+    test_start: str = _opt("", doc="first test date (set with `val_start`, or neither to use fractions)")
+    test_end: str = _opt("", doc="last test date; empty = end of data")
+    val_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="validation region size when dates are empty")
+    test_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="test region size when dates are empty")
+    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region)")
+    min_eval_windows: int = _opt(100, min=1, doc="validation/test regions with fewer windows are an error (guard 4)")
+    chunk_days: int = _opt(250, min=10, doc="scattered tuning split: chunk length in rows")
+    val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of chunks used for validation")
+    folds: int = _opt(4, min=1, doc="walk-forward: number of folds")
+    fold_mode: str = _opt("expanding", choices=("expanding", "rolling"), doc="walk-forward: `expanding` or `rolling` training window")
+    fold_val_days: int = _opt(250, min=10, doc="walk-forward: validation block length in rows")
+    seed: int = _opt(0, min=0, doc="seed of the scattered chunk assignment")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    channel_mode: str = _opt("mixed", choices=("mixed", "independent"))
-    context_len: int = _opt(80, min=2, max=4096)
-    patch_len: int = _opt(16, min=1)
-    stride: int = _opt(8, min=1)
+    channel_mode: str = _opt("mixed", choices=("mixed", "independent"), doc="`mixed`: one token per patch holding all inputs (Phase 6A design); `independent`: each input its own token sequence (original PatchTST)")
+    context_len: int = _opt(80, min=2, max=4096, doc="days of history per sample")
+    patch_len: int = _opt(16, min=1, doc="days per patch; the end is padded so the newest bar is always in the last patch")
+    stride: int = _opt(8, min=1, doc="days between patch starts")
     budgets: tuple[str, ...] = _opt(("cpu-s", "cpu-m", "cpu-l", "cpu-xl"),
-                                    doc="budget names: a ladder entry or a size like '2M'")
-    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0)
-    architectures: dict = _opt({}, doc="explicit shapes per budget: {budget: {d_model=..}}")
-    normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin"))
-    positional: str = _opt("learned", choices=("learned", "sinusoidal"))
-    head_dropout: float = _opt(0.0, min=0.0, max=0.95)
-    d_ff_ratio: int = _opt(4, min=1, max=16)
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
-    compile: bool = _opt(False, doc="torch.compile on CUDA")
-    activation_checkpointing: bool = _opt(False)
+                                    doc='parameter budgets: ladder names (`cpu-s` 5k, `cpu-m` 25k, `cpu-l` 100k, `cpu-xl` 500k; `2M`, `20M`, `200M`, `2B`) or sizes like `"150k"`')
+    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused")
+    architectures: dict = _opt({}, doc="explicit shapes per budget: `[model.architectures.cpu-l] d_model = 48, num_layers = 3` (checked against the budget)")
+    normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin"), doc="`none`, `zscore` (train-only statistics), `revin` (per-window, in the model), `zscore+revin`")
+    positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")
+    head_dropout: float = _opt(0.0, min=0.0, max=0.95, doc="dropout before the classification head")
+    d_ff_ratio: int = _opt(4, min=1, max=16, doc="MLP width = ratio × d_model for grid architectures")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"), doc="`auto` (cuda > mps > cpu), `cpu`, `cuda`, `mps`; bf16 autocast on CUDA only")
+    compile: bool = _opt(False, doc="`torch.compile` on CUDA")
+    activation_checkpointing: bool = _opt(False, doc="recompute blocks in backward (large models on one GPU)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    max_epochs: int = _opt(30, min=1)
-    batch_size: int = _opt(128, min=1)
-    lr: float = _opt(3e-4, min=0.0, max=1.0)
-    weight_decay: float = _opt(1e-3, min=0.0, max=10.0)
-    beta1: float = _opt(0.9, min=0.0, max=0.999999)
-    beta2: float = _opt(0.999, min=0.0, max=0.999999)
-    warmup_fraction: float = _opt(0.05, min=0.0, max=1.0)
-    warmup_steps: int = _opt(0, min=0, doc="if > 0, overrides warmup_fraction")
-    dropout: float = _opt(0.1, min=0.0, max=0.95)
-    patience: int = _opt(5, min=1)
-    min_delta: float = _opt(0.0, min=0.0)
-    monitor_metric: str = _opt("val_loss", choices=("val_loss", "val_auc"))
-    grad_clip: float = _opt(1.0, min=0.0, doc="0 disables clipping")
-    grad_accum: int = _opt(1, min=1)
-    pos_weight: float = _opt(0.0, min=0.0, doc="BCE pos_weight; 0 = none")
-    collapse_std: float = _opt(1e-3, min=0.0, doc="prediction std below this = collapsed")
-    eval_batch_size: int = _opt(1024, min=1)
-    checkpoint_every: int = _opt(1, min=1, doc="epochs between step checkpoints")
+    max_epochs: int = _opt(30, min=1, doc="epochs of a final run")
+    batch_size: int = _opt(128, min=1, doc="samples per micro-batch")
+    lr: float = _opt(3e-4, min=0.0, max=1.0, doc="peak AdamW learning rate")
+    weight_decay: float = _opt(1e-3, min=0.0, max=10.0, doc="AdamW decay on weight matrices only (not norms, biases, positions)")
+    beta1: float = _opt(0.9, min=0.0, max=0.999999, doc="AdamW beta1")
+    beta2: float = _opt(0.999, min=0.0, max=0.999999, doc="AdamW beta2")
+    warmup_fraction: float = _opt(0.05, min=0.0, max=1.0, doc="linear warm-up share of all optimiser steps, then cosine decay")
+    warmup_steps: int = _opt(0, min=0, doc="if > 0, warm-up length in optimiser steps (overrides the fraction)")
+    dropout: float = _opt(0.1, min=0.0, max=0.95, doc="dropout in attention/MLP/embedding")
+    patience: int = _opt(5, min=1, doc="early stopping: epochs without improvement")
+    min_delta: float = _opt(0.0, min=0.0, doc="early stopping: minimum improvement")
+    monitor_metric: str = _opt("val_loss", choices=("val_loss", "val_auc"), doc="early stopping on validation log-loss or `val_auc`")
+    grad_clip: float = _opt(1.0, min=0.0, doc="gradient-norm clipping (0 disables)")
+    grad_accum: int = _opt(1, min=1, doc="micro-batches per optimiser step")
+    pos_weight: float = _opt(0.0, min=0.0, doc="BCE-with-logits positive weight (0 = none)")
+    collapse_std: float = _opt(1e-3, min=0.0, doc="predictions with a smaller std are flagged collapsed (guard 12)")
+    eval_batch_size: int = _opt(1024, min=1, doc="batch size for validation/test prediction")
+    checkpoint_every: int = _opt(1, min=1, doc="epochs between resumable checkpoints")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HpoConfig:
     mode: str = _opt("search", choices=("search", "fixed"),
-                     doc="search: Optuna per cell; fixed: use [hpo.table] entries, no trials")
-    trials: int = _opt(8, min=1)
-    split: str = _opt("scattered", choices=("scattered", "walk_forward"))
-    storage: str = _opt("", doc="Optuna storage URL; default sqlite under the study dir")
-    pruner: str = _opt("median", choices=("median", "hyperband", "none"))
-    sampler_seed: int = _opt(0, min=0)
-    workers: int = _opt(1, min=1)
-    heartbeat_s: int = _opt(10, min=1, doc="RDB storages: trial heartbeat; a dead worker's trial is retried")
-    grace_s: int = _opt(0, min=0, doc="seconds without heartbeat before a retry; 0 = 3 x heartbeat_s")
-    max_epochs: int = _opt(0, min=0, doc="epochs per trial; 0 = train.max_epochs")
-    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=0.0, doc="[low, high] log range, or [v]")
-    weight_decay: tuple[float, ...] = _opt((1e-5, 1e-1), min=0.0)
-    dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95)
-    warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0)
+                     doc="`search`: an Optuna study per budget × horizon cell; `fixed`: take each cell's parameters from `[hpo.table]`, no search")
+    trials: int = _opt(8, min=1, doc="trials per cell (in total, across workers and reruns)")
+    split: str = _opt("scattered", choices=("scattered", "walk_forward"), doc="tuning split: `scattered` or `walk_forward` (never the test period)")
+    storage: str = _opt("", doc="Optuna storage URL (`sqlite:///…`, `postgresql://…`, `journal:PATH`); default `sqlite:///<study dir>/optuna.db`")
+    pruner: str = _opt("median", choices=("median", "hyperband", "none"), doc="`median`, `hyperband` or `none`")
+    sampler_seed: int = _opt(0, min=0, doc="seed of the TPE sampler and of trial seeds")
+    workers: int = _opt(1, min=1, doc="local worker processes sharing the storage")
+    heartbeat_s: int = _opt(10, min=1, doc="SQL storages: trial heartbeat; a killed worker's trial is re-queued (every worker of a storage must agree)")
+    grace_s: int = _opt(0, min=0, doc="seconds without a heartbeat before that happens (0 = 3 × `heartbeat_s`)")
+    max_epochs: int = _opt(0, min=0, doc="epochs per trial (0 = `train.max_epochs`)")
+    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=0.0, doc="log-uniform range of the learning rate; `[v]` fixes the value")
+    weight_decay: tuple[float, ...] = _opt((1e-5, 1e-1), min=0.0, doc="log-uniform range of the weight decay; `[v]` fixes the value")
+    dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95, doc="uniform range of dropout; `[v]` fixes the value")
+    warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0, doc="uniform range of the warm-up fraction; `[v]` fixes the value")
     batch_size: tuple[int, ...] = _opt((64, 128, 256), min=1, doc="categorical choices")
     aspect: tuple[float, ...] = _opt((0.5, 64.0), min=0.0,
-                                     doc="[low, high] d_model/num_layers of searched shapes")
-    fixed: dict = _opt({}, doc="search mode: values pinned per cell, {'2M-h1': {batch_size=..}}")
-    table: dict = _opt({}, doc="fixed mode: full params per cell, {'2M-h1': {d_model=.., lr=..}}")
+                                     doc="searched shapes keep d_model / num_layers in this range (the grid otherwise offers e.g. 128 layers of width 8)")
+    fixed: dict = _opt({}, doc='search mode: values pinned per cell, e.g. `[hpo.fixed."cpu-s-h1"] batch_size = 128`')
+    table: dict = _opt({}, doc="fixed mode: full parameters per cell (`d_model`, `num_layers`, `num_heads`, `d_ff`, `lr`, `dropout`, `weight_decay`, `warmup_steps`, …)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MonitorConfig:
-    backend: str = _opt("auto", choices=("auto", "nvml", "linux", "macos", "none"))
-    interval_s: float = _opt(10.0, min=0.1)
-    normal_c: float = _opt(70.0)
-    warning_c: float = _opt(85.0)
-    critical_c: float = _opt(95.0)
-    resume_c: float = _opt(80.0)
-    sysfs_root: str = _opt("/sys/class/thermal")
-    require_sensor: bool = _opt(False)
+    backend: str = _opt("auto", choices=("auto", "nvml", "linux", "macos", "none"), doc="`auto`, `nvml` (NVIDIA), `linux` (psutil / sysfs), `macos` (pmset/powermetrics), `none`")
+    interval_s: float = _opt(10.0, min=0.1, doc="sampling interval of the background thread")
+    normal_c: float = _opt(70.0, doc="below: normal; up to `warning_c`: acceptable")
+    warning_c: float = _opt(85.0, doc="at or above: pause at the next step until below `resume_c`")
+    critical_c: float = _opt(95.0, doc="at or above: checkpoint and stop the run (`thermal_stop`)")
+    resume_c: float = _opt(80.0, doc="a paused run resumes below this")
+    sysfs_root: str = _opt("/sys/class/thermal", doc="where Linux thermal zones are read")
+    require_sensor: bool = _opt(False, doc="an unreadable sensor is an error instead of the state `unavailable`")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    bootstrap_resamples: int = _opt(1000, min=10)
-    block_len: int = _opt(0, min=0, doc="bootstrap block length; 0 = max(horizon, 5)")
-    cost_bps: float = _opt(1.0, min=0.0)
-    ece_bins: int = _opt(10, min=2)
-    scaling_resamples: int = _opt(1000, min=10)
+    bootstrap_resamples: int = _opt(1000, min=10, doc="moving-block bootstrap resamples for test CIs and paired tests")
+    block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = max(horizon, 5); never below the horizon)")
+    cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
+    ece_bins: int = _opt(10, min=2, doc="calibration bins")
+    scaling_resamples: int = _opt(1000, min=10, doc="resamples (seeds × test-day blocks) for scaling-law CIs")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingConfig:
-    mlflow: bool = _opt(False)
-    uri: str = _opt("", doc="MLflow tracking URI; default file store under the study dir")
+    mlflow: bool = _opt(False, doc="log runs to MLflow (optional extra `finscale[mlflow]`)")
+    uri: str = _opt("", doc="tracking URI; default a file store under the study directory")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StudyConfig:
-    name: str = _opt("default")
-    seeds: tuple[int, ...] = _opt((0, 1), min=0)
-    output_dir: str = _opt("runs", doc="study directory is <output_dir>/<name>")
+    name: str = _opt("default", doc="study name; everything goes to `<output_dir>/<name>/`")
+    seeds: tuple[int, ...] = _opt((0, 1), min=0, doc="final runs per cell, one per seed (>= 2 for honest uncertainty)")
+    output_dir: str = _opt("runs", doc="parent of the study directory")
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
@@ -325,6 +327,26 @@ def _apply_override(raw: dict, keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def resolve_study_path(study: str | Path | None) -> Path:
+    """A path as given, or a shipped study by name (``default`` when omitted)."""
+    study = str(study) if study is not None else None
+    if study and Path(study).exists():
+        return Path(study)
+    name = study or "default"
+    if name.endswith(".toml") and study and not Path(name).name == name:
+        raise FileNotFoundError(f"study file {study}: not found")
+    shipped = resources.files("finscale") / "studies" / f"{Path(name).stem}.toml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise FileNotFoundError(f"study {study!r}: no such file and no shipped study of that name "
+                            f"(shipped: {', '.join(shipped_studies())})")
+
+
+def shipped_studies() -> list[str]:
+    folder = resources.files("finscale") / "studies"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
 def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """Load a study: defaults, then the TOML file (if any), then ``--set`` overrides."""
     raw: dict = {}
@@ -382,11 +404,6 @@ def replace_section(cfg: Any, **changes: Any) -> Any:
     return dataclasses.replace(cfg, **checked)
 
 
-def section_from_dict(cls: type, raw: dict) -> Any:
-    """Rebuild one section from a dict (e.g. a run's config.json)."""
-    return _build(cls, raw, "")
-
-
 def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
     """(key, type, default, doc) rows for documentation and `config show --keys`."""
     rows = []
@@ -400,3 +417,44 @@ def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, st
         rows.append((prefix + f.name, _type_name(tp) if not isinstance(tp, types.GenericAlias)
                      else str(tp), default, f.metadata.get("doc", "")))
     return rows
+
+
+# --------------------------------------------------------------------------- key docs
+
+KEYS_BEGIN = "<!-- keys {section}: generated from the doc= of finscale/config.py; do not edit -->"
+KEYS_END = "<!-- /keys -->"
+
+
+def toml_literal(value: Any) -> str:
+    """A default as it is written in a study file (``"a20"``, ``false``, ``[1, 2]``, ``{}``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def key_table(section: str) -> str:
+    """The Markdown key table of one study section ("" = top level), from field metadata."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, _tp, default, doc in describe_fields(StudyConfig):
+        where, _, name = key.rpartition(".")
+        if where == section:
+            lines.append(f"| `{name}` | `{toml_literal(default)}` | {doc} |")
+    return "\n".join(lines)
+
+
+def render_key_docs(text: str) -> str:
+    """``text`` with every generated key table (between KEYS_BEGIN/KEYS_END) rebuilt."""
+    out, pos = [], 0
+    pattern = re.compile(r"<!-- keys (\S*): generated[^\n]*-->\n.*?<!-- /keys -->", re.S)
+    for match in pattern.finditer(text):
+        section = "" if match.group(1) == "top" else match.group(1)
+        out += [text[pos:match.start()], KEYS_BEGIN.format(section=match.group(1)), "\n",
+                key_table(section), "\n", KEYS_END]
+        pos = match.end()
+    return "".join(out) + text[pos:]

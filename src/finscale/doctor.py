@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from finscale.config import MonitorConfig, StudyConfig
+from finscale.model.compute import format_bytes
 
 __all__ = ["Check", "OK", "WARNING", "ERROR", "OPTIONAL_PACKAGES", "run_checks", "exit_code",
            "estimate_disk", "format_bytes", "check_python", "check_torch", "check_talib", "check_optional",
@@ -182,15 +183,6 @@ def check_sensors(cfg: MonitorConfig) -> Check:
     return Check("sensors", status, f"no readable temperature sensor ({reading.error})",
                  "runs continue without thermal protection (an error with monitor.require_sensor); "
                  "GPU: pip install nvidia-ml-py; CPU: needs hwmon/thermal_zone sensors (most VMs have none)")
-
-
-def format_bytes(n: float) -> str:
-    """Decimal units, e.g. 1.2GB (as `finscale run --dry-run` prints memory)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}PB"
 
 
 def _free_bytes(path: Path) -> tuple[Path, int]:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finscale.data.store import atomic_write_bytes, atomic_write_json, now_iso
+from finscale.files import atomic_write_bytes, atomic_write_json, now_iso
 
 STATES = ("pending", "running", "paused", "done", "failed", "stopped", "thermal_stop", "pruned")
 

@@ -4,7 +4,8 @@ Consumes: model args, the ``[train]`` config, a :class:`RunData` (train/validati
 datasets, the training base rate, normalisation statistics) and a run directory.
 Produces in the run directory: ``metrics.jsonl`` (one line per epoch, then a ``final``
 line), ``status.json`` (kept current), ``ckpt/step-N.pt`` (full resumable state) and
-``ckpt/best.pt`` (best weights). Returns the final validation metrics.
+``ckpt/best.pt`` (best weights plus the recipe to serve them: feature columns, normaliser
+statistics, label rule, data hashes). Returns the final validation metrics.
 Guarantees: every training value reaches the optimiser/scheduler/model (guard 8); the
 model returns logits and the sigmoid is applied once, in :func:`predict_proba` (guard 7);
 the returned metrics come from the restored best weights (guard 9); a non-finite loss
@@ -34,9 +35,9 @@ from finscale.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from finscale.config import TrainConfig
-from finscale.evaluate.metrics import classification_metrics, is_collapsed
-from finscale.model import ModelArgs, build_model, count_parameters, prepare_model
+from finscale.config import TrainConfig, config_to_dict
+from finscale.metrics import classification_metrics, is_collapsed
+from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, prepare_model
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
 
@@ -66,6 +67,7 @@ class RunData:
     prior: float                        # training base rate
     normalizer: dict = field(default_factory=dict)
     split_report: list = field(default_factory=list)
+    serving: dict = field(default_factory=dict)   # feature columns, label rule, data hashes
 
 
 @dataclass
@@ -127,17 +129,10 @@ def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
     out = np.empty(len(ds), dtype=np.float64)
     for i in range(0, len(ds), batch_size):
         x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(x.to(device, non_blocking=True))
         out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
     return out
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast only on CUDA: on CPU bf16 is several times slower than fp32.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def evaluate_split(model, ds: WindowDataset, prior: float, cfg: TrainConfig,
@@ -179,7 +174,17 @@ class Trainer:
         return {"model_args": self.args.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "trainer": dict(self.state), "rng": capture_rng(), "seed": self.seed,
-                "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash}
+                "normalizer": json.dumps(self.data.normalizer), "config_hash": self.config_hash,
+                "run_config": json.dumps(self._run_config())}
+
+    def _run_config(self) -> dict:
+        """What a resume must match, readable: named in the refusal when the hash differs."""
+        return {"model_args": self.args.to_dict(), "train": config_to_dict(self.cfg)}
+
+    def _serving(self) -> str:
+        """best.pt's recipe for scoring new data (JSON text: loads with weights_only=True)."""
+        return json.dumps({**self.data.serving, "normalizer": self.data.normalizer,
+                           "eval_batch_size": self.cfg.eval_batch_size})
 
     def save_step(self) -> None:
         save_checkpoint(self._checkpoint_state(), self.run.ckpt / f"step-{self.state['step']}.pt")
@@ -190,8 +195,10 @@ class Trainer:
         if ckpt is None:
             return False
         if ckpt["config_hash"] != self.config_hash:
+            old = json.loads(ckpt.get("run_config", "{}"))
             raise ValueError(f"{self.run.path}: checkpoint was written by config "
-                             f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]}; "
+                             f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]} "
+                             f"({config_difference(old, self._run_config())}); "
                              "refusing to resume a different configuration")
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -242,7 +249,7 @@ class Trainer:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
         st, cfg = self.state, self.cfg
-        with _autocast(self.device):
+        with autocast_for(self.device):
             loss = self.loss(self.forward(x), y)
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "
@@ -287,7 +294,8 @@ class Trainer:
             st["best"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"], 0
             save_checkpoint({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
                              "epoch": st["epoch"], "metrics": json.dumps(metrics),
-                             "config_hash": self.config_hash}, self.run.ckpt / "best.pt")
+                             "config_hash": self.config_hash, "serving": self._serving()},
+                            self.run.ckpt / "best.pt")
         else:
             st["bad_epochs"] += 1
         line = {"event": "epoch", "epoch": st["epoch"] + 1, "step": st["step"],
@@ -350,6 +358,22 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def config_difference(old: dict, new: dict, limit: int = 3) -> str:
+    """The first ``limit`` differing keys of two nested dicts, as "key: old -> new"."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    a, b = flat(old), flat(new)
+    diffs = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    if not diffs:
+        return "same model and training values; other run values differ"
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
 
 
 def read_final(run: RunDir) -> dict | None:

@@ -12,12 +12,12 @@ import importlib
 import logging
 import sys
 
-from finscale import __version__
+from finscale.version import __version__
 
 # Command-group modules, in the order `finscale --help` lists them.
 COMMAND_MODULES = (
     "run", "status", "config", "data", "features", "splits", "model", "train", "hpo",
-    "evaluate", "scaling", "report", "export", "monitor", "doctor",
+    "evaluate", "scaling", "report", "predict", "export", "monitor", "doctor",
 )
 
 
@@ -36,13 +36,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         if only is not None and name != only:
             continue
-        try:
-            module = importlib.import_module(f"finscale.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"finscale.cli.{name}":
-                continue  # command group not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"finscale.cli.{name}").register(sub)
     return parser
 
 

@@ -6,14 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from finscale.config import StudyConfig, load_study
+from finscale.config import StudyConfig, load_study, resolve_study_path, shipped_studies  # noqa: F401
 
 # Piped output (tests, logs, CI) gets a wide console so tables are not cut to 80 columns.
 console = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -26,25 +24,6 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
                              "phase6a); default: the bundled default study")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a study value, e.g. --set train.lr=1e-3")
-
-
-def resolve_study_path(study: str | None) -> Path:
-    """A path as given, or a shipped study by name (``default`` when omitted)."""
-    if study and Path(study).exists():
-        return Path(study)
-    name = study or "default"
-    if name.endswith(".toml") and study and not Path(name).name == name:
-        raise FileNotFoundError(f"study file {study}: not found")
-    shipped = resources.files("finscale") / "studies" / f"{Path(name).stem}.toml"
-    if shipped.is_file():
-        return Path(str(shipped))
-    raise FileNotFoundError(f"study {study!r}: no such file and no shipped study of that name "
-                            f"(shipped: {', '.join(shipped_studies())})")
-
-
-def shipped_studies() -> list[str]:
-    folder = resources.files("finscale") / "studies"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
 def load_study_from_args(args: argparse.Namespace) -> StudyConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
-from finscale.runner.control import StopRequest
+from finscale.control import StopRequest
 
 
 def register(sub) -> None:

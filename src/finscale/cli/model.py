@@ -16,7 +16,7 @@ from finscale.model import (
     parse_budget,
     parse_memory,
 )
-from finscale.model.compute import DEVICE_TYPES, PRECISIONS
+from finscale.model.compute import DEVICE_TYPES, PRECISIONS, format_bytes
 
 BATCH_SIZES = (1, 32, 128, 512)
 DEFAULT_INPUTS = 25  # a20: 5 OHLCV + 20 indicators, used if the features package is absent
@@ -97,8 +97,8 @@ def describe(args: argparse.Namespace) -> int:
         mem = [memory_estimate(margs, b, args.precision, args.checkpointing, args.device_type)
                for b in BATCH_SIZES]
         fit = max_micro_batch(margs, memory, args.precision, args.checkpointing, args.device_type)
-        mem_rows.append([name, _bytes(mem[0]["total"] - mem[0]["activations"]),
-                         _bytes(mem[0]["activations"])] + [_bytes(x["total"]) for x in mem] + [f"{fit:,}"])
+        mem_rows.append([name, format_bytes(mem[0]["total"] - mem[0]["activations"]),
+                         format_bytes(mem[0]["activations"])] + [format_bytes(x["total"]) for x in mem] + [f"{fit:,}"])
     print_table("Architectures (parameters measured from the built model)",
                 ["budget", "params", "d_model/layers/heads/d_ff", "source", "total", "x budget",
                  "non-embedding", "head", "FLOPs/sample fwd", "FLOPs/sample train"], arch_rows)
@@ -109,13 +109,6 @@ def describe(args: argparse.Namespace) -> int:
                 ["budget", "weights+grads+AdamW", "activations/sample"]
                 + [f"batch {b}" for b in BATCH_SIZES] + ["max micro-batch"], mem_rows)
     return 0
-
-
-def _bytes(n: float) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
 
 
 def _si(n: int) -> str:

@@ -13,11 +13,11 @@ from finscale.report.tables import RESULT_METRICS
 def register(sub) -> None:
     p = sub.add_parser(
         "report", help="build the study report (Markdown, HTML, figures, CSV) from run directories",
-        description="Read runs/<study>/ (final runs, eval.json, predictions, HPO outputs), fit "
-                    "scaling laws with bootstrap intervals and write runs/<study>/report/: "
-                    "report.md, a self-contained report.html, figures/*.png and tables/*.csv. "
-                    "Nothing is retrained; rebuilding reuses the previous scaling fits when the "
-                    "runs have not changed.")
+        description="Read runs/<study>/ (final runs, eval.json, HPO outputs and the scaling "
+                    "phase's scaling/*.json) and write runs/<study>/report/: report.md, a "
+                    "self-contained report.html, figures/*.png and tables/*.csv. Nothing is "
+                    "retrained or refitted: run `finscale run STUDY --phase scaling` to (re)fit "
+                    "the scaling laws.")
     add_study_args(p)
     p.set_defaults(handler=_report)
 

@@ -63,7 +63,7 @@ def fmt_seconds(s: float | None) -> str:
 
 
 def print_plan(cfg, budgets, horizons, data_dir) -> int:
-    from finscale.doctor import format_bytes
+    from finscale.model.compute import format_bytes
     from finscale.runner.plan import build_plan
 
     rows = build_plan(cfg, only_budgets=budgets, only_horizons=horizons, data_dir=data_dir)

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 def _load_frame(cfg, data_dir_flag):
     """The study's processed frame, fetching raw data / building features when missing."""
-    from finscale.runner.prepare import prepare
+    from finscale.prepare import prepare
 
     return prepare(cfg, data_dir_flag).frame
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
 
 
@@ -17,33 +15,28 @@ def register(sub) -> None:
 
 
 def hpo_rows(cfg) -> list[list]:
-    import pandas as pd
+    from finscale.hpo.results import results_frame
+    from finscale.spec import cell_name, cells
 
-    from finscale.runner.runs import best_params_path, cell_name
-
+    frame = results_frame(cfg)
+    recorded = {r["cell"]: r for r in frame.to_dict("records")} if not frame.empty else {}
     rows = []
-    for budget in cfg.model.budgets:
-        for h in cfg.target.horizons:
-            cell = cell_name(budget, h)
-            trials_csv = best_params_path(cfg, budget, h).with_name("trials.csv")
-            counts = ""
-            if trials_csv.exists():
-                states = pd.read_csv(trials_csv)["state"].value_counts().to_dict()
-                counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
-            best = best_params_path(cfg, budget, h)
-            value = json.loads(best.read_text()).get("value") if best.exists() else None
-            rows.append([cell, f"{counts or 'not started'} (of {cfg.hpo.trials})", value])
+    for budget, h in cells(cfg):
+        r = recorded.get(cell_name(budget, h), {})
+        value = r.get("best_value")
+        rows.append([cell_name(budget, h), f"{r.get('trial_states') or 'not started'} "
+                     f"(of {cfg.hpo.trials})", None if value is None or value != value else value])
     return rows
 
 
 def final_rows(cfg) -> list[list]:
+    from finscale.hpo.results import final_specs
     from finscale.rundir import RunDir
-    from finscale.runner.runs import final_dir
-    from finscale.runner.study import RunOptions, final_specs
+    from finscale.spec import final_dir
     from finscale.train import read_final
 
     rows = []
-    for spec in final_specs(cfg, RunOptions()):
+    for spec in final_specs(cfg):
         run = RunDir(final_dir(cfg, spec))
         st = run.status()
         final = read_final(run) if st["state"] == "done" else None

@@ -33,10 +33,11 @@ def check_cell(cfg, budget: str, horizon: int) -> None:
 
 
 def _train(args) -> int:
-    from finscale.runner.control import StopRequest
+    from finscale.control import StopRequest
+    from finscale.hpo.results import cell_params
+    from finscale.prepare import prepare
     from finscale.runner.final import execute_final, run_path
-    from finscale.runner.prepare import prepare
-    from finscale.runner.runs import cell_params, make_spec
+    from finscale.spec import make_spec
     from finscale.train import Controls, RunInterrupted, TrainingFailed
 
     cfg = load_study_from_args(args)

@@ -1,4 +1,4 @@
-"""The data store: atomic file writes, content hashes and the append-only manifest.
+"""The data store: content hashes, the append-only manifest and stored frames (written atomically).
 
 Layout: ``DATA_DIR/raw/<NAME>.parquet``, ``DATA_DIR/processed/<NAME>.<set>.parquet`` and
 ``DATA_DIR/manifest.json`` (``{"schema_version": 1, "entries": [...]}``). Every write goes
@@ -9,20 +9,17 @@ is the one ``verify`` checks.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from finscale import __version__
+from finscale.files import atomic_write_json, atomic_write_parquet, now_iso
+from finscale.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +32,6 @@ def resolve_data_dir(flag: str | None = None, cfg_dir: str = "") -> Path:
     return Path(flag or cfg_dir or os.environ.get("FINSCALE_DATA") or "data")
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_bytes(data: bytes, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), path)
-
-
-def atomic_write_parquet(df: pd.DataFrame, path: Path,
-                         writer: Callable[[pd.DataFrame, Path], None] | None = None) -> None:
-    """Write ``df`` as Parquet atomically (``writer`` lets tests interrupt the write)."""
-    with atomic_path(path) as tmp:
-        (writer or (lambda d, p: d.to_parquet(p, index=False)))(df, tmp)
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -73,9 +39,6 @@ def sha256_file(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Manifest:

@@ -13,14 +13,14 @@ from finscale.evaluate.bootstrap import (
     replicate_metrics,
     resampled_auc,
 )
-from finscale.evaluate.metrics import (
+from finscale.evaluate.predictions import evaluate_predictions
+from finscale.metrics import (
     choose_threshold,
     classification_metrics,
     expected_calibration_error,
     is_collapsed,
     per_sample_log_loss,
 )
-from finscale.evaluate.predictions import evaluate_predictions
 
 __all__ = [
     "BASELINES",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from finscale.evaluate.metrics import check_binary, check_probability, per_sample_log_loss
+from finscale.metrics import check_binary, check_probability, per_sample_log_loss
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n
 
     Metrics: log_loss, auc, brier, accuracy (at 0.5), skill (vs ``prior`` on the same
     resample), and accuracy_at_thr when ``threshold`` is given. Conventions as in
-    :func:`finscale.evaluate.metrics.classification_metrics`.
+    :func:`finscale.metrics.classification_metrics`.
     """
     y, p = check_binary(y, prob)
     prior = check_probability(prior, "prior", open_interval=True)

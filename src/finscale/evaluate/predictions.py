@@ -9,7 +9,7 @@ scored on the same days, so their intervals are comparable and paired.
 from __future__ import annotations
 
 from finscale.evaluate.bootstrap import metric_cis
-from finscale.evaluate.metrics import classification_metrics, expected_calibration_error, is_collapsed
+from finscale.metrics import classification_metrics, expected_calibration_error, is_collapsed
 
 DEFAULT_STD_FLOOR = 1e-3
 

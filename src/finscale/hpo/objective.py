@@ -30,11 +30,10 @@ from finscale.config import StudyConfig
 from finscale.hpo.ledger import make_ledger, original_number, retry_history, worker_identity
 from finscale.hpo.space import cell_space
 from finscale.model import count_parameters, select_device
+from finscale.prepare import PreparedData, tuning_data
 from finscale.repro import derive_seed, seed_everything
 from finscale.rundir import RunDir
-from finscale.runner.final import start_run_dir
-from finscale.runner.prepare import PreparedData, tuning_data
-from finscale.runner.runs import RunSpec, cell_name, make_spec
+from finscale.spec import RunSpec, cell_name, make_spec, start_run_dir
 from finscale.train import Controls, RunData, RunInterrupted, Trainer, TrainingFailed, read_final
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Consumes: a cell's Optuna study (read only) and its storage spec.
 Produces in ``runs/<study>/hpo/<cell>/``: ``best_params.json`` ({"params": make_spec form,
 "value", "trial", "n_trials", "storage", "study_name", ...}; read back by
-:func:`finscale.runner.runs.cell_params`), ``trials.csv`` and ``trials.parquet`` (one row
+:func:`finscale.hpo.results.cell_params`), ``trials.csv`` and ``trials.parquet`` (one row
 per trial: number, state, value, role, duration, params, user attributes), and a summary
 dict per cell for the CLI and the report.
 Guarantees: files are written atomically; storage passwords never reach a file; the best
@@ -24,10 +24,11 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from finscale.config import StudyConfig
-from finscale.data.store import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from finscale.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
+from finscale.hpo.results import best_params_path
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
-from finscale.runner.runs import best_params_path, cell_name
+from finscale.spec import cell_name, cells, study_name
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,13 @@ def hpo_summary(cfg: StudyConfig, storage: str | None = None) -> list[dict]:
     Cells whose study does not exist yet have ``"started": False``.
     """
     spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir)
-    cells = [(b, h) for b in cfg.model.budgets for h in cfg.target.horizons]
     if spec.kind in ("sqlite", "journal") and not _storage_file(spec).exists():
-        return [_not_started(cfg, b, h, spec) for b, h in cells]
+        return [_not_started(cfg, b, h, spec) for b, h in cells(cfg)]
     store = open_storage(spec)
     names = set(optuna.study.get_all_study_names(store))
     out = []
-    for b, h in cells:
-        name = f"{cfg.name}/{cell_name(b, h)}"
+    for b, h in cells(cfg):
+        name = study_name(cfg, b, h)
         if name not in names:
             out.append(_not_started(cfg, b, h, spec))
             continue
@@ -162,6 +162,6 @@ def _storage_file(spec: StorageSpec):
 
 def _not_started(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec) -> dict:
     return {"cell": cell_name(budget, horizon), "budget": budget, "horizon": horizon,
-            "study_name": f"{cfg.name}/{cell_name(budget, horizon)}", "storage": spec.display(),
+            "study_name": study_name(cfg, budget, horizon), "storage": spec.display(),
             "started": False, "n_trials": cfg.hpo.trials, "done": False, "counts": {},
             "best_value": None, "best_trial": None, "best_params": None}

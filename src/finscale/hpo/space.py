@@ -2,7 +2,7 @@
 
 Consumes: the study config, a budget name and a horizon.
 Produces: a :class:`CellSpace` whose :meth:`~CellSpace.sample` turns an Optuna trial into
-the cell's parameters in :func:`finscale.runner.runs.make_spec` form (``d_model``,
+the cell's parameters in :func:`finscale.spec.make_spec` form (``d_model``,
 ``num_layers``, ``num_heads``, ``d_ff``, ``lr``, ``weight_decay``, ``dropout``,
 ``warmup_fraction``, ``batch_size``, plus any fixed training keys).
 Dimensions:
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from finscale.config import StudyConfig
 from finscale.model import architectures_for_budget, parse_budget
-from finscale.runner.runs import ARCH_KEYS, cell_name, n_inputs, split_params
+from finscale.spec import ARCH_KEYS, cell_name, n_inputs, split_params
 
 ARCH_PARAM = "arch"
 LOG_DIMS = ("lr", "weight_decay")

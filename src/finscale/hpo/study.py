@@ -42,19 +42,15 @@ from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
+from finscale.prepare import PreparedData, prepare
 from finscale.repro import derive_seed
-from finscale.runner.prepare import PreparedData, prepare
-from finscale.runner.runs import cell_name
+from finscale.spec import cell_name, study_name
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
 EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on request
 POLL_S = 0.5           # how often the parent checks its workers and stop requests
-
-
-def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    return f"{cfg.name}/{cell_name(budget, horizon)}"
 
 
 def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
@@ -179,7 +175,7 @@ def worker_main() -> None:
     """Entry point of a worker process: reads its pickled :class:`WorkerJob` from stdin."""
     import torch
 
-    from finscale.runner.control import StopRequest
+    from finscale.control import StopRequest
 
     job: WorkerJob = pickle.load(sys.stdin.buffer)
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")

@@ -7,13 +7,13 @@ args), ``compute`` (FLOPs, memory, micro-batch), ``device`` (device, autocast, c
 """
 
 from finscale.model.budgets import (
+                                    ARCH_KEYS,
                                     LADDERS,
                                     architectures_for_budget,
                                     default_architecture,
                                     measured_parameters,
                                     model_args_for,
                                     parse_budget,
-                                    resolve_budgets,
 )
 from finscale.model.compute import flops_per_sample, max_micro_batch, memory_estimate, parse_memory
 from finscale.model.device import autocast_for, precision_for, prepare_model, select_device
@@ -23,7 +23,7 @@ from finscale.model.patchtst import ModelArgs, PatchTST, RevIN, build_model, pat
 __all__ = [
     "ModelArgs", "PatchTST", "RevIN", "build_model", "patch_layout",
     "count_parameters", "estimate_parameters",
-    "LADDERS", "parse_budget", "resolve_budgets", "architectures_for_budget",
+    "ARCH_KEYS", "LADDERS", "parse_budget", "architectures_for_budget",
     "default_architecture", "measured_parameters", "model_args_for",
     "flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory",
     "select_device", "precision_for", "autocast_for", "prepare_model",

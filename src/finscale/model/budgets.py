@@ -45,7 +45,7 @@ from finscale.model.params import count_parameters, estimate_parameters
 from finscale.model.patchtst import ModelArgs, build_model
 
 __all__ = [
-    "LADDERS", "parse_budget", "resolve_budgets", "architectures_for_budget",
+    "ARCH_KEYS", "LADDERS", "parse_budget", "architectures_for_budget",
     "default_architecture", "default_heads", "model_args_for", "measured_parameters",
     "check_budget",
 ]
@@ -85,17 +85,6 @@ def parse_budget(name: str | int) -> int:
     if value < 1:
         raise ValueError(f"budget {name!r}: expected a positive number of parameters")
     return value
-
-
-def resolve_budgets(names: list[str] | tuple[str, ...]) -> list[tuple[str, int]]:
-    """(label, parameters) pairs; a ladder's name ("cpu", "paper") expands to its budgets."""
-    out: list[tuple[str, int]] = []
-    for name in names:
-        if name in LADDERS:
-            out += list(LADDERS[name].items())
-        else:
-            out.append((name, parse_budget(name)))
-    return out
 
 
 def default_heads(d_model: int) -> int:
@@ -178,7 +167,9 @@ def check_budget(args: ModelArgs, budget_name: str, tolerance: float) -> int:
     return total
 
 
-_ARCH_KEYS = {"d_model", "num_layers", "num_heads", "d_ff", "params"}
+# The four values that fix a PatchTST shape (with "params", the keys of an explicit entry).
+ARCH_KEYS = ("d_model", "num_layers", "num_heads", "d_ff")
+_ARCH_KEYS = {*ARCH_KEYS, "params"}
 
 
 def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,

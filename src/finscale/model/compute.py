@@ -19,7 +19,7 @@ import re
 from finscale.model.params import estimate_parameters
 from finscale.model.patchtst import ModelArgs, patch_layout
 
-__all__ = ["flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory",
+__all__ = ["flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory", "format_bytes",
            "PRECISIONS", "DEVICE_TYPES"]
 
 PRECISIONS = ("fp32", "bf16")
@@ -139,6 +139,15 @@ def max_micro_batch(args: ModelArgs, memory_bytes: int, precision: str = "fp32",
     if fixed + per_sample > usable:
         return 0
     return int((usable - fixed) // per_sample)
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, e.g. 1.2GB (the inverse of :func:`parse_memory`, to 3 digits)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}PB"
 
 
 def parse_memory(text: str | int) -> int:

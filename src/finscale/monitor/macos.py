@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 
-from finscale.monitor.sensors import Backend, Reading, make_reading
+from finscale.monitor.reading import Backend, Reading, make_reading
 
 __all__ = ["MacBackend", "parse_pmset_therm", "parse_powermetrics"]
 

@@ -1,12 +1,13 @@
-"""The study report: tables, figures, scaling fits and Markdown/HTML from run directories.
+"""The study report: tables, figures and Markdown/HTML from run directories and scaling results.
 
-Consumes: ``runs/<study>/`` only (final run directories, HPO outputs) plus the study config.
+Consumes: ``runs/<study>/`` only (final run directories, HPO outputs, the scaling stage's
+``scaling/h<h>.json``) plus the study config.
 Produces ``runs/<study>/report/``: ``report.md``, a self-contained ``report.html`` (figures
-embedded), ``figures/*.png``, ``tables/*.csv``, ``scaling.json`` (the fits without their
-bootstrap samples) and ``scaling_cache.json`` (the bootstrap samples, reused by the next
-build when the runs have not changed). Guarantees: nothing is retrained or re-evaluated (rebuilding is cheap);
-the new report replaces the old one only when complete (built in a temporary folder, then
-swapped in); every section of ``SECTIONS`` is present.
+embedded), ``figures/*.png``, ``tables/*.csv`` and ``scaling.json`` (the stored fits without
+their bootstrap samples). Guarantees: nothing is retrained, re-evaluated or refitted
+(rebuilding is cheap; without scaling results the report says so); the new report replaces
+the old one only when complete (built in a temporary folder, then swapped in); every section
+of ``SECTIONS`` is present.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
-from finscale.report.collect import StudyRuns, collect
 from finscale.report.figures import budget_colors
 from finscale.report.render import render_html, render_markdown, write_tables
-from finscale.report.scaling_fit import FitCache, HorizonScaling, fit_study
 from finscale.report.sections import SECTIONS
 from finscale.report.tables import budget_order
+from finscale.scaling import HorizonScaling, read_scaling
 
-__all__ = ["SECTIONS", "build_report", "collect", "fit_study", "report_dir"]
+__all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
 
 log = logging.getLogger(__name__)
-
-CACHE_NAME = "scaling_cache.json"  # bootstrap results of the last build (see FitCache)
-
 
 def report_dir(cfg: StudyConfig) -> Path:
     return cfg.study_dir / "report"
@@ -63,13 +61,11 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     fig_dir.mkdir()
     colors = budget_colors(budget_order(sr.runs))
     horizons = sorted(cfg.target.horizons)
-    cache = FitCache(_read_cache(report_dir(cfg) / CACHE_NAME))
-    scaling = fit_study(cfg, sr, cache)
-    (out / CACHE_NAME).write_text(json.dumps(cache.used))
+    scaling = read_scaling(cfg)
     notes: list = []
     results, _ = S.results_section(sr)
     parts = [S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes),
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
              S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr)]
@@ -77,17 +73,9 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"
     write_tables(parts, out / "tables")
-    (out / "scaling.json").write_text(json.dumps(scaling_json(scaling), indent=1, default=float))
+    (out / "scaling.json").write_text(json.dumps(scaling_json(scaling or []), indent=1, default=float))
     (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")
     (out / "report.html").write_text(render_html(title, parts, out), encoding="utf-8")
-
-
-def _read_cache(path: Path) -> dict:
-    """The previous build's fit cache; anything unreadable just means refitting."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def scaling_json(results: list[HorizonScaling]) -> list[dict]:

@@ -23,8 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from finscale.report.scaling_fit import HorizonScaling  # noqa: E402
-from finscale.scaling import predict_power_law, prediction_band  # noqa: E402
+from finscale.scaling import HorizonScaling, predict_power_law, prediction_band  # noqa: E402
 
 log = logging.getLogger(__name__)
 

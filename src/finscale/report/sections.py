@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
-from finscale.report.collect import StudyRuns
 from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
-from finscale.report.scaling_fit import HorizonScaling, scaling_table
+from finscale.scaling import HorizonScaling, scaling_table
 
 SECTIONS = (
     "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
@@ -147,9 +147,18 @@ def baselines_section(sr: StudyRuns) -> Section:
     return Section(SECTIONS[4], blocks)
 
 
-def scaling_section(results: list[HorizonScaling], colors: dict, fig_dir: Path,
-                    notes: list) -> Section:
+def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir: Path,
+                    notes: list, sr: StudyRuns | None = None) -> Section:
+    """The stored scaling results (never fitted here); None: the scaling stage has not run."""
+    if results is None:
+        why = ("no scaling results: the scaling stage has not run for this study "
+               "(run `finscale run STUDY --phase scaling`, then rebuild the report)")
+        notes.append(("no scaling results", "study", why))
+        return Section(SECTIONS[5], [Text(why[0].upper() + why[1:] + ".")])
     table = scaling_table(results)
+    stale = _stale_scaling(results, sr)
+    if stale:
+        notes.append(("scaling results stale", "study", stale))
     blocks = [Text("Fits of L(N) = E + A·N^-alpha (Huber loss on log residuals, grid of starts) "
                    "to every final run's test log-loss versus measured total parameters, "
                    "non-embedding parameters and training FLOPs; 1 - AUC vs total parameters as a "
@@ -159,6 +168,8 @@ def scaling_section(results: list[HorizonScaling], colors: dict, fig_dir: Path,
                    "(leave-one-budget-out error, AIC/BIC). A leave-one-budget-out error far above "
                    "the constant model's means the power law does not extrapolate to a held-out "
                    "size.")]
+    if stale:
+        blocks.append(Text(f"Warning: {stale}."))
     for hs in results:
         if hs.reason:
             blocks.append(Text(f"Horizon {hs.horizon}: no scaling fit: {hs.reason}."))
@@ -179,6 +190,20 @@ def scaling_section(results: list[HorizonScaling], colors: dict, fig_dir: Path,
     else:  # no horizon could be fitted: the CSV still records why, per horizon
         blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))
     return Section(SECTIONS[5], blocks)
+
+
+def _stale_scaling(results: list[HorizonScaling], sr: StudyRuns | None) -> str:
+    """Why the stored fits do not match the evaluated runs now on disk ("" when they do)."""
+    if sr is None or sr.runs.empty:
+        return ""
+    runs = sr.current(sr.runs)
+    ready = runs[runs["evaluated"] & runs["has_predictions"]]
+    changed = [f"h{hs.horizon}" for hs in results
+               if set(hs.run_ids) != set(ready.loc[ready["horizon"] == hs.horizon, "run_id"])]
+    if not changed:
+        return ""
+    return (f"the scaling results of {', '.join(changed)} were fitted on other evaluated runs "
+            "than the study holds now; rerun the scaling phase")
 
 
 def _add_figure(blocks: list, notes: list, make, path: Path, caption: str) -> None:

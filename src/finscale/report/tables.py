@@ -1,6 +1,6 @@
 """Aggregate the collected run tables into the report's result tables and warnings.
 
-Consumes: a :class:`~finscale.report.collect.StudyRuns`. Produces pandas tables: final
+Consumes: a :class:`~finscale.collect.StudyRuns`. Produces pandas tables: final
 results (budget x horizon: mean and 95% CI over seeds), baselines, paired tests, backtests
 (with the deflated Sharpe ratio), hardware and a warnings list.
 Guarantees: only aggregation of recorded values (means, Student-t intervals over seeds,
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from finscale.collect import StudyRuns
 from finscale.evaluate import deflated_sharpe_ratio
-from finscale.report.collect import StudyRuns
 
 RESULT_METRICS = ("log_loss", "auc", "skill", "brier", "ece")
 # Natural ranges: a t-interval over 2-3 seeds can overshoot them, which only confuses.

@@ -5,4 +5,4 @@ data from the stages, owns run directories and resumption, and executes phases.
 """
 
 # The phases of a study, in execution order (light to import: the CLI needs it at start-up).
-PHASES = ("data", "features", "hpo", "final", "evaluate", "report")
+PHASES = ("data", "features", "hpo", "final", "evaluate", "scaling", "report")

@@ -26,10 +26,10 @@ from finscale.evaluate import (
     paired_bootstrap_test,
 )
 from finscale.model import ModelArgs, build_model, select_device
+from finscale.prepare import PreparedData, final_data
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
-from finscale.runner.prepare import PreparedData, final_data
-from finscale.runner.runs import RunSpec, final_dir
+from finscale.spec import RunSpec, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
 
@@ -59,7 +59,7 @@ def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: 
     flat = {f"ends_{k}": v for k, v in keys.items()}
     flat.update({f"{name}__{s}": p for name, d in probs.items() for s, p in d.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    from finscale.data.store import atomic_path
+    from finscale.files import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

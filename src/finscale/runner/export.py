@@ -16,11 +16,12 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from finscale import __version__
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
-from finscale.data.store import atomic_write_bytes
-from finscale.runner.runs import cell_params, make_spec
-from finscale.runner.study import RunOptions, cells
+from finscale.files import atomic_write_bytes
+from finscale.hpo.results import cell_params
+from finscale.runner.study import RunOptions
+from finscale.spec import cells, make_spec
+from finscale.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     study = config_to_dict(cfg)
     scripts = []
-    for budget, h in cells(cfg, opts or RunOptions()):
+    opts = opts or RunOptions()
+    for budget, h in cells(cfg, opts.budgets, opts.horizons):
         params, source = cell_params(cfg, budget, h)
         for seed in cfg.seeds:
             spec = make_spec(cfg, budget, h, seed, params)
@@ -98,9 +100,9 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
 
     Returns ``{"status": "done", "run_id", "test": metrics}``, or ``{"status": <stop state>,
     "reason"}`` when a stop request checkpointed it (rerunning the script resumes)."""
-    from finscale.runner.control import StopRequest
+    from finscale.control import StopRequest
+    from finscale.prepare import prepare
     from finscale.runner.evaluation import evaluate_final_run
-    from finscale.runner.prepare import prepare
     from finscale.runner.study import StudyStopped, StudySummary, run_final_phase
 
     args = _parse_args(argv)

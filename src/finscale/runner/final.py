@@ -12,23 +12,13 @@ from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.model import select_device
-from finscale.repro import environment_record, seed_everything
+from finscale.prepare import PreparedData, final_data
+from finscale.repro import seed_everything
 from finscale.rundir import RunDir
-from finscale.runner.prepare import PreparedData, final_data
-from finscale.runner.runs import RunSpec, final_dir
+from finscale.spec import RunSpec, final_dir, start_run_dir
 from finscale.train import Controls, Trainer, read_final
 
 log = logging.getLogger(__name__)
-
-
-def start_run_dir(run: RunDir, spec: RunSpec, prep: PreparedData, split_report: list) -> None:
-    """Write config/env/splits once, when the run directory is first created."""
-    run.create()
-    if run.read_json("config.json") is None:
-        run.write_json("config.json", {**spec.config, "config_hash": spec.digest})
-        run.write_json("env.json", environment_record({"dataset": prep.name, **prep.hashes}))
-        run.write_json("splits.json", split_report)
-        run.write_status("pending")
 
 
 def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from finscale.config import StudyConfig
+from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
-from finscale.model.budgets import measured_parameters, parse_budget
-from finscale.runner.runs import RunSpec, cell_name, cell_params, make_spec, split_params
+from finscale.model.budgets import ARCH_KEYS, measured_parameters, parse_budget
+from finscale.spec import RunSpec, cell_name, make_spec, split_params
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def arch_label(spec_args) -> str:
 def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool]:
     """Training windows per horizon for the final split; (counts, exact?)."""
     try:
-        from finscale.runner.prepare import peek_frame
+        from finscale.prepare import peek_frame
 
         frame = peek_frame(cfg, data_dir)
     except (FileNotFoundError, ValueError) as exc:
@@ -82,18 +83,18 @@ def _estimated_counts(cfg: StudyConfig) -> dict[int, int]:
 _PEAK: dict[str, float] = {}
 
 
-def device_peak_flops(device: str = "cpu") -> float:
-    """Measured fp32 matmul FLOP/s of this machine (cached; ~0.2 s)."""
+def device_peak_flops() -> float:
+    """Measured fp32 matmul FLOP/s of this machine's CPU (cached; ~0.2 s)."""
     import torch
 
-    if device not in _PEAK:
+    if "cpu" not in _PEAK:
         a = torch.randn(1024, 1024)
         a @ a
         t0, reps = time.perf_counter(), 5
         for _ in range(reps):
             a @ a
-        _PEAK[device] = 2 * 1024**3 * reps / (time.perf_counter() - t0)
-    return _PEAK[device]
+        _PEAK["cpu"] = 2 * 1024**3 * reps / (time.perf_counter() - t0)
+    return _PEAK["cpu"]
 
 
 def _estimate_seconds(spec: RunSpec, flops: int, windows: int, epochs: int) -> float:
@@ -130,7 +131,7 @@ def _has_cuda() -> bool:
 
 def _arch_from_params(params: dict) -> str:
     p = params or {}
-    return "d{}-l{}-h{}-f{}".format(*(p.get(k, "?") for k in ("d_model", "num_layers", "num_heads", "d_ff")))
+    return "d{}-l{}-h{}-f{}".format(*(p.get(k, "?") for k in ARCH_KEYS))
 
 
 def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_dir=None) -> list[PlanRow]:

@@ -1,4 +1,4 @@
-"""Execute a study: data -> features -> hpo -> final -> evaluate -> report, resumably.
+"""Execute a study: data -> features -> hpo -> final -> evaluate -> scaling -> report, resumably.
 
 Consumes: the study config and run options (phases, ``--only`` filters, data dir).
 Produces: everything under ``runs/<study>/`` (see DESIGN §3) and returns a summary.
@@ -17,22 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finscale.config import StudyConfig
+from finscale.control import StopRequest
+from finscale.hpo.results import final_specs
+from finscale.prepare import PreparedData, prepare
 from finscale.rundir import RunDir
 from finscale.runner import PHASES
-from finscale.runner.control import StopRequest
 from finscale.runner.final import execute_final
-from finscale.runner.prepare import PreparedData, prepare
-from finscale.runner.runs import RunSpec, cell_params, final_dir, make_spec
+from finscale.spec import cells, final_dir
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
 
-
-class StudyStopped(RuntimeError):
-    def __init__(self, status: str, reason: str):
-        super().__init__(reason)
-        self.status = status
+# A stopped study is a stopped run: one exception (status + reason) for both.
+StudyStopped = RunInterrupted
 
 
 @dataclass
@@ -50,28 +48,8 @@ class StudySummary:
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    scaling: list | None = None            # HorizonScaling per horizon (scaling phase)
     report: Path | None = None
-
-
-def cells(cfg: StudyConfig, opts: RunOptions) -> list[tuple[str, int]]:
-    out = []
-    for budget in cfg.model.budgets:
-        for h in cfg.target.horizons:
-            if (not opts.budgets or budget in opts.budgets) and (not opts.horizons or h in opts.horizons):
-                out.append((budget, h))
-    if not out:
-        raise ValueError(f"--only matches no cell (budgets {list(cfg.model.budgets)}, "
-                         f"horizons {list(cfg.target.horizons)})")
-    return out
-
-
-def final_specs(cfg: StudyConfig, opts: RunOptions) -> list[RunSpec]:
-    """Every final run (cell x seed) with the cell's chosen parameters."""
-    specs = []
-    for budget, h in cells(cfg, opts):
-        params, _ = cell_params(cfg, budget, h)
-        specs += [make_spec(cfg, budget, h, seed, params) for seed in cfg.seeds]
-    return specs
 
 
 def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
@@ -98,7 +76,7 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
         return
     from finscale.hpo import run_cell
 
-    todo = cells(cfg, opts)
+    todo = cells(cfg, opts.budgets, opts.horizons)
     for i, (budget, h) in enumerate(todo):
         if stop.reason():
             raise StudyStopped("stopped", stop.reason())
@@ -110,7 +88,7 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
 
 def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
-    specs = final_specs(cfg, opts)
+    specs = final_specs(cfg, opts.budgets, opts.horizons)
     t0, trained = time.monotonic(), 0
     for i, spec in enumerate(specs):
         run = RunDir(final_dir(cfg, spec))
@@ -141,7 +119,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
 def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
-    specs = [s for s in final_specs(cfg, opts) if RunDir(final_dir(cfg, s)).state == "done"]
+    specs = [s for s in final_specs(cfg, opts.budgets, opts.horizons) if RunDir(final_dir(cfg, s)).state == "done"]
     for i, spec in enumerate(specs):
         opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
         evaluate_final_run(cfg, prep, spec)
@@ -169,6 +147,11 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         if "evaluate" in opts.phases:
             opts.on_event("phase", phase="evaluate")
             run_evaluate_phase(cfg, prep, opts)
+        if "scaling" in opts.phases:
+            opts.on_event("phase", phase="scaling")
+            from finscale.scaling import run_scaling
+
+            summary.scaling = run_scaling(cfg)
         if "report" in opts.phases:
             opts.on_event("phase", phase="report")
             from finscale.report import build_report

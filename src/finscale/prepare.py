@@ -55,8 +55,19 @@ def horizon_labels(prep: PreparedData, cfg: StudyConfig, horizon: int) -> np.nda
     return labels.make_labels(prep.frame, cfg.target, horizon)
 
 
+def serving_spec(prep: PreparedData, cfg: StudyConfig, horizon: int) -> dict:
+    """What ``best.pt`` must carry to score new data without the study: the feature set and
+    its columns, the window length, the label rule and the data it was trained on."""
+    t = cfg.target
+    return {"feature_set": cfg.features.set, "inputs": list(prep.inputs),
+            "context_len": cfg.model.context_len, "horizon": horizon,
+            "target": {"kind": t.kind, "threshold": t.threshold, "price": t.price},
+            "data": {"dataset": prep.name, "source": cfg.data.source, "adjusted": cfg.data.adjusted,
+                     **prep.hashes}}
+
+
 def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits.Split,
-              ) -> tuple[RunData, np.ndarray]:
+              horizon: int) -> tuple[RunData, np.ndarray]:
     m = cfg.model
     exempt = [prep.inputs.index(c) for c in features.bounded_columns(cfg.features.set)
               if c in prep.inputs]
@@ -67,14 +78,14 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
     prior = float(np.mean(y[split.train]))
     report = splits.split_report(split, prep.dates, y)
     return RunData(train=train, val=val, prior=prior, normalizer=norm.to_dict(),
-                   split_report=report), values
+                   split_report=report, serving=serving_spec(prep, cfg, horizon)), values
 
 
 def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunData, WindowDataset]:
     """The contiguous final split: RunData for training/early stopping, and the test set."""
     y = horizon_labels(prep, cfg, horizon)
     split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon)
-    data, values = _run_data(prep, cfg, y, split)
+    data, values = _run_data(prep, cfg, y, split, horizon)
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
 
@@ -84,7 +95,7 @@ def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunD
     y = horizon_labels(prep, cfg, horizon)
     folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
                                  horizon, cfg.hpo.split)
-    return [_run_data(prep, cfg, y, split)[0] for split in folds]
+    return [_run_data(prep, cfg, y, split, horizon)[0] for split in folds]
 
 
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:

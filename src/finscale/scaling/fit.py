@@ -1,4 +1,4 @@
-"""Scaling-law fits per horizon, wired to the run directories (item 4 of the study design).
+"""Scaling-law fits per horizon, from a study's evaluated run directories (the scaling stage).
 
 Consumes: the collected runs (measured parameters, training FLOPs) and each evaluated run's
 ``predictions.npz`` (test labels and probabilities). Produces, per horizon and per size
@@ -16,6 +16,9 @@ on the resampled days from its predictions and the power law is refitted to the 
 points. The point fit and the constant-model comparison (leave-one-budget-out, AIC/BIC) use
 the per-run points of the recorded metrics; per-budget means are kept for the figures.
 A horizon with fewer than ``MIN_BUDGETS`` distinct budgets gets no fit, with the reason.
+Results are frozen :class:`HorizonScaling` / :class:`AxisFit` objects that round-trip through
+JSON (:meth:`HorizonScaling.to_dict` / :meth:`HorizonScaling.from_dict`), bootstrap samples
+included, so the report can draw bands without refitting.
 """
 
 from __future__ import annotations
@@ -26,17 +29,17 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
 from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss
 from finscale.evaluate.bootstrap import resampled_auc
-from finscale.report.collect import StudyRuns
 from finscale.repro import derive_seed
-from finscale.scaling import (
+from finscale.scaling.laws import (
     auc_to_error,
     bootstrap_fit,
     compare_to_constant,
@@ -58,7 +61,7 @@ AUC_AXIS = "params_total"
 QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class AxisFit:
     """One fit: quantity vs one size axis for one horizon."""
 
@@ -87,13 +90,58 @@ class AxisFit:
                 "n_resamples": b["n_resamples"], "n_failed": b["n_failed"],
                 "verdict": self.verdict, "text": self.text}
 
+    def to_dict(self) -> dict:
+        boot = dict(self.boot, samples={k: _json_floats(v) for k, v in self.boot["samples"].items()})
+        return {"horizon": self.horizon, "axis": self.axis, "quantity": self.quantity,
+                "x_label": self.x_label, "points": self.points.to_dict("list"),
+                "budget_points": self.budget_points.to_dict("list"), "boot": _plain(boot),
+                "comparison": _plain(self.comparison), "verdict": self.verdict, "text": self.text}
 
-@dataclass
+    @classmethod
+    def from_dict(cls, d: dict) -> AxisFit:
+        boot = dict(d["boot"], samples={k: np.asarray([np.nan if x is None else x for x in v],
+                                                      dtype=np.float64)
+                                        for k, v in d["boot"]["samples"].items()})
+        return cls(d["horizon"], d["axis"], d["quantity"], d["x_label"], pd.DataFrame(d["points"]),
+                   pd.DataFrame(d["budget_points"]), boot, d["comparison"], d["verdict"], d["text"])
+
+
+@dataclass(frozen=True)
 class HorizonScaling:
+    """One horizon's fits (empty with a ``reason`` when the runs cannot support a fit)."""
+
     horizon: int
     reason: str = ""                               # why there is no fit ("" when fitted)
     block_len: int = 0
-    fits: list[AxisFit] = field(default_factory=list)
+    fits: tuple[AxisFit, ...] = ()
+    run_ids: tuple[str, ...] = ()                  # the evaluated runs the fits used
+
+    def to_dict(self) -> dict:
+        return {"horizon": self.horizon, "reason": self.reason, "block_len": self.block_len,
+                "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HorizonScaling:
+        return cls(int(d["horizon"]), d.get("reason", ""), int(d.get("block_len", 0)),
+                   tuple(AxisFit.from_dict(f) for f in d.get("fits", [])),
+                   tuple(d.get("run_ids", [])))
+
+
+def _json_floats(values) -> list:
+    return [None if not np.isfinite(x) else float(x) for x in np.asarray(values, dtype=np.float64)]
+
+
+def _plain(obj):
+    """JSON-ready copy: numpy scalars/arrays to Python floats/lists (non-finite -> None)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer, bool)):
+        return obj if isinstance(obj, bool) else int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 class NoFit(ValueError):
@@ -108,9 +156,9 @@ class FitCache:
 
     def __init__(self, entries: dict | None = None):
         self.entries, self.used = dict(entries or {}), {}
-        import finscale.scaling
+        import finscale.scaling.laws
 
-        self._code = hashlib.sha256(inspect.getsource(finscale.scaling).encode()).hexdigest()
+        self._code = hashlib.sha256(inspect.getsource(finscale.scaling.laws).encode()).hexdigest()
 
     def key(self, *parts) -> str:
         h = hashlib.sha256(self._code.encode())
@@ -160,13 +208,13 @@ def fit_study(cfg: StudyConfig, sr: StudyRuns, cache: FitCache | None = None) ->
 def _fit_horizon_task(task) -> tuple[HorizonScaling, dict]:
     """One horizon's fits and the cache entries they used (runs in a worker process)."""
     cfg, sr, runs, h, cache = task
-    hs = HorizonScaling(horizon=h)
+    run_ids = tuple(runs["run_id"]) if not runs.empty else ()
     try:
-        hs.block_len, hs.fits = _fit_horizon(cfg, sr, runs, h, cache)
+        block_len, fits = _fit_horizon(cfg, sr, runs, h, cache)
     except NoFit as exc:
-        hs.reason = str(exc)
         log.info("horizon %d: no scaling fit (%s)", h, exc)
-    return hs, cache.used
+        return HorizonScaling(h, reason=str(exc), run_ids=run_ids), cache.used
+    return HorizonScaling(h, block_len=block_len, fits=tuple(fits), run_ids=run_ids), cache.used
 
 
 def scaling_table(results: list[HorizonScaling]) -> pd.DataFrame:

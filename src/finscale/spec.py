@@ -1,5 +1,6 @@
-"""Run specifications: what one final run (budget x horizon x seed) trains, and where.
+"""Run specifications: what one run (budget x horizon x seed) trains, and where.
 
+Shared by the HPO trials and the final runs (so it sits below both in the layer order).
 A spec joins the study's sections with the cell's chosen hyperparameters (from HPO or a
 fixed table) into the model args and training config the run actually uses; its hash —
 and so its run id — covers exactly the values that change the run's result.
@@ -12,16 +13,33 @@ from pathlib import Path
 
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.features import input_columns
-from finscale.model import ModelArgs, model_args_for
-from finscale.rundir import make_run_id
+from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
+from finscale.prepare import PreparedData
+from finscale.repro import environment_record
+from finscale.rundir import RunDir, make_run_id
 
-ARCH_KEYS = ("d_model", "num_layers", "num_heads", "d_ff")
 TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
               "max_epochs", "patience", "grad_clip", "pos_weight")
 
 
 def cell_name(budget: str, horizon: int) -> str:
     return f"{budget}-h{horizon}"
+
+
+def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
+    """The Optuna study of one cell: ``<study>/<budget>-h<h>``."""
+    return f"{cfg.name}/{cell_name(budget, horizon)}"
+
+
+def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, ...] = (),
+          ) -> list[tuple[str, int]]:
+    """The study's (budget, horizon) cells, narrowed by ``--only`` filters (empty: all)."""
+    out = [(b, h) for b in cfg.model.budgets for h in cfg.target.horizons
+           if (not budgets or b in budgets) and (not horizons or h in horizons)]
+    if not out:
+        raise ValueError(f"--only matches no cell (budgets {list(cfg.model.budgets)}, "
+                         f"horizons {list(cfg.target.horizons)})")
+    return out
 
 
 def split_params(params: dict, where: str) -> tuple[dict, dict]:
@@ -90,25 +108,11 @@ def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:
     return cfg.study_dir / "final" / spec.run_id
 
 
-def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
-    return cfg.study_dir / "hpo" / cell_name(budget, horizon) / "best_params.json"
-
-
-def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]:
-    """The hyperparameters a final run of this cell uses, and where they came from.
-
-    ``hpo.mode = "fixed"``: the ``[hpo.table."<budget>-h<h>"]`` entry (required).
-    ``search``: the cell's ``best_params.json`` when HPO has run, else the study's values.
-    """
-    import json
-
-    cell = cell_name(budget, horizon)
-    if cfg.hpo.mode == "fixed":
-        if cell not in cfg.hpo.table:
-            raise ValueError(f"hpo.table: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
-                             f"entries: {', '.join(sorted(cfg.hpo.table)) or 'none'})")
-        return dict(cfg.hpo.table[cell]), f"hpo.table.{cell}"
-    path = best_params_path(cfg, budget, horizon)
-    if path.exists():
-        return json.loads(path.read_text())["params"], str(path)
-    return {}, "study defaults (no HPO result yet)"
+def start_run_dir(run: RunDir, spec: RunSpec, prep: PreparedData, split_report: list) -> None:
+    """Write config/env/splits once, when the run directory is first created."""
+    run.create()
+    if run.read_json("config.json") is None:
+        run.write_json("config.json", {**spec.config, "config_hash": spec.digest})
+        run.write_json("env.json", environment_record({"dataset": prep.name, **prep.hashes}))
+        run.write_json("splits.json", split_report)
+        run.write_status("pending")

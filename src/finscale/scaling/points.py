@@ -3,7 +3,7 @@
 Consumes a CSV file with one row per trained model and named columns for model size N, data
 size D (or training FLOPs C, with D = C / (6N)) and loss L. Produces a :class:`PointsFit`: the
 points actually fitted (after dropping the ``exclude_top`` highest losses, as Besiroglu et al.
-dropped 5 of Chinchilla's) and the analysis, joint (:func:`finscale.scaling_joint.analyze_joint`)
+dropped 5 of Chinchilla's) and the analysis, joint (:func:`finscale.scaling.joint.analyze_joint`)
 when D is given, else N-only (:mod:`finscale.scaling`'s fit, bootstrapped over points).
 Guarantees: every bad input (missing file or column, a non-numeric, non-finite or
 non-positive value, too few points) is a ValueError/FileNotFoundError naming it.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finscale.scaling import bootstrap_fit, compare_to_constant, scaling_verdict
-from finscale.scaling_joint import analyze_joint, tokens_from_flops
+from finscale.scaling.laws import bootstrap_fit, compare_to_constant, scaling_verdict
+from finscale.scaling.joint import analyze_joint, tokens_from_flops
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from finscale.config import StudyConfig
+from finscale.hpo.results import final_specs, results_frame
 from finscale.model import ModelArgs, flops_per_sample, parse_budget
 from finscale.rundir import RunDir
 from finscale.train import read_final
@@ -62,10 +63,8 @@ class StudyRuns:
 
 def expected_run_ids(cfg: StudyConfig) -> list[str] | None:
     """Run ids of the current config's final runs (None if the config cannot resolve them)."""
-    from finscale.runner.study import RunOptions, final_specs
-
     try:
-        return [spec.run_id for spec in final_specs(cfg, RunOptions())]
+        return [spec.run_id for spec in final_specs(cfg)]
     except ValueError as exc:  # e.g. fixed mode without an entry: list every run instead
         log.warning("cannot resolve the study's final runs (%s); reporting every run", exc)
         return None
@@ -87,7 +86,7 @@ def collect(cfg: StudyConfig) -> StudyRuns:
             tables[key] = tables[key].drop_duplicates(ignore_index=True)
     present = set(tables["runs"]["run_id"]) if not tables["runs"].empty else set()
     missing = [r for r in (expected or []) if r not in present]
-    return StudyRuns(study_dir=cfg.study_dir, equity=equity, hpo=read_hpo(cfg),
+    return StudyRuns(study_dir=cfg.study_dir, equity=equity, hpo=results_frame(cfg),
                      missing=missing, **tables)
 
 
@@ -218,41 +217,3 @@ def hardware_summary(path: Path) -> dict:
             "unavailable_samples": int((states == "unavailable").sum()),
             "backend": ",".join(backends) or None,
             "states": ", ".join(f"{k} {v}" for k, v in states.value_counts().sort_index().items())}
-
-
-def read_hpo(cfg: StudyConfig) -> pd.DataFrame:
-    """One row per HPO cell of the current config: best value/params, trial counts,
-    importances (only as recorded by the HPO stage; cells without outputs are skipped)."""
-    from finscale.runner.runs import best_params_path, cell_name
-
-    rows = []
-    for budget in cfg.model.budgets:
-        for h in cfg.target.horizons:
-            best_path = best_params_path(cfg, budget, h)
-            best = json.loads(best_path.read_text()) if best_path.exists() else None
-            trials = _read_trials(best_path.with_name("trials.csv"))
-            if best is not None or trials is not None:
-                rows.append({"cell": cell_name(budget, h), "budget": budget, "horizon": h,
-                             **_hpo_row(best or {}, trials)})
-    return pd.DataFrame(rows)
-
-
-def _hpo_row(best: dict, trials: pd.DataFrame | None) -> dict:
-    counts = trials["state"].value_counts().to_dict() if trials is not None else {}
-    imp = best.get("importances") or {}
-    ranked = sorted(imp.items(), key=lambda kv: -kv[1])
-    return {"trials": len(trials) if trials is not None else None, "planned": best.get("n_trials"),
-            "trial_states": ", ".join(f"{str(k).lower()} {v}" for k, v in sorted(counts.items())),
-            "best_value": best.get("value"), "best_trial": best.get("trial"),
-            "best_params": json.dumps(best.get("params", {}), sort_keys=True),
-            "importances": ", ".join(f"{k} {v:.2f}" for k, v in ranked),
-            "importance_note": best.get("importance_note") or ("" if imp else "not recorded")}
-
-
-def _read_trials(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    frame = pd.read_csv(path)
-    if "state" not in frame.columns:
-        raise ValueError(f"{path}: expected a 'state' column (columns: {', '.join(frame.columns)})")
-    return frame

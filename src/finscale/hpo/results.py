@@ -1,0 +1,92 @@
+"""HPO results as files: the one place that reads a cell's outputs back.
+
+Consumes: ``runs/<study>/hpo/<cell>/best_params.json`` and ``trials.csv`` (written by
+:mod:`finscale.hpo.report`). Produces: a cell's chosen parameters for its final runs
+(:func:`cell_params`), the final runs' specs (:func:`final_specs`) and one tidy row per cell
+(:func:`results_frame`) for the CLI's status and the report.
+Guarantees: only reads; a cell without outputs yields the study's defaults (search mode) or
+an error naming the missing ``[hpo.table]`` entry (fixed mode), never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from finscale.config import StudyConfig
+from finscale.spec import RunSpec, cell_name, cells, make_spec
+
+
+def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
+    return cfg.study_dir / "hpo" / cell_name(budget, horizon) / "best_params.json"
+
+
+def read_best(cfg: StudyConfig, budget: str, horizon: int) -> dict | None:
+    """The cell's best_params.json, or None before any trial completed."""
+    path = best_params_path(cfg, budget, horizon)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_trials(cfg: StudyConfig, budget: str, horizon: int) -> pd.DataFrame | None:
+    """The cell's trials.csv (one row per trial), or None before the cell ran."""
+    path = best_params_path(cfg, budget, horizon).with_name("trials.csv")
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    if "state" not in frame.columns:
+        raise ValueError(f"{path}: expected a 'state' column (columns: {', '.join(frame.columns)})")
+    return frame
+
+
+def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]:
+    """The hyperparameters a final run of this cell uses, and where they came from.
+
+    ``hpo.mode = "fixed"``: the ``[hpo.table."<budget>-h<h>"]`` entry (required).
+    ``search``: the cell's ``best_params.json`` when HPO has run, else the study's values.
+    """
+    cell = cell_name(budget, horizon)
+    if cfg.hpo.mode == "fixed":
+        if cell not in cfg.hpo.table:
+            raise ValueError(f"hpo.table: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
+                             f"entries: {', '.join(sorted(cfg.hpo.table)) or 'none'})")
+        return dict(cfg.hpo.table[cell]), f"hpo.table.{cell}"
+    best = read_best(cfg, budget, horizon)
+    if best is not None:
+        return best["params"], str(best_params_path(cfg, budget, horizon))
+    return {}, "study defaults (no HPO result yet)"
+
+
+def final_specs(cfg: StudyConfig, budgets: tuple[str, ...] = (),
+                horizons: tuple[int, ...] = ()) -> list[RunSpec]:
+    """Every final run (cell x seed) with the cell's chosen parameters."""
+    specs = []
+    for budget, h in cells(cfg, budgets, horizons):
+        params, _ = cell_params(cfg, budget, h)
+        specs += [make_spec(cfg, budget, h, seed, params) for seed in cfg.seeds]
+    return specs
+
+
+def results_frame(cfg: StudyConfig) -> pd.DataFrame:
+    """One row per HPO cell of the current config that has outputs: trial counts by state,
+    best value/trial/params and importances, exactly as the HPO stage recorded them."""
+    rows = []
+    for budget, h in cells(cfg):
+        best, trials = read_best(cfg, budget, h), read_trials(cfg, budget, h)
+        if best is not None or trials is not None:
+            rows.append({"cell": cell_name(budget, h), "budget": budget, "horizon": h,
+                         **_row(best or {}, trials)})
+    return pd.DataFrame(rows)
+
+
+def _row(best: dict, trials: pd.DataFrame | None) -> dict:
+    counts = trials["state"].value_counts().to_dict() if trials is not None else {}
+    imp = best.get("importances") or {}
+    ranked = sorted(imp.items(), key=lambda kv: -kv[1])
+    return {"trials": len(trials) if trials is not None else None, "planned": best.get("n_trials"),
+            "trial_states": ", ".join(f"{str(k).lower()} {v}" for k, v in sorted(counts.items())),
+            "best_value": best.get("value"), "best_trial": best.get("trial"),
+            "best_params": json.dumps(best.get("params", {}), sort_keys=True),
+            "importances": ", ".join(f"{k} {v:.2f}" for k, v in ranked),
+            "importance_note": best.get("importance_note") or ("" if imp else "not recorded")}

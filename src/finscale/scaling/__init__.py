@@ -1,0 +1,31 @@
+"""Scaling laws: the stage that fits L(N) (and L(C)) with uncertainty and writes the results.
+
+``laws``: the statistics (power-law fit, bootstrap, constant-model comparison, verdicts;
+numpy/scipy only). ``fit``: per-horizon fits from a study's evaluated runs. ``store``: the
+stage's outputs, ``runs/<study>/scaling/h<h>.json``, which the report reads (it never fits).
+"""
+
+from finscale.scaling.fit import AXES, AxisFit, FitCache, HorizonScaling, fit_study, scaling_table
+from finscale.scaling.laws import (
+    ALPHA_MAX,
+    FALLS,
+    FLAT,
+    RISES,
+    VERDICTS,
+    auc_to_error,
+    bootstrap_fit,
+    compare_to_constant,
+    fit_power_law,
+    predict_power_law,
+    prediction_band,
+    resample_replicates,
+    resample_seeds,
+    scaling_verdict,
+)
+from finscale.scaling.store import read_scaling, result_path, run_scaling, scaling_dir
+
+__all__ = ["ALPHA_MAX", "AXES", "AxisFit", "FALLS", "FLAT", "FitCache", "HorizonScaling", "RISES",
+           "VERDICTS", "auc_to_error", "bootstrap_fit", "compare_to_constant", "fit_power_law",
+           "fit_study", "predict_power_law", "prediction_band", "read_scaling", "resample_replicates",
+           "resample_seeds", "result_path", "run_scaling", "scaling_dir", "scaling_table",
+           "scaling_verdict"]

@@ -1,0 +1,81 @@
+"""The scaling stage's outputs: ``runs/<study>/scaling/h<h>.json``, one per horizon.
+
+Consumes: a study's evaluated final runs (through :func:`finscale.collect.collect`).
+Produces: per horizon the serialised :class:`~finscale.scaling.fit.HorizonScaling` (fits,
+bootstrap samples, comparisons, verdicts, the run ids used) and ``cache.json`` (bootstrap
+results keyed by their inputs, so rerunning the stage on unchanged runs refits nothing).
+Guarantees: files are written atomically; :func:`read_scaling` only reads — the report
+builds from these files and fits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from finscale.collect import collect
+from finscale.config import StudyConfig
+from finscale.files import atomic_write_json
+from finscale.scaling.fit import FitCache, HorizonScaling, fit_study
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "cache.json"
+
+
+def scaling_dir(cfg: StudyConfig) -> Path:
+    return cfg.study_dir / "scaling"
+
+
+def result_path(cfg: StudyConfig, horizon: int) -> Path:
+    return scaling_dir(cfg) / f"h{horizon}.json"
+
+
+def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
+    """Fit every horizon of the study from its evaluated runs and write the results."""
+    sr = collect(cfg)
+    if sr.runs.empty:
+        results = [HorizonScaling(h, reason="no final runs") for h in sorted(cfg.target.horizons)]
+        cache = FitCache()
+    else:
+        cache = FitCache(_read_cache(scaling_dir(cfg) / CACHE_NAME))
+        results = fit_study(cfg, sr, cache)
+    for hs in results:
+        atomic_write_json(hs.to_dict(), result_path(cfg, hs.horizon))
+    atomic_write_json(cache.used, scaling_dir(cfg) / CACHE_NAME)
+    log.info("scaling results written to %s", scaling_dir(cfg))
+    return results
+
+
+def read_scaling(cfg: StudyConfig) -> list[HorizonScaling] | None:
+    """The stored results of the study's horizons; None when the stage never ran.
+
+    A horizon without a file gets a result whose reason says to run the scaling phase."""
+    paths = {h: result_path(cfg, h) for h in sorted(cfg.target.horizons)}
+    if not any(p.exists() for p in paths.values()):
+        return None
+    out = []
+    for h, path in paths.items():
+        doc = _read_json(path)
+        out.append(HorizonScaling.from_dict(doc) if doc is not None else
+                   HorizonScaling(h, reason=f"no scaling result ({path} is missing); "
+                                            "run the study's scaling phase"))
+    return out
+
+
+def _read_cache(path: Path) -> dict:
+    """The previous run's fit cache; anything unreadable just means refitting."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the scaling phase") from exc

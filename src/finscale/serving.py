@@ -1,0 +1,139 @@
+"""Serve a finished run from its directory alone: model, config, metrics, predictions, scoring.
+
+Consumes: a run directory — ``ckpt/best.pt`` (weights, model args and the ``serving`` recipe:
+feature set and columns, window length, normaliser statistics, label rule, training-data
+hashes), ``config.json``, ``metrics.jsonl`` and, once evaluated, ``predictions.npz``.
+Produces: a :class:`Run`; :meth:`Run.predict` turns a daily OHLCV frame into one probability
+per window (features, normalisation and windows rebuilt from the checkpoint, not the study).
+Guarantees: the checkpoint loads with ``weights_only=True``; data whose feature columns differ
+from the checkpoint's, or that is too short for the features' warm-up plus one window, is
+refused with a message saying what is missing; scoring the run's own data over its test
+dates reproduces its stored test predictions exactly (same windows, batches and weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from finscale.checkpoint import load_checkpoint
+from finscale.config import TargetConfig
+from finscale.data import fetch, parse_source, validate_ohlcv
+from finscale.features import build_features, input_columns, set_lookback
+from finscale.labels import make_labels
+from finscale.model import ModelArgs, build_model
+from finscale.rundir import RunDir
+from finscale.train import predict_proba
+from finscale.windows import Normalizer, WindowDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run, loaded from its directory (see :func:`load_run`)."""
+
+    path: Path
+    config: dict                        # config.json: the fully resolved run config
+    model: torch.nn.Module              # best weights, eval mode
+    serving: dict                       # best.pt's recipe (inputs, normaliser, label rule, data)
+    metrics: pd.DataFrame               # one row per epoch (metrics.jsonl)
+    final: dict | None                  # the final line (validation metrics of the best weights)
+    predictions: pd.DataFrame | None    # test predictions (date, end, label, prob) once evaluated
+    device: torch.device = torch.device("cpu")
+
+    def predict(self, ohlcv: pd.DataFrame, *, start: str | None = None, end: str | None = None,
+                batch_size: int | None = None) -> pd.DataFrame:
+        """Probability of the run's target for every window of ``ohlcv`` (daily bars with
+        Date, Open, High, Low, Close[, Volume]) ending between ``start`` and ``end``
+        (ISO dates, inclusive; default: every window). Returns columns date, prob and label
+        (NaN where the next ``horizon`` days are not in the data)."""
+        raw = validate_ohlcv(ohlcv, origin="data to score", volume_optional="Volume" not in ohlcv)
+        return self._score(raw, start, end, batch_size)
+
+    def _score(self, raw: pd.DataFrame, start, end, batch_size) -> pd.DataFrame:
+        s = self.serving
+        frame = self._features(raw)
+        values = Normalizer.from_dict(s["normalizer"]).transform(
+            frame[s["inputs"]].to_numpy(dtype=np.float32))
+        target = TargetConfig(kind=s["target"]["kind"], threshold=s["target"]["threshold"],
+                              price=s["target"]["price"], horizons=(s["horizon"],))
+        y = make_labels(frame, target, s["horizon"])
+        ends = _window_ends(frame["Date"], s["context_len"], start, end)
+        ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"])
+        prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device)
+        return pd.DataFrame({"date": frame["Date"].to_numpy()[ends], "end": ends, "prob": prob,
+                             "label": y[ends]})
+
+    def _features(self, raw: pd.DataFrame) -> pd.DataFrame:
+        s = self.serving
+        need = set_lookback(s["feature_set"]) + s["context_len"]
+        if len(raw) < need:
+            raise ValueError(f"data to score: {len(raw)} rows; feature set {s['feature_set']!r} "
+                             f"needs {set_lookback(s['feature_set'])} warm-up rows plus a "
+                             f"{s['context_len']}-day window ({need} rows)")
+        columns = input_columns(s["feature_set"])
+        if columns != s["inputs"]:
+            raise ValueError(f"feature set {s['feature_set']!r} now has columns {columns}, the "
+                             f"checkpoint was trained on {s['inputs']}: install the finscale "
+                             "version that trained it")
+        return build_features(raw, s["feature_set"])[0]
+
+    def predict_source(self, source: str, **kw) -> pd.DataFrame:
+        """:meth:`predict` on a data source (``sample:sp500``, ``file:PATH``, ``yfinance:T``)."""
+        raw = fetch(parse_source(source), adjusted=bool(self.serving["data"].get("adjusted")))
+        return self._score(raw, kw.get("start"), kw.get("end"), kw.get("batch_size"))
+
+
+def _window_ends(dates: pd.Series, context_len: int, start, end) -> np.ndarray:
+    dates = pd.to_datetime(dates).to_numpy()
+    keep = np.arange(len(dates)) >= context_len - 1
+    if start:
+        keep &= dates >= np.datetime64(pd.Timestamp(start))
+    if end:
+        keep &= dates <= np.datetime64(pd.Timestamp(end))
+    ends = np.flatnonzero(keep)
+    if not len(ends):
+        raise ValueError(f"data to score: no {context_len}-day window ends between "
+                         f"{start or 'the start'} and {end or 'the end'}")
+    return ends
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
+    """Load a finished run from its directory (no study file needed).
+
+    Raises ValueError naming the file when the run has no best checkpoint, or one written
+    before checkpoints carried their serving recipe."""
+    run = RunDir(Path(run_dir))
+    path = run.ckpt / "best.pt"
+    if not path.exists():
+        raise ValueError(f"{path}: no best checkpoint; is {run.path} a trained run directory?")
+    device = torch.device(device)
+    ckpt = load_checkpoint(path, map_location=device)
+    if "serving" not in ckpt:
+        raise ValueError(f"{path}: written without the serving recipe (feature columns, "
+                         "normaliser); retrain the run with this finscale version to serve it")
+    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    lines = run.read_metrics()
+    finals = [m for m in lines if m.get("event") == "final"]
+    return Run(path=run.path, config=run.read_json("config.json") or {}, model=model.eval(),
+               serving=json.loads(ckpt["serving"]),
+               metrics=pd.DataFrame([m for m in lines if m.get("event") == "epoch"]),
+               final=finals[-1] if finals else None, predictions=_stored_predictions(run),
+               device=device)
+
+
+def _stored_predictions(run: RunDir) -> pd.DataFrame | None:
+    path = run.file("predictions.npz")
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return pd.DataFrame({"date": pd.to_datetime(z["dates"]), "end": z["ends"],
+                             "prob": z["prob"], "label": z["y"]})
