@@ -133,6 +133,8 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
         "train_flops": fps * train_windows * epochs_run if final else None,
         "best_epoch": (final or {}).get("best_epoch"),
         "early_stopped": (final or {}).get("early_stopped"),
+        "converged": (final or {}).get("converged"),
+        "convergence_reason": (final or {}).get("convergence_reason", ""),
         "collapsed": (final or {}).get("collapsed"),
         "collapse_reason": (final or {}).get("collapse_reason", ""),
         "val_log_loss": (final or {}).get("val_log_loss"),
@@ -246,7 +248,9 @@ def _hpo_row(best: dict, trials: pd.DataFrame | None) -> dict:
             "best_value": best.get("value"), "best_trial": best.get("trial"),
             "best_params": json.dumps(best.get("params", {}), sort_keys=True),
             "importances": ", ".join(f"{k} {v:.2f}" for k, v in ranked),
-            "importance_note": best.get("importance_note") or ("" if imp else "not recorded")}
+            "importance_note": best.get("importance_note") or ("" if imp else "not recorded"),
+            "hpo_flags": list(best.get("hpo_flags") or []),
+            "hpo_flag_notes": "; ".join(best.get("hpo_flag_notes") or [])}
 
 
 def _read_trials(path: Path) -> pd.DataFrame | None:
