@@ -250,9 +250,14 @@ def test_render_escapes_and_links_hidden_tables(tmp_path):
                                       Table(frame, "hidden", "h.csv", show=False)])]
     md, html = render_markdown("T", sections), render_html("T", sections, tmp_path)
     assert "| a\\|b | c |" in md and "| 1.5 | <x> |" in md
-    assert "*hidden* (`tables/h.csv`)" in md and md.count("| 1.5 |") == 1
+    assert "hidden: not shown here, see `tables/h.csv`." in md and md.count("| 1.5 |") == 1
     assert "&lt;x&gt;" in html and "<x>" not in html and "a &lt; b" in html
     assert html.count("<table") == 1
+    # text cells left-aligned and wrapped, numbers right-aligned; no caption without a table
+    assert '<td class="num">1.5</td>' in html and "<td>&lt;x&gt;</td>" in html
+    empty = [Section("E", [Table(frame.iloc[:0], "nothing here", "e.csv")])]
+    assert "<caption>" not in render_html("T", empty, tmp_path)
+    assert "nothing here*: no rows." in render_markdown("T", empty)
 
 
 def test_cli_report_and_evaluate(study, capsys):
