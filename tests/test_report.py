@@ -304,3 +304,20 @@ def test_html_opens_in_headless_chromium(study, tmp_path):
     assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
     with Image.open(shot) as img:
         assert np.asarray(img.convert("L"), dtype=np.float64).std() > 5  # not a blank page
+
+
+def test_tidy_files_load_in_one_line_with_numeric_intervals(study):
+    root = study["html"].parent
+    results = pd.read_parquet(root / "results.parquet")
+    assert list(results.columns) == ["run_id", "budget", "horizon", "seed", "params", "metric",
+                                     "value", "lo", "hi"]
+    assert results["lo"].dtype.kind == "f" and results["hi"].dtype.kind == "f"
+    ll = results[results["metric"] == "log_loss"]
+    assert len(ll) == len(eval_docs(study["cfg"])) and (ll["lo"] <= ll["value"]).all() and (ll["value"] <= ll["hi"]).all()
+    preds = pd.read_parquet(root / "predictions.parquet")
+    assert list(preds.columns) == ["date", "run_id", "budget", "horizon", "seed", "y", "prob"]
+    assert preds["prob"].between(0, 1).all() and set(preds["y"].unique()) <= {0, 1}
+    for csv in (root / "tables").glob("*.csv"):  # intervals are numeric columns, never "[a, b]" text
+        frame = pd.read_csv(csv)
+        for col in frame.columns[frame.dtypes == object]:
+            assert not frame[col].astype(str).str.match(r"^\[-?[0-9.e+-]+, -?[0-9.e+-]+\]$").any(), (csv.name, col)

@@ -109,8 +109,9 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     shown["collapsed"] = res["collapsed_runs"]
     blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
                Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
-                     shown=per_run[["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
-                                    "auc", "skill", "brier", "ece", "collapsed"]])]
+                     shown=per_run.assign(log_loss_ci=ci_text(per_run, "log_loss_lo", "log_loss_hi"))[
+                         ["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
+                          "auc", "skill", "brier", "ece", "collapsed"]])]
     return Section(SECTIONS[3], blocks), res
 
 
@@ -121,7 +122,6 @@ def _per_run(sr: StudyRuns) -> pd.DataFrame:
     cols = ["run_id", "params_total", "params_non_embedding", "train_flops", "epochs_run",
             "best_epoch", "val_log_loss"]
     out = ev.merge(sr.runs[cols], on="run_id", how="left")
-    out["log_loss_ci"] = ci_text(out, "log_loss_lo", "log_loss_hi")
     return out.sort_values(["horizon", "params_total", "seed"], ignore_index=True)
 
 
