@@ -28,6 +28,7 @@ def test_too_few_epochs_to_judge_is_not_converged():
 @pytest.mark.parametrize("values, expected", [
     ([0.5, 0.4, 0.45, 0.46, 0.47, 0.48, 0.49, 0.50], []),           # best early
     ([0.5, 0.49, 0.48, 0.47, 0.46, 0.45, 0.44, 0.40], ["best_trial_late"]),  # best last
+    ([0.5, 0.40, 0.48, 0.47, 0.46, 0.45, 0.44, 0.39999], []),  # last is best by a tie only
 ])
 def test_cell_flags_best_trial_late(values, expected):
     assert cell_flags(range(len(values)), values, n_dims=2, n_trials=len(values)) == expected

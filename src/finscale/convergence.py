@@ -16,7 +16,9 @@ them by hand from metrics.jsonl and trials.csv):
   Otherwise it is flagged ``not_converged``: it was still improving when ``max_epochs``
   stopped it, so more training would likely change its result.
 - An HPO cell is flagged ``best_trial_late`` when its best trial is among the last quarter of
-  its completed trials (the search was still finding better values), and
+  its completed trials AND beats the best earlier trial by at least ``rel_tol`` (the search
+  was still finding materially better values; a tie-level improvement late in the search is
+  noise, not a sign of an unfinished search), and
   ``too_few_trials`` when it ran fewer than ``MIN_TRIALS_PER_DIM`` trials per searched
   dimension.
 """
@@ -52,13 +54,14 @@ def run_convergence(val_losses: Sequence[float], *, early_stopped: bool, patienc
 
 
 def cell_flags(trial_numbers: Sequence[int], values: Sequence[float], *, n_dims: int,
-               n_trials: int) -> list[str]:
+               n_trials: int, rel_tol: float = REL_TOL) -> list[str]:
     """Flags of one HPO cell: ``best_trial_late`` and/or ``too_few_trials`` (see module doc)."""
     flags = []
     done = sorted((n, v) for n, v in zip(trial_numbers, values) if v is not None and math.isfinite(v))
     if len(done) >= 2:
-        best_rank = min(range(len(done)), key=lambda i: (done[i][1], i))
-        if best_rank >= len(done) - max(1, len(done) // 4):
+        late = len(done) - max(1, len(done) // 4)
+        best_early, best_late = min(v for _, v in done[:late]), min(v for _, v in done[late:])
+        if best_late < best_early - rel_tol * abs(best_early):
             flags.append("best_trial_late")
     if n_dims > 0 and n_trials < MIN_TRIALS_PER_DIM * n_dims:
         flags.append("too_few_trials")
@@ -67,8 +70,9 @@ def cell_flags(trial_numbers: Sequence[int], values: Sequence[float], *, n_dims:
 
 def describe_cell_flags(flags: Sequence[str], *, n_dims: int, n_trials: int) -> list[str]:
     """Each flag of :func:`cell_flags` as a sentence for status and the report."""
-    text = {"best_trial_late": "the best trial is among the last quarter of trials (the search was "
-                               "still improving; raise hpo.trials)",
+    text = {"best_trial_late": "the best trial is among the last quarter of trials and beats the "
+                               "earlier ones by >= 0.1% (the search was still improving; raise "
+                               "hpo.trials)",
             "too_few_trials": f"{n_trials} trials for {n_dims} searched dimensions (rule: at least "
                               f"{MIN_TRIALS_PER_DIM} per dimension)"}
     return [text[f] for f in flags]
