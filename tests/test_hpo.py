@@ -242,6 +242,9 @@ def test_same_seed_sequential_runs_sample_the_same_parameters(tmp_path, data_dir
     frame = pd.read_parquet(best_params_path(cfg, "cpu-s", 1).parent / "trials.parquet")
     assert list(frame["number"]) == [0, 1] and set(frame["state"]) == {"COMPLETE"}
     assert best["value"] == pytest.approx(frame["value"].min()) and best["n_trials"] == 2
+    # guard 14: 2 trials for several searched dimensions is flagged, with the rule in words
+    assert best["searched_dims"] >= 2 and "too_few_trials" in best["hpo_flags"]
+    assert any("searched dimensions" in note for note in best["hpo_flag_notes"])
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ LAYERS = (
     "checkpoint",   # atomic save/load of training state
     "rundir",       # run-directory files
     "metrics",      # classification metrics (validation in train, test in evaluate)
+    "convergence",  # guard 14 rules for runs and HPO cells (pure functions)
     "train",
     "prepare",      # study -> a run's data (features, labels, splits, windows)
     "spec",         # run specifications and run-directory start (HPO trials and final runs)

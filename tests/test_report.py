@@ -237,12 +237,17 @@ def test_report_warns_about_failed_unevaluated_and_collapsed_runs(altered):
 
     html = build_report(altered)
     warn = pd.read_csv(html.parent / "tables" / "warnings.csv")
-    kinds = dict(zip(warn["subject"], warn["kind"]))
-    assert kinds[failed.name] == "failed" and kinds[unevaluated.name] == "not evaluated"
-    assert any(k == "sensor unavailable" and s == hot.name for s, k in zip(warn["subject"], warn["kind"]))
+
+    def subjects(kind):
+        return ", ".join(warn.loc[warn["kind"] == kind, "subject"])
+    assert failed.name in subjects("failed") and unevaluated.name in subjects("not evaluated")
+    assert hot.name in subjects("sensor unavailable")
+    assert warn["kind"].iloc[0] == "failed"  # most serious first
+    assert not warn.duplicated(["kind", "message"]).any()  # identical findings grouped, counted
+    assert (warn["count"] >= 1).all()
     collapsed = [p.name for p in runs if json.loads((p / "status.json").read_text()).get("collapsed")]
     for run_id in collapsed:
-        assert run_id in set(warn.loc[warn["kind"] == "collapsed", "subject"])
+        assert run_id in subjects("collapsed") or "more)" in subjects("collapsed")
     hw = pd.read_csv(html.parent / "tables" / "hardware.csv")
     assert hw["max_c"].item() == 88.0 and hw["time_hot_s"].item() == pytest.approx(7.0)
     assert hw["runs_sensor_unavailable"].item() == 1
@@ -285,9 +290,14 @@ def test_render_escapes_and_links_hidden_tables(tmp_path):
                                       Table(frame, "hidden", "h.csv", show=False)])]
     md, html = render_markdown("T", sections), render_html("T", sections, tmp_path)
     assert "| a\\|b | c |" in md and "| 1.5 | <x> |" in md
-    assert "*hidden* (`tables/h.csv`)" in md and md.count("| 1.5 |") == 1
+    assert "hidden: not shown here, see `tables/h.csv`." in md and md.count("| 1.5 |") == 1
     assert "&lt;x&gt;" in html and "<x>" not in html and "a &lt; b" in html
     assert html.count("<table") == 1
+    # text cells left-aligned and wrapped, numbers right-aligned; no caption without a table
+    assert '<td class="num">1.5</td>' in html and "<td>&lt;x&gt;</td>" in html
+    empty = [Section("E", [Table(frame.iloc[:0], "nothing here", "e.csv")])]
+    assert "<caption>" not in render_html("T", empty, tmp_path)
+    assert "nothing here*: no rows." in render_markdown("T", empty)
 
 
 def test_cli_report_and_evaluate(study, capsys):
@@ -329,3 +339,20 @@ def test_html_opens_in_headless_chromium(study, tmp_path):
     assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
     with Image.open(shot) as img:
         assert np.asarray(img.convert("L"), dtype=np.float64).std() > 5  # not a blank page
+
+
+def test_tidy_files_load_in_one_line_with_numeric_intervals(study):
+    root = study["html"].parent
+    results = pd.read_parquet(root / "results.parquet")
+    assert list(results.columns) == ["run_id", "budget", "horizon", "seed", "params", "metric",
+                                     "value", "lo", "hi"]
+    assert results["lo"].dtype.kind == "f" and results["hi"].dtype.kind == "f"
+    ll = results[results["metric"] == "log_loss"]
+    assert len(ll) == len(eval_docs(study["cfg"])) and (ll["lo"] <= ll["value"]).all() and (ll["value"] <= ll["hi"]).all()
+    preds = pd.read_parquet(root / "predictions.parquet")
+    assert list(preds.columns) == ["date", "run_id", "budget", "horizon", "seed", "y", "prob"]
+    assert preds["prob"].between(0, 1).all() and set(preds["y"].unique()) <= {0, 1}
+    for csv in (root / "tables").glob("*.csv"):  # intervals are numeric columns, never "[a, b]" text
+        frame = pd.read_csv(csv)
+        for col in frame.columns[frame.dtypes == object]:
+            assert not frame[col].astype(str).str.match(r"^\[-?[0-9.e+-]+, -?[0-9.e+-]+\]$").any(), (csv.name, col)

@@ -197,3 +197,23 @@ def test_stop_request_checkpoints_mid_epoch_and_resumes_exactly(tmp_path):
     again = trainer(tmp_path, name="stopped").fit()
     assert again["val_log_loss"] == straight["val_log_loss"]
     assert read_final(RunDir(tmp_path / "stopped")) is not None
+
+
+def test_run_still_improving_at_max_epochs_is_flagged_not_converged(tmp_path):
+    """Guard 14: a learnable signal, a small learning rate and few epochs -> still improving."""
+    t = trainer(tmp_path, TrainConfig(max_epochs=4, batch_size=32, lr=1e-3, patience=10, dropout=0.0),
+                dropout=0.0)
+    final = t.fit()
+    losses = [m["val_log_loss"] for m in t.run.read_metrics() if m.get("event") == "epoch"]
+    assert losses[-1] < losses[0]  # the premise: it was still learning
+    assert final["converged"] is False and "still improving" in final["convergence_reason"]
+    assert t.run.status()["converged"] is False
+
+
+def test_early_stopped_run_is_converged(tmp_path):
+    data = synthetic()
+    data.train.values[:] = 1.0  # nothing to learn: validation loss stops improving at once
+    t = trainer(tmp_path, TrainConfig(max_epochs=30, batch_size=64, lr=1e-3, patience=2), data=data)
+    final = t.fit()
+    assert final["early_stopped"] and final["converged"] is True
+    assert final["epochs_run"] < 30

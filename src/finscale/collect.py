@@ -132,6 +132,8 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
         "train_flops": fps * train_windows * epochs_run if final else None,
         "best_epoch": (final or {}).get("best_epoch"),
         "early_stopped": (final or {}).get("early_stopped"),
+        "converged": (final or {}).get("converged"),
+        "convergence_reason": (final or {}).get("convergence_reason", ""),
         "collapsed": (final or {}).get("collapsed"),
         "collapse_reason": (final or {}).get("collapse_reason", ""),
         "val_log_loss": (final or {}).get("val_log_loss"),

@@ -36,6 +36,7 @@ from finscale.checkpoint import (
     save_checkpoint,
 )
 from finscale.config import TrainConfig, config_to_dict
+from finscale.convergence import run_convergence
 from finscale.metrics import classification_metrics, is_collapsed
 from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, prepare_model
 from finscale.rundir import RunDir
@@ -225,6 +226,14 @@ class Trainer:
     def _early_stopped(self) -> bool:
         return self.state["bad_epochs"] >= self.cfg.patience
 
+    def _convergence(self) -> dict:
+        """Guard 14: the monitored validation score per epoch, judged by finscale.convergence."""
+        key = "val_log_loss" if self.cfg.monitor_metric == "val_loss" else "val_auc"
+        scores = [m.get(key) for m in self.run.read_metrics() if m.get("event") == "epoch"]
+        if key == "val_auc":  # lower is better everywhere in the rule
+            scores = [None if v is None else 1.0 - v for v in scores]
+        return run_convergence(scores, early_stopped=self._early_stopped(), patience=self.cfg.patience)
+
     def _train_epoch(self) -> None:
         st, cfg = self.state, self.cfg
         epoch = st["epoch"]
@@ -318,18 +327,22 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device)
         collapsed, why = is_collapsed(metrics, self.cfg.collapse_std)
+        converged = self._convergence()
         final = {"event": "final", "best_epoch": best["epoch"] + 1,
                  "epochs_run": self.state["epoch"], "early_stopped": self._early_stopped(),
-                 "collapsed": collapsed, "collapse_reason": why,
+                 "collapsed": collapsed, "collapse_reason": why, **converged,
                  "params": count_parameters(self.model), "train_base_rate": self.data.prior,
                  "train_windows": len(self.data.train), "val_windows": len(self.data.val),
                  **{f"val_{k}": v for k, v in metrics.items()}}
         if collapsed:
             log.warning("%s: collapsed model (%s)", self.run.path.name, why)
+        if not converged["converged"]:
+            log.info("%s: not converged (%s)", self.run.path.name, converged["convergence_reason"])
         if self.controls.monitor is not None:
             final["hardware"] = self.controls.monitor.summary()  # max temp, seconds paused
         self.run.append_metrics(final)
-        self.run.write_status("done", epoch=self.state["epoch"], collapsed=collapsed)
+        self.run.write_status("done", epoch=self.state["epoch"], collapsed=collapsed,
+                              converged=converged["converged"])
         # A finished run never resumes: its step checkpoints (weights + AdamW state, ~16 bytes
         # per parameter) would only cost disk; best.pt is what evaluation reads.
         prune_step_checkpoints(self.run.ckpt, keep=0)

@@ -24,6 +24,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from finscale.config import StudyConfig
+from finscale.convergence import cell_flags, describe_cell_flags
 from finscale.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
 from finscale.hpo.results import best_params_path
@@ -96,7 +97,7 @@ def cell_summary(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
     led = study_ledger(study)
     best = best_trial(led)
     imp, why = importances(study, led)
-    return {
+    return {**_convergence_flags(cfg, budget, horizon, led, n_trials),
         "cell": cell_name(budget, horizon), "budget": budget, "horizon": horizon,
         "study_name": study.study_name, "storage": spec.display(), "n_trials": n_trials,
         "done": led.done(n_trials), "counts": led.counts(),
@@ -106,6 +107,18 @@ def cell_summary(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
         "params_total": best.user_attrs.get("params_total") if best else None,
         "importances": imp, "importance_note": why,
     }
+
+
+def _convergence_flags(cfg: StudyConfig, budget: str, horizon: int, led: Ledger, n_trials: int) -> dict:
+    """Guard 14 for a cell: best trial late, or too few trials for the searched dimensions."""
+    from finscale.hpo.space import cell_space
+
+    done = [t for t in led.in_state(TrialState.COMPLETE) if t.value is not None]
+    n_dims = len(cell_space(cfg, budget, horizon).searched())
+    flags = cell_flags([t.number for t in done], [t.value for t in done], n_dims=n_dims,
+                       n_trials=n_trials)
+    return {"hpo_flags": flags, "hpo_flag_notes": describe_cell_flags(flags, n_dims=n_dims, n_trials=n_trials),
+            "searched_dims": n_dims}
 
 
 def cell_outputs(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Study,
@@ -125,6 +138,8 @@ def cell_outputs(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
             "counts": summary["counts"], "optuna_params": summary["best_optuna_params"],
             "params_total": summary["params_total"], "storage": summary["storage"],
             "study_name": summary["study_name"], "importances": summary["importances"],
+            "hpo_flags": summary["hpo_flags"], "hpo_flag_notes": summary["hpo_flag_notes"],
+            "searched_dims": summary["searched_dims"],
         }, out / "best_params.json")
         paths["best_params"] = str(out / "best_params.json")
     else:

@@ -89,4 +89,8 @@ def _row(best: dict, trials: pd.DataFrame | None) -> dict:
             "best_value": best.get("value"), "best_trial": best.get("trial"),
             "best_params": json.dumps(best.get("params", {}), sort_keys=True),
             "importances": ", ".join(f"{k} {v:.2f}" for k, v in ranked),
-            "importance_note": best.get("importance_note") or ("" if imp else "not recorded")}
+            "importance_note": best.get("importance_note") or ("" if imp else "not recorded"),
+            "hpo_flags": list(best.get("hpo_flags") or []),
+            "hpo_flag_notes": "; ".join(best.get("hpo_flag_notes") or []),
+            # one column per chosen hyperparameter (readable and sortable, unlike JSON)
+            **{f"hp_{k}": v for k, v in sorted((best.get("params") or {}).items())}}

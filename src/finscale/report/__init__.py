@@ -25,6 +25,7 @@ from finscale.report.figures import budget_colors
 from finscale.report.render import render_html, render_markdown, write_tables
 from finscale.report.sections import SECTIONS
 from finscale.report.tables import budget_order
+from finscale.report.tidy import write_tidy
 from finscale.scaling import HorizonScaling, read_scaling
 
 __all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
@@ -73,6 +74,7 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"
     write_tables(parts, out / "tables")
+    write_tidy(sr, out)
     (out / "scaling.json").write_text(json.dumps(scaling_json(scaling or []), indent=1, default=float))
     (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")
     (out / "report.html").write_text(render_html(title, parts, out), encoding="utf-8")

@@ -101,11 +101,13 @@ def _md_block(block) -> str:
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Table):
-        caption = f"*{block.caption}*" + (f" (`tables/{block.csv}`)" if block.csv else "")
+        where = f" (`tables/{block.csv}`)" if block.csv else ""
         if not block.show:
-            return caption
-        body = _md_table(block.display) if not block.display.empty else "(no rows)"
-        return f"{caption}\n\n{body}" if block.caption else body
+            return f"{block.caption}: not shown here, see {where.strip(' ()') or 'the CSV'}."
+        if block.display.empty:
+            return f"*{block.caption}*: no rows." if block.caption else ""
+        body = _md_table(block.display)
+        return f"*{block.caption}*{where}\n\n{body}" if block.caption else body
     if isinstance(block, Figure):
         return f"![{block.caption}]({block.path.as_posix()})\n\n*{block.caption}*"
     raise TypeError(f"unknown report block {type(block).__name__}")
@@ -126,25 +128,46 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;font-size:12px;margin:.6em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;font-size:12px}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top;white-space:normal;
+max-width:28em;overflow-wrap:anywhere}
+td.num{text-align:right;white-space:nowrap}
 th{background:#f2f2f2}caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;font-size:13px}
 code{background:#f4f4f4;padding:0 3px}
+section#findings{background:#f7f9fc;border:1px solid #cdd7e5;padding:0 1em 1em}
 """
 
 
+NUM_CLASS = ' class="num"'
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, (bool, str)) and isinstance(value, (int, float)) or \
+        (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
+
+
+def _html_rows(frame: pd.DataFrame) -> str:
+    """Table rows: text left-aligned and wrapped, numbers right-aligned (class ``num``)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for raw in frame.itertuples(index=False):
+        cells = "".join(f"<td{NUM_CLASS if _is_number(v) else ''}>{html.escape(fmt_cell(v))}</td>"
+                        for v in raw)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+
+
 def _html_table(block: Table) -> str:
-    caption = html.escape(block.caption) + (f" (<code>tables/{html.escape(block.csv)}</code>)"
-                                            if block.csv else "")
+    where = f" (<code>tables/{html.escape(block.csv)}</code>)" if block.csv else ""
     if not block.show:
-        return f"<p><em>{caption}</em></p>"
+        return f"<p>{html.escape(block.caption)}: not shown here, see {where.strip(' ()') or 'the CSV'}.</p>"
     frame = block.display
-    shown = display_frame(frame) if not frame.empty else pd.DataFrame({"": ["(no rows)"]})
-    body = shown.to_html(index=False, escape=True, border=0)
-    if not block.caption:
-        return body
-    return body.replace("<thead>", f"<caption>{caption}</caption><thead>", 1)
+    if frame.empty:
+        return f"<p><em>{html.escape(block.caption)}</em>: no rows.</p>" if block.caption else ""
+    caption = f"<caption>{html.escape(block.caption)}{where}</caption>" if block.caption else ""
+    return f'<div class="scroll"><table>{caption}{_html_rows(frame)}</table></div>'
 
 
 def _html_block(block, root: Path) -> str:

@@ -88,7 +88,10 @@ def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
     return Section(SECTIONS[2], [
         Text(f"Optuna search per cell on the tuning split ({cfg.hpo.split}); the objective is "
              "validation log-loss. Importances are shown where the HPO stage recorded them."),
-        Table(sr.hpo, "Best trial per cell", "hpo.csv")])
+        Table(sr.hpo.drop(columns=["best_params", "hpo_flags"], errors="ignore"),
+              "Best trial per cell (hp_*: the chosen hyperparameters)", "hpo.csv",
+              shown=sr.hpo.drop(columns=["best_params", "hpo_flags", "importance_note"], errors="ignore")
+              .rename(columns=lambda c: c[3:] if c.startswith("hp_") else c))])
 
 
 def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
@@ -106,8 +109,9 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     shown["collapsed"] = res["collapsed_runs"]
     blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
                Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
-                     shown=per_run[["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
-                                    "auc", "skill", "brier", "ece", "collapsed"]])]
+                     shown=per_run.assign(log_loss_ci=ci_text(per_run, "log_loss_lo", "log_loss_hi"))[
+                         ["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
+                          "auc", "skill", "brier", "ece", "collapsed"]])]
     return Section(SECTIONS[3], blocks), res
 
 
@@ -118,7 +122,6 @@ def _per_run(sr: StudyRuns) -> pd.DataFrame:
     cols = ["run_id", "params_total", "params_non_embedding", "train_flops", "epochs_run",
             "best_epoch", "val_log_loss"]
     out = ev.merge(sr.runs[cols], on="run_id", how="left")
-    out["log_loss_ci"] = ci_text(out, "log_loss_lo", "log_loss_hi")
     return out.sort_values(["horizon", "params_total", "seed"], ignore_index=True)
 
 
@@ -283,10 +286,9 @@ def hardware_section(sr: StudyRuns) -> Section:
 
 
 def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]:
-    warn = tables.warnings_table(sr)
-    extra = pd.DataFrame(notes, columns=["kind", "subject", "message"])
-    warn = pd.concat([warn, extra], ignore_index=True) if not extra.empty else warn
+    warn = tables.warnings_table(sr, notes)
     blocks = [Text("No warnings.")] if warn.empty else [
-        Text(f"{len(warn)} finding(s) to read before trusting the numbers above.")]
+        Text(f"{int(warn['count'].sum())} finding(s) in {len(warn)} group(s) to read before trusting "
+             "the numbers above (identical findings grouped, most serious first).")]
     blocks.append(Table(warn, "Warnings", "warnings.csv"))
     return Section(SECTIONS[10], blocks), warn

@@ -150,9 +150,10 @@ def hardware_table(sr: StudyRuns) -> pd.DataFrame:
     }])
 
 
-def warnings_table(sr: StudyRuns) -> pd.DataFrame:
-    """Everything a reader must know before trusting the numbers, one row per finding."""
-    rows: list[dict] = []
+def warnings_table(sr: StudyRuns, notes: list | tuple = ()) -> pd.DataFrame:
+    """Everything a reader must know before trusting the numbers; identical findings grouped
+    (``count`` subjects per row). ``notes``: extra (kind, subject, message) from the sections."""
+    rows: list[dict] = [dict(zip(("kind", "subject", "message"), n)) for n in notes]
 
     def add(kind: str, subject: str, message: str) -> None:
         rows.append({"kind": kind, "subject": subject, "message": message})
@@ -170,6 +171,9 @@ def warnings_table(sr: StudyRuns) -> pd.DataFrame:
             add("not evaluated", r["run_id"], "done but no eval.json: run `finscale evaluate`")
         if r["collapsed"]:
             add("collapsed", r["run_id"], f"validation: {r['collapse_reason']}")
+        if r.get("converged") is False:
+            add("not converged", r["run_id"], "still improving when max_epochs stopped it "
+                "(raise train.max_epochs)")
         _budget_warning(r, add)
     for _, e in sr.current(sr.evals).iterrows():
         if e["collapsed"]:
@@ -178,11 +182,32 @@ def warnings_table(sr: StudyRuns) -> pd.DataFrame:
     if not runs.empty:
         for _, r in runs[~runs["current"]].iterrows():
             add("stale", r["run_id"], "run directory from another config; excluded from the report")
+    for _, c in sr.hpo.iterrows() if not sr.hpo.empty and "hpo_flags" in sr.hpo else []:
+        for note in filter(None, str(c.get("hpo_flag_notes") or "").split("; ")):
+            add("hpo flagged", c["cell"], note)
     hw = sr.current(sr.hardware)
     for _, r in hw[hw["unavailable_samples"] > 0].iterrows() if not hw.empty else []:
-        add("sensor unavailable", r["run_id"],
-            f"{r['unavailable_samples']} of {r['hw_samples']} hardware samples unreadable")
-    return pd.DataFrame(rows, columns=["kind", "subject", "message"])
+        add("sensor unavailable", r["run_id"], "hardware samples unreadable (no temperature sensor)")
+    return group_warnings(pd.DataFrame(rows, columns=["kind", "subject", "message"]))
+
+
+# Warning kinds in the order a reader should see them (others follow, alphabetically).
+WARNING_ORDER = ("failed", "not started", "not done", "not evaluated", "collapsed", "not converged",
+                 "hpo flagged", "budget missed", "small set", "stale", "sensor unavailable")
+
+
+def group_warnings(rows: pd.DataFrame) -> pd.DataFrame:
+    """Identical (kind, message) pairs grouped into one row with a count and their subjects."""
+    if rows.empty:
+        return rows.assign(count=pd.Series(dtype=int))
+    grouped = (rows.groupby(["kind", "message"], sort=False)["subject"]
+               .agg(count="size", subject=lambda s: ", ".join(s.iloc[:3]) + (f", … ({len(s) - 3} more)"
+                                                                            if len(s) > 3 else ""))
+               .reset_index())
+    rank = {k: i for i, k in enumerate(WARNING_ORDER)}
+    grouped["_rank"] = grouped["kind"].map(lambda k: rank.get(k, len(rank)))
+    grouped = grouped.sort_values(["_rank", "kind"], kind="stable").drop(columns="_rank")
+    return grouped[["kind", "count", "subject", "message"]].reset_index(drop=True)
 
 
 def _budget_warning(r: pd.Series, add) -> None:

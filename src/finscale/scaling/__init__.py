@@ -8,10 +8,13 @@ stage's outputs, ``runs/<study>/scaling/h<h>.json``, which the report reads (it 
 from finscale.scaling.fit import AXES, AxisFit, FitCache, HorizonScaling, fit_study, scaling_table
 from finscale.scaling.laws import (
     ALPHA_MAX,
-    FALLS,
+    FALLING,
+    FALLS_EXTRAPOLATES,
+    FALLS_IN_RANGE,
     FLAT,
     RISES,
     VERDICTS,
+    decide_verdict,
     auc_to_error,
     bootstrap_fit,
     compare_to_constant,
@@ -24,7 +27,8 @@ from finscale.scaling.laws import (
 )
 from finscale.scaling.store import read_scaling, result_path, run_scaling, scaling_dir
 
-__all__ = ["ALPHA_MAX", "AXES", "AxisFit", "FALLS", "FLAT", "FitCache", "HorizonScaling", "RISES",
+__all__ = ["ALPHA_MAX", "AXES", "AxisFit", "FALLING", "FALLS_EXTRAPOLATES", "FALLS_IN_RANGE", "FLAT",
+           "FitCache", "HorizonScaling", "RISES", "decide_verdict",
            "VERDICTS", "auc_to_error", "bootstrap_fit", "compare_to_constant", "fit_power_law",
            "fit_study", "predict_power_law", "prediction_band", "read_scaling", "resample_replicates",
            "resample_seeds", "result_path", "run_scaling", "scaling_dir", "scaling_table",

@@ -11,11 +11,19 @@ by minimising the mean Huber loss (delta = 1e-3) of log-residuals with L-BFGS-B 
 of starting points, keeping the best. alpha is constrained to [0, ALPHA_MAX]: a power law
 cannot describe a loss that RISES with size, so rising trends are detected separately by
 the least-squares slope of log L on log N (the "log-linear slope test"), bootstrapped with
-the same resamples. Verdicts (:func:`scaling_verdict`):
-- FALLS  when the alpha CI excludes 0 AND the slope CI is below 0 AND the constant model is
-  not preferred by both leave-one-budget-out error and BIC;
-- RISES  when the slope CI is above 0 (and FALLS does not hold);
-- FLAT   otherwise ("no detectable scaling").
+the same resamples. Verdicts (:func:`scaling_verdict`; the full rule with examples is in
+docs/verdicts.md). "Falling evidence" means the alpha CI excludes 0 AND the slope CI lies
+below 0; the leave-one-budget-out (LOBO) check then decides whether the law extrapolates:
+- FALLS_EXTRAPOLATES ("falls with size and extrapolates"): falling evidence, and LOBO
+  predicts held-out sizes better with the power law than with the constant model;
+- FALLS_IN_RANGE ("falls within the measured range but does not extrapolate"): falling
+  evidence, but LOBO prefers the constant model (or cannot be run: < 4 sizes) while BIC
+  does not prefer the constant model;
+- RISES ("rises with size"): the slope CI lies above 0 (and there is no falling evidence);
+- FLAT ("no detectable scaling"): otherwise — including falling evidence that both LOBO and
+  BIC reject in favour of the constant model.
+A verdict therefore never contradicts its own LOBO check: "extrapolates" is only said when
+LOBO agrees, and a decline that LOBO rejects is called in-range.
 Requiring the slope as well as alpha matters: on flat data the fit may send A -> 0, where
 alpha is unidentified and its interval can sit anywhere.
 
@@ -40,10 +48,12 @@ from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 log = logging.getLogger(__name__)
 
-FALLS = "loss falls with size (alpha CI excludes 0)"
+FALLS_EXTRAPOLATES = "falls with size and extrapolates"
+FALLS_IN_RANGE = "falls within the measured range but does not extrapolate"
 FLAT = "no detectable scaling"
-RISES = "loss rises with size"
-VERDICTS = (FALLS, FLAT, RISES)
+RISES = "rises with size"
+VERDICTS = (FALLS_EXTRAPOLATES, FALLS_IN_RANGE, FLAT, RISES)
+FALLING = (FALLS_EXTRAPOLATES, FALLS_IN_RANGE)  # verdicts that say "loss falls with size"
 ALPHA_MAX = 5.0
 _ALPHA_ZERO = 1e-8  # alpha at or below this counts as 0 (L-BFGS-B lands exactly on the bound)
 _LOG_BOUND = 50.0
@@ -355,8 +365,33 @@ def compare_to_constant(N, L, *, loss: str = "huber", delta: float = 1e-3) -> di
     return out
 
 
+def _num(value: float) -> str:
+    """A number for a sentence: 4 significant digits, never "-0"."""
+    text = f"{value:.4g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def _signed(value: float) -> str:
+    text = _num(value)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
 def _fmt_ci(ci) -> str:
-    return "n/a" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+    return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
+
+
+def decide_verdict(alpha_ci, slope_ci, preferred: dict) -> str:
+    """The verdict from the intervals and the model comparison (rule in the module docstring)."""
+    if alpha_ci is None or slope_ci is None:
+        return FLAT
+    falling = alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0
+    if falling:
+        if preferred.get("lobo") == "power_law":
+            return FALLS_EXTRAPOLATES
+        if preferred.get("bic") == "constant" and preferred.get("lobo") == "constant":
+            return FLAT
+        return FALLS_IN_RANGE
+    return RISES if slope_ci[0] > 0 else FLAT
 
 
 def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
@@ -365,26 +400,24 @@ def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
 
     ``fit`` from :func:`fit_power_law`, ``ci`` from :func:`bootstrap_fit`, ``comparison``
     from :func:`compare_to_constant`; ``quantity`` names what was fitted (e.g. "1 - AUC").
+    Signs: "improvement" is the predicted DEcrease of the quantity from the smallest to the
+    largest size, so a positive improvement is better everywhere.
     """
     alpha_ci, slope_ci = ci.get("alpha_ci"), ci.get("slope_ci")
     if alpha_ci is None or slope_ci is None:
         return FLAT, f"{quantity}: no usable bootstrap resamples, so no scaling can be claimed."
-    prefs = comparison["preferred"]
-    const_wins = prefs["bic"] == "constant" and prefs["lobo"] in ("constant", None)
-    falling = alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0 and not const_wins
-    rising = slope_ci[0] > 0
-    verdict = FALLS if falling and not rising else RISES if rising and not falling else FLAT
-    lobo = ("leave-one-budget-out RMSE n/a" if comparison["lobo_rmse_power"] is None else
-            f"leave-one-budget-out RMSE {comparison['lobo_rmse_power']:.4g} (power law) vs "
-            f"{comparison['lobo_rmse_const']:.4g} (constant)")
-    lead = {FALLS: f"{quantity} falls with size", RISES: f"{quantity} rises with size",
-            FLAT: f"no detectable scaling of {quantity}"}[verdict]
+    verdict = decide_verdict(alpha_ci, slope_ci, comparison["preferred"])
+    lobo = ("leave-one-budget-out check not run (needs >= 4 sizes)"
+            if comparison["lobo_rmse_power"] is None else
+            f"leave-one-budget-out RMSE {_num(comparison['lobo_rmse_power'])} (power law) vs "
+            f"{_num(comparison['lobo_rmse_const'])} (no-scaling model)")
+    lead = f"{quantity} {verdict}" if verdict != FLAT else f"no detectable scaling of {quantity}"
     if verdict == FLAT and alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0:
-        lead += " (the intervals suggest a decline, but the constant model predicts as well)"
-    text = (f"{lead}: L(N) = {fit['E']:.4g} + {fit['A']:.4g}·N^-{fit['alpha']:.3g}, "
-            f"alpha {ci['level']:.0%} CI {_fmt_ci(alpha_ci)}; predicted change from "
-            f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {-fit['drop']:+.4g} "
-            f"(improvement CI {_fmt_ci(ci.get('drop_ci'))}); log-log slope {fit['log_slope']:+.4g} "
+        lead += " (the intervals suggest a decline, but the no-scaling model predicts as well)"
+    text = (f"{lead}: L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, "
+            f"alpha {ci['level']:.0%} CI {_fmt_ci(alpha_ci)}; predicted improvement from "
+            f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
+            f"(CI {_fmt_ci(ci.get('drop_ci'))}); log-log slope {_signed(fit['log_slope'])} "
             f"(CI {_fmt_ci(slope_ci)}); {lobo}; BIC difference {comparison['delta_bic']:+.2f} "
             f"(negative favours the power law); {fit['n_points']} runs at {fit['n_sizes']} sizes.")
     return verdict, text

@@ -1,0 +1,200 @@
+"""The report's first section: what the study found, per horizon, in plain sentences.
+
+Consumes: the collected tables of the current runs (runs, evals, baselines, comparisons, hpo)
+and the headline scaling rows (test log-loss vs total parameters, one per horizon) — all
+recorded by earlier stages; nothing is fitted or re-evaluated here.
+Produces: a :class:`Findings` with, per horizon, the scaling verdict, the best size against
+the best baseline (difference in test log-loss with each seed's paired block-bootstrap
+interval, from eval.json), whether any size beats every baseline, and the ranked caveats
+that apply; rendered as Markdown/HTML by ``sections`` and printed by ``finscale report``.
+Guarantees: signs are uniform — an **improvement** over a baseline is the baseline's test
+log-loss minus the model's (positive = the model is better), intervals likewise; a model is
+said to beat a baseline only when the paired interval of EVERY seed excludes 0 on the good
+side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+# Caveat severities: lower sorts first in the ranked list.
+SEVERITY = {"loses_to_baseline": 0, "no_extrapolation": 1, "unstable": 1, "not_converged": 2,
+            "hpo_flags": 3, "collapsed": 2, "few_seeds": 4}
+
+
+@dataclass(frozen=True)
+class Caveat:
+    kind: str
+    text: str
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY.get(self.kind, 9)
+
+
+@dataclass
+class HorizonFinding:
+    horizon: int
+    verdict: str | None              # headline scaling verdict (None: no fit)
+    verdict_text: str
+    comparison: str                  # best size vs best baseline, in words
+    beats_every_baseline: str        # which sizes (if any) beat every baseline, in words
+    best_budget: str | None = None
+    best_baseline: str | None = None
+    improvement: float | None = None  # best baseline log-loss - best size log-loss (>0 better)
+    caveats: list[Caveat] = field(default_factory=list)
+
+    def sentences(self) -> list[str]:
+        return [s for s in (self.verdict_text, self.comparison, self.beats_every_baseline) if s]
+
+
+@dataclass
+class Findings:
+    horizons: list[HorizonFinding]
+    caveats: list[Caveat]            # study-wide, ranked
+
+    def lines(self) -> list[str]:
+        """Plain text, one sentence per line (what ``finscale report`` prints)."""
+        out = []
+        for hf in self.horizons:
+            out += [f"h={hf.horizon}: {s}" for s in hf.sentences()]
+        out += [f"caveat: {c.text}" for c in self.caveats]
+        return out
+
+
+def _num(value: float, digits: int = 4) -> str:
+    text = f"{value:.{digits}g}"
+    return "0" if text in ("-0", "0") else text
+
+
+def _signed(value: float) -> str:
+    text = _num(value)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
+def _improvement_ci(row) -> tuple[float, float]:
+    """Paired CI of (baseline - model) from eval.json's (model - baseline) interval."""
+    return -float(row["diff_hi"]), -float(row["diff_lo"])
+
+
+def _best_budget(evals: pd.DataFrame) -> tuple[str, float, int]:
+    means = evals.groupby("budget")["log_loss"].agg(["mean", "count"])
+    budget = str(means["mean"].idxmin())
+    return budget, float(means.loc[budget, "mean"]), int(means.loc[budget, "count"])
+
+
+def _best_baseline(baselines: pd.DataFrame) -> tuple[str, float] | None:
+    if baselines.empty:
+        return None
+    means = baselines.groupby("baseline")["log_loss"].mean()
+    return str(means.idxmin()), float(means.min())
+
+
+def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
+    """(#seeds significantly better, #significantly worse, interval strings) for one size."""
+    better = worse = 0
+    cis = []
+    for _, row in cmp.sort_values("seed").iterrows():
+        lo, hi = _improvement_ci(row)
+        better += lo > 0
+        worse += hi < 0
+        cis.append(f"[{_signed(lo)}, {_signed(hi)}]")
+    return better, worse, cis
+
+
+def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, comparisons: pd.DataFrame,
+                 params: dict) -> tuple[str, dict]:
+    """Sentence: the best size against the best baseline at horizon ``h``; and its numbers."""
+    budget, loss, n_seeds = _best_budget(evals)
+    best = _best_baseline(baselines)
+    size = f"{budget} ({int(params[budget]):,} parameters)" if params.get(budget) else budget
+    if best is None:
+        return (f"Best PatchTST size {size}: mean test log-loss {_num(loss)} over {n_seeds} "
+                "seed(s); no baseline was evaluated.", {"best_budget": budget})
+    name, base_loss = best
+    improvement = base_loss - loss
+    cmp = comparisons[(comparisons["budget"] == budget) & (comparisons["baseline"] == name)]
+    better, worse, cis = _seed_verdicts(cmp)
+    side = "better" if improvement > 0 else "worse"
+    text = (f"Best PatchTST size {size}: mean test log-loss {_num(loss)} over {n_seeds} seed(s) vs "
+            f"the best baseline, {name}, {_num(base_loss)}: improvement {_signed(improvement)} "
+            f"(PatchTST is {side}); paired block-bootstrap 95% intervals of the improvement per seed "
+            f"{', '.join(cis) or 'n/a'}; {better} of {len(cmp)} seed(s) significantly better, "
+            f"{worse} significantly worse.")
+    return text, {"best_budget": budget, "best_baseline": name, "improvement": improvement,
+                  "worse_seeds": worse, "better_seeds": better, "n_seeds": len(cmp)}
+
+
+def beats_every_baseline(comparisons: pd.DataFrame) -> str:
+    """Which sizes beat every baseline in every seed (paired interval excludes 0)."""
+    if comparisons.empty:
+        return ""
+    winners = []
+    for budget, rows in comparisons.groupby("budget", sort=False):
+        improvements_lo = [_improvement_ci(r)[0] for _, r in rows.iterrows()]
+        if improvements_lo and all(lo > 0 for lo in improvements_lo):
+            winners.append(str(budget))
+    if not winners:
+        return "No size beats every baseline in every seed (paired block-bootstrap intervals)."
+    return f"Sizes that beat every baseline in every seed: {', '.join(winners)}."
+
+
+def horizon_caveats(h: int, runs: pd.DataFrame, hpo: pd.DataFrame, verdict: str | None,
+                    numbers: dict) -> list[Caveat]:
+    """The caveats that apply at one horizon, unranked."""
+    from finscale.scaling import FALLS_IN_RANGE
+
+    out = []
+    if numbers.get("improvement") is not None and numbers["improvement"] < 0:
+        out.append(Caveat("loses_to_baseline", f"h={h}: PatchTST loses to {numbers['best_baseline']} "
+                          f"at its best size ({numbers['best_budget']}); a scaling law of models that "
+                          "a simpler baseline beats is a weak result"))
+    if verdict == FALLS_IN_RANGE:
+        out.append(Caveat("no_extrapolation", f"h={h}: the power law describes the measured sizes but "
+                          "does not predict a held-out size better than the no-scaling model"))
+    if "converged" in runs and len(runs):
+        bad = runs[runs["converged"] == False]  # noqa: E712 (NaN = unknown, not flagged)
+        if len(bad):
+            out.append(Caveat("not_converged", f"h={h}: {len(bad)} of {len(runs)} final runs did not "
+                              "converge (still improving when max_epochs stopped them)"))
+    if "collapsed" in runs and runs["collapsed"].fillna(False).astype(bool).any():
+        n = int(runs["collapsed"].fillna(False).astype(bool).sum())
+        out.append(Caveat("collapsed", f"h={h}: {n} final run(s) collapsed (predictions barely vary "
+                          "or are no better than the base rate)"))
+    if not hpo.empty and "hpo_flags" in hpo:
+        flagged = hpo[hpo["hpo_flags"].map(lambda f: bool(f) if isinstance(f, list) else False)]
+        if len(flagged):
+            kinds = sorted({k for flags in flagged["hpo_flags"] for k in flags})
+            out.append(Caveat("hpo_flags", f"h={h}: {len(flagged)} HPO cell(s) flagged "
+                              f"({', '.join(kinds)}): their hyperparameters may not be tuned"))
+    return out
+
+
+def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFrame,
+                   comparisons: pd.DataFrame, hpo: pd.DataFrame, headline: list[dict]) -> Findings:
+    """Findings per horizon (see module docstring). ``headline``: one dict per horizon with
+    ``horizon``, ``verdict`` and ``text`` of the test log-loss vs total parameters fit."""
+    verdicts = {int(r["horizon"]): r for r in headline}
+    params = runs.groupby("budget")["params_total"].median().to_dict() if "params_total" in runs else {}
+    out, caveats = [], []
+    for h in sorted(int(x) for x in evals["horizon"].unique()) if not evals.empty else []:
+        at = {name: t[t["horizon"] == h] if not t.empty and "horizon" in t else t
+              for name, t in (("runs", runs), ("evals", evals), ("baselines", baselines),
+                              ("comparisons", comparisons), ("hpo", hpo))}
+        text, numbers = compare_best(h, at["evals"], at["baselines"], at["comparisons"], params)
+        fit = verdicts.get(h, {})
+        verdict_text = fit.get("text") or "No scaling fit (too few sizes or runs)."
+        hf = HorizonFinding(h, fit.get("verdict"), verdict_text, text,
+                            beats_every_baseline(at["comparisons"]), numbers.get("best_budget"),
+                            numbers.get("best_baseline"), numbers.get("improvement"))
+        hf.caveats = horizon_caveats(h, at["runs"], at["hpo"], hf.verdict, numbers)
+        caveats += hf.caveats
+        out.append(hf)
+    seeds = runs.groupby(["budget", "horizon"])["seed"].nunique() if not runs.empty else pd.Series()
+    if len(seeds) and seeds.min() < 3:
+        caveats.append(Caveat("few_seeds", f"{int(seeds.min())} seed(s) per cell: a single seed set's "
+                              "verdict can flip on a rerun (replicate seed sets measure how often)"))
+    return Findings(out, sorted(caveats, key=lambda c: (c.rank, c.text)))
+

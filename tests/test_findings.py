@@ -1,0 +1,54 @@
+"""The findings section: best size vs best baseline, caveats, sign conventions (report.findings)."""
+
+import pandas as pd
+
+from finscale.report.findings import build_findings
+from finscale.scaling import FALLS_IN_RANGE
+
+
+def tables(model_loss: dict, base: dict, diff_ci: dict, converged=True, flags=()):
+    """Runs of 2 budgets x 2 seeds at h=1; diff_ci[(budget, seed)] = (lo, hi) of model - baseline."""
+    runs, evals, cmps = [], [], []
+    for budget, params in (("s", 1000), ("m", 10000)):
+        for seed in (0, 1):
+            rid = f"{budget}-h1-s{seed}"
+            runs.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
+                         "params_total": params, "converged": converged, "collapsed": False})
+            evals.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
+                          "log_loss": model_loss[budget] + 0.001 * seed})
+            for name, loss in base.items():
+                lo, hi = diff_ci.get((budget, seed, name), (-0.01, 0.01))
+                cmps.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
+                             "baseline": name, "mean_diff": (lo + hi) / 2, "diff_lo": lo, "diff_hi": hi,
+                             "p_value": 0.01})
+    baselines = pd.DataFrame([{"horizon": 1, "baseline": n, "log_loss": v} for n, v in base.items()])
+    hpo = pd.DataFrame([{"cell": "s-h1", "budget": "s", "horizon": 1, "hpo_flags": list(flags)}])
+    return pd.DataFrame(runs), pd.DataFrame(evals), baselines, pd.DataFrame(cmps), hpo
+
+
+def test_model_that_loses_to_logistic_is_said_first_with_signed_improvement():
+    worse = {(b, s, "logistic"): (0.02, 0.05) for b in "sm" for s in (0, 1)}
+    t = tables({"s": 0.345, "m": 0.343}, {"logistic": 0.3005, "constant": 0.36}, worse,
+               converged=False, flags=["best_trial_late"])
+    f = build_findings(*t, headline=[{"horizon": 1, "verdict": FALLS_IN_RANGE, "text": "verdict text"}])
+    hf = f.horizons[0]
+    assert hf.best_budget == "m" and hf.best_baseline == "logistic"
+    assert hf.improvement < 0 and "improvement -0.043 " in hf.comparison and "(PatchTST is worse)" in hf.comparison
+    assert "[-0.05, -0.02]" in hf.comparison  # the interval flipped into the improvement sign
+    assert "0 of 2 seed(s) significantly better, 2 significantly worse" in hf.comparison
+    assert hf.beats_every_baseline.startswith("No size beats every baseline")
+    kinds = [c.kind for c in f.caveats]
+    assert kinds[0] == "loses_to_baseline"  # ranked first
+    assert {"no_extrapolation", "not_converged", "hpo_flags", "few_seeds"} <= set(kinds)
+    assert f.lines()[0] == "h=1: verdict text"
+
+
+def test_model_that_beats_every_baseline_in_every_seed():
+    better = {(b, s, n): (-0.03, -0.01) for b in "m" for s in (0, 1) for n in ("logistic", "constant")}
+    t = tables({"s": 0.32, "m": 0.29}, {"logistic": 0.30, "constant": 0.36}, better)
+    f = build_findings(*t, headline=[])
+    hf = f.horizons[0]
+    assert hf.improvement > 0 and "(PatchTST is better)" in hf.comparison
+    assert hf.beats_every_baseline == "Sizes that beat every baseline in every seed: m."
+    assert "loses_to_baseline" not in [c.kind for c in f.caveats]
+    assert hf.verdict_text.startswith("No scaling fit")
