@@ -65,6 +65,45 @@ def test_report_has_every_section_in_both_formats(study):
     assert "src=\"http" not in html and "href=\"http" not in html
 
 
+def test_findings_come_first_and_say_what_was_found(study):
+    md = (study["dir"] / "report.md").read_text()
+    first = md.split("\n## ")[2]  # [0] title, [1] contents, [2] the first section
+    assert first.startswith("Findings\n") and "Horizon 1" in first
+    assert "Best PatchTST size" in first and "the best baseline" in first
+    assert "every baseline" in first and "Caveats" in first
+    found = json.loads((study["dir"] / "findings.json").read_text())
+    assert found["lines"][0].startswith("h=1: ") and found["horizons"][0]["best_baseline"]
+    html = study["html"].read_text()
+    assert html.index('<section id="findings">') < html.index('<section id="study-configuration')
+
+
+def test_baseline_bands_and_hollow_markers_on_scaling_panels(study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finscale.report.figures import _baseline_bands, _scaling_panel
+    from finscale.report.sections import scaling_overlays
+
+    sr = collect(study["cfg"])
+    extra = scaling_overlays(sr, 1)
+    bands = extra["baselines"]
+    assert set(bands["baseline"]) >= {"constant", "logistic"} and set(bands["quantity"]) == {"log_loss", "auc_error"}
+    assert (bands["lo"] <= bands["value"]).all() and (bands["value"] <= bands["hi"]).all()
+    hs = read_scaling(study["cfg"])[0]
+    af = hs.fits[0]
+    fig, ax = plt.subplots()
+    _scaling_panel(ax, af, {}, frozenset(af.points["run_id"][:1]))
+    _baseline_bands(ax, af.quantity, bands)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "baseline: logistic" in labels and "no-scaling fit (mean)" in labels
+    assert any("(not converged)" in lab for lab in labels)
+    spans = [p for p in ax.patches]  # one shaded interval per baseline of this quantity
+    assert len(spans) >= len(bands[bands["quantity"] == af.quantity])
+    plt.close(fig)
+
+
 def test_every_figure_is_a_real_image(study):
     names = {p.name for p in (study["dir"] / "figures").glob("*.png")}
     assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")}
@@ -307,6 +346,7 @@ def test_cli_report_and_evaluate(study, capsys):
     assert main(["report", "smoke", *args]) == 0
     out = capsys.readouterr().out
     assert f"report: {study['html'].resolve()}" in out
+    assert out.index("findings:") < out.index("final results") and "h=1: " in out
     assert "final results" in out and "cpu-l" in out
     assert "scaling verdicts:" in out and "h1 log_loss vs params_total:" in out
     assert main(["evaluate", "smoke", *args]) == 0
@@ -332,6 +372,10 @@ def test_html_opens_in_headless_chromium(study, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in dom.stdout
+    # the findings section is the first one rendered, and tables render with their cells
+    first = dom.stdout.index("<section")
+    assert dom.stdout[first:].startswith('<section id="findings">')
+    assert dom.stdout.count("<td") > 20 and "<caption>" in dom.stdout
     assert dom.stdout.count("<img") == len(list((study["dir"] / "figures").glob("*.png")))
     shot = tmp_path / "shot.png"
     res = subprocess.run([*base, "--window-size=1200,2400", f"--screenshot={shot}", url],

@@ -30,6 +30,17 @@ def _with_ci(frame: pd.DataFrame, metric: str) -> list[str]:
     return out
 
 
+def print_findings(folder) -> None:
+    """The report's findings (its first section), one sentence per line."""
+    import json
+
+    path = folder / "findings.json"
+    if path.exists():
+        console.print("findings:", markup=False)
+        for line in json.loads(path.read_text())["lines"]:
+            console.print(f"  {line}", markup=False, highlight=False)
+
+
 def print_results(folder) -> None:
     """The final results table (mean [CI over seeds]) and the scaling verdicts of a report."""
     results = folder / "tables" / "final_results.csv"
@@ -53,6 +64,7 @@ def print_results(folder) -> None:
 def _report(args) -> int:
     cfg = load_study_from_args(args)
     path = build_report(cfg)
+    print_findings(path.parent)
     print_results(path.parent)
     console.print(f"report: {path.resolve()}")
     return 0

@@ -65,7 +65,8 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     scaling = read_scaling(cfg)
     notes: list = []
     results, _ = S.results_section(sr)
-    parts = [S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
+    found = S.findings(sr, scaling)
+    parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
              S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
@@ -75,6 +76,7 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     title = f"finscale study report: {cfg.name}"
     write_tables(parts, out / "tables")
     write_tidy(sr, out)
+    (out / "findings.json").write_text(json.dumps(found.to_dict(), indent=1, default=float))
     (out / "scaling.json").write_text(json.dumps(scaling_json(scaling or []), indent=1, default=float))
     (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")
     (out / "report.html").write_text(render_html(title, parts, out), encoding="utf-8")

@@ -63,7 +63,13 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def scaling_figure(hs: HorizonScaling, colors: dict, path: Path) -> Path:
+BASELINE_STYLES = {"logistic": "tab:green", "gbm": "tab:orange", "constant": "tab:gray"}
+
+
+def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: pd.DataFrame | None = None,
+                   not_converged: frozenset = frozenset()) -> Path:
+    """One panel per fit. ``baselines``: rows (baseline, metric, lo, hi) drawn as horizontal
+    bands on the matching panels; ``not_converged``: run ids drawn as hollow markers."""
     if not hs.fits:
         raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
     cols = 2 if len(hs.fits) == 4 else len(hs.fits)
@@ -71,7 +77,9 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False,
                              layout="constrained")
     for ax, af in zip(axes.ravel(), hs.fits):
-        _scaling_panel(ax, af, colors)
+        _scaling_panel(ax, af, colors, not_converged)
+        _baseline_bands(ax, af.quantity, baselines)
+        ax.legend(fontsize=6)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)
     fig.suptitle(f"Scaling, horizon {hs.horizon} (band: {hs.fits[0].boot['level']:.0%} bootstrap "
@@ -79,10 +87,25 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def _scaling_panel(ax, af, colors: dict) -> None:
+def _baseline_bands(ax, quantity: str, baselines: pd.DataFrame | None) -> None:
+    """Each baseline's test value as a horizontal line with its interval as a band."""
+    if baselines is None or baselines.empty:
+        return
+    for _, b in baselines[baselines["quantity"] == quantity].iterrows():
+        color = BASELINE_STYLES.get(str(b["baseline"]).split("_")[0], "tab:purple")
+        ax.axhline(b["value"], color=color, lw=1, label=f"baseline: {b['baseline']}")
+        if np.isfinite(b["lo"]) and np.isfinite(b["hi"]):
+            ax.axhspan(b["lo"], b["hi"], color=color, alpha=0.12)
+
+
+def _scaling_panel(ax, af, colors: dict, not_converged: frozenset = frozenset()) -> None:
     pts, fit = _ordered(af.points, colors), af.boot["fit"]
-    for budget, g in pts.groupby("budget", sort=False):
+    hollow = pts["run_id"].isin(not_converged) if "run_id" in pts else np.zeros(len(pts), bool)
+    for budget, g in pts[~hollow].groupby("budget", sort=False):
         ax.scatter(g["x"], g["y"], s=18, alpha=0.6, color=colors.get(budget), label=f"{budget} (seeds)")
+    for budget, g in pts[hollow].groupby("budget", sort=False):  # guard 14: not converged
+        ax.scatter(g["x"], g["y"], s=22, facecolors="none", edgecolors=colors.get(budget),
+                   label=f"{budget} (not converged)")
     ax.scatter(af.budget_points["x"], af.budget_points["y"], s=60, marker="D", facecolors="none",
                edgecolors="black", label="budget mean")
     grid = np.geomspace(pts["x"].min() / 1.5, pts["x"].max() * 1.5, 100)
@@ -92,12 +115,11 @@ def _scaling_panel(ax, af, colors: dict) -> None:
         ax.fill_between(grid, lo, hi, color="tab:blue", alpha=0.2, label="fit CI band")
     ax.plot(grid, predict_power_law(fit, grid), color="tab:blue",
             label=f"E + A·N^-α, α={fit['alpha']:.2g}")
-    ax.axhline(pts["y"].mean(), color="gray", ls="--", label="constant model")
+    ax.axhline(pts["y"].mean(), color="gray", ls="--", label="no-scaling fit (mean)")
     ax.set_xscale("log")
     ax.set_xlabel(af.x_label, fontsize=8)
     ax.set_ylabel({"log_loss": "test log-loss (nats)", "auc_error": "1 - test AUC"}[af.quantity], fontsize=8)
     ax.set_title(af.verdict, fontsize=8)
-    ax.legend(fontsize=6)
 
 
 def learning_figure(epochs: pd.DataFrame, horizon: int, colors: dict, path: Path) -> Path:

@@ -55,6 +55,14 @@ class Findings:
     horizons: list[HorizonFinding]
     caveats: list[Caveat]            # study-wide, ranked
 
+    def to_dict(self) -> dict:
+        """JSON-ready: ``lines`` (what ``finscale report`` prints), per-horizon numbers, caveats."""
+        return {"lines": self.lines(),
+                "horizons": [{"horizon": hf.horizon, "verdict": hf.verdict, "sentences": hf.sentences(),
+                              "best_budget": hf.best_budget, "best_baseline": hf.best_baseline,
+                              "improvement": hf.improvement} for hf in self.horizons],
+                "caveats": [{"kind": c.kind, "text": c.text} for c in self.caveats]}
+
     def lines(self) -> list[str]:
         """Plain text, one sentence per line (what ``finscale report`` prints)."""
         out = []

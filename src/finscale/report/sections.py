@@ -17,11 +17,12 @@ import pandas as pd
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
+from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
 from finscale.scaling import HorizonScaling, scaling_table
 
 SECTIONS = (
-    "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
+    "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
     "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
     "Calibration", "Backtest", "Hardware", "Warnings",
 )
@@ -56,9 +57,44 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def headline_fits(results: list[HorizonScaling] | None) -> list[dict]:
+    """The headline fit per horizon: test log-loss vs measured total parameters."""
+    out = []
+    for hs in results or []:
+        for f in hs.fits:
+            if f.quantity == "log_loss" and f.axis == "params_total":
+                out.append({"horizon": hs.horizon, "verdict": f.verdict, "text": f.text})
+    return out
+
+
+def findings(sr: StudyRuns, results: list[HorizonScaling] | None) -> Findings:
+    """What the study found (see :mod:`finscale.report.findings`), from the current runs."""
+    runs = sr.runs[sr.runs["current"]] if not sr.runs.empty else sr.runs
+    return build_findings(runs, sr.current(sr.evals), sr.baselines, sr.current(sr.comparisons),
+                          sr.hpo, headline_fits(results))
+
+
+def findings_section(found: Findings) -> Section:
+    """The report's first section: per horizon, plain sentences a reader can quote; caveats."""
+    if not found.horizons:
+        return Section(SECTIONS[0], [Text("No evaluated final runs yet, so nothing to report: run "
+                                          "`finscale run STUDY` (final and evaluate phases).")])
+    blocks = [Text("Per horizon: the scaling verdict of test log-loss vs measured parameters, the "
+                   "best PatchTST size against the best baseline on the same test windows "
+                   "(improvement = baseline log-loss - model log-loss; positive = PatchTST better), "
+                   "and whether any size beats every baseline. Caveats follow, most serious first.")]
+    for hf in found.horizons:
+        blocks.append(Text(f"Horizon {hf.horizon}"))
+        blocks.append(Bullets(hf.sentences()))
+    blocks.append(Text("Caveats" if found.caveats else "Caveats: none."))
+    if found.caveats:
+        blocks.append(Bullets([c.text for c in found.caveats]))
+    return Section(SECTIONS[0], blocks)
+
+
 def study_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
     conf = pd.DataFrame(_flatten(config_to_dict(cfg)), columns=["key", "value"])
-    s = Section(SECTIONS[0], [Text(
+    s = Section(SECTIONS[1], [Text(
         f"Study {cfg.name!r} in {cfg.study_dir}: {int(sr.runs['current'].sum()) if not sr.runs.empty else 0} "
         f"final run directories of the current config. The report is built only from the run "
         f"directories; rebuilding it retrains nothing.")])
@@ -76,7 +112,7 @@ def study_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
 
 
 def splits_section(sr: StudyRuns) -> Section:
-    return Section(SECTIONS[1], [Table(sr.splits, "Split regions per horizon (windows, dates, base "
+    return Section(SECTIONS[2], [Table(sr.splits, "Split regions per horizon (windows, dates, base "
                                        "rate of the label)", "splits.csv")])
 
 
@@ -84,8 +120,8 @@ def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
     if sr.hpo.empty:
         why = ("hpo.mode is 'fixed': parameters come from [hpo.fixed]" if cfg.hpo.mode == "fixed"
                else "no HPO results (best_params.json / trials.csv) in runs/<study>/hpo/")
-        return Section(SECTIONS[2], [Text(f"No hyperparameter search recorded: {why}.")])
-    return Section(SECTIONS[2], [
+        return Section(SECTIONS[3], [Text(f"No hyperparameter search recorded: {why}.")])
+    return Section(SECTIONS[3], [
         Text(f"Optuna search per cell on the tuning split ({cfg.hpo.split}); the objective is "
              "validation log-loss. Importances are shown where the HPO stage recorded them."),
         Table(sr.hpo.drop(columns=["best_params", "hpo_flags"], errors="ignore"),
@@ -102,7 +138,7 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
                    "(blank with one seed). Skill = 1 - log-loss / log-loss of the training base rate.")]
     if res.empty:
         blocks.append(Text("No evaluated final runs yet: run `finscale evaluate`."))
-        return Section(SECTIONS[3], blocks), res
+        return Section(SECTIONS[4], blocks), res
     shown = res[["horizon", "budget", "seeds", "params_total", "params_non_embedding"]].copy()
     for m in tables.RESULT_METRICS:
         shown[m] = with_ci(res, m)
@@ -112,7 +148,7 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
                      shown=per_run.assign(log_loss_ci=ci_text(per_run, "log_loss_lo", "log_loss_hi"))[
                          ["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
                           "auc", "skill", "brier", "ece", "collapsed"]])]
-    return Section(SECTIONS[3], blocks), res
+    return Section(SECTIONS[4], blocks), res
 
 
 def _per_run(sr: StudyRuns) -> pd.DataFrame:
@@ -133,7 +169,7 @@ def baselines_section(sr: StudyRuns) -> Section:
                    "better) with a paired block-bootstrap interval; 'seeds better/worse' count "
                    "seeds whose interval excludes 0.")]
     if base.empty:
-        return Section(SECTIONS[4], blocks + [Text("No evaluated runs, so no baselines.")])
+        return Section(SECTIONS[5], blocks + [Text("No evaluated runs, so no baselines.")])
     shown = base[["horizon", "baseline", "n"]].copy()
     for m in tables.RESULT_METRICS[:4]:
         shown[m] = with_ci(base, m)
@@ -147,7 +183,7 @@ def baselines_section(sr: StudyRuns) -> Section:
                Table(cmp, "Paired tests, model vs baseline (summary over seeds)",
                      "paired_tests_summary.csv", shown=cmp_shown),
                Table(sr.current(sr.comparisons), "Paired tests per run", "paired_tests.csv", show=False)]
-    return Section(SECTIONS[4], blocks)
+    return Section(SECTIONS[5], blocks)
 
 
 def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir: Path,
@@ -157,7 +193,7 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         why = ("no scaling results: the scaling stage has not run for this study "
                "(run `finscale run STUDY --phase scaling`, then rebuild the report)")
         notes.append(("no scaling results", "study", why))
-        return Section(SECTIONS[5], [Text(why[0].upper() + why[1:] + ".")])
+        return Section(SECTIONS[6], [Text(why[0].upper() + why[1:] + ".")])
     table = scaling_table(results)
     stale = _stale_scaling(results, sr)
     if stale:
@@ -180,7 +216,8 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
             continue
         blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
                                for f in hs.fits]))
-        _add_figure(blocks, notes, lambda p, hs=hs: figures.scaling_figure(hs, colors, p),
+        extras = scaling_overlays(sr, hs.horizon)
+        _add_figure(blocks, notes, lambda p, hs=hs, ex=extras: figures.scaling_figure(hs, colors, p, **ex),
                     fig_dir / f"scaling_h{hs.horizon}.png", f"Scaling fits, horizon {hs.horizon}")
     if "alpha" in table:
         fitted = table.dropna(subset=["alpha"])
@@ -192,7 +229,23 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         blocks.append(Table(table, "Scaling-law fits", "scaling.csv", shown=shown))
     else:  # no horizon could be fitted: the CSV still records why, per horizon
         blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))
-    return Section(SECTIONS[5], blocks)
+    return Section(SECTIONS[6], blocks)
+
+
+def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
+    """Baseline bands (test log-loss and 1 - AUC with their intervals) and not-converged runs."""
+    if sr is None or sr.baselines.empty:
+        return {}
+    base = sr.baselines[sr.baselines["horizon"] == horizon].groupby("baseline", as_index=False).first()
+    rows = [{"baseline": b["baseline"], "quantity": "log_loss", "value": b["log_loss"],
+             "lo": b.get("log_loss_lo"), "hi": b.get("log_loss_hi")} for _, b in base.iterrows()]
+    rows += [{"baseline": b["baseline"], "quantity": "auc_error", "value": 1 - b["auc"],
+              "lo": 1 - b.get("auc_hi", float("nan")), "hi": 1 - b.get("auc_lo", float("nan"))}
+             for _, b in base.iterrows() if pd.notna(b.get("auc"))]
+    frame = pd.DataFrame(rows).astype({"value": float, "lo": float, "hi": float})
+    runs = sr.runs
+    not_converged = frozenset(runs.loc[runs["converged"] == False, "run_id"]) if "converged" in runs else frozenset()  # noqa: E712
+    return {"baselines": frame, "not_converged": not_converged}
 
 
 def _stale_scaling(results: list[HorizonScaling], sr: StudyRuns | None) -> str:
@@ -236,7 +289,7 @@ def learning_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes
                    .drop(columns="budget_params"))
     blocks += [Table(summary, "Per-run training summary (from metrics.jsonl)", "training.csv"),
                Table(ep, "Every epoch line", "epochs.csv", show=False)]
-    return Section(SECTIONS[6], blocks)
+    return Section(SECTIONS[7], blocks)
 
 
 def calibration_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
@@ -248,7 +301,7 @@ def calibration_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, no
                     fig_dir / f"calibration_h{h}.png", f"Calibration, horizon {h}")
     blocks.append(Table(sr.current(sr.calibration), "Calibration bins per run", "calibration_bins.csv",
                         show=False))
-    return Section(SECTIONS[7], blocks)
+    return Section(SECTIONS[8], blocks)
 
 
 def backtest_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
@@ -264,13 +317,13 @@ def backtest_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes
                     lambda p, h=h: figures.backtest_figure(sr.equity, sr.current(sr.runs), h, colors, p),
                     fig_dir / f"backtest_h{h}.png", f"Equity curves, horizon {h}")
     if bt.empty:
-        return Section(SECTIONS[8], blocks + [Text("No backtests recorded.")])
+        return Section(SECTIONS[9], blocks + [Text("No backtests recorded.")])
     cols = ["run_id", "cagr", "sharpe", "max_drawdown", "n_trades", "hit_rate", "exposure", "dsr",
             "bh_cagr", "bh_sharpe", "bh_max_drawdown"]
     blocks += [Table(tables.backtest_summary(bt), "Best run per horizon and its deflated Sharpe ratio",
                      "backtest_summary.csv"),
                Table(bt, "Backtest per run", "backtests.csv", shown=bt[cols])]
-    return Section(SECTIONS[8], blocks)
+    return Section(SECTIONS[9], blocks)
 
 
 def hardware_section(sr: StudyRuns) -> Section:
@@ -282,7 +335,7 @@ def hardware_section(sr: StudyRuns) -> Section:
         blocks.append(Text("No hardware log in any run (monitoring was off)."))
     blocks += [Table(hw, "Hardware summary", "hardware.csv"),
                Table(sr.current(sr.hardware), "Hardware per run", "hardware_runs.csv", show=False)]
-    return Section(SECTIONS[9], blocks)
+    return Section(SECTIONS[10], blocks)
 
 
 def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]:
@@ -291,4 +344,4 @@ def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]
         Text(f"{int(warn['count'].sum())} finding(s) in {len(warn)} group(s) to read before trusting "
              "the numbers above (identical findings grouped, most serious first).")]
     blocks.append(Table(warn, "Warnings", "warnings.csv"))
-    return Section(SECTIONS[10], blocks), warn
+    return Section(SECTIONS[11], blocks), warn
