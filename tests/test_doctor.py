@@ -101,7 +101,7 @@ def test_study_checks_sensor_plan_needs_and_storage(fetched, tmp_path):
     zone.mkdir(parents=True)
     (zone / "temp").write_text("47000\n")
     (zone / "type").write_text("x86_pkg_temp\n")
-    base = ["--study", "smoke", "--data-dir", str(fetched), "--set", f"output_dir={json.dumps(str(tmp_path))}"]
+    base = ["smoke", "--data-dir", str(fetched), "--set", f"output_dir={json.dumps(str(tmp_path))}"]
     code, rows = doctor_json(*base, "--set", 'monitor.backend="linux"',
                              "--set", f"monitor.sysfs_root={json.dumps(str(tmp_path / 'thermal'))}")
     assert code == 0, rows
