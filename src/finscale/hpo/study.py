@@ -235,10 +235,10 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
     if job.workers == 1:
         return work(job, controls=Controls(should_stop=should_stop or (lambda: None), on_event=on_event))
     procs = [_start_worker(replace(job, index=i)) for i in range(job.workers)]
-    signalled, poll = False, _poll_progress(job, on_event)
+    signalled, report_progress = False, _poll_progress(job, on_event)
     try:
         while any(p.poll() is None for p in procs):
-            poll()
+            report_progress()
             if not signalled and should_stop is not None and should_stop():
                 for p in procs:  # ask our own workers to checkpoint and stop
                     if p.poll() is None:
@@ -252,6 +252,7 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
         for p in procs:
             p.wait()
         raise
+    report_progress(force=True)
     codes = [p.returncode for p in procs]
     stopping = signalled or (should_stop is not None and should_stop())
     bad = [(i, c) for i, c in enumerate(codes) if c not in (0, EXIT_STOPPED)]
@@ -263,15 +264,15 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
     return "stopped" if EXIT_STOPPED in codes else "done"
 
 
-def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Callable[[], None]:
+def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Callable[..., None]:
     """A function that reports ("trial") when the cell's finished-trial count has changed."""
     if on_event is None:
-        return lambda: None
+        return lambda force=False: None
     study = open_study(job.cfg, job.budget, job.horizon, open_storage(job.storage))
     last = {"done": _finished(study), "t": time.monotonic()}
 
-    def poll() -> None:
-        if time.monotonic() - last["t"] < 2.0:   # a storage query every 2 s at most
+    def poll(force: bool = False) -> None:
+        if not force and time.monotonic() - last["t"] < 2.0:   # a storage query every 2 s at most
             return
         last["t"] = time.monotonic()
         done = _finished(study)
