@@ -49,8 +49,8 @@ def main_json(capsys, *argv: str) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])
 def test_help_and_version_import_neither_torch_nor_pandas(flag):
-    script = ("import sys\nfrom finscale.cli import main\ntry:\n    main([%r])\nexcept SystemExit as e:\n"
-              "    code = e.code\nprint('MODULES', sorted(m for m in %r if m in sys.modules), code)" % (flag, HEAVY))
+    script = (f"import sys\nfrom finscale.cli import main\ntry:\n    main([{flag!r}])\nexcept SystemExit as e:\n"
+              f"    code = e.code\nprint('MODULES', sorted(m for m in {HEAVY!r} if m in sys.modules), code)")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "MODULES [] 0" in r.stdout, r.stdout

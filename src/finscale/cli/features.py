@@ -15,7 +15,6 @@ from finscale.cli.common import (
     STUDY_HELP,
     Output,
     add_json_arg,
-    console,
     data_dir_arg,
     print_table,
     resolve_study_path,

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from finscale.cli.commands import COMMANDS
-from finscale.cli.common import Output, add_json_arg, add_study_args, console, load_study_from_args
+from finscale.cli.common import Output, add_json_arg, add_study_args, load_study_from_args
 from finscale.config import StudyConfig, load_study
 from finscale.model import (
     LADDERS,
