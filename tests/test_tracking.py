@@ -123,7 +123,7 @@ def test_artifacts_are_the_run_files(study, tmp_path):
     # the logged model loads and holds the run's architecture
     from finscale.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(tmp_path / "model" / "best.pt")
+    ckpt = load_checkpoint(Path(local))
     assert ckpt["model_args"] == json.loads((runs[0] / "config.json").read_text())["model_args"]
     assert '"max_c": 51.0' in (runs[0] / "hardware.jsonl").read_text()  # real readings were logged
 

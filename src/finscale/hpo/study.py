@@ -234,8 +234,9 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
     """
     if job.workers == 1:
         return work(job, controls=Controls(should_stop=should_stop or (lambda: None), on_event=on_event))
+    report_progress = _poll_progress(job, on_event)  # before the workers hold the storage busy
     procs = [_start_worker(replace(job, index=i)) for i in range(job.workers)]
-    signalled, report_progress = False, _poll_progress(job, on_event)
+    signalled = False
     try:
         while any(p.poll() is None for p in procs):
             report_progress()
@@ -268,7 +269,9 @@ def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Call
     """A function that reports ("trial") when the cell's finished-trial count has changed."""
     if on_event is None:
         return lambda force=False: None
-    study = open_study(job.cfg, job.budget, job.horizon, open_storage(job.storage))
+    # load, not create: a read-only handle (run_cell created the study)
+    study = optuna.load_study(study_name=study_name(job.cfg, job.budget, job.horizon),
+                              storage=open_storage(job.storage))
     last = {"done": _finished(study), "t": time.monotonic()}
 
     def poll(force: bool = False) -> None:
