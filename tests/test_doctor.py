@@ -59,6 +59,8 @@ def test_doctor_on_this_machine_reports_rows_and_exit_0(fetched):
     assert rows["sensors"]["status"] == (OK if sensors_readable_here() else WARNING)
     for dist in ("yfinance", "nvidia-ml-py", "mlflow", "transformers", "psycopg2-binary"):
         assert rows[f"package {dist}"]["status"] in (OK, WARNING)
+        if rows[f"package {dist}"]["status"] == OK:  # never advise installing what is there
+            assert not [r for r in rows.values() if f"pip install {dist}" in r["fix"]], dist
     assert "optuna storage" not in rows  # only with a study
 
 
