@@ -57,7 +57,7 @@ def main() -> None:
         data, _ = final_data(prepare(cfg), cfg, 1)
         run = RunDir(Path(tmp) / "run").create()
         Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=0,
-                config_hash=spec.digest, progress=False).fit()
+                config_hash=spec.digest).fit()
         epochs = [m for m in run.read_metrics() if m["event"] == "epoch"]
         bare = statistics.median(bare_epoch(spec, data) for _ in range(EPOCHS))
     med = {k: statistics.median(m[k] for m in epochs)

@@ -59,6 +59,8 @@ def test_doctor_on_this_machine_reports_rows_and_exit_0(fetched):
     assert rows["sensors"]["status"] == (OK if sensors_readable_here() else WARNING)
     for dist in ("yfinance", "nvidia-ml-py", "mlflow", "transformers", "psycopg2-binary"):
         assert rows[f"package {dist}"]["status"] in (OK, WARNING)
+        if rows[f"package {dist}"]["status"] == OK:  # never advise installing what is there
+            assert not [r for r in rows.values() if f"pip install {dist}" in r["fix"]], dist
     assert "optuna storage" not in rows  # only with a study
 
 
@@ -101,7 +103,7 @@ def test_study_checks_sensor_plan_needs_and_storage(fetched, tmp_path):
     zone.mkdir(parents=True)
     (zone / "temp").write_text("47000\n")
     (zone / "type").write_text("x86_pkg_temp\n")
-    base = ["--study", "smoke", "--data-dir", str(fetched), "--set", f"output_dir={json.dumps(str(tmp_path))}"]
+    base = ["smoke", "--data-dir", str(fetched), "--set", f"output_dir={json.dumps(str(tmp_path))}"]
     code, rows = doctor_json(*base, "--set", 'monitor.backend="linux"',
                              "--set", f"monitor.sysfs_root={json.dumps(str(tmp_path / 'thermal'))}")
     assert code == 0, rows

@@ -301,7 +301,7 @@ def test_build_processed_writes_parquet_and_manifest_entry(data_dir):
 
 
 def test_load_processed_missing_changed_and_stale(data_dir):
-    with pytest.raises(FileNotFoundError, match="finscale features build --data sp500 --set a20_rel"):
+    with pytest.raises(FileNotFoundError, match="finscale features build --data sp500 --feature-set a20_rel"):
         load_processed(data_dir, "sp500", "a20_rel")
     path, _ = build_processed(data_dir, "sp500", "a20_rel")
     fetch_dataset("sample:nasdaq", data_dir, name="sp500")  # the raw input is replaced
@@ -318,10 +318,8 @@ def test_load_processed_missing_changed_and_stale(data_dir):
 # ------------------------------------------------------------------ CLI
 
 @pytest.fixture()
-def run_cli(monkeypatch, capsys):
-    # only this command group: the test must not depend on other groups importing cleanly
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("features",))
-
+def run_cli(capsys):
+    # in-process: the parser imports only the features command group
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(list(argv))
         out = capsys.readouterr()
@@ -330,13 +328,14 @@ def run_cli(monkeypatch, capsys):
 
 
 def test_cli_build_and_describe(data_dir, run_cli):
-    code, out, _ = run_cli("features", "build", "--data", "sp500", "--set", "a20", "--data-dir", str(data_dir))
-    assert code == 0 and "4832" in out and (data_dir / "processed" / "sp500.a20.parquet").exists()
-    code, out, _ = run_cli("features", "describe", "--data", "sp500", "--set", "a20", "--data-dir",
+    code, out, _ = run_cli("features", "build", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(data_dir))
+    assert code == 0 and "4,832" in out and (data_dir / "processed" / "sp500.a20.parquet").exists()
+    code, out, _ = run_cli("features", "describe", "--data", "sp500", "--feature-set", "a20", "--data-dir",
                            str(data_dir), "--set", "target.price=close")
     assert code == 0
     assert "1999-10-18" in out and "2018-12-31" in out and "stochrsi_weekly" in out
     assert "threshold 0.01 on close" in out
+    assert "[dim]" not in out and f"file: {data_dir / 'processed' / 'sp500.a20.parquet'}" in out
     for h, rate in ((1, "0.1385"), (2, "0.2542"), (3, "0.3396"), (5, "0.4595")):
         assert any(line.split("│")[1].strip() == str(h) and rate in line
                    for line in out.splitlines() if line.count("│") > 3), (h, rate)
@@ -346,14 +345,14 @@ def test_cli_build_without_data_fetches_the_study_dataset(tmp_path, run_cli):
     code, out, _ = run_cli("features", "build", "--data-dir", str(tmp_path), "--set", "data.source=sample:sp500",
                            "--set", "features.set=a20_rel")
     assert code == 0 and (tmp_path / "raw" / "sp500.parquet").exists()
-    assert (tmp_path / "processed" / "sp500.a20_rel.parquet").exists() and "4832" in out
+    assert (tmp_path / "processed" / "sp500.a20_rel.parquet").exists() and "4,832" in out
 
 
 def test_cli_errors_name_the_problem(data_dir, run_cli):
-    code, _, err = run_cli("features", "describe", "--data", "sp500", "--set", "a20_rel",
+    code, _, err = run_cli("features", "describe", "--data", "sp500", "--feature-set", "a20_rel",
                            "--data-dir", str(data_dir))
-    assert code == 1 and "finscale features build --data sp500 --set a20_rel" in err
-    code, _, err = run_cli("features", "build", "--data", "sp500", "--set", "nope", "--data-dir", str(data_dir))
+    assert code == 1 and "finscale features build --data sp500 --feature-set a20_rel" in err
+    code, _, err = run_cli("features", "build", "--data", "sp500", "--feature-set", "nope", "--data-dir", str(data_dir))
     assert code == 1 and "available: a20, a20_rel" in err
     code, _, err = run_cli("features", "list", "rsi_hourly")
     assert code == 1 and "unknown feature or set 'rsi_hourly'" in err

@@ -312,6 +312,7 @@ def test_cli_two_workers_on_a_journal_file(tmp_path, data_dir):
                 "--storage", f"journal:{journal}")
     assert r.returncode == 0, r.stderr
     assert "hpo cpu-s-h1" in r.stdout and "smoke/cpu-s-h1" in r.stdout and "3 / 3" in r.stdout
+    assert "cpu-s-h1 trial finished (3/3 done" in r.stdout  # progress polled from the storage
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     assert_exactly_n(optuna.load_study(study_name="smoke/cpu-s-h1", storage=storage).get_trials(), 3)
     s = run_cli("hpo", "smoke", *sets, "--storage", f"journal:{journal}", "--summary")

@@ -23,7 +23,7 @@ from finscale.runner.study import RunOptions, StudyStopped, run_study
 def shared_data(tmp_path_factory):
     """One data dir for the module: fetched and featurised once."""
     d = tmp_path_factory.mktemp("data")
-    r = run_cli("features", "build", "smoke", "--data", "sp500", "--set", "a20", "--data-dir", str(d))
+    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
     assert r.returncode == 0, r.stderr
     return d
 
@@ -188,6 +188,31 @@ def test_status_lists_every_run(tmp_path, shared_data):
     assert run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides)).returncode == 0
     r = run_cli("status", "smoke", *sets(overrides))
     assert "done" in r.stdout and "1/1 final runs done" in r.stdout
+    r = run_cli("status", "smoke", "--json", *sets(overrides))
+    (run,) = json.loads(r.stdout)["final_runs"]
+    assert run["state"] == "done" and 0 < run["val_log_loss"] < 1
+
+
+def test_dry_run_plans_only_the_work_left(tmp_path, shared_data):
+    overrides = tiny(tmp_path, shared_data)
+    r = run_cli("run", "smoke", "--dry-run", *sets(overrides))
+    assert r.returncode == 0 and "2 units of work left;" in r.stdout  # the HPO cell, the final run
+    assert run_cli("run", "smoke", "--phase", "hpo", "--phase", "final", "--no-monitor",
+                   *sets(overrides)).returncode == 0
+    r = run_cli("run", "smoke", "--dry-run", *sets(overrides))
+    assert r.returncode == 0 and "0 units of work left (2 finished unit(s) skipped)" in r.stdout
+    assert "cpu-s-h1" not in r.stdout
+    # model describe shows what the study trained, sized for this machine
+    r = run_cli("model", "describe", "smoke", "--json", *sets(overrides))
+    doc = json.loads(r.stdout)
+    (run_dir,) = (tmp_path / "smoke" / "final").iterdir()
+    trained = json.loads((run_dir / "config.json").read_text())["model_args"]
+    (arch,) = doc["architectures"]
+    import torch
+
+    here = ("cuda", "bf16") if torch.cuda.is_available() else ("cpu", "fp32")
+    assert arch["source"] == "final runs h1/s0" and (doc["device_type"], doc["precision"]) == here
+    assert arch["architecture"] == "{d_model}/{num_layers}/{num_heads}/{d_ff}".format(**trained)
 
 
 def test_exported_script_reproduces_the_runner(tmp_path, shared_data):

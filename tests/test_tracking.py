@@ -113,10 +113,18 @@ def test_artifacts_are_the_run_files(study, tmp_path):
     cfg, client, runs = study
     (kid,) = children(client, cfg, **{"finscale.run_id": runs[0].name})
     names = {a.path for a in client.list_artifacts(kid.info.run_id)}
-    assert {"config.json", "env.json", "splits.json", "metrics.jsonl", "hardware.jsonl", "eval.json"} <= names
-    for name in ("config.json", "eval.json", "hardware.jsonl"):
+    assert {"config.json", "env.json", "splits.json", "metrics.jsonl", "hardware.jsonl", "eval.json",
+            "predictions.npz", "model"} <= names
+    assert [a.path for a in client.list_artifacts(kid.info.run_id, "model")] == ["model/best.pt"]
+    for name in ("config.json", "eval.json", "hardware.jsonl", "predictions.npz", "model/best.pt"):
         local = client.download_artifacts(kid.info.run_id, name, str(tmp_path))
-        assert Path(local).read_bytes() == (runs[0] / name).read_bytes(), name
+        source = runs[0] / ("ckpt/best.pt" if name == "model/best.pt" else name)
+        assert Path(local).read_bytes() == source.read_bytes(), name
+    # the logged model loads and holds the run's architecture
+    from finscale.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(Path(local))
+    assert ckpt["model_args"] == json.loads((runs[0] / "config.json").read_text())["model_args"]
     assert '"max_c": 51.0' in (runs[0] / "hardware.jsonl").read_text()  # real readings were logged
 
 

@@ -43,7 +43,7 @@ def args(**kw):
 def trainer(tmp_path, cfg=None, data=None, seed=0, name="run", **kw):
     cfg = cfg or TrainConfig(max_epochs=3, batch_size=32, lr=3e-3, patience=10)
     return Trainer(RunDir(tmp_path / name).create(), model_args=args(**kw), cfg=cfg,
-                   data=data or synthetic(), seed=seed, config_hash="h" * 64, progress=False)
+                   data=data or synthetic(), seed=seed, config_hash="h" * 64)
 
 
 def test_every_training_value_reaches_optimiser_scheduler_model(tmp_path):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from finscale.version import __version__
-
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from pathlib import Path
 
@@ -28,6 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from finscale.serving import Run
 
 __all__ = ["__version__", "load_study", "run_study", "results", "load_run"]
+
+
+def __getattr__(name: str):
+    # Looked up on first use: importlib.metadata costs a tenth of a second that `finscale
+    # --help` need not pay (the package import stays free of torch, pandas and metadata).
+    if name == "__version__":
+        from finscale.version import __version__
+
+        return __version__
+    raise AttributeError(f"module 'finscale' has no attribute {name!r}")
 
 
 def load_study(path_or_name: str | Path | None = None, *, overrides: list[str] | tuple[str, ...] = (),

@@ -151,11 +151,7 @@ def check_optional() -> list[Check]:
     for module, dist, purpose, command in OPTIONAL_PACKAGES:
         # find_spec, not import: importing mlflow/transformers costs seconds; a name blocked
         # in sys.modules (None) or absent from the path is reported as missing.
-        try:
-            present = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            present = False
-        if not present:
+        if not _importable(module):
             checks.append(Check(f"package {dist}", WARNING, f"missing: needed for {purpose}", command))
             continue
         try:
@@ -164,6 +160,13 @@ def check_optional() -> list[Check]:
             version = "version unknown"
         checks.append(Check(f"package {dist}", OK, f"{version}; for {purpose}"))
     return checks
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- hardware
@@ -180,9 +183,11 @@ def check_sensors(cfg: MonitorConfig) -> Check:
         pressure = f" pressure={reading.pressure}" if reading.pressure else ""
         return Check("sensors", OK, f"{reading.backend}: {temps}{more}{pressure}".strip())
     status = ERROR if cfg.require_sensor else WARNING
+    # Advise installing nvidia-ml-py only when it is missing (its own row says so otherwise).
+    gpu = "" if _importable("pynvml") else "GPU: pip install nvidia-ml-py; "
     return Check("sensors", status, f"no readable temperature sensor ({reading.error})",
                  "runs continue without thermal protection (an error with monitor.require_sensor); "
-                 "GPU: pip install nvidia-ml-py; CPU: needs hwmon/thermal_zone sensors (most VMs have none)")
+                 f"{gpu}CPU: needs hwmon/thermal_zone sensors (most VMs have none)")
 
 
 def _free_bytes(path: Path) -> tuple[Path, int]:
@@ -297,7 +302,7 @@ def _data_row(data_dir: Path, row: dict) -> Check:
         return Check(name, OK, f"{row['rows']} rows, sha256 {row['sha256'][:12]} matches the manifest")
     entry = Manifest(data_dir).latest(row["path"]) or {}
     if entry.get("kind") == "processed":
-        fix = (f"finscale features build --data {entry.get('name')} --set {entry.get('feature_set')} "
+        fix = (f"finscale features build --data {entry.get('name')} --feature-set {entry.get('feature_set')} "
                f"--data-dir {data_dir}")
     else:
         fix = (f"finscale data fetch {entry.get('source', 'SOURCE')} --name {entry.get('name', 'NAME')} "

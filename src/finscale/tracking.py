@@ -12,13 +12,16 @@ nested child run per final seed or HPO trial (tag ``finscale.run_id``) holding
   restored best weights) plus ``best_epoch``, ``n_params`` ...; eval.json, when present, as
   ``test_*`` (and ``test_*_ci_low/high``, ``baseline_<name>_test_*``, ``vs_<name>_*``,
   ``backtest_*``); an HPO trial's objective value as ``objective``;
-- artifacts: config.json, env.json, splits.json, metrics.jsonl, hardware.jsonl, eval.json
-  and any PNG figures.
+- artifacts: config.json, env.json, splits.json, metrics.jsonl, hardware.jsonl, eval.json,
+  predictions.npz (test/validation probabilities and labels, written by evaluation) and any PNG
+  figures; for final runs also the model, ``model/best.pt`` (the restored best weights with
+  their ``model_args``; load with :func:`finscale.checkpoint.load_checkpoint`).
 Guarantees: the run directories stay the source of truth — tracking only reads them.
 Re-tracking a run directory updates its child run (found by tag) and logs only what is new
 (epochs beyond those logged, eval.json once it exists, changed artifacts), so it is
 idempotent and cheap for runs already tracked. Nothing here raises: a missing mlflow
-package, an unreachable store or an MLflow error is logged as a WARNING; after a store
+package, an unreachable store or an MLflow error is logged as a WARNING (the CLI checks
+:func:`check_available` first, so ``--mlflow`` without mlflow fails before any work); after a store
 cannot be opened, tracking to it is off for the rest of the process (a later
 ``finscale run --mlflow`` re-tracks the finished runs).
 
@@ -43,12 +46,14 @@ from typing import Any
 from finscale.config import StudyConfig
 
 __all__ = ["enabled", "tracking_uri", "default_uri", "ui_command", "track_final_run",
-           "track_hpo_trial", "optuna_callback", "INSTALL_HINT"]
+           "track_hpo_trial", "optuna_callback", "check_available", "INSTALL_HINT"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'finscale[mlflow]'"
-ARTIFACTS = ("config.json", "env.json", "splits.json", "metrics.jsonl", "hardware.jsonl", "eval.json")
+ARTIFACTS = ("config.json", "env.json", "splits.json", "metrics.jsonl", "hardware.jsonl", "eval.json",
+             "predictions.npz")
+MODEL_ARTIFACT = ("ckpt/best.pt", "model")   # final runs: (file in the run dir, artifact folder)
 MAX_PARAM_LEN = 6000        # MLflow's limit on a param value
 BATCH_PARAMS, BATCH_METRICS = 100, 1000  # MLflow's per-request limits
 # status.json state / Optuna trial state -> MLflow run status
@@ -72,6 +77,24 @@ def default_uri(cfg: StudyConfig) -> str:
 def tracking_uri(cfg: StudyConfig) -> str:
     """``tracking.uri``, else $MLFLOW_TRACKING_URI, else the study's local SQLite store."""
     return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(cfg)
+
+
+def check_available(cfg: StudyConfig) -> None:
+    """Raise ``ValueError`` naming the install command when the study asks for MLflow
+    (``tracking.mlflow``, ``--mlflow``) and mlflow is not installed: called before any work,
+    so a study is never run untracked by mistake. (Tracking switched on only by
+    $MLFLOW_TRACKING_URI stays a warning: that variable may be meant for another program.)"""
+    import importlib.util
+
+    if not cfg.tracking.mlflow:
+        return
+    try:
+        present = importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        present = False
+    if not present:
+        raise ValueError(f"tracking.mlflow (--mlflow): mlflow is not installed; install it with "
+                         f"{INSTALL_HINT}, or run without --mlflow")
 
 
 def ui_command(cfg: StudyConfig) -> str:
@@ -309,14 +332,16 @@ def _log_artifacts(client, run_id: str, unit: _Unit, done: dict) -> None:
     current = dict(logged)
     for label, folder in unit.dirs:
         sub = folder.name if label else None   # fold-N/ inside the artifact tree
-        files = [folder / n for n in ARTIFACTS] + sorted(folder.glob("*.png"))
-        for path in files:
+        files = [(folder / n, sub) for n in ARTIFACTS] + [(p, sub) for p in sorted(folder.glob("*.png"))]
+        if unit.phase == "final":
+            files.append((folder / MODEL_ARTIFACT[0], MODEL_ARTIFACT[1]))
+        for path, where in files:
             if not path.is_file():
                 continue
-            name = f"{sub}/{path.name}" if sub else path.name
+            name = f"{where}/{path.name}" if where else path.name
             digest = _sha(path)
             if logged.get(name) != digest:
-                client.log_artifact(run_id, str(path), artifact_path=sub)
+                client.log_artifact(run_id, str(path), artifact_path=where)
                 current[name] = digest
     if current != logged:
         client.set_tag(run_id, "finscale.artifacts", json.dumps(current, sort_keys=True))

@@ -73,10 +73,18 @@ class RunData:
 
 @dataclass
 class Controls:
-    """Outside influences checked at step boundaries: stop requests and the hardware monitor."""
+    """Outside influences checked at step boundaries (stop requests, the hardware monitor) and
+    an observer of progress.
+
+    ``on_event(kind, **info)`` is called with ``train_start`` (run, epoch, max_epochs), ``batch``
+    (run, batch, batches) after every batch, ``epoch`` (run, epoch, max_epochs, train_loss,
+    val_log_loss, epoch_s) and ``train_end`` (run, best_epoch, val_log_loss); the CLI draws
+    progress bars from them. It must be cheap and must not raise.
+    """
 
     should_stop: Callable[[], str | None] = lambda: None   # returns a reason to stop, or None
     monitor: object | None = None                          # finscale.monitor.HardwareMonitor
+    on_event: Callable[..., None] | None = None             # progress observer
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -150,12 +158,11 @@ class Trainer:
     def __init__(self, run: RunDir, *, model_args: ModelArgs, cfg: TrainConfig, data: RunData,
                  seed: int, config_hash: str, device: torch.device | None = None,
                  callbacks: Sequence[EpochCallback] = (), controls: Controls | None = None,
-                 checkpointing: bool = False, compile: bool = False, progress: bool | None = None):
+                 checkpointing: bool = False, compile: bool = False):
         self.run, self.args, self.cfg, self.data = run, model_args, cfg, data
         self.seed, self.config_hash = seed, config_hash
         self.device = device or torch.device("cpu")
         self.callbacks, self.controls = list(callbacks), controls or Controls()
-        self.progress = progress
         torch.manual_seed(seed)
         self.model = build_model(model_args).to(self.device)
         # What is called in training (compiled on CUDA when asked); state is saved from self.model.
@@ -215,6 +222,7 @@ class Trainer:
     def fit(self) -> dict:
         resumed = self._resume()
         self.run.write_status("running", epoch=self.state["epoch"], resumed=resumed)
+        self._emit("train_start", epoch=self.state["epoch"], max_epochs=self.cfg.max_epochs)
         try:
             while self.state["epoch"] < self.cfg.max_epochs and not self._early_stopped():
                 self._train_epoch()
@@ -236,22 +244,21 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         st, cfg = self.state, self.cfg
-        epoch = st["epoch"]
-        order = epoch_order(len(self.data.train), self.seed, epoch)
+        order = epoch_order(len(self.data.train), self.seed, st["epoch"])
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         t0, data_s, compute_s = time.perf_counter(), 0.0, 0.0
         self.model.train()
-        with _progress(self.progress, len(batches), f"epoch {epoch + 1}/{cfg.max_epochs}") as bar:
-            while st["batch"] < len(batches):
-                self._obey_controls()
-                t1 = time.perf_counter()
-                x, y = self.data.train.get_batch(batches[st["batch"]])
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                t2 = time.perf_counter()
-                self._train_step(x, y, last=st["batch"] == len(batches) - 1)
-                data_s += t2 - t1
-                compute_s += time.perf_counter() - t2
-                bar(1)
+        self._emit("batch", batch=st["batch"], batches=len(batches))
+        while st["batch"] < len(batches):
+            self._obey_controls()
+            t1 = time.perf_counter()
+            x, y = self.data.train.get_batch(batches[st["batch"]])
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            t2 = time.perf_counter()
+            self._train_step(x, y, last=st["batch"] == len(batches) - 1)
+            data_s += t2 - t1
+            compute_s += time.perf_counter() - t2
+            self._emit("batch", batch=st["batch"], batches=len(batches))
         train_s = time.perf_counter() - t0
         metrics = evaluate_split(self.model, self.data.val, self.data.prior, cfg, self.device)
         self._end_epoch(metrics, train_s, data_s, compute_s, time.perf_counter() - t0)
@@ -318,8 +325,14 @@ class Trainer:
         if st["epoch"] % cfg.checkpoint_every == 0 or st["epoch"] == cfg.max_epochs:
             self.save_step()
         self.run.write_status("running", epoch=st["epoch"])
+        self._emit("epoch", epoch=st["epoch"], max_epochs=cfg.max_epochs, train_loss=line["train_loss"],
+                   val_log_loss=line.get("val_log_loss"), epoch_s=epoch_s)
         for callback in self.callbacks:
             callback(st["epoch"], line)
+
+    def _emit(self, kind: str, **info) -> None:
+        if self.controls.on_event is not None:
+            self.controls.on_event(kind, run=self.run.path.name, **info)
 
     def _finish(self) -> dict:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
@@ -346,31 +359,8 @@ class Trainer:
         # A finished run never resumes: its step checkpoints (weights + AdamW state, ~16 bytes
         # per parameter) would only cost disk; best.pt is what evaluation reads.
         prune_step_checkpoints(self.run.ckpt, keep=0)
+        self._emit("train_end", best_epoch=final["best_epoch"], val_log_loss=final.get("val_log_loss"))
         return final
-
-
-class _progress:
-    """A rich progress bar on a terminal, nothing otherwise; used as ``with ... as advance``."""
-
-    def __init__(self, enabled: bool | None, total: int, label: str):
-        import sys
-
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.total, self.label, self.bar = total, label, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def config_difference(old: dict, new: dict, limit: int = 3) -> str:

@@ -2,62 +2,70 @@
 
 from __future__ import annotations
 
-from finscale.cli.common import console, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import Output, add_json_arg, console, data_dir_arg
 from finscale.data import Manifest, fetch_dataset, resolve_data_dir, verify
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="fetch, verify and list stored datasets",
+    p = sub.add_parser("data", help=COMMANDS["data"],
                        description="Versioned OHLCV store under DATA_DIR (--data-dir, "
                                    "$FINSCALE_DATA, default ./data) with a sha256 manifest.")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dsub = p.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     fetch = dsub.add_parser("fetch", help="download/read, validate and store a dataset",
                             description="SOURCE is sample:sp500, sample:nasdaq (bundled, offline), "
                                         "yfinance:TICKER (live), file:PATH (CSV/Parquet with "
                                         "Date/Open/High/Low/Close/Volume columns) or "
                                         "'synthetic:null|planted?key=value&...' (a seeded market "
                                         "with a known answer; quote it in the shell).")
-    fetch.add_argument("source", metavar="SOURCE")
-    fetch.add_argument("--name", default="", help="dataset name (default: from the source)")
+    fetch.add_argument("source", metavar="SOURCE",
+                       help="sample:sp500, sample:nasdaq, yfinance:TICKER, file:PATH or synthetic:...")
+    fetch.add_argument("--name", default="", metavar="NAME", help="dataset name (default: from the source)")
     fetch.add_argument("--adjusted", action="store_true",
                        help="file sources: scale Open/High/Low/Close by 'Adj Close'/Close")
-    fetch.add_argument("--min-rows", type=int, default=1, help="fewer rows is an error")
+    fetch.add_argument("--min-rows", type=int, default=1, metavar="N", help="fewer rows is an error")
     fetch.set_defaults(handler=_fetch)
     ver = dsub.add_parser("verify", help="re-hash every stored dataset; exit 1 if any changed")
+    add_json_arg(ver)
     ver.set_defaults(handler=_verify)
     lst = dsub.add_parser("list", help="table of stored datasets")
+    add_json_arg(lst)
     lst.set_defaults(handler=_list)
-    for sp in (fetch, ver, lst):
-        sp.add_argument("--data-dir", default=None, help="data directory")
 
 
 def _fetch(args) -> int:
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = resolve_data_dir(data_dir_arg(args))
     e = fetch_dataset(args.source, data_dir, name=args.name, adjusted=args.adjusted,
                       min_rows=args.min_rows)
-    console.print(f"stored {data_dir / e['path']}: {e['rows']} rows {e['first_date']}..{e['last_date']} "
+    console.print(f"stored {data_dir / e['path']}: {e['rows']:,} rows {e['first_date']}..{e['last_date']} "
                   f"from {e['source']}, sha256 {e['sha256'][:16]}")
     return 0
 
 
 def _verify(args) -> int:
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = resolve_data_dir(data_dir_arg(args))
+    out = Output(args.json)
+    out.value(data_dir=str(data_dir))
     rows = verify(data_dir)
-    if not rows:
-        console.print(f"no datasets in {data_dir}")
-        return 0
-    print_table(f"verify {data_dir}", ["path", "status", "rows", "sha256"],
-                [[r["path"], r["status"], r["rows"], r["sha256"][:16]] for r in rows])
+    if rows or args.json:
+        out.table("datasets", f"verify {data_dir}", ["path", "status", "rows", "sha256"],
+                  [[r["path"], r["status"], r["rows"], r["sha256"][:16]] for r in rows])
+    else:
+        out.line(f"no datasets in {data_dir}")
     bad = [r for r in rows if r["status"] != "ok"]
     for r in bad:
-        console.print(f"FAILED: {data_dir / r['path']} is {r['status']}")
-    return 1 if bad else 0
+        out.line(f"FAILED: {data_dir / r['path']} is {r['status']}")
+    return out.done(1 if bad else 0)
 
 
 def _list(args) -> int:
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = resolve_data_dir(data_dir_arg(args))
     latest = Manifest(data_dir).latest_by_path()
-    print_table(f"datasets in {data_dir}", ["path", "rows", "first", "last", "source", "created", "sha256"],
-                [[e["path"], e["rows"], e["first_date"], e["last_date"], e.get("source", e.get("kind")),
-                  e["created_at"], e["sha256"][:12]] for e in latest.values()])
-    return 0
+    out = Output(args.json)
+    out.value(data_dir=str(data_dir))
+    out.table("datasets", f"datasets in {data_dir}",
+              ["path", "rows", "first", "last", "source", "created", "sha256"],
+              [[e["path"], e["rows"], e["first_date"], e["last_date"], e.get("source", e.get("kind")),
+                e["created_at"], e["sha256"] if args.json else e["sha256"][:12]]
+               for e in latest.values()])
+    return out.done()

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
+from finscale.cli.progress import ProgressPrinter
 from finscale.collect import collect
 from finscale.runner.study import RunOptions, run_study
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "evaluate", help="evaluate finished final runs on the test split (the evaluate phase)",
+        "evaluate", help=COMMANDS["evaluate"],
         description="Run the evaluate phase only: each done final run without eval.json is scored "
                     "once on the test split (metrics with block-bootstrap CIs, baselines, paired "
                     "tests, backtest); runs already evaluated are left as they are. Prints the "
                     "test metrics of every evaluated run.")
     add_study_args(p)
-    p.add_argument("--data-dir", default=None, help="data directory (default: $FINSCALE_DATA or ./data)")
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args) -> int:
-    from finscale.cli.run import EventPrinter
+    from finscale import tracking
 
     cfg = load_study_from_args(args)
-    run_study(cfg, RunOptions(phases=("evaluate",), data_dir=args.data_dir, on_event=EventPrinter(),
-                              monitor=False))
+    tracking.check_available(cfg)
+    with ProgressPrinter() as on_event:
+        run_study(cfg, RunOptions(phases=("evaluate",), data_dir=data_dir_arg(args), on_event=on_event,
+                                  monitor=False))
     sr = collect(cfg)
     evals = sr.current(sr.evals)
     if evals.empty:

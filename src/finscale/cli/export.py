@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, load_study_from_args
 from finscale.cli.run import parse_only
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "export", help="write one reproduction script per final run (paper appendix)",
+        "export", help=COMMANDS["export"],
         description="Write DIR/<run_id>.py for every final run (budget x horizon x seed), each "
                     "embedding the resolved study config and the run's chosen hyperparameters "
                     "(HPO best, or hpo.table in fixed mode), plus DIR/run_all.sh running them in order. Scripts "
                     "need only finscale installed and resume where they stopped.")
     add_study_args(p)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="restrict to cells, e.g. --only budget=cpu-s horizon=1")
     p.set_defaults(handler=_export)
 
 

@@ -1,7 +1,7 @@
 """`finscale features build|list|describe`: processed datasets and the feature registry.
 
-``--set`` takes the feature set name (e.g. ``a20``) and, repeated, study overrides
-(``--set target.price=close``): a value containing ``=`` is an override.
+``--feature-set SET`` names the feature set (default: the study's ``features.set``);
+``--set KEY=VALUE`` overrides a study value, as in every other command.
 """
 
 from __future__ import annotations
@@ -10,7 +10,16 @@ import argparse
 
 import numpy as np
 
-from finscale.cli.common import console, print_table, resolve_study_path, shipped_studies
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import (
+    STUDY_HELP,
+    Output,
+    add_json_arg,
+    data_dir_arg,
+    print_table,
+    resolve_study_path,
+    shipped_studies,
+)
 from finscale.config import StudyConfig, load_study
 from finscale.data import Manifest, dataset_entry, ensure_dataset, parse_source, resolve_data_dir
 from finscale.features import (
@@ -26,8 +35,8 @@ from finscale.labels import make_labels
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("features", help="build and inspect feature sets")
-    sub = parser.add_subparsers(dest="features_command", metavar="SUBCOMMAND", required=True)
+    parser = subparsers.add_parser("features", help=COMMANDS["features"])
+    sub = parser.add_subparsers(dest="features_command", metavar="COMMAND", required=True)
 
     build = sub.add_parser("build", help="compute a feature set and store DATA_DIR/processed/NAME.SET.parquet")
     _add_dataset_args(build)
@@ -35,38 +44,39 @@ def register(subparsers) -> None:
 
     lst = sub.add_parser("list", help="registered features and feature sets with their lookbacks")
     lst.add_argument("names", nargs="*", metavar="NAME", help="only these features or sets")
+    add_json_arg(lst)
     lst.set_defaults(handler=cmd_list)
 
     describe = sub.add_parser("describe", help="rows, dates, per-feature stats and label base rates")
     _add_dataset_args(describe)
+    add_json_arg(describe)
     describe.set_defaults(handler=cmd_describe)
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", nargs="?", default=None, metavar="STUDY.toml",
-                        help="study file or shipped study name (data, features.set, target)")
+    parser.add_argument("study", nargs="?", default=None, metavar="STUDY",
+                        help=STUDY_HELP + " (its data, features.set and target)")
     parser.add_argument("--data", metavar="NAME", help="dataset name (default: the study's)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SET|KEY=VALUE",
-                        help="feature set (default: the study's features.set), or a study override "
-                             "such as target.price=close (repeatable)")
-    parser.add_argument("--data-dir", metavar="DIR", help="data directory (default: study / "
-                                                          "$FINSCALE_DATA / ./data)")
+    parser.add_argument("--feature-set", metavar="SET", default=None,
+                        help="feature set, e.g. a20 or a20_rel (default: the study's features.set)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study value, e.g. --set target.price=close (repeatable)")
 
 
 def _resolve(args: argparse.Namespace) -> tuple[StudyConfig, object, str, str]:
     """(study, data_dir, dataset name, feature set) from the flags and the study."""
-    overrides = [s for s in args.sets if "=" in s]
-    set_names = [s for s in args.sets if "=" not in s]
-    if len(set_names) > 1:
-        raise ValueError(f"--set: one feature set expected, got {', '.join(set_names)}")
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item}: expected KEY=VALUE; the feature set is chosen with "
+                             f"--feature-set {item}")
     if args.study is None and "default" not in shipped_studies():
-        cfg = load_study(None, overrides)
+        cfg = load_study(None, args.overrides)
     else:
-        cfg = load_study(resolve_study_path(args.study), overrides)
-    set_name = set_names[0] if set_names else cfg.features.set
+        cfg = load_study(resolve_study_path(args.study), args.overrides)
+    set_name = args.feature_set or cfg.features.set
     feature_names(set_name)  # unknown set -> error listing the available ones
     name = args.data or cfg.data.name or parse_source(cfg.data.source).default_name
-    return cfg, resolve_data_dir(args.data_dir, cfg.data.data_dir), name, set_name
+    return cfg, resolve_data_dir(data_dir_arg(args), cfg.data.data_dir), name, set_name
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -90,16 +100,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     sets = [s for s in FEATURE_SETS if not args.names or s in args.names]
     wanted = {n for s in sets if s in args.names for n in FEATURE_SETS[s]} | set(args.names)
     features = [f for n, f in FEATURES.items() if not args.names or n in wanted]
+    out = Output(args.json)
     if sets:
-        print_table("feature sets", ["set", "inputs", "lookback", "bounded", "features"],
-                    [[s, len(FEATURE_SETS[s]), set_lookback(s),
-                      sum(FEATURES[n].bounded for n in FEATURE_SETS[s]), ", ".join(FEATURE_SETS[s])]
-                     for s in sets])
-    print_table("features", ["feature", "lookback", "bounded", "volume", "sets", "definition"],
-                [[f.name, f.lookback, "yes" if f.bounded else "", "yes" if f.uses_volume else "",
-                  ", ".join(s for s in FEATURE_SETS if f.name in FEATURE_SETS[s]), f.doc]
-                 for f in features])
-    return 0
+        out.table("sets", "feature sets", ["set", "inputs", "lookback", "bounded", "features"],
+                  [[s, len(FEATURE_SETS[s]), set_lookback(s),
+                    sum(FEATURES[n].bounded for n in FEATURE_SETS[s]), list(FEATURE_SETS[s]) if args.json
+                    else ", ".join(FEATURE_SETS[s])] for s in sets])
+    out.table("features", "features", ["feature", "lookback", "bounded", "volume", "sets", "definition"],
+              [[f.name, f.lookback, f.bounded, f.uses_volume,
+                [s for s in FEATURE_SETS if f.name in FEATURE_SETS[s]] if args.json
+                else ", ".join(s for s in FEATURE_SETS if f.name in FEATURE_SETS[s]), f.doc]
+               for f in features])
+    return out.done()
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -108,18 +120,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
     entry = Manifest(data_dir).latest(processed_path(name, set_name)) or {}
     inputs = feature_names(set_name)
     dates = frame["Date"]
-    print_table(f"{name}.{set_name}", ["rows", "first_date", "last_date", "inputs", "warm-up dropped",
-                                       "input sha256"],
-                [[len(frame), str(dates.iloc[0].date()), str(dates.iloc[-1].date()), len(inputs),
-                  entry.get("warmup_rows_dropped"),
-                  ", ".join(i["sha256"][:16] for i in entry.get("inputs", []))]])
+    out = Output(args.json)
+    out.value(dataset=name, feature_set=set_name, path=str(data_dir / processed_path(name, set_name)))
+    out.table("summary", f"{name}.{set_name}", ["rows", "first_date", "last_date", "inputs",
+                                                "warm-up dropped", "input sha256"],
+              [[len(frame), str(dates.iloc[0].date()), str(dates.iloc[-1].date()), len(inputs),
+                entry.get("warmup_rows_dropped"),
+                ", ".join(i["sha256"][:16] for i in entry.get("inputs", []))]])
     stats = []
     for col in inputs:
         v = frame[col].to_numpy(dtype=np.float64)
         f = FEATURES[col]
-        stats.append([col, f.lookback, "yes" if f.bounded else "", float(v.mean()), float(v.std()),
+        stats.append([col, f.lookback, f.bounded, float(v.mean()), float(v.std()),
                       float(v.min()), float(v.max())])
-    print_table("features", ["feature", "lookback", "bounded", "mean", "std", "min", "max"], stats)
+    out.table("features", "features", ["feature", "lookback", "bounded", "mean", "std", "min", "max"], stats)
     t = cfg.target
     what = (f"threshold {t.threshold:g} on {t.price}" if t.kind == "threshold" else "direction")
     rows = []
@@ -127,6 +141,6 @@ def cmd_describe(args: argparse.Namespace) -> int:
         y = make_labels(frame, t, h)
         known = ~np.isnan(y)
         rows.append([h, int(known.sum()), int(np.nansum(y)), float(np.nanmean(y)) if known.any() else None])
-    print_table(f"labels ({what})", ["horizon", "labelled rows", "positives", "base rate"], rows)
-    console.print(f"[dim]{data_dir / processed_path(name, set_name)}[/dim]")
-    return 0
+    out.table("labels", f"labels ({what})", ["horizon", "labelled rows", "positives", "base rate"], rows)
+    out.line(f"file: {data_dir / processed_path(name, set_name)}", target=what)
+    return out.done()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import (
+    Output,
+    add_json_arg,
+    add_study_args,
+    console,
+    data_dir_arg,
+    load_study_from_args,
+    print_table,
+)
+from finscale.cli.progress import ProgressPrinter
 from finscale.control import StopRequest
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "hpo", help="hyperparameter search per budget x horizon cell (Optuna)",
+        "hpo", help=COMMANDS["hpo"],
         description="Run the study's Optuna search for each budget x horizon cell (default: "
                     "every cell) on the tuning split, never the test period. A cell ends with "
                     "exactly --trials counted trials (COMPLETE + PRUNED + FAIL); rerunning the "
@@ -16,19 +26,21 @@ def register(sub) -> None:
                     "--storage) split the trials. Writes runs/<study>/hpo/<cell>/best_params.json, "
                     "trials.csv and trials.parquet.")
     add_study_args(p)
-    p.add_argument("--budget", action="append", default=None,
+    p.add_argument("--budget", action="append", default=None, metavar="NAME",
                    help="only this budget (repeatable); default: all of model.budgets")
-    p.add_argument("--horizon", type=int, action="append", default=None,
+    p.add_argument("--horizon", type=int, action="append", default=None, metavar="N",
                    help="only this horizon (repeatable); default: all of target.horizons")
-    p.add_argument("--trials", type=int, default=None, help="trials per cell (default: hpo.trials)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--trials", type=int, default=None, metavar="N", help="trials per cell (default: hpo.trials)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="local worker processes per cell (default: hpo.workers)")
-    p.add_argument("--storage", default=None,
+    p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db, postgresql://user@host/db, or "
                         "journal:<path> (default: hpo.storage, else sqlite:///runs/<study>/optuna.db)")
-    p.add_argument("--data-dir", default=None)
     p.add_argument("--summary", action="store_true",
                    help="only print the cells' state from the storage; run nothing")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log each trial to MLflow (tracking.mlflow; needs pip install 'finscale[mlflow]')")
+    add_json_arg(p)
     p.set_defaults(handler=_hpo)
 
 
@@ -63,24 +75,37 @@ def _print_cell(s: dict) -> None:
 
 
 def _hpo(args) -> int:
+    from finscale import tracking
     from finscale.hpo import hpo_summary, run_cell
 
+    if args.mlflow:
+        args.overrides.append("tracking.mlflow=true")
     cfg = load_study_from_args(args)
     cells = _cells(cfg, args.budget, args.horizon)
     if args.summary:
-        for s in hpo_summary(cfg, storage=args.storage):
-            if (s["budget"], s["horizon"]) in cells:
-                _print_cell(s)
+        summaries = [s for s in hpo_summary(cfg, storage=args.storage) if (s["budget"], s["horizon"]) in cells]
+        if args.json:
+            out = Output(True)
+            out.value(study=cfg.name, metric="val_log_loss", tuning_split=cfg.hpo.split,
+                      cells=summaries)
+            return out.done()
+        for s in summaries:
+            _print_cell(s)
         return 0
+    if args.json:
+        raise ValueError("--json: only with --summary (a search prints progress, then its summary)")
     if cfg.hpo.mode != "search":
         console.print("hpo.mode is 'fixed': cells use their [hpo.fixed] parameters; nothing to search")
         return 0
+    tracking.check_available(cfg)
     missing = []
     with StopRequest(cfg.study_dir / "STOP") as stop:
         for budget, horizon in cells:
             console.print(f"cell {budget}-h{horizon}: searching ...")
-            s = run_cell(cfg, budget, horizon, trials=args.trials, workers=args.workers,
-                         storage=args.storage, data_dir=args.data_dir, should_stop=stop.reason)
+            with ProgressPrinter() as on_event:
+                s = run_cell(cfg, budget, horizon, trials=args.trials, workers=args.workers,
+                             storage=args.storage, data_dir=data_dir_arg(args), should_stop=stop.reason,
+                             on_event=on_event)
             _print_cell(s)
             if s["stopped"]:
                 console.print(f"stopped: {s['stopped']}. Rerun the same command to resume.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, load_study_from_args
 from finscale.config import replace_section
 from finscale.monitor import iter_readings
@@ -14,7 +15,7 @@ HEADER = f"{'time':<8}  {'state':<11}  {'max °C':>6}  {'backend':<7}  sensors"
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "monitor", help="print live hardware/thermal readings",
+        "monitor", help=COMMANDS["monitor"],
         description="Sample the study's thermal sensors and print one row per sample with the "
                     "policy state (normal/acceptable/warning/critical, or unavailable when no "
                     "sensor can be read). Runs until Ctrl-C unless --count is given.")

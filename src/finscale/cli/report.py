@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
 from finscale.report import build_report
 from finscale.report.render import fmt_cell
@@ -12,12 +13,12 @@ from finscale.report.tables import RESULT_METRICS
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "report", help="build the study report (Markdown, HTML, figures, CSV) from run directories",
+        "report", help=COMMANDS["report"],
         description="Read runs/<study>/ (final runs, eval.json, HPO outputs and the scaling "
-                    "phase's scaling/*.json) and write runs/<study>/report/: report.md, a "
-                    "self-contained report.html, figures/*.png and tables/*.csv. Nothing is "
-                    "retrained or refitted: run `finscale run STUDY --phase scaling` to (re)fit "
-                    "the scaling laws.")
+                    "phase's scaling/*.json) and write runs/<study>/report/: report.md (findings "
+                    "first), a self-contained report.html, figures/*.png, tables/*.csv, "
+                    "results.parquet and predictions.parquet. Nothing is retrained or refitted: "
+                    "run `finscale run STUDY --phase scaling` to (re)fit the scaling laws.")
     add_study_args(p)
     p.set_defaults(handler=_report)
 

@@ -5,31 +5,35 @@ from __future__ import annotations
 import shlex
 import sys
 
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
+from finscale.cli.progress import ProgressPrinter, fmt_seconds
 from finscale.runner import PHASES
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "run", help="run the study: data -> features -> hpo -> final -> evaluate -> report",
+        "run", help=COMMANDS["run"],
         description="Execute every phase of the study (default: the bundled default study). "
                     "Idempotent: finished work is skipped, interrupted runs resume from their "
                     "checkpoints, HPO studies resume from their storage. Stop cleanly with Ctrl-C, "
-                    "SIGTERM or a STOP file in runs/<study>/.")
+                    "SIGTERM or a STOP file in runs/<study>/. Progress: live bars with ETAs on a "
+                    "terminal, one line per cell, trial, run and epoch otherwise.")
     add_study_args(p)
-    p.add_argument("--phase", action="append", choices=PHASES, default=[],
-                   help="run only this phase (repeatable); default: all")
+    p.add_argument("--phase", action="append", choices=PHASES, default=[], metavar="PHASE",
+                   help=f"run only this phase (repeatable): {', '.join(PHASES)}; default: all")
     p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE",
                    help="restrict to cells, e.g. --only budget=cpu-s horizon=1 (repeat keys for several)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan (parameters, FLOPs, memory, estimated time) and exit; offline")
-    p.add_argument("--data-dir", default=None)
+                   help="print the plan of the work left (parameters, FLOPs, memory, estimated "
+                        "time; finished units are skipped) and exit; offline")
     p.add_argument("--no-monitor", action="store_true", help="do not sample hardware sensors")
     p.add_argument("--require-sensor", action="store_true",
                    help="fail if no temperature sensor can be read (monitor.require_sensor)")
     p.add_argument("--mlflow", action="store_true",
-                   help="log final runs and HPO trials to MLflow (tracking.mlflow; store: "
-                        "tracking.uri, $MLFLOW_TRACKING_URI, or runs/<study>/mlruns/mlflow.db)")
+                   help="log final runs and HPO trials to MLflow (tracking.mlflow; needs "
+                        "pip install 'finscale[mlflow]'; store: tracking.uri, "
+                        "$MLFLOW_TRACKING_URI, or runs/<study>/mlruns/mlflow.db)")
     p.set_defaults(handler=_run)
 
 
@@ -55,50 +59,27 @@ def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]
     return tuple(budgets), tuple(horizons)
 
 
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def print_plan(cfg, budgets, horizons, data_dir) -> int:
     from finscale.model.compute import format_bytes
-    from finscale.runner.plan import build_plan
+    from finscale.runner.plan import build_plan, remaining_plan
 
-    rows = build_plan(cfg, only_budgets=budgets, only_horizons=horizons, data_dir=data_dir)
+    rows, finished = remaining_plan(cfg, build_plan(cfg, only_budgets=budgets, only_horizons=horizons,
+                                                    data_dir=data_dir))
     exact = rows[0].extra.get("windows_exact") if rows else True
-    print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode)",
+    print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode): work left",
                 ["phase", "cell", "seed/trials", "architecture", "params", "non-emb", "train GFLOP/sample",
                  "memory", "est. time", "note"],
                 [[r.phase, f"{r.budget}-h{r.horizon}", r.seed, r.arch, r.params, r.non_embedding,
                   None if r.train_flops is None else r.train_flops / 1e9, "" if r.memory is None else format_bytes(r.memory),
                   fmt_seconds(r.est_s), r.problem or r.run_id] for r in rows])
     total = sum(r.est_s or 0 for r in rows)
-    console.print(f"{len(rows)} units of work; estimated total {fmt_seconds(total)} on this machine"
+    done = f" ({finished} finished unit(s) skipped)" if finished else ""
+    console.print(f"{len(rows)} units of work left{done}; estimated total {fmt_seconds(total)} on this machine"
                   + ("" if exact else " (window counts estimated from dates: data not stored)"))
     problems = {f"{r.budget}-h{r.horizon}": r.problem for r in rows if r.problem}
     for cell, problem in problems.items():
         console.print(f"MISSES BUDGET / INVALID: cell {cell}: {problem}")
     return 1 if problems else 0
-
-
-class EventPrinter:
-    """Overall progress: phase headers and one line per unit with its position and ETA."""
-
-    def __call__(self, kind: str, **info) -> None:
-        if kind == "phase":
-            console.print(f"== {info['phase']}")
-        elif kind == "phase_skip":
-            console.print(f"== {info['phase']}: skipped ({info['reason']})")
-        elif kind == "hpo_cell":
-            console.print(f"[hpo {info['index'] + 1}/{info['total']}] cell {info['cell']}")
-        elif kind == "final_run":
-            state = "" if info["state"] == "pending" else f" ({info['state']})"
-            console.print(f"[final {info['index'] + 1}/{info['total']}] {info['run_id']}{state}"
-                          f"  ETA {fmt_seconds(info['eta_s'])}")
-        elif kind == "evaluate_run":
-            console.print(f"[evaluate {info['index'] + 1}/{info['total']}] {info['run_id']}")
 
 
 def resume_command(args) -> str:
@@ -107,6 +88,7 @@ def resume_command(args) -> str:
 
 
 def _run(args) -> int:
+    from finscale import tracking
     from finscale.runner.study import RunOptions, StudyStopped, run_study
 
     if args.require_sensor:
@@ -116,11 +98,13 @@ def _run(args) -> int:
     cfg = load_study_from_args(args)
     budgets, horizons = parse_only(args.only, cfg)
     if args.dry_run:
-        return print_plan(cfg, budgets, horizons, args.data_dir)
-    opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons,
-                      data_dir=args.data_dir, on_event=EventPrinter(), monitor=not args.no_monitor)
+        return print_plan(cfg, budgets, horizons, data_dir_arg(args))
+    tracking.check_available(cfg)  # before any work: never run untracked by mistake
     try:
-        summary = run_study(cfg, opts)
+        with ProgressPrinter() as on_event:
+            opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons,
+                              data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
+            summary = run_study(cfg, opts)
     except StudyStopped as exc:
         console.print(f"{exc.status}: {exc}. Checkpointed; resume with:\n  {resume_command(args)}")
         return 3
@@ -130,8 +114,6 @@ def _run(args) -> int:
         console.print(f"FAILED: {run_id} (see its status.json)")
     if summary.report:
         console.print(f"report: {summary.report.resolve()}")
-    from finscale import tracking
-
     if tracking.enabled(cfg):
         console.print(f"MLflow: {tracking.ui_command(cfg)}")
     return 1 if summary.failed else 0

@@ -6,17 +6,18 @@ import sys
 
 import numpy as np
 
-from finscale.cli.common import add_study_args, load_study_from_args, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import Output, add_json_arg, add_study_args, data_dir_arg, load_study_from_args
 from finscale.splits import Split, final_split, split_report, tuning_splits
 
 SCHEMES = ("contiguous", "scattered", "walk_forward")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("splits", help="inspect train/validation/test splits",
+    p = sub.add_parser("splits", help=COMMANDS["splits"],
                        description="Leak-free splits of the study's processed data: every window "
                                    "(context + label period) lies inside one region.")
-    ssub = p.add_subparsers(dest="splits_command", metavar="ACTION", required=True)
+    ssub = p.add_subparsers(dest="splits_command", metavar="COMMAND", required=True)
     show = ssub.add_parser("show", help="windows, first/last date and base rate per region",
                            description="For every horizon of the study: the contiguous final "
                                        "split (train/val/test) and the tuning splits (scattered, "
@@ -24,7 +25,7 @@ def register(sub) -> None:
     add_study_args(show)
     show.add_argument("--scheme", choices=(*SCHEMES, "all"), default="all",
                       help="which scheme to show (default: all)")
-    show.add_argument("--data-dir", default=None, help="data directory")
+    add_json_arg(show)
     show.set_defaults(handler=_show)
 
 
@@ -46,7 +47,7 @@ def _show(args) -> int:
     from finscale.labels import make_labels
 
     cfg = load_study_from_args(args)
-    frame = _load_frame(cfg, args.data_dir)
+    frame = _load_frame(cfg, data_dir_arg(args))
     dates = frame["Date"].to_numpy()
     schemes = SCHEMES if args.scheme == "all" else (args.scheme,)
     rows, errors = [], []
@@ -61,11 +62,15 @@ def _show(args) -> int:
             for split in splits:
                 rows += [[horizon, r["split"], r["region"], r["windows"], r["first_date"],
                           r["last_date"], r["base_rate"]] for r in split_report(split, dates, labels)]
-    if rows:
-        print_table(f"splits of study {cfg.name!r} (context_len {cfg.model.context_len}, "
-                    f"embargo_days {cfg.splits.embargo_days}, {len(frame)} rows "
-                    f"{str(dates[0])[:10]}..{str(dates[-1])[:10]})",
-                    ["horizon", "split", "region", "windows", "first", "last", "base rate"], rows)
+    out = Output(args.json)
+    out.value(study=cfg.name, context_len=cfg.model.context_len, embargo_days=cfg.splits.embargo_days,
+              rows=len(frame), first_date=str(dates[0])[:10], last_date=str(dates[-1])[:10])
+    if rows or args.json:
+        out.table("regions", f"splits of study {cfg.name!r} (context_len {cfg.model.context_len}, "
+                  f"embargo_days {cfg.splits.embargo_days}, {len(frame):,} rows "
+                  f"{str(dates[0])[:10]}..{str(dates[-1])[:10]})",
+                  ["horizon", "split", "region", "windows", "first", "last", "base rate"], rows)
+    out.value(errors=errors)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
-    return 1 if errors else 0
+    return out.done(1 if errors else 0)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+import json
+
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import Output, add_json_arg, add_study_args, load_study_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="state of every HPO cell and final run of the study",
+    p = sub.add_parser("status", help=COMMANDS["status"],
                        description="Read the study directory and print, per HPO cell, the "
-                                   "trials recorded and the best value, and per final run its "
-                                   "state, epoch, validation and test log-loss.")
+                                   "trials recorded and the best validation log-loss on the HPO "
+                                   "tuning split (hpo.split), and per final run its state, epoch, "
+                                   "validation log-loss on the final split (splits.scheme) and "
+                                   "test log-loss. The two validation losses come from different "
+                                   "splits and are not comparable.")
     add_study_args(p)
+    add_json_arg(p)
     p.set_defaults(handler=_status)
 
 
@@ -48,13 +55,26 @@ def final_rows(cfg) -> list[list]:
     return rows
 
 
+def tuning_split_name(cfg) -> str:
+    if cfg.hpo.split == "walk_forward":
+        return f"walk_forward, mean of {cfg.splits.folds} folds"
+    return cfg.hpo.split
+
+
 def _status(args) -> int:
     cfg = load_study_from_args(args)
-    console.print(f"study {cfg.name!r} in {cfg.study_dir}")
+    out = Output(args.json)
+    tuning, final = tuning_split_name(cfg), cfg.splits.scheme
+    out.line(f"study {cfg.name!r} in {cfg.study_dir}", study=cfg.name, study_dir=str(cfg.study_dir),
+             hpo_split=cfg.hpo.split if cfg.hpo.mode == "search" else None, final_split=final)
     if cfg.hpo.mode == "search":
-        print_table("hpo cells", ["cell", "trials", "best val log-loss"], hpo_rows(cfg))
+        out.table("hpo_cells", f"hpo cells (validation on the tuning split: {tuning})",
+                  ["cell", "trials", f"best val log-loss ({tuning} split)"], hpo_rows(cfg),
+                  keys=["cell", "trials", "best_val_log_loss"])
     rows = final_rows(cfg)
-    print_table("final runs", ["run", "state", "epoch", "val log-loss", "test log-loss", "note"], rows)
+    out.table("final_runs", f"final runs (validation on the final split: {final}; test once)",
+              ["run", "state", "epoch", f"val log-loss ({final} split)", "test log-loss", "note"], rows,
+              keys=["run_id", "state", "epoch", "val_log_loss", "test_log_loss", "note"])
     done = sum(r[1] == "done" for r in rows)
-    console.print(f"{done}/{len(rows)} final runs done")
-    return 0
+    out.line(f"{done}/{len(rows)} final runs done", done=done, total=len(rows))
+    return out.done()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.commands import COMMANDS
+from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
+from finscale.cli.progress import ProgressPrinter
 
 SUMMARY_KEYS = ("best_epoch", "epochs_run", "val_log_loss", "val_auc", "val_brier", "val_skill",
                 "val_base_rate", "val_pred_std", "collapsed")
@@ -10,16 +12,15 @@ SUMMARY_KEYS = ("best_epoch", "epochs_run", "val_log_loss", "val_auc", "val_brie
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train one final run (budget x horizon x seed)",
+        "train", help=COMMANDS["train"],
         description="Train one run of the study on its contiguous split into "
                     "runs/<study>/final/<run_id>/. Uses the cell's HPO best parameters when they "
                     "exist (or hpo.table in fixed mode). Rerunning a finished run does nothing; an "
                     "interrupted run resumes from its latest checkpoint.")
     add_study_args(p)
-    p.add_argument("--budget", required=True, help="one of the study's model.budgets")
-    p.add_argument("--horizon", type=int, required=True, help="one of the study's target.horizons")
-    p.add_argument("--seed", type=int, default=None, help="default: the study's first seed")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--budget", required=True, metavar="NAME", help="one of the study's model.budgets")
+    p.add_argument("--horizon", type=int, required=True, metavar="N", help="one of the study's target.horizons")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="default: the study's first seed")
     p.set_defaults(handler=_train)
 
 
@@ -47,10 +48,11 @@ def _train(args) -> int:
     spec = make_spec(cfg, args.budget, args.horizon, seed, params)
     path = run_path(cfg, spec)
     console.print(f"run {path} (parameters: {source})")
-    prep = prepare(cfg, args.data_dir)
-    with StopRequest(cfg.study_dir / "STOP") as stop:
+    prep = prepare(cfg, data_dir_arg(args))
+    with StopRequest(cfg.study_dir / "STOP") as stop, ProgressPrinter() as on_event:
         try:
-            final, skipped = execute_final(cfg, prep, spec, controls=Controls(should_stop=stop.reason))
+            final, skipped = execute_final(cfg, prep, spec,
+                                           controls=Controls(should_stop=stop.reason, on_event=on_event))
         except RunInterrupted as exc:
             console.print(f"{exc.status}: {exc}; checkpointed. Resume with the same command.")
             return 3

@@ -30,7 +30,7 @@ def processed_path(name: str, set_name: str) -> str:
 
 
 def _build_command(data_dir: Path, name: str, set_name: str) -> str:
-    return f"finscale features build --data {name} --set {set_name} --data-dir {data_dir}"
+    return f"finscale features build --data {name} --feature-set {set_name} --data-dir {data_dir}"
 
 
 def build_processed(data_dir: Path, name: str, set_name: str) -> tuple[Path, dict]:

@@ -65,13 +65,12 @@ class Objective:
 
     def __init__(self, cfg: StudyConfig, budget: str, horizon: int, prep: PreparedData, *,
                  n_trials: int | None = None, controls: Controls | None = None,
-                 on_trainer: Callable[[Trainer], None] | None = None, progress: bool = False):
+                 on_trainer: Callable[[Trainer], None] | None = None):
         self.cfg, self.budget, self.horizon, self.prep = cfg, budget, horizon, prep
         self.cell = cell_name(budget, horizon)
         self.space = cell_space(cfg, budget, horizon)
         self.folds: list[RunData] = tuning_data(prep, cfg, horizon)
         self.n_trials, self.controls, self.on_trainer = n_trials, controls, on_trainer
-        self.progress = progress
         self.device = select_device(cfg.model.device)
         self.identity = worker_identity()
         self.current: int | None = None   # number of the trial in progress (for interrupts)
@@ -146,7 +145,7 @@ class Objective:
 
         trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
                           config_hash=spec.digest, device=self.device, callbacks=[report],
-                          controls=self.controls, progress=self.progress,
+                          controls=self.controls,
                           checkpointing=self.cfg.model.activation_checkpointing,
                           compile=self.cfg.model.compile)
         if fold == 0:

@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
-from finscale.hpo.ledger import requeue_dead_local, study_ledger
+from finscale.hpo.ledger import FINISHED, requeue_dead_local, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
 from finscale.hpo.space import cell_space
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on request
 POLL_S = 0.5           # how often the parent checks its workers and stop requests
+METRIC_NAME = "val_log_loss"   # the objective, as optuna-dashboard labels it
 
 
 def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
@@ -73,10 +74,16 @@ def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
 
 def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=None,
                pruner=None) -> optuna.Study:
-    """Create the cell's study or load it (``load_if_exists``): the same name joins it."""
-    return optuna.create_study(storage=storage, study_name=study_name(cfg, budget, horizon),
-                               direction="minimize", sampler=sampler, pruner=pruner,
-                               load_if_exists=True)
+    """Create the cell's study or load it (``load_if_exists``): the same name joins it.
+    The objective is named (``metric_names``) so optuna-dashboard shows what it is."""
+    study = optuna.create_study(storage=storage, study_name=study_name(cfg, budget, horizon),
+                                direction="minimize", sampler=sampler, pruner=pruner,
+                                load_if_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names != [METRIC_NAME]:
+            study.set_metric_names([METRIC_NAME])
+    return study
 
 
 def reap_stale(study: optuna.Study, storage) -> None:
@@ -118,18 +125,16 @@ def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study
     return study
 
 
-def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None,
-         progress: bool = False) -> str:
+def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None) -> str:
     """Run trials of the cell until its N slots are claimed and no retry waits.
 
     Returns "done", or "stopped" when a stop request interrupted a trial (which is
     checkpointed and re-queued for the next run).
     """
     cell = cell_name(job.budget, job.horizon)
-    # Optuna logs every trial at INFO; follow finscale's verbosity (-v shows them).
-    optuna.logging.set_verbosity(max(logging.getLogger("finscale").getEffectiveLevel(), logging.INFO))
+    _follow_verbosity()
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
-                          controls=controls, on_trainer=on_trainer, progress=progress)
+                          controls=controls, on_trainer=on_trainer)
     storage = open_storage(job.storage)
     study = _worker_study(job, storage, objective)
     # Stops optimize() once the storage holds N trials of any state, including ones other
@@ -153,13 +158,35 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None,
             return "done"
         try:
             study.optimize(objective, n_trials=todo, catch=(TrainingFailed, SurplusTrial),
-                           callbacks=[stop_at_n, stop_requested, tracking.optuna_callback(job.cfg, cell)],
+                           callbacks=[stop_at_n, stop_requested, tracking.optuna_callback(job.cfg, cell),
+                                      _trial_events(controls, cell, job.n_trials)],
                            gc_after_trial=True)
         except (RunInterrupted, KeyboardInterrupt) as exc:
             _requeue_interrupted(study, objective.current, cell)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return "stopped"
+
+
+def _follow_verbosity() -> None:
+    """Optuna logs every trial at INFO; follow finscale's verbosity (-v shows them)."""
+    optuna.logging.set_verbosity(max(logging.getLogger("finscale").getEffectiveLevel(), logging.INFO))
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study_ledger(study).in_state(*FINISHED))
+
+
+def _trial_events(controls: Controls | None, cell: str, n_trials: int):
+    """An Optuna callback reporting each finished trial to ``controls.on_event`` ("trial")."""
+    on_event = controls.on_event if controls is not None else None
+
+    def callback(study: optuna.Study, trial) -> None:
+        if on_event is not None:
+            on_event("trial", cell=cell, number=trial.number, state=trial.state.name.lower(),
+                     value=trial.value, done=_finished(study), total=n_trials)
+
+    return callback
 
 
 def _requeue_interrupted(study: optuna.Study, number: int | None, cell: str) -> None:
@@ -194,14 +221,21 @@ def _start_worker(job: WorkerJob) -> subprocess.Popen:
     return proc
 
 
-def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = None) -> str:
-    """K workers: in this process when K == 1, else K worker processes. "done"|"stopped"."""
+def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = None,
+                on_event: Callable[..., None] | None = None) -> str:
+    """K workers: in this process when K == 1, else K worker processes. "done"|"stopped".
+
+    ``on_event``: progress observer (:class:`~finscale.train.Controls`); with K processes only
+    finished-trial counts are reported (polled from the storage), not epochs.
+    """
     if job.workers == 1:
-        return work(job, controls=Controls(should_stop=should_stop or (lambda: None)))
+        return work(job, controls=Controls(should_stop=should_stop or (lambda: None), on_event=on_event))
+    report_progress = _poll_progress(job, on_event)  # before the workers hold the storage busy
     procs = [_start_worker(replace(job, index=i)) for i in range(job.workers)]
     signalled = False
     try:
         while any(p.poll() is None for p in procs):
+            report_progress()
             if not signalled and should_stop is not None and should_stop():
                 for p in procs:  # ask our own workers to checkpoint and stop
                     if p.poll() is None:
@@ -215,6 +249,7 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
         for p in procs:
             p.wait()
         raise
+    report_progress(force=True)
     codes = [p.returncode for p in procs]
     stopping = signalled or (should_stop is not None and should_stop())
     bad = [(i, c) for i, c in enumerate(codes) if c not in (0, EXIT_STOPPED)]
@@ -226,17 +261,40 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
     return "stopped" if EXIT_STOPPED in codes else "done"
 
 
+def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Callable[..., None]:
+    """A function that reports ("trial") when the cell's finished-trial count has changed."""
+    if on_event is None:
+        return lambda force=False: None
+    # load, not create: a read-only handle (run_cell created the study)
+    study = optuna.load_study(study_name=study_name(job.cfg, job.budget, job.horizon),
+                              storage=open_storage(job.storage))
+    last = {"done": _finished(study), "t": time.monotonic()}
+
+    def poll(force: bool = False) -> None:
+        if not force and time.monotonic() - last["t"] < 2.0:   # a storage query every 2 s at most
+            return
+        last["t"] = time.monotonic()
+        done = _finished(study)
+        if done != last["done"]:
+            last["done"] = done
+            on_event("trial", cell=cell_name(job.budget, job.horizon), number=None, state="finished",
+                     value=None, done=done, total=job.n_trials)
+
+    return poll
+
+
 # --------------------------------------------------------------------------- a cell
 
 def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None = None,
              workers: int | None = None, storage: str | None = None, data_dir=None,
              should_stop: Callable[[], str | None] | None = None, heartbeat_s: int | None = None,
-             grace_s: int | None = None) -> dict:
+             grace_s: int | None = None, on_event: Callable[..., None] | None = None) -> dict:
     """Run (or resume, or just report) the cell's search; write its outputs; return a summary.
 
     Blocks until the cell holds exactly N finished counting trials (waiting, if needed, for
     trials that workers elsewhere are running, or whose dead worker's heartbeat must lapse),
-    or until ``should_stop`` returns a reason (summary["stopped"]).
+    or until ``should_stop`` returns a reason (summary["stopped"]). ``on_event``: progress
+    observer, told ``hpo_trials`` (cell, done, total) first, then each trial and epoch.
     """
     if cfg.hpo.mode != "search":
         raise ValueError(f"hpo.mode is {cfg.hpo.mode!r}: cells use [hpo.table], there is nothing "
@@ -249,18 +307,21 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
                            grace_s=grace_s or cfg.hpo.grace_s or None)
     cell_space(cfg, budget, horizon)  # configuration errors surface before any worker starts
     prep = prepare(cfg, data_dir)
+    _follow_verbosity()
     store = open_storage(spec)
     study = open_study(cfg, budget, horizon, store)
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("cell", {"budget": budget, "horizon": horizon, "split": cfg.hpo.split})
     job = WorkerJob(cfg, budget, horizon, spec, n_trials, n_workers, prep,
                     log_level=logging.getLogger().getEffectiveLevel())
+    if on_event is not None:
+        on_event("hpo_trials", cell=cell_name(budget, horizon), done=_finished(study), total=n_trials)
     t0, stopped = time.monotonic(), None
     while not (led := study_ledger(study)).done(n_trials):
         if should_stop is not None and (stopped := should_stop()):
             break
         if led.remaining(n_trials) or led.in_state(TrialState.WAITING):
-            if run_workers(job, should_stop) == "stopped":
+            if run_workers(job, should_stop, on_event) == "stopped":
                 stopped = (should_stop and should_stop()) or "a worker was stopped"
                 break
             continue

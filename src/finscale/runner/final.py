@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
-                  controls: Controls | None = None, callbacks=(), progress=None) -> tuple[dict, bool]:
+                  controls: Controls | None = None, callbacks=()) -> tuple[dict, bool]:
     """Train (or resume, or skip) one final run; returns (final metrics, was_already_done)."""
     run = RunDir(final_dir(cfg, spec))
     if run.state == "done" and (final := read_final(run)) is not None:
@@ -32,7 +32,7 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
     seed_everything(spec.seed)
     trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
                       config_hash=spec.digest, device=select_device(cfg.model.device),
-                      callbacks=callbacks, controls=controls, progress=progress,
+                      callbacks=callbacks, controls=controls,
                       checkpointing=cfg.model.activation_checkpointing, compile=cfg.model.compile)
     return trainer.fit(), False
 

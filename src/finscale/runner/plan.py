@@ -167,3 +167,39 @@ def _plan_params(cfg: StudyConfig, budget: str, h: int) -> tuple[dict, str]:
         return cell_params(cfg, budget, h)
     except ValueError as exc:
         return {}, str(exc)
+
+
+def remaining_plan(cfg: StudyConfig, rows: list[PlanRow]) -> tuple[list[PlanRow], int]:
+    """(the rows with work left, how many units are already finished).
+
+    A final run is finished when its run directory says ``done``; an HPO cell when its
+    trials.csv (written as the cell ends) counts ``hpo.trials`` finished trials. A partly
+    searched cell stays, with its estimate scaled to the trials left.
+    """
+    from finscale.rundir import RunDir
+    from finscale.hpo.results import best_params_path
+
+    left, finished = [], 0
+    for row in rows:
+        if row.phase == "final":
+            if row.run_id and RunDir(cfg.study_dir / "final" / row.run_id).state == "done":
+                finished += 1
+                continue
+        elif row.phase == "hpo":
+            done = _finished_trials(best_params_path(cfg, row.budget, row.horizon).with_name("trials.csv"))
+            if done >= cfg.hpo.trials:
+                finished += 1
+                continue
+            if done and row.est_s is not None:
+                row.est_s *= (cfg.hpo.trials - done) / cfg.hpo.trials
+                row.seed = f"{cfg.hpo.trials - done} of {cfg.hpo.trials} trials"
+        left.append(row)
+    return left, finished
+
+
+def _finished_trials(trials_csv) -> int:
+    if not trials_csv.exists():
+        return 0
+    frame = pd.read_csv(trials_csv)
+    counted = frame["role"] == "counted" if "role" in frame else True
+    return int((frame["state"].str.upper().isin(["COMPLETE", "PRUNED", "FAIL"]) & counted).sum())

@@ -81,7 +81,7 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
         if stop.reason():
             raise StudyStopped("stopped", stop.reason())
         opts.on_event("hpo_cell", index=i, total=len(todo), cell=f"{budget}-h{h}")
-        run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason)
+        run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason, on_event=opts.on_event)
         if stop.reason():
             raise StudyStopped("stopped", stop.reason())
 
@@ -101,7 +101,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
             continue
         run.create()
         with _monitor(cfg, run, opts.monitor) as mon:
-            controls = Controls(should_stop=stop.reason, monitor=mon)
+            controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
             try:
                 execute_final(cfg, prep, spec, controls=controls)
             except RunInterrupted as exc:

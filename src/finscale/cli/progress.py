@@ -1,0 +1,153 @@
+"""Progress of `finscale run|hpo|train|evaluate`: rich bars on a terminal, plain lines otherwise.
+
+Consumes the ``on_event(kind, **info)`` calls of the runner (``phase``, ``phase_skip``,
+``hpo_cell``, ``final_run``, ``evaluate_run``), of HPO (``hpo_trials``, ``trial``) and of
+the trainer (``train_start``, ``batch``, ``epoch``, ``train_end``; see
+:class:`finscale.train.Controls`). Produces, when stdout is a terminal, live bars for the
+units of the current phase (HPO trials of a cell, final runs), the epochs of the current
+run and the batches of the current epoch, each with its ETA; otherwise (CI logs, pipes)
+one plain line per phase, cell, unit, trial and epoch, with the ETA in the line, and
+nothing per batch. ETAs are measured in this process: mean time per finished unit (trial,
+epoch) times the units left; an early-stopped run ends sooner than its epoch ETA says.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from finscale.cli.common import console as default_console
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Rate:
+    """ETA of ``total`` units from the mean duration of those finished since :meth:`start`."""
+
+    def __init__(self) -> None:
+        self.t0, self.done0 = time.monotonic(), 0
+
+    def start(self, done: int) -> None:
+        self.t0, self.done0 = time.monotonic(), done
+
+    def eta(self, done: int, total: int) -> float | None:
+        finished = done - self.done0
+        if finished <= 0:
+            return None
+        return (time.monotonic() - self.t0) / finished * max(0, total - done)
+
+
+class ProgressPrinter:
+    """``with ProgressPrinter() as on_event:`` pass ``on_event`` to the runner / HPO / trainer."""
+
+    def __init__(self, console: Console | None = None, live: bool | None = None):
+        self.console = console or default_console
+        self.live = self.console.is_terminal if live is None else live
+        self.bars: Progress | None = None
+        self.tasks: dict[str, Any] = {}
+        self.units, self.epochs = _Rate(), _Rate()
+        self.unit_label = ""
+
+    # ---- context -----------------------------------------------------------------------
+    def __enter__(self) -> ProgressPrinter:
+        if self.live:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                                 console=self.console, transient=True)
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+
+    def print(self, text: str) -> None:
+        # as given: "[hpo 1/4]" is not markup, numbers are not recoloured
+        (self.bars.console if self.bars is not None else self.console).print(text, markup=False,
+                                                                               highlight=False)
+
+    def __call__(self, kind: str, **info: Any) -> None:
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(**info)
+
+    # ---- bars (terminal only) ------------------------------------------------------------
+    def _bar(self, name: str, description: str, completed: int, total: int, eta: float | None) -> None:
+        if self.bars is None:
+            return
+        fields = {"description": description, "completed": completed, "total": total,
+                  "eta": fmt_seconds(eta)}
+        if name in self.tasks:
+            self.bars.update(self.tasks[name], **fields)
+        else:
+            self.tasks[name] = self.bars.add_task(**fields)
+
+    def _drop(self, *names: str) -> None:
+        for name in names:
+            if self.bars is not None and name in self.tasks:
+                self.bars.remove_task(self.tasks.pop(name))
+
+    # ---- runner events ---------------------------------------------------------------------
+    def _on_phase(self, phase: str, **_) -> None:
+        self._drop("units", "epochs", "batches")
+        self.print(f"== {phase}")
+
+    def _on_phase_skip(self, phase: str, reason: str, **_) -> None:
+        self.print(f"== {phase}: skipped ({reason})")
+
+    def _on_hpo_cell(self, index: int, total: int, cell: str, **_) -> None:
+        self.print(f"[hpo {index + 1}/{total}] cell {cell}")
+
+    def _on_final_run(self, index: int, total: int, run_id: str, eta_s: float | None, state: str, **_) -> None:
+        note = "" if state == "pending" else f" ({state})"
+        self.print(f"[final {index + 1}/{total}] {run_id}{note}  ETA {fmt_seconds(eta_s)}")
+        self._bar("units", "final runs", index, total, eta_s)
+
+    def _on_evaluate_run(self, index: int, total: int, run_id: str, **_) -> None:
+        self.print(f"[evaluate {index + 1}/{total}] {run_id}")
+        self._bar("units", "evaluate", index, total, None)
+
+    # ---- hpo events ------------------------------------------------------------------------
+    def _on_hpo_trials(self, cell: str, done: int, total: int, **_) -> None:
+        self.units.start(done)
+        self.unit_label = f"{cell} trials"
+        if done:
+            self.print(f"  {cell}: {done}/{total} trials already done")
+        self._bar("units", self.unit_label, done, total, None)
+
+    def _on_trial(self, cell: str, number: int | None, state: str, value: float | None, done: int,
+                  total: int, **_) -> None:
+        eta = self.units.eta(done, total)
+        what = f"trial {number} {state}" if number is not None else "trial finished"
+        loss = f": val log-loss {value:.4f}" if value is not None else ""
+        self.print(f"  {cell} {what}{loss} ({done}/{total} done, ETA {fmt_seconds(eta)})")
+        self._bar("units", self.unit_label or f"{cell} trials", done, total, eta)
+
+    # ---- trainer events ----------------------------------------------------------------------
+    def _on_train_start(self, run: str, epoch: int, max_epochs: int, **_) -> None:
+        self.epochs.start(epoch)
+        self._bar("epochs", f"{run} epochs", epoch, max_epochs, None)
+
+    def _on_batch(self, run: str, batch: int, batches: int, **_) -> None:
+        self._bar("batches", "batches", batch, batches, None)
+
+    def _on_epoch(self, run: str, epoch: int, max_epochs: int, train_loss: float,
+                  val_log_loss: float | None, epoch_s: float, **_) -> None:
+        eta = self.epochs.eta(epoch, max_epochs)
+        val = "?" if val_log_loss is None else f"{val_log_loss:.4f}"
+        if self.bars is None:  # on a terminal the bar shows it; in logs, one line per epoch
+            self.print(f"    {run} epoch {epoch}/{max_epochs}: train loss {train_loss:.4f}, "
+                       f"val log-loss {val} ({epoch_s:.1f}s, ETA {fmt_seconds(eta)})")
+        self._bar("epochs", f"{run} epochs", epoch, max_epochs, eta)
+
+    def _on_train_end(self, **_) -> None:
+        self._drop("epochs", "batches")
