@@ -23,7 +23,7 @@ from finscale.prepare import PreparedData, prepare
 from finscale.rundir import RunDir
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import cells, final_dir
+from finscale.spec import cells, final_dir, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     unknown = [p for p in opts.phases if p not in PHASES]
     if unknown:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
+    seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     with StopRequest(cfg.study_dir / "STOP") as stop:
