@@ -166,7 +166,7 @@ class MonitorConfig:
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     bootstrap_resamples: int = _opt(1000, min=10)
-    block_len: int = _opt(0, min=0, doc="bootstrap block length; 0 = max(horizon, 5)")
+    block_len: int = _opt(0, min=0, doc="bootstrap block length; 0 = from the data (Politis-White, >= horizon)")
     cost_bps: float = _opt(1.0, min=0.0)
     ece_bins: int = _opt(10, min=2)
     scaling_resamples: int = _opt(1000, min=10)

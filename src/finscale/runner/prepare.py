@@ -32,6 +32,7 @@ class PreparedData:
     inputs: list[str]
     values: np.ndarray        # (T, C) float32 raw inputs, before normalisation
     hashes: dict              # {"raw": sha256, "processed": sha256}
+    data_dir: Path | None = None
 
     @property
     def dates(self) -> pd.Series:
@@ -47,7 +48,25 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     return PreparedData(name, frame, inputs, values,
-                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]})
+                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir))
+
+
+STATIONARY_SET = "a20_rel"
+
+
+def stationary_values(prep: PreparedData, set_name: str = STATIONARY_SET) -> np.ndarray:
+    """The stationary feature set's inputs on ``prep``'s rows (NaN where it has no value).
+
+    Baselines fitted on raw price levels extrapolate on a test period whose prices lie above
+    every training row; the scale-free set (built once, stored like any processed set) gives
+    them a fair chance. Rows are matched by date.
+    """
+    if prep.data_dir is None:
+        raise ValueError("stationary_values: the prepared data has no data directory")
+    frame = features.ensure_processed(prep.data_dir, prep.name, set_name)
+    cols = features.input_columns(set_name)
+    aligned = frame.set_index("Date")[cols].reindex(pd.DatetimeIndex(prep.dates))
+    return np.ascontiguousarray(aligned.to_numpy(dtype=np.float64))
 
 
 def horizon_labels(prep: PreparedData, cfg: StudyConfig, horizon: int) -> np.ndarray:
