@@ -83,6 +83,8 @@ class SplitsConfig:
     folds: int = _opt(4, min=1, doc="walk_forward: number of folds")
     fold_mode: str = _opt("expanding", choices=("expanding", "rolling"))
     fold_val_days: int = _opt(250, min=10, doc="walk_forward: validation block length in rows")
+    fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
+                         doc="walk_forward: folds end just before the final val_start (or test_start)")
     seed: int = _opt(0, min=0, doc="seed of the scattered chunk shuffle")
 
 
@@ -132,7 +134,8 @@ class HpoConfig:
     mode: str = _opt("search", choices=("search", "fixed"),
                      doc="search: Optuna per cell; fixed: use [hpo.table] entries, no trials")
     trials: int = _opt(8, min=1)
-    split: str = _opt("scattered", choices=("scattered", "walk_forward"))
+    split: str = _opt("walk_forward", choices=("scattered", "walk_forward"),
+                      doc="tuning split; walk_forward folds end before the final validation period")
     storage: str = _opt("", doc="Optuna storage URL; default sqlite under the study dir")
     pruner: str = _opt("median", choices=("median", "hyperband", "none"))
     sampler_seed: int = _opt(0, min=0)
@@ -294,8 +297,35 @@ def _check_study(cfg: StudyConfig) -> None:
         rng = getattr(cfg.hpo, key)
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")
+    _check_overridden_search(cfg)
     if "/" in cfg.name or not cfg.name:
         raise ConfigError(f"name: {cfg.name!r} must be a non-empty name without '/'")
+
+
+# A searched HPO value that a fixed training value would silently replace (guard 8):
+# searched key -> the key that overrides it when positive.
+OVERRIDES = {"warmup_fraction": "warmup_steps"}
+
+
+def _check_overridden_search(cfg: StudyConfig) -> None:
+    """ConfigError when HPO would search a value that a fixed value overrides."""
+    if cfg.hpo.mode != "search":
+        return
+    for searched, fixed in OVERRIDES.items():
+        rng = getattr(cfg.hpo, searched)
+        if len(rng) < 2 or rng[0] == rng[1]:
+            continue
+        if getattr(cfg.train, fixed) > 0:
+            raise ConfigError(
+                f"hpo.{searched} is searched ({list(rng)}) but train.{fixed} = "
+                f"{getattr(cfg.train, fixed)} overrides it, so every trial would train alike; "
+                f"set train.{fixed} = 0 or fix hpo.{searched} = [value]")
+        for cell, values in (cfg.hpo.fixed or {}).items():
+            if isinstance(values, dict) and values.get(fixed, 0) and searched not in values:
+                raise ConfigError(
+                    f"hpo.{searched} is searched ({list(rng)}) but hpo.fixed.{cell}.{fixed} = "
+                    f"{values[fixed]} overrides it; drop hpo.fixed.{cell}.{fixed} or also fix "
+                    f"hpo.fixed.{cell}.{searched}")
 
 
 # --------------------------------------------------------------------------- loading

@@ -94,16 +94,22 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
     y = horizon_labels(prep, cfg, horizon)
     split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon)
     data, values = _run_data(prep, cfg, y, split)
+    if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
+        data.split_report += [row for s in _tuning_splits(prep, cfg, horizon, y)
+                              for row in splits.split_report(s, prep.dates, y)]
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
+
+
+def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
+    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
+                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set))
 
 
 def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunData]:
     """RunData per tuning split (scattered: one; walk-forward: one per fold). No test windows."""
     y = horizon_labels(prep, cfg, horizon)
-    folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
-                                 horizon, cfg.hpo.split)
-    return [_run_data(prep, cfg, y, split)[0] for split in folds]
+    return [_run_data(prep, cfg, y, split)[0] for split in _tuning_splits(prep, cfg, horizon, y)]
 
 
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
