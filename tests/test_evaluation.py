@@ -61,7 +61,7 @@ def test_final_runs_train_and_evaluate_on_their_own_horizon(study, h):
     assert ev["train_base_rate"] == pytest.approx(float(labels[data.train.ends].mean()))
     block = ev["block_length"]
     assert block["horizon"] == h and block["block_len"] >= h and block["method"] == "politis-white"
-    assert set(block["estimates"]) >= {"labels", "log_loss", "brier"}
+    assert set(block["estimates"]) >= {"labels", "log_loss_hist_gbm_rel", "brier_logistic"}
     # one block length for the CIs of the model, every baseline and every paired test
     assert ev["test"]["block_len"] == block["block_len"]
     assert {b["block_len"] for b in ev["baselines"].values()} == {block["block_len"]}

@@ -1,7 +1,7 @@
 """Bootstrap block length chosen from the data (guard 13): Politis–White automatic selection.
 
-Consumes: time-ordered per-window series of one evaluation split (the labels, and per-window
-losses of the predictors scored on it) and the label horizon. Produces a JSON-ready record:
+Consumes: time-ordered per-window series of one evaluation split (e.g. the labels and the
+per-window losses of predictors scored on it) and the label horizon. Produces a JSON-ready record:
 the Politis & White (2004) / Patton, Politis & White (2009) optimal block lengths of each
 series (``arch.bootstrap.optimal_block_length``: ``stationary`` and ``circular`` estimates)
 and the block length the bootstraps use.

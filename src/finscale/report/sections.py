@@ -127,9 +127,9 @@ def _block_text(sr: StudyRuns) -> str:
         return "Bootstrap block lengths: not recorded."
     parts = [f"h{int(h)}: {int(g.min())}" + (f"-{int(g.max())}" if g.max() != g.min() else "")
              for h, g in ev.groupby("horizon")["block_len"]]
-    return ("Block-bootstrap block lengths in test days, chosen from the data per run (Politis-White "
-            "on the labels, the per-window log-loss and Brier terms and the paired differences; the "
-            "longest, at least the horizon): " + ", ".join(parts) + ".")
+    return ("Block-bootstrap block lengths in test days, chosen from the data per horizon "
+            "(Politis-White on the test labels and the baselines' per-window log-loss and Brier "
+            "terms; the longest, at least the horizon): " + ", ".join(parts) + ".")
 
 
 def _per_run(sr: StudyRuns) -> pd.DataFrame:

@@ -120,15 +120,18 @@ def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: 
     return probs
 
 
-def test_block_len(y: np.ndarray, prob: np.ndarray, baselines: dict, horizon: int,
-                   override: int) -> dict:
-    """The test split's bootstrap block length (Politis–White, :mod:`finscale.evaluate.blocklen`)
-    from the labels, the model's per-window log-loss and Brier terms, and its per-window
-    log-loss differences to each baseline (the paired tests' series)."""
-    loss = per_sample_log_loss(y, prob)
-    series = {"labels": y, "log_loss": loss, "brier": (prob - y) ** 2}
-    for name, probs in baselines.items():
-        series[f"diff_{name}"] = loss - per_sample_log_loss(y, probs["test"])
+def test_block_len(y: np.ndarray, baselines: dict, horizon: int, override: int) -> dict:
+    """The horizon's bootstrap block length (Politis–White, :mod:`finscale.evaluate.blocklen`)
+    from the test labels and every baseline's per-window log-loss and Brier terms.
+
+    Per horizon, not per run: every run and baseline of a horizon is then resampled with the
+    same blocks (comparable intervals, one baseline table, the scaling bootstrap's blocks),
+    and the choice does not depend on which model happened to be evaluated first. A
+    model's per-window losses are dominated by the labels' dependence, which is included."""
+    series = {"labels": y}
+    for name, probs in sorted(baselines.items()):
+        series[f"log_loss_{name}"] = per_sample_log_loss(y, probs["test"])
+        series[f"brier_{name}"] = (probs["test"] - y) ** 2
     return choose_block_len(series, horizon, override)
 
 
@@ -161,7 +164,7 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     y = test.labels_at_ends
     val_prior = float(np.mean(data.val.labels_at_ends))
     baselines = horizon_baselines(cfg, prep, h, data, test)
-    blocks = test_block_len(y, prob, baselines, h, ev.block_len)
+    blocks = test_block_len(y, baselines, h, ev.block_len)
     block_len = blocks["block_len"]
     # One resample seed per horizon: every model and baseline of a horizon sees the same days.
     seed = derive_seed("evaluate", cfg.name, h)

@@ -95,10 +95,20 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
     split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon)
     data, values = _run_data(prep, cfg, y, split)
     if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
-        data.split_report += [row for s in _tuning_splits(prep, cfg, horizon, y)
-                              for row in splits.split_report(s, prep.dates, y)]
+        data.split_report += _tuning_report(prep, cfg, horizon, y)
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
+
+
+def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list[dict]:
+    """Split-report rows of the tuning splits; none (logged) where they cannot be built — the
+    HPO phase reports that error, the final runs do not depend on it."""
+    try:
+        folds = _tuning_splits(prep, cfg, horizon, y)
+    except ValueError as exc:
+        log.warning("horizon %d: tuning split %s not recorded: %s", horizon, cfg.hpo.split, exc)
+        return []
+    return [row for s in folds for row in splits.split_report(s, prep.dates, y)]
 
 
 def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
