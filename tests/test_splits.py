@@ -323,7 +323,7 @@ def test_cli_splits_show_every_scheme(tmp_path, cli):
     study.write_text('name = "t"\n[target]\nhorizons = [1, 5]\n')
     res = cli("splits", "show", str(study), "--data-dir", str(tmp_path / "data"))
     assert res.returncode == 0, res.stderr
-    for word in ("contiguous", "scattered-s0", "walk_forward-f3", "test", "val", "train"):
+    for word in ("contiguous", "scattered-s0", "walk_forward-f0", "test", "val", "train"):
         assert word in res.stdout
     bad = cli("splits", "show", str(study), "--data-dir", str(tmp_path / "data"),
               "--scheme", "contiguous", "--set", "splits.min_eval_windows=100000")

@@ -80,9 +80,9 @@ class SplitsConfig:
     min_eval_windows: int = _opt(100, min=1, doc="guard 4: smaller val/test regions are errors")
     chunk_days: int = _opt(250, min=10, doc="scattered: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of val chunks")
-    folds: int = _opt(4, min=1, doc="walk_forward: number of folds")
+    folds: int = _opt(1, min=1, doc="walk_forward: number of folds (each costs one training per trial)")
     fold_mode: str = _opt("expanding", choices=("expanding", "rolling"))
-    fold_val_days: int = _opt(250, min=10, doc="walk_forward: validation block length in rows")
+    fold_val_days: int = _opt(500, min=10, doc="walk_forward: validation block length in rows")
     fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
                          doc="walk_forward: folds end just before the final val_start (or test_start)")
     seed: int = _opt(0, min=0, doc="seed of the scattered chunk shuffle")
