@@ -77,7 +77,8 @@ def study_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
 
 def splits_section(sr: StudyRuns) -> Section:
     return Section(SECTIONS[1], [Table(sr.splits, "Split regions per horizon (windows, dates, base "
-                                       "rate of the label)", "splits.csv")])
+                                       "rate of the label): the final split (contiguous) and, "
+                                       "beside it, the tuning split(s) HPO used", "splits.csv")])
 
 
 def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
