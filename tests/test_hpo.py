@@ -386,3 +386,47 @@ def test_two_workers_against_postgresql(tmp_path, data_dir, postgres_url):
     # a second "machine" joining the same study with more trials runs only the difference
     run_cell(cfg, "cpu-s", 1, trials=4, workers=1, storage=postgres_url)
     assert_exactly_n(study_trials(cfg, postgres_url), 4)
+
+
+# --------------------------------------------------------------------------- shipped studies
+
+def _effective(spec, name):
+    """The value the trainer uses for a searched dimension (warm-up: steps of a 1,000-step run)."""
+    from finscale.train import warmup_steps
+
+    if name == "warmup_fraction":
+        return warmup_steps(1000, spec.train)
+    return getattr(spec.train, name)
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in resolve_study_path("smoke").parent.glob("*.toml")))
+def test_every_searched_value_of_a_shipped_study_changes_what_the_trainer_uses(study):
+    """Guard 8 on the shipped studies: each searched dimension, moved from its low to its high
+    end, changes the value the trainer reads (phase6a's fixed train.warmup_steps used to
+    make warmup_fraction a no-op)."""
+    from finscale.runner.runs import make_spec
+
+    cfg = load_study(resolve_study_path(study), ['hpo.mode="search"'])
+    budget, horizon = cfg.model.budgets[0], cfg.target.horizons[0]
+    space = cell_space(cfg, budget, horizon)
+    assert space.floats, f"{study}: nothing searched"
+    arch = {"arch": space.archs[0]} if space.archs else {}
+    mid = {k: (lo * hi) ** 0.5 if log else (lo + hi) / 2 for k, (lo, hi, log) in space.floats.items()}
+    if len(space.batch_sizes) > 1:
+        mid["batch_size"] = space.batch_sizes[0]
+    for name, (lo, hi, _) in space.floats.items():
+        seen = []
+        for value in (lo, hi):
+            params = space.sample(optuna.trial.FixedTrial({**arch, **mid, name: value}))
+            seen.append(_effective(make_spec(cfg, budget, horizon, 0, params), name))
+        assert seen[0] != seen[1], f"{study}: hpo.{name} {lo}..{hi} gives {seen[0]} both times"
+
+
+def test_searching_a_value_that_a_fixed_value_overrides_is_a_config_error(tmp_path, data_dir):
+    from finscale.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"hpo.warmup_fraction.*train.warmup_steps = 100"):
+        smoke(tmp_path, data_dir, "train.warmup_steps=100")
+    with pytest.raises(ConfigError, match=r"hpo.warmup_fraction.*hpo.fixed.cpu-s-h1.warmup_steps"):
+        smoke(tmp_path, data_dir, 'hpo.fixed={"cpu-s-h1" = {warmup_steps = 50}}')
+    smoke(tmp_path, data_dir, "train.warmup_steps=100", "hpo.warmup_fraction=[0.05]")  # fixed: fine

@@ -79,13 +79,15 @@ class SplitsConfig:
     test_end: str = _opt("", doc="last test date; empty = end of data")
     val_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="validation region size when dates are empty")
     test_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="test region size when dates are empty")
-    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region)")
+    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region); tuning splits always embargo at least the feature set's lookback + horizon after each validation chunk, and this can only raise it")
     min_eval_windows: int = _opt(100, min=1, doc="validation/test regions with fewer windows are an error (guard 4)")
     chunk_days: int = _opt(250, min=10, doc="scattered tuning split: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of chunks used for validation")
-    folds: int = _opt(4, min=1, doc="walk-forward: number of folds")
+    folds: int = _opt(1, min=1, doc="walk-forward: number of folds (each costs one training per trial)")
     fold_mode: str = _opt("expanding", choices=("expanding", "rolling"), doc="walk-forward: `expanding` or `rolling` training window")
-    fold_val_days: int = _opt(250, min=10, doc="walk-forward: validation block length in rows")
+    fold_val_days: int = _opt(500, min=10, doc="walk-forward: validation block length in rows")
+    fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
+                         doc="walk-forward: folds end just before the final `val_start` (default: tuning resembles the final evaluation) or `test_start`")
     seed: int = _opt(0, min=0, doc="seed of the scattered chunk assignment")
 
 
@@ -135,7 +137,7 @@ class HpoConfig:
     mode: str = _opt("search", choices=("search", "fixed"),
                      doc="`search`: an Optuna study per budget × horizon cell; `fixed`: take each cell's parameters from `[hpo.table]`, no search")
     trials: int = _opt(8, min=1, doc="trials per cell (in total, across workers and reruns)")
-    split: str = _opt("scattered", choices=("scattered", "walk_forward"), doc="tuning split: `scattered` or `walk_forward` (never the test period)")
+    split: str = _opt("walk_forward", choices=("scattered", "walk_forward"), doc="tuning split: `walk_forward` (default: folds end before the final validation period, see docs/statistics.md) or `scattered` (time-stratified chunks); never the test period")
     storage: str = _opt("", doc="Optuna storage URL (`sqlite:///…`, `postgresql://…`, `journal:PATH`); default `sqlite:///<study dir>/optuna.db`")
     pruner: str = _opt("median", choices=("median", "hyperband", "none"), doc="`median`, `hyperband` or `none`")
     sampler_seed: int = _opt(0, min=0, doc="seed of the TPE sampler and of trial seeds")
@@ -169,7 +171,7 @@ class MonitorConfig:
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     bootstrap_resamples: int = _opt(1000, min=10, doc="moving-block bootstrap resamples for test CIs and paired tests")
-    block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = max(horizon, 5); never below the horizon)")
+    block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = chosen from the data per horizon: Politis–White, at least the horizon; never below the horizon)")
     cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
     ece_bins: int = _opt(10, min=2, doc="calibration bins")
     scaling_resamples: int = _opt(1000, min=10, doc="resamples (seeds × test-day blocks) for scaling-law CIs")
@@ -297,8 +299,35 @@ def _check_study(cfg: StudyConfig) -> None:
         rng = getattr(cfg.hpo, key)
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")
+    _check_overridden_search(cfg)
     if "/" in cfg.name or not cfg.name:
         raise ConfigError(f"name: {cfg.name!r} must be a non-empty name without '/'")
+
+
+# A searched HPO value that a fixed training value would silently replace (guard 8):
+# searched key -> the key that overrides it when positive.
+OVERRIDES = {"warmup_fraction": "warmup_steps"}
+
+
+def _check_overridden_search(cfg: StudyConfig) -> None:
+    """ConfigError when HPO would search a value that a fixed value overrides."""
+    if cfg.hpo.mode != "search":
+        return
+    for searched, fixed in OVERRIDES.items():
+        rng = getattr(cfg.hpo, searched)
+        if len(rng) < 2 or rng[0] == rng[1]:
+            continue
+        if getattr(cfg.train, fixed) > 0:
+            raise ConfigError(
+                f"hpo.{searched} is searched ({list(rng)}) but train.{fixed} = "
+                f"{getattr(cfg.train, fixed)} overrides it, so every trial would train alike; "
+                f"set train.{fixed} = 0 or fix hpo.{searched} = [value]")
+        for cell, values in (cfg.hpo.fixed or {}).items():
+            if isinstance(values, dict) and values.get(fixed, 0) and searched not in values:
+                raise ConfigError(
+                    f"hpo.{searched} is searched ({list(rng)}) but hpo.fixed.{cell}.{fixed} = "
+                    f"{values[fixed]} overrides it; drop hpo.fixed.{cell}.{fixed} or also fix "
+                    f"hpo.fixed.{cell}.{searched}")
 
 
 # --------------------------------------------------------------------------- loading
