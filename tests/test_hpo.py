@@ -404,7 +404,7 @@ def test_every_searched_value_of_a_shipped_study_changes_what_the_trainer_uses(s
     """Guard 8 on the shipped studies: each searched dimension, moved from its low to its high
     end, changes the value the trainer reads (phase6a's fixed train.warmup_steps used to
     make warmup_fraction a no-op)."""
-    from finscale.runner.runs import make_spec
+    from finscale.spec import make_spec
 
     cfg = load_study(resolve_study_path(study), ['hpo.mode="search"'])
     budget, horizon = cfg.model.budgets[0], cfg.target.horizons[0]

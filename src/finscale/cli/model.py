@@ -99,11 +99,11 @@ def _machine(cfg: StudyConfig, args: argparse.Namespace) -> tuple[str, str, int,
         return device_type, precision, parse_memory(args.memory), args.memory
     if device.type == "cuda":
         total = torch.cuda.mem_get_info(device.index or 0)[1]
-        return device_type, precision, total, f"{_bytes(total)} ({torch.cuda.get_device_name(device.index or 0)})"
+        return device_type, precision, total, f"{format_bytes(total)} ({torch.cuda.get_device_name(device.index or 0)})"
     import psutil
 
     total = psutil.virtual_memory().total
-    return device_type, precision, total, f"{_bytes(total)} RAM ({device.type})"
+    return device_type, precision, total, f"{format_bytes(total)} RAM ({device.type})"
 
 
 def trained_architectures(cfg: StudyConfig, budget: str) -> list[tuple[str, ModelArgs]]:
@@ -172,7 +172,7 @@ def describe(args: argparse.Namespace) -> int:
         mem = [memory_estimate(margs, b, precision, checkpointing, device_type) for b in BATCH_SIZES]
         fit = max_micro_batch(margs, memory, precision, checkpointing, device_type)
         sizes = [mem[0]["total"] - mem[0]["activations"], mem[0]["activations"]] + [x["total"] for x in mem]
-        mem_rows.append([name, arch, *(sizes if args.json else [format_bytes(x) for x in sizes]), fit])
+        mem_rows.append([name, arch, *(sizes if args.json else [formatformat_bytes(x) for x in sizes]), fit])
     out.table("architectures", "Architectures (parameters measured from the built model)",
               ["budget", "params", "d_model/layers/heads/d_ff", "source", "total", "x budget",
                "non-embedding", "head", "FLOPs/sample fwd", "FLOPs/sample train"], arch_rows,
