@@ -172,7 +172,7 @@ def describe(args: argparse.Namespace) -> int:
         mem = [memory_estimate(margs, b, precision, checkpointing, device_type) for b in BATCH_SIZES]
         fit = max_micro_batch(margs, memory, precision, checkpointing, device_type)
         sizes = [mem[0]["total"] - mem[0]["activations"], mem[0]["activations"]] + [x["total"] for x in mem]
-        mem_rows.append([name, arch, *(sizes if args.json else [formatformat_bytes(x) for x in sizes]), fit])
+        mem_rows.append([name, arch, *(sizes if args.json else [format_bytes(x) for x in sizes]), fit])
     out.table("architectures", "Architectures (parameters measured from the built model)",
               ["budget", "params", "d_model/layers/heads/d_ff", "source", "total", "x budget",
                "non-embedding", "head", "FLOPs/sample fwd", "FLOPs/sample train"], arch_rows,
