@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from finscale.cli.common import console, print_table
+from finscale.config import DataConfig
 from finscale.data import Manifest, fetch_dataset, resolve_data_dir, verify
 
 
@@ -19,7 +20,8 @@ def register(sub) -> None:
     fetch.add_argument("--name", default="", help="dataset name (default: from the source)")
     fetch.add_argument("--adjusted", action="store_true",
                        help="file sources: scale Open/High/Low/Close by 'Adj Close'/Close")
-    fetch.add_argument("--min-rows", type=int, default=1, help="fewer rows is an error")
+    fetch.add_argument("--min-rows", type=int, default=DataConfig().min_rows,
+                       help="fewer validated rows is an error (default: %(default)s, as data.min_rows)")
     fetch.set_defaults(handler=_fetch)
     ver = dsub.add_parser("verify", help="re-hash every stored dataset; exit 1 if any changed")
     ver.set_defaults(handler=_verify)

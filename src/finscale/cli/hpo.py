@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
-from finscale.runner.control import StopRequest
+from finscale.runner.control import StopRequest, resume_command
 
 
 def register(sub) -> None:
@@ -83,7 +83,8 @@ def _hpo(args) -> int:
                          storage=args.storage, data_dir=args.data_dir, should_stop=stop.reason)
             _print_cell(s)
             if s["stopped"]:
-                console.print(f"stopped: {s['stopped']}. Rerun the same command to resume.")
+                hint = resume_command(cfg.study_dir / "STOP", "the same command")
+                console.print(f"stopped: {s['stopped']}. Resume with: {hint}")
                 return 3
             if s["best_trial"] is None:
                 missing.append(s["cell"])

@@ -51,7 +51,10 @@ def _train(args) -> int:
         try:
             final, skipped = execute_final(cfg, prep, spec, controls=Controls(should_stop=stop.reason))
         except RunInterrupted as exc:
-            console.print(f"{exc.status}: {exc}; checkpointed. Resume with the same command.")
+            from finscale.runner.control import resume_command
+
+            hint = resume_command(cfg.study_dir / "STOP", "the same command")
+            console.print(f"{exc.status}: {exc}; checkpointed. Resume with: {hint}")
             return 3
         except TrainingFailed as exc:
             console.print(f"failed: {exc} (see {path / 'status.json'})")

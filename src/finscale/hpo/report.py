@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from finscale.config import StudyConfig
 from finscale.data.store import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
 from finscale.runner.runs import best_params_path, cell_name
@@ -144,7 +145,7 @@ def hpo_summary(cfg: StudyConfig, storage: str | None = None) -> list[dict]:
     names = set(optuna.study.get_all_study_names(store))
     out = []
     for b, h in cells:
-        name = f"{cfg.name}/{cell_name(b, h)}"
+        name = study_name(cfg, b, h)
         if name not in names:
             out.append(_not_started(cfg, b, h, spec))
             continue
@@ -162,6 +163,6 @@ def _storage_file(spec: StorageSpec):
 
 def _not_started(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec) -> dict:
     return {"cell": cell_name(budget, horizon), "budget": budget, "horizon": horizon,
-            "study_name": f"{cfg.name}/{cell_name(budget, horizon)}", "storage": spec.display(),
+            "study_name": study_name(cfg, budget, horizon), "storage": spec.display(),
             "started": False, "n_trials": cfg.hpo.trials, "done": False, "counts": {},
             "best_value": None, "best_trial": None, "best_params": None}

@@ -12,10 +12,14 @@ Guarantees:
   process is gone (journal files, same host), then resumes from its checkpoint;
 - K local worker processes (fresh interpreters) share the storage; workers on other machines join by
   running the same command with the same ``--storage``;
-- TPE is seeded per worker from ``hpo.sampler_seed``, the cell, the worker index and the
-  number of trials the study held when the worker started (a fresh sequential run always
-  samples the same parameters; a resumed one does not repeat its first draws), and uses
-  ``constant_liar`` whenever trials can run concurrently.
+- sampling depends only on (``hpo.sampler_seed``, cell, trial slot) and the finished trials
+  before it: each trial gets a TPE sampler seeded from its slot (:class:`SlotSeededSampler`),
+  so a search killed at any moment and resumed picks the same parameters as an uninterrupted
+  one; ``constant_liar`` is used whenever trials can run concurrently;
+- the study's name carries a hash of the values that change trial results
+  (:mod:`finscale.hpo.identity`), so changed settings start a new search;
+- storage failures (full disk, database outage) raise :class:`StorageError`, one line naming
+  the storage and the cause.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
-from finscale.hpo.ledger import requeue_dead_local, study_ledger
+from finscale.hpo.identity import study_name
+from finscale.hpo.ledger import requeue_dead_local, study_ledger, trial_slot
 from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
 from finscale.hpo.space import cell_space
@@ -53,8 +58,24 @@ EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on reque
 POLL_S = 0.5           # how often the parent checks its workers and stop requests
 
 
-def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    return f"{cfg.name}/{cell_name(budget, horizon)}"
+class StorageError(ValueError):
+    """The Optuna storage failed (disk full, read-only, database down); one-line message."""
+
+
+def storage_error(spec: StorageSpec, exc: BaseException) -> StorageError | None:
+    """A :class:`StorageError` if ``exc`` (or an exception it chains) came from the storage."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error)):
+            cause = getattr(seen, "orig", None) or seen
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            return StorageError(f"HPO storage {spec.display()}: {text}")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
@@ -66,6 +87,46 @@ def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: b
                                           constant_liar=constant_liar)
 
 
+class SlotSeededSampler(optuna.samplers.BaseSampler):
+    """TPE with a fresh RNG per trial, seeded from (sampler seed, cell, trial slot).
+
+    One long-lived sampler's RNG advances with every draw, so after a kill its state (and the
+    next parameters) depend on how many trials the restarted process has asked. Here each
+    trial's draws depend only on its slot and the study's finished trials.
+    """
+
+    def __init__(self, cfg: StudyConfig, cell: str, n_trials: int, *, constant_liar: bool):
+        self._make = lambda seed: make_sampler(cfg, n_trials, seed=seed, constant_liar=constant_liar)
+        self._base_seed, self._cell = cfg.hpo.sampler_seed, cell
+        self._per_trial: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def _for(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self._per_trial[trial.number]
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        slot = trial_slot(study.get_trials(deepcopy=False), trial.number)
+        inner = self._make(derive_seed(self._base_seed, self._cell, "sampler", slot))
+        self._per_trial[trial.number] = inner
+        inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        inner = self._per_trial.pop(trial.number, None)
+        if inner is not None:
+            inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        pass  # nothing to reseed: every trial gets its own seeded sampler
+
+
 def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
     """hpo.pruner: median (default), hyperband (resource = epochs across folds) or none."""
     if cfg.hpo.pruner == "median":
@@ -73,6 +134,48 @@ def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
     if cfg.hpo.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps))
     return optuna.pruners.NopPruner()
+
+
+class _QuietTrialFailures(logging.Filter):
+    """Optuna logs a failed trial with its traceback. Drop that traceback always, and the
+    records themselves when the failure is reported elsewhere in one line: a trial we
+    stopped on purpose (signal, STOP file, Ctrl-C; it is re-queued and says so) and storage
+    or disk errors (the command's error message names the path and cause)."""
+
+    QUIET = (RunInterrupted, KeyboardInterrupt, OSError)
+
+    def __init__(self):
+        super().__init__()
+        self._silenced: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        trial = message.split(" failed ", 1)[0] if " failed " in message else None
+        if exc is not None:
+            record.exc_info, record.exc_text = None, None
+            if isinstance(exc, self.QUIET) or _from_storage(exc):
+                self._silenced.add(trial)
+                return False
+        elif trial in self._silenced and "failed with value" in message:
+            self._silenced.discard(trial)
+            return False
+        return True
+
+
+def _from_storage(exc: BaseException) -> bool:
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    while exc is not None:
+        if isinstance(exc, (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietTrialFailures())
 
 
 def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=None,
@@ -84,13 +187,13 @@ def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=
 
 
 def reap_stale(study: optuna.Study, storage) -> None:
-    """Re-queue trials of dead workers: heartbeat lapse (RDB) or dead local pid (journal)."""
+    """Re-queue trials of dead workers: a dead pid on this host at once (any storage), and on
+    relational storages also trials whose heartbeat lapsed (workers on other hosts)."""
+    requeue_dead_local(study)
     if has_heartbeat(storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    else:
-        requeue_dead_local(study)
 
 
 # --------------------------------------------------------------------------- one worker
@@ -111,13 +214,11 @@ class WorkerJob:
 
 
 def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study:
-    """The cell's study with this worker's seeded TPE sampler and the study's pruner."""
+    """The cell's study with a slot-seeded TPE sampler and the study's pruner."""
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
-    seed = derive_seed(cfg.hpo.sampler_seed, cell_name(job.budget, job.horizon), "sampler",
-                       job.index, len(study.get_trials(deepcopy=False)))
-    study.sampler = make_sampler(cfg, job.n_trials, seed=seed,
-                                 constant_liar=job.workers > 1 or job.storage.shared)
+    study.sampler = SlotSeededSampler(cfg, cell_name(job.budget, job.horizon), job.n_trials,
+                                      constant_liar=job.workers > 1 or job.storage.shared)
     study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
     return study
 
@@ -185,7 +286,13 @@ def worker_main() -> None:
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))  # K workers share the cores
     with StopRequest(job.cfg.study_dir / "STOP") as stop:
-        status = work(job, controls=Controls(should_stop=stop.reason))
+        try:
+            status = work(job, controls=Controls(should_stop=stop.reason))
+        except Exception as exc:
+            if (err := storage_error(job.storage, exc)) is None:
+                raise
+            log.error("%s", err)
+            sys.exit(1)
     sys.exit(EXIT_STOPPED if status == "stopped" else 0)
 
 
@@ -253,6 +360,17 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
                            grace_s=grace_s or cfg.hpo.grace_s or None)
     cell_space(cfg, budget, horizon)  # configuration errors surface before any worker starts
     prep = prepare(cfg, data_dir)
+    try:
+        return _search(cfg, budget, horizon, spec, prep, n_trials, n_workers, should_stop)
+    except Exception as exc:
+        if (err := storage_error(spec, exc)) is not None:
+            raise err from None
+        raise
+
+
+def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep: PreparedData,
+            n_trials: int, n_workers: int, should_stop) -> dict:
+    """Run workers until the cell is done or stopped; write its outputs; return the summary."""
     store = open_storage(spec)
     study = open_study(cfg, budget, horizon, store)
     study.set_user_attr("n_trials", n_trials)
