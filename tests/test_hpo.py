@@ -27,7 +27,7 @@ from finscale.hpo import Objective, SurplusTrial, cell_space, decode_arch, encod
 from finscale.hpo.ledger import make_ledger
 from finscale.hpo.report import importances
 from finscale.hpo.storage import open_storage, resolve_storage
-from finscale.hpo.study import open_study
+from finscale.hpo.study import open_study, study_name
 from finscale.labels import make_labels
 from finscale.model import count_parameters
 from finscale.runner import prepare as prepare_mod
@@ -55,7 +55,8 @@ def smoke(tmp_path, data_dir, *extra):
 
 
 def study_trials(cfg, url, cell="cpu-s-h1"):
-    return optuna.load_study(study_name=f"{cfg.name}/{cell}", storage=url).get_trials()
+    budget, h = cell.rsplit("-h", 1)
+    return optuna.load_study(study_name=study_name(cfg, budget, int(h)), storage=url).get_trials()
 
 
 def assert_exactly_n(trials, n):
@@ -271,7 +272,7 @@ def test_killed_worker_trial_is_retried_and_the_cell_finishes(tmp_path, data_dir
                              "--horizon", "1", "--workers", "1",
                              *[a for o in overrides for a in ("--set", o)]],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    study, victim = optuna.load_study(study_name="smoke/cpu-s-h1", storage=url), None
+    study, victim = optuna.load_study(study_name=study_name(cfg, "cpu-s", 1), storage=url), None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -310,7 +311,8 @@ def test_cli_two_workers_on_a_journal_file(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     assert "hpo cpu-s-h1" in r.stdout and "smoke/cpu-s-h1" in r.stdout and "3 / 3" in r.stdout
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    assert_exactly_n(optuna.load_study(study_name="smoke/cpu-s-h1", storage=storage).get_trials(), 3)
+    cfg = load_study(resolve_study_path("smoke"), overrides)
+    assert_exactly_n(optuna.load_study(study_name=study_name(cfg, "cpu-s", 1), storage=storage).get_trials(), 3)
     s = run_cli("hpo", "smoke", *sets, "--storage", f"journal:{journal}", "--summary")
     assert s.returncode == 0 and "cpu-s-h5 (incomplete)" in s.stdout and "3 / 3" in s.stdout
     bad = run_cli("hpo", "smoke", *sets, "--budget", "2B")
@@ -378,7 +380,7 @@ def test_two_workers_against_postgresql(tmp_path, data_dir, postgres_url):
     led = assert_exactly_n(study_trials(cfg, postgres_url), 3)
     assert not led.surplus
     best = json.loads(best_params_path(cfg, "cpu-s", 1).read_text())
-    assert "secret" not in json.dumps(best) and best["study_name"] == "smoke/cpu-s-h1"
+    assert "secret" not in json.dumps(best) and best["study_name"] == study_name(cfg, "cpu-s", 1)
     # a second "machine" joining the same study with more trials runs only the difference
     run_cell(cfg, "cpu-s", 1, trials=4, workers=1, storage=postgres_url)
     assert_exactly_n(study_trials(cfg, postgres_url), 4)

@@ -3,10 +3,10 @@
 Consumes: the study config and a cell. Produces: the Optuna study name
 ``<study>/<budget>-h<h>-<hash8>``, where the hash covers every value that changes what a
 trial trains or how trials are sampled and pruned (data, features, target, splits, model,
-train, the search ranges, sampler seed, pruner, trial count). So ``--set train.max_epochs=3``
+train, the search ranges, sampler seed, pruner). So ``--set train.max_epochs=3``
 after a finished search starts a new search instead of silently reusing trials trained with
 other settings. Values that do not change results (storage, workers, heartbeat, the names of
-other budgets and horizons, evaluation, monitoring, tracking) are left out.
+other budgets and horizons, evaluation, monitoring, tracking) and ``hpo.trials`` are left out.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.runner.runs import cell_name
 
-_HPO_IGNORED = ("mode", "storage", "workers", "heartbeat_s", "grace_s", "table", "fixed")
+# hpo.trials is left out on purpose: raising it extends a finished search (its first trials
+# stay as they were sampled), which is how workers join with more trials.
+_HPO_IGNORED = ("mode", "trials", "storage", "workers", "heartbeat_s", "grace_s", "table", "fixed")
 
 
 def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
