@@ -31,8 +31,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         try:
-            torch.save(state, tmp)
-        except RuntimeError as exc:  # torch reports a failed write as an "enforce fail"
+            with open(tmp, "wb") as fh:  # closed here even on failure, so the temp's space is freed
+                torch.save(state, fh)
+        except (RuntimeError, OSError) as exc:  # torch reports a failed write as "enforce fail"
             free = shutil.disk_usage(path.parent).free
             cause = "no space left on device" if free < FULL_BYTES else f"write failed: {exc}"
             raise OSError(f"{path}: cannot write checkpoint ({cause}; {free} bytes free)") from None
