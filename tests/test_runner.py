@@ -106,10 +106,12 @@ def test_stop_file_checkpoints_and_prints_resume_command(tmp_path, shared_data):
     (tmp_path / "smoke" / "STOP").touch()
     r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides))
     assert r.returncode == 3
-    assert "STOP file" in r.stdout and "resume with" in r.stdout and "finscale run smoke" in r.stdout
+    stop = tmp_path / "smoke" / "STOP"
+    assert "STOP file" in r.stdout and "resume with" in r.stdout
+    assert f"rm {stop} && finscale run smoke" in r.stdout  # the STOP file stays: remove it first
     (run_dir,) = (tmp_path / "smoke" / "final").iterdir()
-    assert RunDir(run_dir).state == "stopped"
-    (tmp_path / "smoke" / "STOP").unlink()
+    assert RunDir(run_dir).state == "stopped" and stop.exists()
+    stop.unlink()
     r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides))
     assert r.returncode == 0, r.stderr
     assert RunDir(run_dir).state == "done"
