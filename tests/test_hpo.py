@@ -384,3 +384,46 @@ def test_two_workers_against_postgresql(tmp_path, data_dir, postgres_url):
     # a second "machine" joining the same study with more trials runs only the difference
     run_cell(cfg, "cpu-s", 1, trials=4, workers=1, storage=postgres_url)
     assert_exactly_n(study_trials(cfg, postgres_url), 4)
+
+
+# --------------------------------------------------------------------------- identity and slots
+
+def test_study_name_hashes_what_changes_trials(tmp_path, data_dir):
+    cfg = smoke(tmp_path, data_dir)
+    name = study_name(cfg, "cpu-s", 1)
+    assert name.startswith("smoke/cpu-s-h1-") and len(name) == len("smoke/cpu-s-h1-") + 8
+    for override in ("train.max_epochs=3", "hpo.max_epochs=2", "hpo.sampler_seed=1",
+                     "splits.embargo_days=3", "target.threshold=0.02", "hpo.lr=[1e-4, 1e-2]"):
+        assert study_name(smoke(tmp_path, data_dir, override), "cpu-s", 1) != name, override
+    for override in ("hpo.trials=5", "hpo.workers=2", 'hpo.storage="journal:x"', "seeds=[3]",
+                     "evaluate.bootstrap_resamples=60", 'model.budgets=["cpu-s", "cpu-m"]'):
+        assert study_name(smoke(tmp_path, data_dir, override), "cpu-s", 1) == name, override
+
+
+def test_slot_seeded_sampler_repeats_its_draws_after_a_killed_trial(tmp_path, data_dir):
+    """A trial killed and re-queued (as the runner does) shifts trial numbers, not draws."""
+    from finscale.hpo.sampler import SlotSeededSampler
+    from finscale.hpo.storage import retry_callback
+
+    cfg = smoke(tmp_path, data_dir)
+
+    def objective(trial):
+        return (trial.suggest_float("x", -5, 5) - 1) ** 2 + trial.suggest_float("y", 0, 1)
+
+    def fresh_params(kill: int | None) -> list[dict]:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study()
+        study.sampler = SlotSeededSampler(cfg, "cpu-s-h1", 8, constant_liar=False, study=study)
+        for slot in range(8):
+            if slot == kill:  # the process dies mid-trial: FAIL, re-queued with its parameters,
+                trial = study.ask()  # and a new process (a new sampler) carries on
+                objective(trial)
+                retry_callback(None)(study, study.tell(trial, state=TrialState.FAIL))
+                study.sampler = SlotSeededSampler(cfg, "cpu-s-h1", 8, constant_liar=False, study=study)
+            study.optimize(objective, n_trials=1)
+        ledger = make_ledger(study.get_trials())
+        return [t.params for t in ledger.counted]
+
+    straight = fresh_params(None)
+    assert len({json.dumps(p) for p in straight}) == 8  # TPE after the random start: all differ
+    assert fresh_params(kill=5) == straight

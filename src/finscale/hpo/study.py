@@ -41,13 +41,14 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
+from finscale.hpo.failures import StorageError, quiet_optuna_trial_failures, storage_error  # noqa: F401
 from finscale.hpo.identity import study_name
-from finscale.hpo.ledger import requeue_dead_local, study_ledger, trial_slot
+from finscale.hpo.ledger import requeue_dead_local, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
+from finscale.hpo.sampler import SlotSeededSampler, make_sampler  # noqa: F401 (public here)
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
-from finscale.repro import derive_seed
 from finscale.runner.prepare import PreparedData, prepare
 from finscale.runner.runs import cell_name
 from finscale.train import Controls, RunInterrupted, TrainingFailed
@@ -58,75 +59,6 @@ EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on reque
 POLL_S = 0.5           # how often the parent checks its workers and stop requests
 
 
-class StorageError(ValueError):
-    """The Optuna storage failed (disk full, read-only, database down); one-line message."""
-
-
-def storage_error(spec: StorageSpec, exc: BaseException) -> StorageError | None:
-    """A :class:`StorageError` if ``exc`` (or an exception it chains) came from the storage."""
-    import sqlite3
-
-    import sqlalchemy.exc
-
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error)):
-            cause = getattr(seen, "orig", None) or seen
-            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            return StorageError(f"HPO storage {spec.display()}: {text}")
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
-    # A third of the trials (2..10) explore at random before TPE models the rest.
-    startup = min(10, max(2, n_trials // 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                          constant_liar=constant_liar)
-
-
-class SlotSeededSampler(optuna.samplers.BaseSampler):
-    """TPE with a fresh RNG per trial, seeded from (sampler seed, cell, trial slot).
-
-    One long-lived sampler's RNG advances with every draw, so after a kill its state (and the
-    next parameters) depend on how many trials the restarted process has asked. Here each
-    trial's draws depend only on its slot and the study's finished trials.
-    """
-
-    def __init__(self, cfg: StudyConfig, cell: str, n_trials: int, *, constant_liar: bool):
-        self._make = lambda seed: make_sampler(cfg, n_trials, seed=seed, constant_liar=constant_liar)
-        self._base_seed, self._cell = cfg.hpo.sampler_seed, cell
-        self._per_trial: dict[int, optuna.samplers.BaseSampler] = {}
-
-    def _for(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
-        return self._per_trial[trial.number]
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        slot = trial_slot(study.get_trials(deepcopy=False), trial.number)
-        inner = self._make(derive_seed(self._base_seed, self._cell, "sampler", slot))
-        self._per_trial[trial.number] = inner
-        inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        inner = self._per_trial.pop(trial.number, None)
-        if inner is not None:
-            inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        pass  # nothing to reseed: every trial gets its own seeded sampler
-
-
 def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
     """hpo.pruner: median (default), hyperband (resource = epochs across folds) or none."""
     if cfg.hpo.pruner == "median":
@@ -134,48 +66,6 @@ def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
     if cfg.hpo.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps))
     return optuna.pruners.NopPruner()
-
-
-class _QuietTrialFailures(logging.Filter):
-    """Optuna logs a failed trial with its traceback. Drop that traceback always, and the
-    records themselves when the failure is reported elsewhere in one line: a trial we
-    stopped on purpose (signal, STOP file, Ctrl-C; it is re-queued and says so) and storage
-    or disk errors (the command's error message names the path and cause)."""
-
-    QUIET = (RunInterrupted, KeyboardInterrupt, OSError)
-
-    def __init__(self):
-        super().__init__()
-        self._silenced: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        message = record.getMessage()
-        trial = message.split(" failed ", 1)[0] if " failed " in message else None
-        if exc is not None:
-            record.exc_info, record.exc_text = None, None
-            if isinstance(exc, self.QUIET) or _from_storage(exc):
-                self._silenced.add(trial)
-                return False
-        elif trial in self._silenced and "failed with value" in message:
-            self._silenced.discard(trial)
-            return False
-        return True
-
-
-def _from_storage(exc: BaseException) -> bool:
-    import sqlite3
-
-    import sqlalchemy.exc
-
-    while exc is not None:
-        if isinstance(exc, (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-logging.getLogger("optuna.study._optimize").addFilter(_QuietTrialFailures())
 
 
 def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=None,
@@ -218,7 +108,8 @@ def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
     study.sampler = SlotSeededSampler(cfg, cell_name(job.budget, job.horizon), job.n_trials,
-                                      constant_liar=job.workers > 1 or job.storage.shared)
+                                      constant_liar=job.workers > 1 or job.storage.shared,
+                                      study=study)
     study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
     return study
 
@@ -233,6 +124,7 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None,
     cell = cell_name(job.budget, job.horizon)
     # Optuna logs every trial at INFO; follow finscale's verbosity (-v shows them).
     optuna.logging.set_verbosity(max(logging.getLogger("finscale").getEffectiveLevel(), logging.INFO))
+    quiet_optuna_trial_failures()
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
                           controls=controls, on_trainer=on_trainer, progress=progress)
     storage = open_storage(job.storage)
