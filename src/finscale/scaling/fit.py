@@ -4,10 +4,13 @@ Consumes: the collected runs (measured parameters, training FLOPs) and each eval
 ``predictions.npz`` (test labels and probabilities). Produces, per horizon and per size
 axis (total parameters, non-embedding parameters, training FLOPs), the power-law fit of test
 log-loss with bootstrap intervals, the comparison with the constant model and the verdict of
-:mod:`finscale.scaling`; plus the same fit of ``1 - AUC`` on total parameters (secondary view).
+:mod:`finscale.scaling`; plus, on total parameters, the same fit of ``1 - AUC`` and of the
+refinement (recalibrated) log-loss, the discrimination part of the log-loss decomposition,
+which a base-rate shift between training and test cannot move.
 
 Uncertainty (guard 13): each of ``evaluate.scaling_resamples`` resamples draws ONE
-moving-block resample of the test days (block length ``default_block_len(h, block_len)``)
+moving-block resample of the test days (block length: the longest the horizon's runs
+recorded in eval.json, chosen from the data by Politis–White)
 shared by every run of the horizon — so the correlation between runs scored on the same days
 is kept — and resamples seeds with :func:`finscale.scaling.resample_replicates` (a pooled,
 small-sample-corrected residual bootstrap: plain resampling of 2 seeds per budget gave ~17%
@@ -36,7 +39,7 @@ import pandas as pd
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
-from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss
+from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss, recalibrated
 from finscale.evaluate.bootstrap import resampled_auc
 from finscale.repro import derive_seed
 from finscale.scaling.laws import (
@@ -58,7 +61,8 @@ AXES = {
     "train_flops": "training compute C (FLOPs)",
 }
 AUC_AXIS = "params_total"
-QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC"}
+QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC",
+              "log_loss_refinement": "test refinement log-loss (discrimination part)"}
 
 
 @dataclass(frozen=True)
@@ -240,24 +244,41 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     evals = sr.evals.set_index("run_id").loc[runs["run_id"]]
     y, probs = _load_predictions(runs)
     R = cfg.evaluate.scaling_resamples
-    block_len = default_block_len(h, cfg.evaluate.block_len)
+    recorded = evals["block_len"].to_numpy(float) if "block_len" in evals else np.array([np.nan])
+    block_len = int(np.nanmax(recorded)) if np.isfinite(recorded).any() \
+        else default_block_len(h, cfg.evaluate.block_len)
     rng = np.random.default_rng(derive_seed("scaling", cfg.name, h))
     idx = block_bootstrap_indices(y.size, block_len, R, rng)
     ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
     auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
     seed = derive_seed("scaling-fit", cfg.name, h)
-    fits = _fit_axes(runs, evals, ll_reps, auc_reps, R, seed, h, cache)
-    return block_len, fits, _fit_replicates(runs, evals, ll_reps, auc_reps, R, seed, h, cache)
+    reps = {"log_loss": ll_reps, "auc_error": 1.0 - auc_reps}
+    if _has_refinement(evals):
+        reps["log_loss_refinement"] = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
+                                                for p in probs])
+    fits = _fit_axes(runs, evals, reps, R, seed, h, cache)
+    return block_len, fits, _fit_replicates(runs, evals, reps, R, seed, h, cache)
 
 
-def _fit_axes(runs, evals, ll_reps, auc_reps, R, seed, h, cache) -> list[AxisFit]:
-    """Every fit of one set of runs: log-loss on each axis, 1 - AUC on AUC_AXIS."""
-    fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), ll_reps, R, seed, h,
-                      cache) for axis in AXES]
+def _has_refinement(evals) -> bool:
+    refinement = evals["log_loss_refinement"].to_numpy(float) if "log_loss_refinement" in evals \
+        else np.array([np.nan])
+    return bool(np.all(np.isfinite(refinement)) and np.all(refinement > 0))
+
+
+def _fit_axes(runs, evals, reps: dict, R, seed, h, cache) -> list[AxisFit]:
+    """Every fit of one set of runs: log-loss on each axis; on AUC_AXIS 1 - AUC and the
+    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R)."""
+    fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), reps["log_loss"], R, seed,
+                      h, cache) for axis in AXES]
     auc = evals["auc"].to_numpy(float)
     if np.all(np.isfinite(auc)):
-        fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), 1.0 - auc_reps, R, seed,
+        fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), reps["auc_error"], R, seed,
                               h, cache))
+    if "log_loss_refinement" in reps:
+        fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement",
+                              evals["log_loss_refinement"].to_numpy(float), reps["log_loss_refinement"],
+                              R, seed, h, cache))
     return fits
 
 
@@ -273,22 +294,22 @@ def replicate_row(replicate: int, fit: AxisFit | None, quantity: str = "", axis:
             "verdict": fit.verdict, "n_runs": len(fit.points), "reason": ""}
 
 
-def _fit_replicates(runs, evals, ll_reps, auc_reps, R, seed, h, cache) -> list[dict]:
+def _fit_replicates(runs, evals, reps: dict, R, seed, h, cache) -> list[dict]:
     """Each replicate seed set's runs fitted alone, as the pooled fit (same test-day resamples
     and bootstrap seed); nothing with fewer than 2 replicates."""
-    reps = runs["replicate"].to_numpy() if "replicate" in runs else np.zeros(len(runs), int)
-    if np.unique(reps).size < 2:
+    labels = runs["replicate"].to_numpy() if "replicate" in runs else np.zeros(len(runs), int)
+    if np.unique(labels).size < 2:
         return []
     out = []
-    for r in sorted(np.unique(reps)):
-        mine = reps == r
+    for r in sorted(np.unique(labels)):
+        mine = labels == r
         sub = runs[mine]
         if sub["budget"].nunique() < MIN_BUDGETS:
             why = f"{sub['budget'].nunique()} evaluated budget(s); a power law needs >= {MIN_BUDGETS}"
             out += [replicate_row(int(r), None, q, a, why) for q, a in _fit_names(evals)]
             continue
         try:
-            fits = _fit_axes(sub, evals[mine], ll_reps[mine], auc_reps[mine], R, seed, h, cache)
+            fits = _fit_axes(sub, evals[mine], {q: v[mine] for q, v in reps.items()}, R, seed, h, cache)
         except NoFit as exc:
             out += [replicate_row(int(r), None, q, a, str(exc)) for q, a in _fit_names(evals)]
             continue
@@ -298,7 +319,8 @@ def _fit_replicates(runs, evals, ll_reps, auc_reps, R, seed, h, cache) -> list[d
 
 def _fit_names(evals) -> list[tuple[str, str]]:
     names = [("log_loss", axis) for axis in AXES]
-    return names + ([("auc_error", AUC_AXIS)] if np.all(np.isfinite(evals["auc"].to_numpy(float))) else [])
+    names += [("auc_error", AUC_AXIS)] if np.all(np.isfinite(evals["auc"].to_numpy(float))) else []
+    return names + ([("log_loss_refinement", AUC_AXIS)] if _has_refinement(evals) else [])
 
 
 def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
