@@ -52,7 +52,7 @@ def main() -> None:
                           f"{took:.0f}" if m == METHODS[0] else "")
         print(f"  seeds/size {n}: " + ", ".join(f"{m} {res[m]['coverage']:.3f}" for m in METHODS),
               flush=True)
-    Console().print(table)
+    Console(width=130).print(table)
 
 
 if __name__ == "__main__":
