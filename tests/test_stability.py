@@ -18,9 +18,9 @@ from conftest import run_cli
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.hpo.results import final_specs
-from finscale.repro import derive_seed, replicate_seed_sets
 from finscale.report import findings as F
 from finscale.report.findings import UNSTABLE, build_findings
+from finscale.repro import derive_seed, replicate_seed_sets
 from finscale.scaling import FALLS_EXTRAPOLATES, STABLE_SHARE, stability_row
 from finscale.scaling.coverage import Truth, alpha_coverage
 from finscale.scaling.laws import (
