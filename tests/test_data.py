@@ -148,10 +148,10 @@ def test_cli_fetch_verify_and_duplicate_date(cli, tmp_path):
     dd = tmp_path / "d"
     r = cli("data", "fetch", "sample:sp500", "--data-dir", str(dd))
     assert r.returncode == 0, r.stderr
-    assert "5031 rows 1999-01-04..2018-12-31" in r.stdout
+    assert "5,031 rows 1999-01-04..2018-12-31" in r.stdout
     assert cli("data", "verify", "--data-dir", str(dd)).returncode == 0
     listing = cli("data", "list", "--data-dir", str(dd))
-    assert "raw/sp500.parquet" in listing.stdout and "5031" in listing.stdout
+    assert "raw/sp500.parquet" in listing.stdout and "5,031" in listing.stdout
     p = dd / "raw" / "sp500.parquet"
     p.write_bytes(p.read_bytes()[:-10] + b"0123456789")
     r = cli("data", "verify", "--data-dir", str(dd))

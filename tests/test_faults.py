@@ -83,7 +83,7 @@ def start(args: list[str]) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def shared_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    r = run_cli("features", "build", "smoke", "--data", "sp500", "--set", "a20", "--data-dir", str(d))
+    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
     assert r.returncode == 0, r.stderr
     return d
 

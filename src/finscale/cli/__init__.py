@@ -33,6 +33,9 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, top: bool = False, **kwargs):
+        # No prefix matching: with global --debug/--data-dir on every parser, a command's own
+        # short option such as `scaling fit --d COL` would otherwise be "ambiguous".
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         unset = None if top else argparse.SUPPRESS
         group = self.add_argument_group("global options (before or after the command)")
