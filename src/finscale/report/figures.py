@@ -67,9 +67,10 @@ BASELINE_STYLES = {"logistic": "tab:green", "gbm": "tab:orange", "constant": "ta
 
 
 def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: pd.DataFrame | None = None,
-                   not_converged: frozenset = frozenset()) -> Path:
+                   not_converged: frozenset = frozenset(), optimum: float | None = None) -> Path:
     """One panel per fit. ``baselines``: rows (baseline, metric, lo, hi) drawn as horizontal
-    bands on the matching panels; ``not_converged``: run ids drawn as hollow markers."""
+    bands on the matching panels; ``not_converged``: run ids drawn as hollow markers;
+    ``optimum``: the known optimal test log-loss (synthetic markets), a line on log-loss panels."""
     if not hs.fits:
         raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
     cols = 2 if len(hs.fits) == 4 else min(len(hs.fits), 3)
@@ -79,6 +80,8 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
     for ax, af in zip(axes.ravel(), hs.fits):
         _scaling_panel(ax, af, colors, not_converged)
         _baseline_bands(ax, af.quantity, baselines)
+        if optimum is not None and af.quantity == "log_loss":
+            ax.axhline(optimum, color="black", ls=":", lw=1.2, label="optimal log-loss (known)")
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)

@@ -153,7 +153,26 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
                Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
                      shown=_per_run_shown(per_run))]
+    blocks += _asset_blocks(sr)
     return Section(SECTIONS[4], blocks), res
+
+
+def _asset_blocks(sr: StudyRuns) -> list:
+    """Panels: per asset and budget x horizon, the mean over seeds of the pooled runs' test
+    metrics on that asset's windows (the tables above are pooled over assets)."""
+    assets = sr.current(sr.assets)
+    if assets.empty:
+        return []
+    cols = [c for c in ("log_loss", "log_loss_constant", "log_loss_strongest", "optimal_log_loss",
+                        "skill", "auc", "sharpe", "bh_sharpe") if c in assets]
+    per = assets.groupby(["horizon", "budget", "asset"], as_index=False, sort=False).agg(
+        seeds=("seed", "nunique"), test_windows=("test_windows", "first"),
+        **{c: (c, "mean") for c in cols})
+    return [Text("Panel: the tables above pool every asset's test windows (backtest: an "
+                 "equal-weight portfolio of the assets). Per asset, the same runs' test metrics on "
+                 "that asset's windows (skill against the asset's own training base rate), beside the "
+                 "pooled constant and strongest baselines on the same windows; mean over seeds:"),
+            Table(per, "Per-asset test metrics (pooled runs)", "final_assets.csv")]
 
 
 def _per_run_shown(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -278,9 +297,15 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
 
 
 def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
-    """Baseline bands (test log-loss and 1 - AUC with their intervals) and not-converged runs."""
+    """Baseline bands (test log-loss and 1 - AUC with their intervals), not-converged runs and
+    the known optimal log-loss of a synthetic market (recorded in eval.json)."""
     if sr is None or sr.baselines.empty:
         return {}
+    optimum = None
+    evals = sr.current(sr.evals)
+    if "optimal_log_loss" in evals:
+        known = evals.loc[evals["horizon"] == horizon, "optimal_log_loss"].dropna()
+        optimum = float(known.iloc[0]) if len(known) else None
     base = sr.baselines[sr.baselines["horizon"] == horizon].groupby("baseline", as_index=False).first()
     rows = [{"baseline": b["baseline"], "quantity": "log_loss", "value": b["log_loss"],
              "lo": b.get("log_loss_lo"), "hi": b.get("log_loss_hi")} for _, b in base.iterrows()]
@@ -290,7 +315,7 @@ def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
     frame = pd.DataFrame(rows).astype({"value": float, "lo": float, "hi": float})
     runs = sr.runs
     not_converged = frozenset(runs.loc[runs["converged"] == False, "run_id"]) if "converged" in runs else frozenset()  # noqa: E712
-    return {"baselines": frame, "not_converged": not_converged}
+    return {"baselines": frame, "not_converged": not_converged, "optimum": optimum}
 
 
 def _stale_scaling(results: list[HorizonScaling], sr: StudyRuns | None) -> str:
