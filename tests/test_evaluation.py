@@ -12,8 +12,8 @@ import pytest
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.labels import make_labels
+from finscale.prepare import final_data, prepare
 from finscale.runner.evaluation import horizon_baselines
-from finscale.runner.prepare import final_data, prepare
 from finscale.runner.study import RunOptions, run_study
 
 HORIZONS = (2, 5)

@@ -259,8 +259,11 @@ def test_size_guard_fires_for_walk_forward_folds():
 
 
 def test_size_guard_counts_windows_not_rows():
-    n = 100  # 14 val windows although the region has 20 rows, and 14 >= 14 passes
-    final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=14), L, H)
+    n = 100  # 14 val windows although the region has 20 rows: 14 >= 14 passes, 15 fails
+    split = final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=14), L, H)
+    assert len(split.val) == 14
+    with pytest.raises(SplitSizeError, match="val region has 14 windows"):
+        final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=15), L, H)
 
 
 @pytest.mark.parametrize("kw, keys", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -30,7 +31,21 @@ __all__ = [
     "config_to_dict",
     "parse_override",
     "replace_section",
+    "check_name",
+    "NAME_PATTERN",
 ]
+
+# Study, dataset and budget names become directory and file names (runs/<study>/...,
+# data/raw/<name>.parquet, run ids): one safe path component, never '.', '..' or a separator.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
+
+
+def check_name(key: str, value: str) -> str:
+    """``value`` if it is a safe name (:data:`NAME_PATTERN`), else :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(f"{key}: {value!r} is not a valid name ({NAME_RULE})")
+    return value
 
 
 class ConfigError(ValueError):
@@ -114,7 +129,7 @@ class ModelConfig:
 class TrainConfig:
     max_epochs: int = _opt(30, min=1, doc="epochs of a final run")
     batch_size: int = _opt(128, min=1, doc="samples per micro-batch")
-    lr: float = _opt(3e-4, min=0.0, max=1.0, doc="peak AdamW learning rate")
+    lr: float = _opt(3e-4, min=1e-12, max=1.0, doc="peak AdamW learning rate (> 0)")
     weight_decay: float = _opt(1e-3, min=0.0, max=10.0, doc="AdamW decay on weight matrices only (not norms, biases, positions)")
     beta1: float = _opt(0.9, min=0.0, max=0.999999, doc="AdamW beta1")
     beta2: float = _opt(0.999, min=0.0, max=0.999999, doc="AdamW beta2")
@@ -145,7 +160,7 @@ class HpoConfig:
     heartbeat_s: int = _opt(10, min=1, doc="SQL storages: trial heartbeat; a killed worker's trial is re-queued (every worker of a storage must agree)")
     grace_s: int = _opt(0, min=0, doc="seconds without a heartbeat before that happens (0 = 3 × `heartbeat_s`)")
     max_epochs: int = _opt(0, min=0, doc="epochs per trial (0 = `train.max_epochs`)")
-    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=0.0, doc="log-uniform range of the learning rate; `[v]` fixes the value")
+    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=1e-12, doc="log-uniform range of the learning rate (> 0); `[v]` fixes the value")
     weight_decay: tuple[float, ...] = _opt((1e-5, 1e-1), min=0.0, doc="log-uniform range of the weight decay; `[v]` fixes the value")
     dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95, doc="uniform range of dropout; `[v]` fixes the value")
     warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0, doc="uniform range of the warm-up fraction; `[v]` fixes the value")
@@ -288,7 +303,9 @@ def _check_study(cfg: StudyConfig) -> None:
     if m.stride > m.patch_len:
         raise ConfigError(f"model.stride: {m.stride} exceeds model.patch_len {m.patch_len} "
                           "(days between patches would never be seen)")
-    if not t.horizons or len(set(t.horizons)) != len(t.horizons):
+    if not t.horizons:
+        raise ConfigError("target.horizons: expected at least one horizon, e.g. [1, 5]")
+    if len(set(t.horizons)) != len(t.horizons):
         raise ConfigError(f"target.horizons: expected distinct horizons, got {list(t.horizons)}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: expected distinct seeds, got {list(cfg.seeds)}")
@@ -311,8 +328,32 @@ def _check_study(cfg: StudyConfig) -> None:
         if cfg.data.name:
             raise ConfigError(f"data.name: {cfg.data.name!r} names one dataset, but data.source is "
                               "a list (a panel's assets are named by their sources); remove data.name")
-    if "/" in cfg.name or not cfg.name:
-        raise ConfigError(f"name: {cfg.name!r} must be a non-empty name without '/'")
+    check_name("name", cfg.name)
+    if cfg.data.name:
+        check_name("data.name", cfg.data.name)
+    for i, budget in enumerate(m.budgets):
+        check_name(f"model.budgets[{i}]", budget)
+    _check_dates(cfg.splits)
+
+
+def _parse_date(key: str, value: str) -> datetime.date | None:
+    if not value:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _check_dates(s: SplitsConfig) -> None:
+    """Split dates parse and come in order train_start < val_start < test_start <= test_end."""
+    keys = ("train_start", "val_start", "test_start", "test_end")
+    dates = [(k, _parse_date(f"splits.{k}", getattr(s, k))) for k in keys]
+    given = [(k, d) for k, d in dates if d is not None]
+    for (k1, d1), (k2, d2) in zip(given, given[1:]):
+        if d2 < d1 or (d2 == d1 and k2 != "test_end"):
+            raise ConfigError(f"splits.{k2}: {d2.isoformat()} is not after splits.{k1} "
+                              f"{d1.isoformat()} (expected {' < '.join(keys)})")
 
 
 # A searched HPO value that a fixed training value would silently replace (guard 8):

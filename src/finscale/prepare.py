@@ -198,6 +198,16 @@ def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunD
     return [_run_data(prep, cfg, y, split, horizon)[0] for split in _tuning_splits(prep, cfg, horizon, y)]
 
 
+def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool) -> None:
+    """Guard 4 before any training: every horizon's final split (and, with ``tuning``, its
+    HPO tuning splits) has enough evaluation windows; raises the split's ValueError if not."""
+    for h in horizons:
+        valid = np.isfinite(horizon_labels(prep, cfg, h))
+        splits.final_split(prep.dates, valid, cfg.splits, cfg.model.context_len, h)
+        if tuning:
+            splits.tuning_splits(prep.dates, valid, cfg.splits, cfg.model.context_len, h, cfg.hpo.split)
+
+
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
     """The processed frame without writing anything (for plans): stored, or built in memory
     from stored raw data or the bundled sample. FileNotFoundError when neither exists."""

@@ -26,11 +26,6 @@ def cell_name(budget: str, horizon: int) -> str:
     return f"{budget}-h{horizon}"
 
 
-def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    """The Optuna study of one cell: ``<study>/<budget>-h<h>``."""
-    return f"{cfg.name}/{cell_name(budget, horizon)}"
-
-
 def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, ...] = (),
           ) -> list[tuple[str, int]]:
     """The study's (budget, horizon) cells, narrowed by ``--only`` filters (empty: all)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import Output, add_json_arg, add_study_args, load_study_from_args
 

@@ -22,7 +22,7 @@ def evaluate_predictions(y, prob, *, prior: float, threshold: float | None, hori
     """``{"metrics", "ci", "calibration": {"ece", "bins"}, "collapsed", "collapse_reason"}``.
 
     The collapse flag uses the CIs too (no significant discrimination is collapse), see
-    :func:`finscale.evaluate.metrics.is_collapsed`.
+    :func:`finscale.metrics.is_collapsed`.
     """
     metrics = classification_metrics(y, prob, prior=prior, threshold=threshold, val_prior=val_prior)
     ece, table = expected_calibration_error(y, prob, ece_bins)

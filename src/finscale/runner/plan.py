@@ -176,8 +176,8 @@ def remaining_plan(cfg: StudyConfig, rows: list[PlanRow]) -> tuple[list[PlanRow]
     trials.csv (written as the cell ends) counts ``hpo.trials`` finished trials. A partly
     searched cell stays, with its estimate scaled to the trials left.
     """
-    from finscale.rundir import RunDir
     from finscale.hpo.results import best_params_path
+    from finscale.rundir import RunDir
 
     left, finished = [], 0
     for row in rows:

@@ -18,16 +18,17 @@ from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
-from finscale.hpo.results import final_specs
-from finscale.prepare import PreparedData, prepare
-from finscale.rundir import RunDir
+from finscale.hpo.results import cell_params, final_specs
+from finscale.prepare import PreparedData, check_splits, prepare
+from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import cells, final_dir
+from finscale.spec import RunSpec, cells, final_dir, make_spec
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
+CLAIM_POLL_S = 0.5     # how often a process waiting for another's unit checks its lock
 
 # A stopped study is a stopped run: one exception (status + reason) for both.
 StudyStopped = RunInterrupted
@@ -50,6 +51,37 @@ class StudySummary:
     failed: list = field(default_factory=list)
     scaling: list | None = None            # HorizonScaling per horizon (scaling phase)
     report: Path | None = None
+
+
+def claimed(units: list, lock_dir: Callable, stop: StopRequest):
+    """Yield ``(unit, lock)`` for each unit this process may work on, holding its lock.
+
+    Units are claimed with :class:`~finscale.rundir.UnitLock` on ``lock_dir(unit)``: free ones
+    first, in order; those another process holds are deferred and claimed once released
+    (the holder may have finished them: callers re-check the unit's state under the lock).
+    So concurrent processes never work on one unit at the same time, and each process returns
+    only when every unit has been handled by someone. The caller releases each lock.
+    """
+    deferred = []
+    for unit in units:
+        lock = UnitLock(lock_dir(unit))
+        if lock.try_acquire():
+            yield unit, lock
+        else:
+            log.warning("%s: in use by %s; coming back to it later", lock.path.parent, lock.holder())
+            deferred.append(unit)
+    while deferred:
+        progressed = False
+        for unit in list(deferred):
+            lock = UnitLock(lock_dir(unit))
+            if lock.try_acquire():
+                deferred.remove(unit)
+                progressed = True
+                yield unit, lock
+        if deferred and not progressed:
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
+            time.sleep(CLAIM_POLL_S)
 
 
 def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
@@ -75,55 +107,82 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
         return
     from finscale.hpo import run_cell
+    from finscale.hpo.objective import cell_dir
 
     todo = cells(cfg, opts.budgets, opts.horizons)
-    for i, (budget, h) in enumerate(todo):
-        if stop.reason():
-            raise StudyStopped("stopped", stop.reason())
-        opts.on_event("hpo_cell", index=i, total=len(todo), cell=f"{budget}-h{h}")
-        run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason, on_event=opts.on_event)
-        if stop.reason():
-            raise StudyStopped("stopped", stop.reason())
+    for i, ((budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(cfg, *c), stop)):
+        with lock:
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
+            opts.on_event("hpo_cell", index=i, total=len(todo), cell=f"{budget}-h{h}")
+            run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason,
+                     on_event=opts.on_event)
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
 
 
 def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
     specs = final_specs(cfg, opts.budgets, opts.horizons)
     t0, trained = time.monotonic(), 0
-    for i, spec in enumerate(specs):
-        run = RunDir(final_dir(cfg, spec))
-        eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
-        opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
-                      state=run.state)
-        if run.state == "done":
-            summary.skipped.append(spec.run_id)
-            _track_final(cfg, run)  # tracking: cheap when already tracked
-            continue
-        run.create()
-        with _monitor(cfg, run, opts.monitor) as mon:
-            controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
-            try:
-                execute_final(cfg, prep, spec, controls=controls)
-            except RunInterrupted as exc:
-                raise StudyStopped(exc.status, f"{spec.run_id}: {exc}") from exc
-            except TrainingFailed as exc:
-                log.error("%s failed: %s", spec.run_id, exc)
-                summary.failed.append(spec.run_id)
-                _track_final(cfg, run)  # tracking
+    for i, (spec, lock) in enumerate(claimed(specs, lambda s: final_dir(cfg, s), stop)):
+        with lock:  # no other process trains this run while we hold it
+            run = RunDir(final_dir(cfg, spec))
+            eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
+            opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
+                          state=run.state)
+            if run.state == "done":
+                summary.skipped.append(spec.run_id)
+                _track_final(cfg, run)  # tracking: cheap when already tracked
                 continue
-        trained += 1
-        summary.done.append(spec.run_id)
-        _track_final(cfg, run)  # tracking
+            if _train_final(cfg, prep, spec, run, opts, stop):
+                trained += 1
+                summary.done.append(spec.run_id)
+            else:
+                summary.failed.append(spec.run_id)
+            _track_final(cfg, run)  # tracking
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions) -> None:
+def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDir,
+                 opts: RunOptions, stop: StopRequest) -> bool:
+    """Train one claimed final run; True when done, False when it failed (diverged)."""
+    run.create()
+    with _monitor(cfg, run, opts.monitor) as mon:
+        controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
+        try:
+            execute_final(cfg, prep, spec, controls=controls)
+        except RunInterrupted as exc:
+            raise StudyStopped(exc.status, f"{spec.run_id}: {exc}") from exc
+        except TrainingFailed as exc:
+            log.error("%s failed: %s", spec.run_id, exc)
+            return False
+    return True
+
+
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
+                       stop: StopRequest) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
     specs = [s for s in final_specs(cfg, opts.budgets, opts.horizons) if RunDir(final_dir(cfg, s)).state == "done"]
-    for i, spec in enumerate(specs):
-        opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-        evaluate_final_run(cfg, prep, spec)
-        _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
+    for i, (spec, lock) in enumerate(claimed(specs, lambda s: final_dir(cfg, s), stop)):
+        with lock:
+            opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
+            evaluate_final_run(cfg, prep, spec)
+            _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
+
+
+def check_cells(cfg: StudyConfig, opts: RunOptions) -> None:
+    """Everything checkable from the config alone, before any file is written: the budget
+    labels, the feature set, the search space or fixed table of every selected cell."""
+    searching = cfg.hpo.mode == "search" and "hpo" in opts.phases
+    for budget, h in cells(cfg, opts.budgets, opts.horizons):
+        make_spec(cfg, budget, h, cfg.seeds[0])  # unknown budget or feature set -> ValueError
+        if searching:
+            from finscale.hpo.space import cell_space
+
+            cell_space(cfg, budget, h)
+        elif cfg.hpo.mode == "fixed":
+            cell_params(cfg, budget, h)
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
@@ -131,6 +190,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     unknown = [p for p in opts.phases if p not in PHASES]
     if unknown:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
+    check_cells(cfg, opts)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     with StopRequest(cfg.study_dir / "STOP") as stop:
@@ -138,6 +198,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         if any(p in opts.phases for p in ("data", "features", "hpo", "final", "evaluate")):
             opts.on_event("phase", phase="data+features")
             prep = prepare(cfg, opts.data_dir)
+            if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
+                check_splits(prep, cfg, sorted({h for _, h in cells(cfg, opts.budgets, opts.horizons)}),
+                             tuning="hpo" in opts.phases and cfg.hpo.mode == "search")
         if "hpo" in opts.phases:
             opts.on_event("phase", phase="hpo")
             run_hpo_phase(cfg, opts, stop)
@@ -146,7 +209,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             run_final_phase(cfg, prep, opts, stop, summary)
         if "evaluate" in opts.phases:
             opts.on_event("phase", phase="evaluate")
-            run_evaluate_phase(cfg, prep, opts)
+            run_evaluate_phase(cfg, prep, opts, stop)
         if "scaling" in opts.phases:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling
