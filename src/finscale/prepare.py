@@ -202,10 +202,13 @@ def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool
     """Guard 4 before any training: every horizon's final split (and, with ``tuning``, its
     HPO tuning splits) has enough evaluation windows; raises the split's ValueError if not."""
     for h in horizons:
-        valid = np.isfinite(horizon_labels(prep, cfg, h))
-        splits.final_split(prep.dates, valid, cfg.splits, cfg.model.context_len, h)
+        y = horizon_labels(prep, cfg, h)
+        final = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, h,
+                                   prep.asset_index)
+        if prep.is_panel:
+            _check_assets_tested(prep, final)
         if tuning:
-            splits.tuning_splits(prep.dates, valid, cfg.splits, cfg.model.context_len, h, cfg.hpo.split)
+            _tuning_splits(prep, cfg, h, y)
 
 
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
