@@ -139,3 +139,22 @@ def test_pooled_sp500_nasdaq_study_runs_end_to_end(tmp_path, cli):
     report = (tmp_path / "runs" / "smoke" / "report" / "report.md").read_text()
     assert "Per-asset test metrics" in report and "| nasdaq |" in report
     assert (tmp_path / "runs" / "smoke" / "report" / "tables" / "final_assets.csv").exists()
+
+
+def test_pooled_backtest_is_the_equal_weight_portfolio_of_the_assets():
+    from finscale.evaluate import backtest, pool_backtests
+
+    days = pd.bdate_range("2020-01-01", periods=60).values
+    rng = np.random.default_rng(0)
+    parts = {}
+    for name, lo in (("a", 0), ("b", 20)):  # b starts later: days it does not trade are left out
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60 - lo)))
+        prob = rng.uniform(size=60 - lo)
+        parts[name] = backtest(close, days[lo:], prob, 0.5, 1, 5.0)
+    pooled = pool_backtests(parts)
+    assert pooled["assets"] == ["a", "b"] and pooled["n_days"] == 60
+    daily = {n: np.asarray(p["strategy"]["equity"]) / np.r_[1.0, p["strategy"]["equity"][:-1]] - 1
+             for n, p in parts.items()}
+    expected = np.r_[daily["a"][:20], (daily["a"][20:] + daily["b"]) / 2]
+    assert np.allclose(pooled["strategy"]["equity"], np.cumprod(1 + expected))
+    assert len(pooled["trades"]) == len(parts["a"]["trades"]) + len(parts["b"]["trades"])
