@@ -36,8 +36,8 @@ from finscale.evaluate import (
 from finscale.model import ModelArgs, build_model, select_device
 from finscale.prepare import STATIONARY_SET, PreparedData, final_data, stationary_values
 from finscale.repro import derive_seed
-from finscale.runner.assets import optimal_log_loss, per_asset
 from finscale.rundir import RunDir
+from finscale.runner.assets import optimal_log_loss, per_asset
 from finscale.spec import RunSpec, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
