@@ -23,6 +23,23 @@ def test_shipped_controls_are_synthetic_and_fixed(name):
         assert "vol=constant" in cfg.data.source
 
 
+def test_the_known_optimum_is_a_line_on_log_loss_panels_only():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finscale.report.figures import _optimum_line
+
+    fig, (a, b) = plt.subplots(1, 2)
+    _optimum_line(a, "log_loss", 0.58)
+    _optimum_line(b, "auc_error", 0.58)
+    assert a.get_legend_handles_labels()[1] == ["optimal log-loss (known)"]
+    assert a.lines[0].get_ydata()[0] == 0.58
+    assert b.get_legend_handles_labels()[1] == []
+    plt.close(fig)
+
+
 def _run(cli, tmp_path: Path, study: str, *sets: str) -> Path:
     args = ["run", str(STUDIES / f"{study}.toml"), "--no-monitor", "--data-dir", str(tmp_path / "data")]
     for s in sets:
