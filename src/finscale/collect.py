@@ -183,6 +183,7 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
                           "test_windows": ev.get("test_windows"),
                           "test_first_date": ev.get("test_first_date"),
                           "test_last_date": ev.get("test_last_date"),
+                          "log_loss_const": ev["test"]["metrics"].get("log_loss_const"),
                           "optimal_log_loss": (ev.get("optimal_log_loss") or {}).get("pooled")})
     rows["assets"] += _asset_rows(ev, key)
     for name, block in ev.get("baselines", {}).items():

@@ -281,6 +281,8 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
                                for f in hs.fits]))
         extras = scaling_overlays(sr, hs.horizon)
+        if extras.get("optimum") is not None:
+            blocks.append(Text(_optimum_text(sr, hs.horizon, extras["optimum"])))
         _add_figure(blocks, notes, lambda p, hs=hs, ex=extras: figures.scaling_figure(hs, colors, p, **ex),
                     fig_dir / f"scaling_h{hs.horizon}.png", f"Scaling fits, horizon {hs.horizon}")
     if "alpha" in table:
@@ -294,6 +296,24 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
     else:  # no horizon could be fitted: the CSV still records why, per horizon
         blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))
     return Section(SECTIONS[6], blocks)
+
+
+MIN_GAP = 0.005  # base-rate minus optimal log-loss below which "share of the gap" is noise
+
+
+def _optimum_text(sr: StudyRuns, horizon: int, optimum: float) -> str:
+    """How much of the gap between the base rate and the known optimum the models closed."""
+    ev = sr.current(sr.evals)
+    ev = ev[ev["horizon"] == horizon]
+    best = ev.groupby("budget")["log_loss"].mean()
+    base = float(ev["log_loss_const"].mean()) if "log_loss_const" in ev else float("nan")
+    text = (f"Horizon {horizon}: the market is synthetic, so the optimal test log-loss is known: "
+            f"{optimum:.4f} (dotted line), against {base:.4f} for the training base rate.")
+    if len(best) and base - optimum > MIN_GAP:  # on a martingale the gap is noise: no shares
+        closed = {b: (base - v) / (base - optimum) for b, v in best.items()}
+        text += " Share of that gap closed (mean over seeds): " + ", ".join(
+            f"{b} {c:.0%}" for b, c in closed.items()) + "."
+    return text
 
 
 def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
