@@ -48,6 +48,7 @@ class StudyRuns:
     comparisons: pd.DataFrame
     backtests: pd.DataFrame
     calibration: pd.DataFrame
+    assets: pd.DataFrame = field(default_factory=pd.DataFrame)  # panels: run x asset test rows
     equity: dict = field(default_factory=dict)      # run_id -> {"dates", "strategy", "buy_and_hold"}
     splits: pd.DataFrame = field(default_factory=pd.DataFrame)
     provenance: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -77,7 +78,7 @@ def collect(cfg: StudyConfig) -> StudyRuns:
     dirs = sorted(p for p in final_root.iterdir() if p.is_dir()) if final_root.is_dir() else []
     expected = expected_run_ids(cfg)
     rows = {k: [] for k in ("runs", "epochs", "evals", "baselines", "comparisons", "backtests",
-                            "calibration", "splits", "provenance", "hardware")}
+                            "calibration", "splits", "provenance", "hardware", "assets")}
     equity = {}
     for path in dirs:
         _read_run(RunDir(path), expected, rows, equity)
@@ -150,8 +151,11 @@ def _epoch_row(m: dict) -> dict:
 
 def _provenance_row(env: dict) -> dict:
     data = env.get("data", {})
-    return {"dataset": data.get("dataset"), "raw_sha256": data.get("raw"),
-            "processed_sha256": data.get("processed"), "git_sha": env.get("git_sha"),
+    def flat(v):  # panels record one hash per asset
+        return json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+
+    return {"dataset": data.get("dataset"), "raw_sha256": flat(data.get("raw")),
+            "processed_sha256": flat(data.get("processed")), "git_sha": env.get("git_sha"),
             "python": env.get("python"),
             "packages": json.dumps(env.get("packages", {}), sort_keys=True),
             "device": json.dumps(env.get("device", {}), sort_keys=True)}
@@ -178,7 +182,10 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
                           "strongest_baseline": ev.get("strongest_baseline"),
                           "test_windows": ev.get("test_windows"),
                           "test_first_date": ev.get("test_first_date"),
-                          "test_last_date": ev.get("test_last_date")})
+                          "test_last_date": ev.get("test_last_date"),
+                          "log_loss_const": ev["test"]["metrics"].get("log_loss_const"),
+                          "optimal_log_loss": (ev.get("optimal_log_loss") or {}).get("pooled")})
+    rows["assets"] += _asset_rows(ev, key)
     for name, block in ev.get("baselines", {}).items():
         rows["baselines"].append({"horizon": key["horizon"], "baseline": name, **_metric_row(block)})
     for name, cmp in ev.get("comparisons", {}).items():
@@ -196,6 +203,29 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
         rows["backtests"].append(row)
         equity[key["run_id"]] = {"dates": bt["dates"], "strategy": bt["strategy"]["equity"],
                                  "buy_and_hold": bt["buy_and_hold"]["equity"]}
+
+
+def _asset_rows(ev: dict, key: dict) -> list[dict]:
+    """Panels: one row per asset of a run (model, base rate, strongest baseline, backtest)."""
+    optimum = (ev.get("optimal_log_loss") or {}).get("per_asset", {})
+    rows = []
+    for asset, block in (ev.get("per_asset") or {}).items():
+        m = block["test"]["metrics"]
+        lo, hi = block["test"].get("ci", {}).get("log_loss") or [None, None]
+        row = {**key, "asset": asset, "test_windows": block["test_windows"],
+               "train_windows": block["train_windows"], "train_base_rate": block["train_base_rate"],
+               "log_loss": m.get("log_loss"), "log_loss_lo": lo, "log_loss_hi": hi,
+               "skill": m.get("skill"), "auc": m.get("auc"),
+               "optimal_log_loss": optimum.get(asset)}
+        base = block.get("baselines", {})
+        strongest = ev.get("strongest_baseline")
+        row["log_loss_constant"] = base.get("constant", {}).get("metrics", {}).get("log_loss")
+        row["strongest_baseline"] = strongest
+        row["log_loss_strongest"] = base.get(strongest, {}).get("metrics", {}).get("log_loss")
+        row["sharpe"] = block.get("backtest", {}).get("strategy", {}).get("sharpe")
+        row["bh_sharpe"] = block.get("backtest", {}).get("buy_and_hold", {}).get("sharpe")
+        rows.append(row)
+    return rows
 
 
 def hardware_summary(path: Path) -> dict:

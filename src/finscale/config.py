@@ -65,7 +65,7 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: str = _opt("sample:sp500", doc="`sample:sp500`, `sample:nasdaq` (bundled, offline, 1999-2018), `yfinance:TICKER` (live, full adjusted history), `file:PATH` (CSV/Parquet), `synthetic:null|planted?key=value&...` (seeded synthetic market, see README)")
+    source: str | tuple[str, ...] = _opt("sample:sp500", doc="one source or a list of them (a **panel** of assets: features, labels and normalisation per asset, one calendar cut for all; see README). `sample:sp500`, `sample:nasdaq` (bundled, offline, 1999-2018), `yfinance:TICKER` (live, full adjusted history), `file:PATH` (CSV/Parquet), `synthetic:null|planted?key=value&...` (seeded synthetic market, see README)")
     name: str = _opt("", doc="dataset name in the store (default: from the source, e.g. `sp500`, `SPY`)")
     data_dir: str = _opt("", doc="data directory; `--data-dir` beats it, then `$FINSCALE_DATA`, then `./data`")
     adjusted: bool = _opt(False, doc="file sources: scale Open/High/Low/Close by `Adj Close / Close`")
@@ -233,6 +233,11 @@ def _type_name(tp: Any) -> str:
 def _coerce(key: str, tp: Any, value: Any, meta: dict) -> Any:
     """Check ``value`` against type ``tp`` and range metadata; return the stored form."""
     origin = typing.get_origin(tp)
+    if origin is types.UnionType:  # e.g. str | tuple[str, ...]: a list picks the tuple arm
+        arms = typing.get_args(tp)
+        arm = next((a for a in arms if typing.get_origin(a) is tuple), arms[0]) \
+            if isinstance(value, (list, tuple)) else next(a for a in arms if typing.get_origin(a) is not tuple)
+        return _coerce(key, arm, value, meta)
     if origin is tuple:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):
@@ -318,6 +323,12 @@ def _check_study(cfg: StudyConfig) -> None:
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")
     _check_overridden_search(cfg)
+    if isinstance(cfg.data.source, tuple):
+        if not cfg.data.source:
+            raise ConfigError("data.source: expected a source or a non-empty list of sources")
+        if cfg.data.name:
+            raise ConfigError(f"data.name: {cfg.data.name!r} names one dataset, but data.source is "
+                              "a list (a panel's assets are named by their sources); remove data.name")
     check_name("name", cfg.name)
     if cfg.data.name:
         check_name("data.name", cfg.data.name)
@@ -485,7 +496,7 @@ def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, st
             rows += describe_fields(tp, f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((prefix + f.name, _type_name(tp) if not isinstance(tp, types.GenericAlias)
+        rows.append((prefix + f.name, _type_name(tp) if not isinstance(tp, (types.GenericAlias, types.UnionType))
                      else str(tp), default, f.metadata.get("doc", "")))
     return rows
 

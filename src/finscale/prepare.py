@@ -19,8 +19,9 @@ import pandas as pd
 from finscale import features, labels, splits
 from finscale.config import StudyConfig
 from finscale.data import Manifest, ensure_dataset, resolve_data_dir
+from finscale.data.panel import ensure_panel, is_panel
 from finscale.train import RunData
-from finscale.windows import Normalizer, WindowDataset
+from finscale.windows import Normalizer, WindowDataset, fit_panel_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,37 @@ class PreparedData:
     frame: pd.DataFrame       # processed frame (Date, inputs, price_close, price_high)
     inputs: list[str]
     values: np.ndarray        # (T, C) float32 raw inputs, before normalisation
-    hashes: dict              # {"raw": sha256, "processed": sha256}
+    hashes: dict              # {"raw": sha256, "processed": sha256}; panels: {name: sha256} each
     data_dir: Path | None = None
+    # Panels only: asset names and the asset index of each row (assets' rows concatenated in
+    # the order of data.source, each block in date order). Empty / None for one source.
+    assets: tuple[str, ...] = ()
+    asset_index: np.ndarray | None = None
 
     @property
     def dates(self) -> pd.Series:
         return self.frame["Date"]
 
+    @property
+    def is_panel(self) -> bool:
+        return self.asset_index is not None
+
+    def asset_rows(self) -> list[tuple[str, int, int]]:
+        """(name, first row, end row) of each asset; one block for a single source."""
+        if not self.is_panel:
+            return [(self.name, 0, len(self.frame))]
+        out = []
+        for a, name in enumerate(self.assets):
+            rows = np.flatnonzero(self.asset_index == a)
+            out.append((name, int(rows[0]), int(rows[-1]) + 1))
+        return out
+
 
 def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedData:
     """Fetch (if needed) and build (if needed) the study's processed feature frame."""
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
+    if is_panel(cfg.data):
+        return _prepare_panel(cfg, Path(data_dir))
     name, raw_entry = ensure_dataset(cfg.data, data_dir)
     frame = features.ensure_processed(data_dir, name, cfg.features.set)
     entry = Manifest(data_dir).latest(features.processed_path(name, cfg.features.set))
@@ -49,6 +70,24 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     return PreparedData(name, frame, inputs, values,
                         {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir))
+
+
+def _prepare_panel(cfg: StudyConfig, data_dir: Path) -> PreparedData:
+    """Each asset's processed frame (features per asset), concatenated with an asset index."""
+    frames, raw, processed = [], {}, {}
+    manifest = Manifest(data_dir)
+    for name, entry in ensure_panel(cfg.data, data_dir):
+        frames.append(features.ensure_processed(data_dir, name, cfg.features.set))
+        raw[name] = entry["sha256"]
+        processed[name] = manifest.latest(features.processed_path(name, cfg.features.set))["sha256"]
+    names = tuple(raw)
+    index = np.concatenate([np.full(len(f), a, dtype=np.int64) for a, f in enumerate(frames)])
+    frame = pd.concat(frames, ignore_index=True)
+    inputs = features.input_columns(cfg.features.set)
+    values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
+    log.info("panel of %d assets: %s (%d rows)", len(names), ", ".join(names), len(frame))
+    return PreparedData("panel-" + "+".join(names), frame, inputs, values,
+                        {"raw": raw, "processed": processed}, data_dir, names, index)
 
 
 STATIONARY_SET = "a20_rel"
@@ -63,15 +102,21 @@ def stationary_values(prep: PreparedData, set_name: str = STATIONARY_SET) -> np.
     """
     if prep.data_dir is None:
         raise ValueError("stationary_values: the prepared data has no data directory")
-    frame = features.ensure_processed(prep.data_dir, prep.name, set_name)
     cols = features.input_columns(set_name)
-    aligned = frame.set_index("Date")[cols].reindex(pd.DatetimeIndex(prep.dates))
-    return np.ascontiguousarray(aligned.to_numpy(dtype=np.float64))
+    parts = []
+    for name, lo, hi in prep.asset_rows():
+        frame = features.ensure_processed(prep.data_dir, name, set_name)
+        parts.append(frame.set_index("Date")[cols].reindex(pd.DatetimeIndex(prep.dates[lo:hi])))
+    return np.ascontiguousarray(np.concatenate([p.to_numpy(dtype=np.float64) for p in parts]))
 
 
 def horizon_labels(prep: PreparedData, cfg: StudyConfig, horizon: int) -> np.ndarray:
-    """Labels of the run's horizon: the only labels a run of that horizon ever sees."""
-    return labels.make_labels(prep.frame, cfg.target, horizon)
+    """Labels of the run's horizon: the only labels a run of that horizon ever sees (per asset:
+    an asset's last h rows have no label, they never read the next asset's prices)."""
+    if not prep.is_panel:
+        return labels.make_labels(prep.frame, cfg.target, horizon)
+    return np.concatenate([labels.make_labels(prep.frame.iloc[lo:hi], cfg.target, horizon)
+                           for _name, lo, hi in prep.asset_rows()])
 
 
 def serving_spec(prep: PreparedData, cfg: StudyConfig, horizon: int) -> dict:
@@ -90,25 +135,44 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
     m = cfg.model
     exempt = [prep.inputs.index(c) for c in features.bounded_columns(cfg.features.set)
               if c in prep.inputs]
-    norm = Normalizer.fit(prep.values, split.train, m.context_len, m.normalization, exempt)
-    values = norm.transform(prep.values)
+    if prep.is_panel:
+        values, norm_record = fit_panel_normalizer(prep.values, prep.asset_index, list(prep.assets),
+                                                   split.train, m.context_len, m.normalization, exempt)
+    else:
+        norm = Normalizer.fit(prep.values, split.train, m.context_len, m.normalization, exempt)
+        values, norm_record = norm.transform(prep.values), norm.to_dict()
     train = WindowDataset(values, y, split.train, m.context_len)
     val = WindowDataset(values, y, split.val, m.context_len)
     prior = float(np.mean(y[split.train]))
     report = splits.split_report(split, prep.dates, y)
-    return RunData(train=train, val=val, prior=prior, normalizer=norm.to_dict(),
+    return RunData(train=train, val=val, prior=prior, normalizer=norm_record,
                    split_report=report, serving=serving_spec(prep, cfg, horizon)), values
 
 
 def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunData, WindowDataset]:
     """The contiguous final split: RunData for training/early stopping, and the test set."""
     y = horizon_labels(prep, cfg, horizon)
-    split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon)
+    split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon,
+                               prep.asset_index)
+    if prep.is_panel:
+        _check_assets_tested(prep, split)
     data, values = _run_data(prep, cfg, y, split, horizon)
     if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
         data.split_report += _tuning_report(prep, cfg, horizon, y)
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
+
+
+def _check_assets_tested(prep: PreparedData, split: splits.Split) -> None:
+    """Every asset of a panel must reach the common test period (else a one-line error)."""
+    counts = np.bincount(prep.asset_index[split.test], minlength=len(prep.assets))
+    for name, n in zip(prep.assets, counts):
+        if n == 0:
+            _n, lo, hi = next(r for r in prep.asset_rows() if r[0] == name)
+            test_from = prep.dates.iloc[split.test].min().date()
+            raise ValueError(f"asset {name!r}: no test windows (its data ends "
+                             f"{prep.dates.iloc[hi - 1].date()}, the common test period starts "
+                             f"{test_from}); drop the asset or move the split dates")
 
 
 def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list[dict]:
@@ -124,7 +188,8 @@ def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.nda
 
 def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
     return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
-                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set))
+                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
+                                prep.asset_index)
 
 
 def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunData]:
@@ -137,10 +202,13 @@ def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool
     """Guard 4 before any training: every horizon's final split (and, with ``tuning``, its
     HPO tuning splits) has enough evaluation windows; raises the split's ValueError if not."""
     for h in horizons:
-        valid = np.isfinite(horizon_labels(prep, cfg, h))
-        splits.final_split(prep.dates, valid, cfg.splits, cfg.model.context_len, h)
+        y = horizon_labels(prep, cfg, h)
+        final = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, h,
+                                   prep.asset_index)
+        if prep.is_panel:
+            _check_assets_tested(prep, final)
         if tuning:
-            splits.tuning_splits(prep.dates, valid, cfg.splits, cfg.model.context_len, h, cfg.hpo.split)
+            _tuning_splits(prep, cfg, h, y)
 
 
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:
@@ -148,6 +216,8 @@ def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataF
     from stored raw data or the bundled sample. FileNotFoundError when neither exists."""
     from finscale.data import dataset_entry, fetch, load_raw, parse_source
 
+    if is_panel(cfg.data):  # plans estimate a panel's windows from dates
+        raise ValueError("data.source is a panel: no single frame to peek at")
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
     spec = parse_source(cfg.data.source)
     name = cfg.data.name or spec.default_name

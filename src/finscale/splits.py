@@ -22,6 +22,11 @@ Guarantees (validity guards 3, 4 and 11):
   no tuning split can hold a test-period row;
 - a validation or test region with fewer than ``min_eval_windows`` windows raises
   :class:`SplitSizeError` stating the counts and dates.
+Panels (``assets``: the asset index of each row; rows of one asset contiguous and in date
+order): regions are cut on the CALENDAR (the union of all assets' dates), so every asset is
+cut at the same dates and the purge and embargo count calendar days; a window must lie in one
+asset's rows. No asset's training label date can then fall in any asset's validation or test
+span. Without ``assets`` the calendar is the dates themselves (identical to a single series).
 """
 
 from __future__ import annotations
@@ -91,12 +96,16 @@ def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
     return cs[np.minimum(r + k + 1, n)] - cs[np.maximum(r - k, 0)] > 0
 
 
-def _windows_in(mask: np.ndarray, label_ok: np.ndarray, context_len: int, horizon: int) -> np.ndarray:
-    """End rows of the windows whose whole span lies in ``mask`` and whose label is known."""
+def _windows_in(mask: np.ndarray, label_ok: np.ndarray, context_len: int, horizon: int,
+                assets: np.ndarray | None = None) -> np.ndarray:
+    """End rows of the windows whose whole span lies in ``mask`` (and in one asset) and whose
+    label is known."""
     n = len(mask)
     cs = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
     t = np.arange(context_len - 1, n - horizon, dtype=np.int64)
     inside = cs[t + horizon + 1] - cs[t - context_len + 1] == context_len + horizon
+    if assets is not None:  # assets are contiguous blocks: same first and last row -> one asset
+        inside &= assets[t - context_len + 1] == assets[t + horizon]
     return t[inside & label_ok[t]]
 
 
@@ -123,16 +132,41 @@ def post_eval_embargo(cfg: SplitsConfig, lookback: int, horizon: int) -> int:
 
 # --------------------------------------------------------------------------- boundaries
 
-def _check_inputs(dates, label_ok, context_len: int, horizon: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """The rows being split and their calendar: region masks are built over ``calendar`` and
+    mapped to rows by ``pos`` (row -> calendar position); ``assets`` None = one series."""
+
+    dates: pd.DatetimeIndex
+    ok: np.ndarray
+    calendar: pd.DatetimeIndex
+    pos: np.ndarray
+    assets: np.ndarray | None
+
+
+def _check_inputs(dates, label_ok, context_len: int, horizon: int, assets=None) -> _Rows:
     idx = pd.DatetimeIndex(dates)
     ok = np.asarray(label_ok, dtype=bool)
     if len(idx) != len(ok):
         raise ValueError(f"label_ok: length {len(ok)} differs from the {len(idx)} dates")
-    if len(idx) and not (idx.is_monotonic_increasing and idx.is_unique):
-        raise ValueError("dates: expected increasing, unique dates")
     if context_len < 1 or horizon < 1:
         raise ValueError(f"context_len={context_len}, horizon={horizon}: both must be >= 1")
-    return idx, ok
+    if assets is None:
+        if len(idx) and not (idx.is_monotonic_increasing and idx.is_unique):
+            raise ValueError("dates: expected increasing, unique dates")
+        return _Rows(idx, ok, idx, np.arange(len(idx)), None)
+    assets = np.asarray(assets, dtype=np.int64)
+    if len(assets) != len(idx):
+        raise ValueError(f"assets: length {len(assets)} differs from the {len(idx)} dates")
+    starts = np.flatnonzero(np.diff(assets, prepend=-1))
+    if len(set(assets[starts].tolist())) != len(starts):
+        raise ValueError("assets: each asset's rows must be one contiguous block")
+    for lo, hi in zip(starts, list(starts[1:]) + [len(idx)]):
+        block = idx[lo:hi]
+        if not (block.is_monotonic_increasing and block.is_unique):
+            raise ValueError(f"dates: asset {assets[lo]} needs increasing, unique dates")
+    calendar = pd.DatetimeIndex(np.unique(idx.values))
+    return _Rows(idx, ok, calendar, calendar.searchsorted(idx), assets)
 
 
 def _date(cfg: SplitsConfig, key: str) -> pd.Timestamp | None:
@@ -207,12 +241,14 @@ def _guard(name: str, region: str, ends: np.ndarray, mask: np.ndarray, dates: pd
         "region (splits dates/fractions/chunk_days/fold_val_days) or lower splits.min_eval_windows")
 
 
-def _make(name: str, masks: dict[str, np.ndarray], ok: np.ndarray, dates: pd.DatetimeIndex,
+def _make(name: str, masks: dict[str, np.ndarray], rows: _Rows,
           cfg: SplitsConfig, context_len: int, horizon: int) -> Split:
-    ends = {r: _windows_in(m, ok, context_len, horizon) for r, m in masks.items()}
+    """Window ends per region from calendar masks (mapped to rows, one asset per window)."""
+    ends = {r: _windows_in(m[rows.pos], rows.ok, context_len, horizon, rows.assets)
+            for r, m in masks.items()}
     for region in ("val", "test", "train"):
         if region in masks:
-            _guard(name, region, ends[region], masks[region], dates, cfg, context_len, horizon)
+            _guard(name, region, ends[region], masks[region], rows.calendar, cfg, context_len, horizon)
     split = Split(name, ends["train"], ends["val"], ends.get("test"))
     log.info("split %s (context_len %d, horizon %d): %s", name, context_len, horizon,
              ", ".join(f"{r} {len(e)} windows" for r, e in split.regions()))
@@ -221,20 +257,23 @@ def _make(name: str, masks: dict[str, np.ndarray], ok: np.ndarray, dates: pd.Dat
 
 # --------------------------------------------------------------------------- public API
 
-def final_split(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon: int) -> Split:
-    """The contiguous train | val | test split used by final runs (the only one with test)."""
-    idx, ok = _check_inputs(dates, label_ok, context_len, horizon)
+def final_split(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon: int,
+                assets=None) -> Split:
+    """The contiguous train | val | test split used by final runs (the only one with test).
+    ``assets``: the asset index of each row of a panel (module docstring)."""
+    rows = _check_inputs(dates, label_ok, context_len, horizon, assets)
+    idx = rows.calendar
     b, n, emb = _bounds(idx, cfg), len(idx), cfg.embargo_days
     masks = {
         "train": _rows(n, b.train_lo, b.val_lo - 1 - emb),
         "val": _rows(n, b.val_lo, b.test_lo - 1 - emb),
         "test": _rows(n, b.test_lo, b.test_hi),
     }
-    return _make("contiguous", masks, ok, idx, cfg, context_len, horizon)
+    return _make("contiguous", masks, rows, cfg, context_len, horizon)
 
 
 def tuning_splits(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon: int,
-                  scheme: str, lookback: int = 0) -> list[Split]:
+                  scheme: str, lookback: int = 0, assets=None) -> list[Split]:
     """Train/val splits for tuning, built from the pre-test rows only (never test rows).
 
     ``scheme``: "scattered" -> one split; "walk_forward" -> ``cfg.folds`` splits;
@@ -243,7 +282,8 @@ def tuning_splits(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon:
     """
     if scheme not in TUNING_SCHEMES:
         raise ValueError(f"hpo.split: {scheme!r} is not one of {list(TUNING_SCHEMES)}")
-    idx, ok = _check_inputs(dates, label_ok, context_len, horizon)
+    rows = _check_inputs(dates, label_ok, context_len, horizon, assets)
+    idx = rows.calendar
     b = _bounds(idx, cfg)
     # The test period (and the embargo before it) is removed here, before any scheme runs.
     pretest = _rows(len(idx), b.train_lo, b.test_lo - 1 - cfg.embargo_days)
@@ -253,19 +293,19 @@ def tuning_splits(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon:
     if scheme == "contiguous":
         val = pretest & _rows(len(idx), b.val_lo, len(idx))
         masks = {"train": _train_mask(pretest, val, cfg.embargo_days), "val": val}
-        return [_make("contiguous", masks, ok, idx, cfg, context_len, horizon)]
+        return [_make("contiguous", masks, rows, cfg, context_len, horizon)]
     if scheme == "scattered":
         val = _scattered_val(pretest, cfg, context_len + horizon)
         after = post_eval_embargo(cfg, lookback, horizon)
         masks = {"train": _train_mask(pretest, val, cfg.embargo_days, after), "val": val}
-        return [_make(f"scattered-s{cfg.seed}", masks, ok, idx, cfg, context_len, horizon)]
+        return [_make(f"scattered-s{cfg.seed}", masks, rows, cfg, context_len, horizon)]
     if cfg.fold_end == "val_start":
         # Folds end just before the final validation period: tuned on the most recent rows
         # that neither early stopping nor the test touches (the regime closest to the test).
         pretest &= _rows(len(idx), b.train_lo, b.val_lo - 1 - cfg.embargo_days)
         if not pretest.any():
             raise ValueError("splits.fold_end: no rows before splits.val_start to tune on")
-    return [_make(f"walk_forward-f{i}", masks, ok, idx, cfg, context_len, horizon)
+    return [_make(f"walk_forward-f{i}", masks, rows, cfg, context_len, horizon)
             for i, masks in enumerate(_walk_forward_masks(pretest, cfg))]
 
 
@@ -328,8 +368,8 @@ def split_report(split: Split, dates, labels: np.ndarray) -> list[dict]:
         rate = float(np.nanmean(y[ends])) if len(ends) else None
         rows.append({
             "split": split.name, "region": region, "windows": int(len(ends)),
-            "first_date": str(idx[ends[0]].date()) if len(ends) else None,
-            "last_date": str(idx[ends[-1]].date()) if len(ends) else None,
+            "first_date": str(idx[ends].min().date()) if len(ends) else None,
+            "last_date": str(idx[ends].max().date()) if len(ends) else None,
             "base_rate": rate,
         })
         log.info("split %s %s: %d windows %s..%s base rate %s", split.name, region, len(ends),

@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "WindowDataset", "epoch_order", "iterate_batches", "Normalizer", "NORMALIZATIONS", "training_rows",
+    "fit_panel_normalizer",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,38 @@ class Normalizer:
         if len(d["mean"]) != len(d["std"]):
             raise ValueError(f"normaliser: mean has {len(d['mean'])} columns, std {len(d['std'])}")
         return cls(d["kind"], np.array(d["mean"]), np.array(d["std"]), d["exempt"], d["n_rows"])
+
+
+def fit_panel_normalizer(values: np.ndarray, assets: np.ndarray, names: list[str],
+                         train_ends: np.ndarray, context_len: int, kind: str,
+                         exempt: list[int] = ()) -> tuple[np.ndarray, dict]:
+    """Panels: each asset z-scored with statistics of ITS OWN training rows (guard 5).
+
+    Returns the transformed (T, C) float32 matrix and a JSON-able record
+    ``{"kind", "per_asset": {name: Normalizer.to_dict()}}``. An asset without training
+    windows (a history that starts after the training period) uses the statistics of all
+    assets' training rows, which is logged.
+    """
+    values, assets = np.asarray(values), np.asarray(assets)
+    train_ends = np.asarray(train_ends, dtype=np.int64)
+    pooled = None
+    out = np.empty(values.shape, dtype=np.float32)
+    record = {}
+    for a, name in enumerate(names):
+        rows = np.flatnonzero(assets == a)
+        if not len(rows):
+            continue
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        own = train_ends[(train_ends >= lo) & (train_ends < hi)] - lo
+        if len(own):
+            norm = Normalizer.fit(values[lo:hi], own, context_len, kind, exempt)
+        else:
+            pooled = pooled or Normalizer.fit(values, train_ends, context_len, kind, exempt)
+            norm = pooled
+            log.info("asset %s has no training windows: normalised with all assets' statistics", name)
+        out[lo:hi] = norm.transform(values[lo:hi])
+        record[name] = norm.to_dict()
+    return out, {"kind": kind, "per_asset": record}
 
 
 def training_rows(n: int, train_ends: np.ndarray, context_len: int) -> np.ndarray:

@@ -33,6 +33,9 @@ def _load_frame(cfg, data_dir_flag):
     """The study's processed frame, fetching raw data / building features when missing."""
     from finscale.prepare import prepare
 
+    if not isinstance(cfg.data.source, str):
+        raise ValueError("data.source: `finscale splits show` shows one series; a panel's split "
+                         "report is in every run's splits.json and the report")
     return prepare(cfg, data_dir_flag).frame
 
 

@@ -2,7 +2,7 @@
 JSON-ready dicts out). The lead wires these to run directories; see each module's docstring.
 """
 
-from finscale.evaluate.backtest import backtest, deflated_sharpe_ratio
+from finscale.evaluate.backtest import backtest, deflated_sharpe_ratio, pool_backtests
 from finscale.evaluate.baselines import BASELINES, CONSTANT_BASELINES, fit_baselines
 from finscale.evaluate.blocklen import choose_block_len, politis_white
 from finscale.evaluate.bootstrap import (
@@ -33,6 +33,7 @@ __all__ = [
     "recalibrated",
     "score_decomposition",
     "backtest",
+    "pool_backtests",
     "block_bootstrap_indices",
     "bootstrap_ci",
     "choose_threshold",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 TRADING_DAYS = 252
@@ -163,3 +164,38 @@ def deflated_sharpe_ratio(sharpe: float, sharpe_trials, n_obs: int, skew: float,
     if var_term <= 0:
         raise ValueError(f"skew={skew}, kurtosis={kurtosis} give a non-positive Sharpe variance")
     return float(sps.norm.cdf((sr - sr0) * math.sqrt(n_obs - 1) / math.sqrt(var_term)))
+
+
+def pool_backtests(parts: dict[str, dict]) -> dict:
+    """Panels: the equal-weight, daily-rebalanced portfolio of per-asset backtests.
+
+    Each day's return is the mean of the returns of the assets trading that day (the
+    strategy's net of costs, and buy-and-hold's); the result has the shape of
+    :func:`backtest` plus ``"assets"``. Trades keep their asset's name.
+    """
+    names = list(parts)
+    per_asset_days = {n: pd.DatetimeIndex(parts[n]["dates"]) for n in names}
+    days = pd.DatetimeIndex(sorted(set().union(*per_asset_days.values())))
+    out = {}
+    for side in ("strategy", "buy_and_hold"):
+        rets = np.full((len(days), len(names)), np.nan)
+        for j, n in enumerate(names):
+            eq = np.asarray(parts[n][side]["equity"], dtype=np.float64)
+            daily = eq / np.r_[1.0, eq[:-1]] - 1.0
+            rets[days.get_indexer(per_asset_days[n]), j] = daily
+        count = np.isfinite(rets).sum(axis=1)  # assets trading that day
+        mean = np.divide(np.nansum(rets, axis=1), count, out=np.zeros(len(days)), where=count > 0)
+        equity = np.cumprod(1.0 + mean)
+        held = np.full(len(days), True)
+        trades = [t["net_return"] for n in names for t in parts[n]["trades"]] if side == "strategy" \
+            else [parts[n]["buy_and_hold"]["total_return"] for n in names]
+        summary = _summary(equity, days.values, held, trades)
+        summary["exposure"] = float(np.mean([parts[n][side]["exposure"] for n in names]))
+        out[side] = summary
+    first = parts[names[0]]
+    return {**out, "dates": [str(d) for d in days.values],
+            "trades": [{"asset": n, **t} for n in names for t in parts[n]["trades"]],
+            "threshold": first["threshold"], "horizon": first["horizon"], "cost_bps": first["cost_bps"],
+            "n_days": int(len(days)), "n_no_signal": int(sum(parts[n]["n_no_signal"] for n in names)),
+            "assets": names}
+

@@ -67,9 +67,10 @@ BASELINE_STYLES = {"logistic": "tab:green", "gbm": "tab:orange", "constant": "ta
 
 
 def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: pd.DataFrame | None = None,
-                   not_converged: frozenset = frozenset()) -> Path:
+                   not_converged: frozenset = frozenset(), optimum: float | None = None) -> Path:
     """One panel per fit. ``baselines``: rows (baseline, metric, lo, hi) drawn as horizontal
-    bands on the matching panels; ``not_converged``: run ids drawn as hollow markers."""
+    bands on the matching panels; ``not_converged``: run ids drawn as hollow markers;
+    ``optimum``: the known optimal test log-loss (synthetic markets), a line on log-loss panels."""
     if not hs.fits:
         raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
     cols = 2 if len(hs.fits) == 4 else min(len(hs.fits), 3)
@@ -79,12 +80,19 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
     for ax, af in zip(axes.ravel(), hs.fits):
         _scaling_panel(ax, af, colors, not_converged)
         _baseline_bands(ax, af.quantity, baselines)
+        _optimum_line(ax, af.quantity, optimum)
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)
     fig.suptitle(f"Scaling, horizon {hs.horizon} (band: {hs.fits[0].boot['level']:.0%} bootstrap "
                  f"over seeds and test-day blocks of {hs.block_len})", fontsize=10)
     return save(fig, path)
+
+
+def _optimum_line(ax, quantity: str, optimum: float | None) -> None:
+    """The known optimal test log-loss (synthetic markets) as a dotted line on log-loss panels."""
+    if optimum is not None and quantity == "log_loss":
+        ax.axhline(optimum, color="black", ls=":", lw=1.2, label="optimal log-loss (known)")
 
 
 def _baseline_bands(ax, quantity: str, baselines: pd.DataFrame | None) -> None:

@@ -173,7 +173,26 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
                Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
                      shown=_per_run_shown(per_run))]
+    blocks += _asset_blocks(sr)
     return Section(SECTIONS[4], blocks), res
+
+
+def _asset_blocks(sr: StudyRuns) -> list:
+    """Panels: per asset and budget x horizon, the mean over seeds of the pooled runs' test
+    metrics on that asset's windows (the tables above are pooled over assets)."""
+    assets = sr.current(sr.assets)
+    if assets.empty:
+        return []
+    cols = [c for c in ("log_loss", "log_loss_constant", "log_loss_strongest", "optimal_log_loss",
+                        "skill", "auc", "sharpe", "bh_sharpe") if c in assets]
+    per = assets.groupby(["horizon", "budget", "asset"], as_index=False, sort=False).agg(
+        seeds=("seed", "nunique"), test_windows=("test_windows", "first"),
+        **{c: (c, "mean") for c in cols})
+    return [Text("Panel: the tables above pool every asset's test windows (backtest: an "
+                 "equal-weight portfolio of the assets). Per asset, the same runs' test metrics on "
+                 "that asset's windows (skill against the asset's own training base rate), beside the "
+                 "pooled constant and strongest baselines on the same windows; mean over seeds:"),
+            Table(per, "Per-asset test metrics (pooled runs)", "final_assets.csv")]
 
 
 def _per_run_shown(per_run: pd.DataFrame) -> pd.DataFrame:
@@ -282,6 +301,8 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
                                for f in hs.fits]))
         extras = scaling_overlays(sr, hs.horizon)
+        if extras.get("optimum") is not None:
+            blocks.append(Text(_optimum_text(sr, hs.horizon, extras["optimum"])))
         _add_figure(blocks, notes, lambda p, hs=hs, ex=extras: figures.scaling_figure(hs, colors, p, **ex),
                     fig_dir / f"scaling_h{hs.horizon}.png", f"Scaling fits, horizon {hs.horizon}")
     if "alpha" in table:
@@ -298,10 +319,34 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
     return Section(SECTIONS[6], blocks)
 
 
+MIN_GAP = 0.005  # base-rate minus optimal log-loss below which "share of the gap" is noise
+
+
+def _optimum_text(sr: StudyRuns, horizon: int, optimum: float) -> str:
+    """How much of the gap between the base rate and the known optimum the models closed."""
+    ev = sr.current(sr.evals)
+    ev = ev[ev["horizon"] == horizon]
+    best = ev.groupby("budget")["log_loss"].mean()
+    base = float(ev["log_loss_const"].mean()) if "log_loss_const" in ev else float("nan")
+    text = (f"Horizon {horizon}: the market is synthetic, so the optimal test log-loss is known: "
+            f"{optimum:.4f} (dotted line), against {base:.4f} for the training base rate.")
+    if len(best) and base - optimum > MIN_GAP:  # on a martingale the gap is noise: no shares
+        closed = {b: (base - v) / (base - optimum) for b, v in best.items()}
+        text += " Share of that gap closed (mean over seeds): " + ", ".join(
+            f"{b} {c:.0%}" for b, c in closed.items()) + "."
+    return text
+
+
 def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
-    """Baseline bands (test log-loss and 1 - AUC with their intervals) and not-converged runs."""
+    """Baseline bands (test log-loss and 1 - AUC with their intervals), not-converged runs and
+    the known optimal log-loss of a synthetic market (recorded in eval.json)."""
     if sr is None or sr.baselines.empty:
         return {}
+    optimum = None
+    evals = sr.current(sr.evals)
+    if "optimal_log_loss" in evals:
+        known = evals.loc[evals["horizon"] == horizon, "optimal_log_loss"].dropna()
+        optimum = float(known.iloc[0]) if len(known) else None
     base = sr.baselines[sr.baselines["horizon"] == horizon].groupby("baseline", as_index=False).first()
     rows = [{"baseline": b["baseline"], "quantity": "log_loss", "value": b["log_loss"],
              "lo": b.get("log_loss_lo"), "hi": b.get("log_loss_hi")} for _, b in base.iterrows()]
@@ -311,7 +356,7 @@ def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
     frame = pd.DataFrame(rows).astype({"value": float, "lo": float, "hi": float})
     runs = sr.runs
     not_converged = frozenset(runs.loc[runs["converged"] == False, "run_id"]) if "converged" in runs else frozenset()  # noqa: E712
-    return {"baselines": frame, "not_converged": not_converged}
+    return {"baselines": frame, "not_converged": not_converged, "optimum": optimum}
 
 
 def _stale_scaling(results: list[HorizonScaling], sr: StudyRuns | None) -> str:

@@ -5,7 +5,9 @@ config. Produces ``eval.json`` (test metrics with block-bootstrap CIs, skill aga
 training and the validation base rate, the calibration/discrimination decomposition, the
 validation-chosen threshold, the data-chosen block length, baselines on the identical
 windows on raw and on stationary train-standardised inputs, the strongest baseline, paired
-tests, backtest) and ``predictions.npz`` (test window ends, labels, probabilities).
+tests, backtest; panels add ``per_asset`` and pool the backtests, synthetic markets add
+``optimal_log_loss``, see :mod:`finscale.runner.assets`) and ``predictions.npz`` (test window
+ends, labels, probabilities; panels: each window's asset).
 Guarantees: the test split is touched only here, after training (guard 11); an existing
 ``eval.json`` is never recomputed; baselines are fitted once per content hash of everything
 they depend on and cached under ``runs/<study>/baselines/``.
@@ -29,11 +31,13 @@ from finscale.evaluate import (
     fit_baselines,
     paired_bootstrap_test,
     per_sample_log_loss,
+    pool_backtests,
 )
 from finscale.model import ModelArgs, build_model, select_device
 from finscale.prepare import STATIONARY_SET, PreparedData, final_data, stationary_values
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
+from finscale.runner.assets import optimal_log_loss, per_asset
 from finscale.spec import RunSpec, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
@@ -135,12 +139,13 @@ def test_block_len(y: np.ndarray, baselines: dict, horizon: int, override: int) 
     return choose_block_len(series, horizon, override)
 
 
-def _backtest(prep: PreparedData, test: WindowDataset, prob: np.ndarray, threshold: float,
+def _backtest(prep: PreparedData, ends: np.ndarray, prob: np.ndarray, threshold: float,
               horizon: int, cost_bps: float) -> dict:
     """Backtest over the test days plus the h days after the last window (no signal there),
-    so a signal on the last test days can still complete its holding period."""
-    first, last = int(test.ends[0]), int(test.ends[-1]) + horizon
-    if not np.array_equal(test.ends, np.arange(first, last - horizon + 1)):
+    so a signal on the last test days can still complete its holding period. ``ends``: one
+    asset's test window ends."""
+    first, last = int(ends[0]), int(ends[-1]) + horizon
+    if not np.array_equal(ends, np.arange(first, last - horizon + 1)):
         raise ValueError("backtest: test windows must be consecutive days (stride 1)")
     close = prep.frame["price_close"].to_numpy()[first:last + 1]
     days = prep.dates.to_numpy()[first:last + 1]
@@ -181,17 +186,32 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
                                                   ev.bootstrap_resamples, seed, horizon=h)
     strongest = min(base_eval, key=lambda n: base_eval[n]["metrics"]["log_loss"])
     dates = prep.dates.to_numpy()[test.ends]
-    bt = _backtest(prep, test, prob, threshold, h, ev.cost_bps)
+    first_last = (dates.min(), dates.max())
+    extra = {}
+    if prep.is_panel:  # pooled = equal-weight portfolio of the assets' backtests
+        def backtest_of(mask):
+            return _backtest(prep, test.ends[mask], prob[mask], threshold, h, ev.cost_bps)
+
+        extra["per_asset"] = per_asset(prep, test, y, prob, baselines, strongest, data.train.ends,
+                                       data.train.labels, common, backtest_of)
+        bt = pool_backtests({n: b["backtest"] for n, b in extra["per_asset"].items()})
+    else:
+        bt = _backtest(prep, test.ends, prob, threshold, h, ev.cost_bps)
+    optimum = optimal_log_loss(cfg, prep, test, y, h)
+    if optimum is not None:
+        extra["optimal_log_loss"] = optimum
     doc = {
         "run_id": spec.run_id, "budget": spec.budget, "horizon": h, "seed": spec.seed,
         "best_epoch": int(ckpt["epoch"]) + 1, "threshold": threshold,
         "train_base_rate": data.prior, "val_base_rate": val_prior, "test_windows": len(test),
         "block_length": blocks, "strongest_baseline": strongest,
-        "test_first_date": str(dates[0])[:10], "test_last_date": str(dates[-1])[:10],
+        "test_first_date": str(first_last[0])[:10], "test_last_date": str(first_last[1])[:10],
         "test": result, "baselines": base_eval, "comparisons": comparisons, "backtest": bt,
+        **extra,
     }
+    assets = {"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]} if prep.is_panel else {}
     np.savez(run.file("predictions.npz"), ends=test.ends, y=y, prob=prob,
-             dates=dates.astype("datetime64[D]").astype(str))
+             dates=dates.astype("datetime64[D]").astype(str), **assets)
     run.write_json("eval.json", doc)
     log.info("%s: test log-loss %.4f (skill %.4f)", spec.run_id, result["metrics"]["log_loss"],
              result["metrics"]["skill"])
