@@ -18,9 +18,10 @@ from finscale.files import atomic_write_bytes, atomic_write_json, now_iso
 STATES = ("pending", "running", "paused", "done", "failed", "stopped", "thermal_stop", "pruned")
 
 
-def make_run_id(budget: str, horizon: int, seed: int | str, digest: str) -> str:
-    """Readable id plus a hash tail, e.g. ``cpu-s-h1-s0-3f9c1e2a``."""
-    return f"{budget}-h{horizon}-s{seed}-{digest[:8]}"
+def make_run_id(budget: str, horizon: int, seed: int | str, digest: str, tag: str = "") -> str:
+    """Readable id plus a hash tail, e.g. ``cpu-s-h1-s0-3f9c1e2a`` (with study axes, their
+    values follow the horizon: ``cpu-s-h1-zscore-s0-…``)."""
+    return f"{budget}-h{horizon}{'-' + tag if tag else ''}-s{seed}-{digest[:8]}"
 
 
 class RunDir:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
@@ -22,13 +23,19 @@ TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps"
               "max_epochs", "patience", "grad_clip", "pos_weight")
 
 
-def cell_name(budget: str, horizon: int) -> str:
-    return f"{budget}-h{horizon}"
+def cell_name(budget: str, horizon: int, tag: str = "") -> str:
+    """``<budget>-h<h>``, plus ``-<axis tag>`` for a variant of a study with axes."""
+    return f"{budget}-h{horizon}{'-' + tag if tag else ''}"
+
+
+def cfg_cell(cfg: StudyConfig, budget: str, horizon: int) -> str:
+    """The cell name of ``budget`` x ``horizon`` in the variant ``cfg``."""
+    return cell_name(budget, horizon, axis_tag(cfg))
 
 
 def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    """The Optuna study of one cell: ``<study>/<budget>-h<h>``."""
-    return f"{cfg.name}/{cell_name(budget, horizon)}"
+    """The Optuna study of one cell: ``<study>/<budget>-h<h>[-<axis tag>]``."""
+    return f"{cfg.name}/{cfg_cell(cfg, budget, horizon)}"
 
 
 def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, ...] = (),
@@ -66,14 +73,15 @@ class RunSpec:
     params: dict              # the cell's chosen hyperparameters, as given
     config: dict              # fully resolved run config (config.json)
     digest: str
+    tag: str = ""             # axis values of the study variant ("" without axes)
 
     @property
     def run_id(self) -> str:
-        return make_run_id(self.budget, self.horizon, self.seed, self.digest)
+        return make_run_id(self.budget, self.horizon, self.seed, self.digest, self.tag)
 
     @property
     def cell(self) -> str:
-        return cell_name(self.budget, self.horizon)
+        return cell_name(self.budget, self.horizon, self.tag)
 
 
 def n_inputs(cfg: StudyConfig) -> int:
@@ -84,7 +92,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
               *, max_epochs: int | None = None) -> RunSpec:
     """Resolve one run: study sections + cell parameters -> model args, train config, id."""
     params = dict(params or {})
-    arch, train_params = split_params(params, f"cell {cell_name(budget, horizon)}")
+    arch, train_params = split_params(params, f"cell {cfg_cell(cfg, budget, horizon)}")
     if max_epochs:
         train_params.setdefault("max_epochs", max_epochs)
     train = replace_section(cfg.train, **train_params)
@@ -96,12 +104,18 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
         "splits": config_to_dict(cfg.splits), "model": config_to_dict(cfg.model),
         "model_args": margs.to_dict(), "train": config_to_dict(train), "params": params,
     }
-    # The id must not change with presentation-only keys (name lists of other budgets/horizons).
-    identity = {k: v for k, v in run_cfg.items() if k != "study"}
+    axes = axis_values(cfg)
+    if axes:
+        run_cfg["axes"] = axes
+    # The id must not change with presentation-only keys (name lists of other budgets/horizons,
+    # the axes naming values already in the sections, guard minima, an unset data size).
+    identity = {k: v for k, v in run_cfg.items() if k not in ("study", "axes")}
+    identity["splits"] = {k: v for k, v in identity["splits"].items()
+                          if k != "min_train_windows" and not (k == "train_years" and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
     identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
     digest = config_hash(identity)
-    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest)
+    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest, axis_tag(cfg))
 
 
 def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:

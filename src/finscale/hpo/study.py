@@ -44,7 +44,7 @@ from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
 from finscale.prepare import PreparedData, prepare
 from finscale.repro import derive_seed
-from finscale.spec import cell_name, study_name
+from finscale.spec import cfg_cell, study_name
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study
     """The cell's study with this worker's seeded TPE sampler and the study's pruner."""
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
-    seed = derive_seed(cfg.hpo.sampler_seed, cell_name(job.budget, job.horizon), "sampler",
+    seed = derive_seed(cfg.hpo.sampler_seed, cfg_cell(job.cfg, job.budget, job.horizon), "sampler",
                        job.index, len(study.get_trials(deepcopy=False)))
     study.sampler = make_sampler(cfg, job.n_trials, seed=seed,
                                  constant_liar=job.workers > 1 or job.storage.shared)
@@ -131,7 +131,7 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None) -
     Returns "done", or "stopped" when a stop request interrupted a trial (which is
     checkpointed and re-queued for the next run).
     """
-    cell = cell_name(job.budget, job.horizon)
+    cell = cfg_cell(job.cfg, job.budget, job.horizon)
     _follow_verbosity()
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
                           controls=controls, on_trainer=on_trainer)
@@ -277,7 +277,7 @@ def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Call
         done = _finished(study)
         if done != last["done"]:
             last["done"] = done
-            on_event("trial", cell=cell_name(job.budget, job.horizon), number=None, state="finished",
+            on_event("trial", cell=cfg_cell(job.cfg, job.budget, job.horizon), number=None, state="finished",
                      value=None, done=done, total=job.n_trials)
 
     return poll
@@ -315,7 +315,7 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
     job = WorkerJob(cfg, budget, horizon, spec, n_trials, n_workers, prep,
                     log_level=logging.getLogger().getEffectiveLevel())
     if on_event is not None:
-        on_event("hpo_trials", cell=cell_name(budget, horizon), done=_finished(study), total=n_trials)
+        on_event("hpo_trials", cell=cfg_cell(cfg, budget, horizon), done=_finished(study), total=n_trials)
     t0, stopped = time.monotonic(), None
     while not (led := study_ledger(study)).done(n_trials):
         if should_stop is not None and (stopped := should_stop()):
@@ -326,7 +326,7 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
                 break
             continue
         # Every slot is claimed, some by workers elsewhere (or dead ones awaiting their grace).
-        log.info("cell %s: waiting for %d running trial(s)", cell_name(budget, horizon),
+        log.info("cell %s: waiting for %d running trial(s)", cfg_cell(cfg, budget, horizon),
                  len(led.in_state(TrialState.RUNNING)))
         time.sleep(min(spec.heartbeat_s, 5))
         reap_stale(study, store)

@@ -16,6 +16,7 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from finscale.axes import variants
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
 from finscale.files import atomic_write_bytes
 from finscale.hpo.results import cell_params
@@ -59,9 +60,21 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
     """Write one script per final run (cell x seed) and ``run_all.sh``; returns the scripts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    study = config_to_dict(cfg)
     scripts = []
     opts = opts or RunOptions()
+    for var in variants(cfg, opts.axes):
+        scripts += _variant_scripts(var, out_dir, opts)
+    lines = ["#!/usr/bin/env bash",
+             f"# Every final run of study {cfg.name!r}, in order. Rerun to resume where it stopped.",
+             'set -euo pipefail', 'cd "$(dirname "$0")"']
+    lines += [f'python3 {shlex.quote(p.name)} "$@"' for p in scripts]
+    _write_script(out_dir / "run_all.sh", "\n".join(lines) + "\n")
+    return scripts
+
+
+def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions) -> list[Path]:
+    """The scripts of one axis variant (the variant's resolved study is embedded)."""
+    study, scripts = config_to_dict(cfg), []
     for budget, h in cells(cfg, opts.budgets, opts.horizons):
         params, source = cell_params(cfg, budget, h)
         for seed in cfg.seeds:
@@ -77,11 +90,6 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
                 run_json=json.dumps(run, indent=4, sort_keys=True).replace("true", "True")
                 .replace("false", "False").replace("null", "None")))
             scripts.append(path)
-    lines = ["#!/usr/bin/env bash",
-             f"# Every final run of study {cfg.name!r}, in order. Rerun to resume where it stopped.",
-             'set -euo pipefail', 'cd "$(dirname "$0")"']
-    lines += [f'python3 {shlex.quote(p.name)} "$@"' for p in scripts]
-    _write_script(out_dir / "run_all.sh", "\n".join(lines) + "\n")
     return scripts
 
 

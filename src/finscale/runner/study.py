@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from finscale.axes import variants
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
 from finscale.hpo.results import final_specs
@@ -23,7 +26,8 @@ from finscale.prepare import PreparedData, prepare
 from finscale.rundir import RunDir
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import cells, final_dir
+from finscale.spec import RunSpec, cells, cfg_cell, final_dir
+from finscale.splits import final_split
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class RunOptions:
     phases: tuple[str, ...] = PHASES
     budgets: tuple[str, ...] = ()          # --only budget=...
     horizons: tuple[int, ...] = ()         # --only horizon=...
+    axes: dict = field(default_factory=dict)  # --only <axis key>=value: {key: [value text]}
     data_dir: str | None = None
     on_event: Callable[..., None] = lambda kind, **info: None
     monitor: bool = True
@@ -76,21 +81,47 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
         return
     from finscale.hpo import run_cell
 
-    todo = cells(cfg, opts.budgets, opts.horizons)
-    for i, (budget, h) in enumerate(todo):
+    todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)]
+    for i, (var, budget, h) in enumerate(todo):
         if stop.reason():
             raise StudyStopped("stopped", stop.reason())
-        opts.on_event("hpo_cell", index=i, total=len(todo), cell=f"{budget}-h{h}")
-        run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason, on_event=opts.on_event)
+        opts.on_event("hpo_cell", index=i, total=len(todo), cell=cfg_cell(var, budget, h))
+        run_cell(var, budget, h, data_dir=opts.data_dir, should_stop=stop.reason, on_event=opts.on_event)
         if stop.reason():
             raise StudyStopped("stopped", stop.reason())
 
 
-def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
+def _variant_specs(cfg: StudyConfig, opts: RunOptions) -> list[tuple[StudyConfig, RunSpec]]:
+    """(axis variant, spec) of every final run the options select."""
+    return [(var, spec) for var in variants(cfg, opts.axes)
+            for spec in final_specs(var, opts.budgets, opts.horizons)]
+
+
+class _Preps:
+    """Prepared data per (data, features) section: variants that share them share one."""
+
+    def __init__(self, cfg: StudyConfig, prep: PreparedData | None, data_dir):
+        self.data_dir, self.cache = data_dir, {}
+        if prep is not None:
+            self.cache[self._key(cfg)] = prep
+
+    @staticmethod
+    def _key(cfg: StudyConfig) -> str:
+        return repr((cfg.data, cfg.features))
+
+    def __call__(self, cfg: StudyConfig) -> PreparedData:
+        key = self._key(cfg)
+        if key not in self.cache:
+            self.cache[key] = prepare(cfg, self.data_dir)
+        return self.cache[key]
+
+
+def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
-    specs = final_specs(cfg, opts.budgets, opts.horizons)
+    preps = prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+    specs = _variant_specs(cfg, opts)
     t0, trained = time.monotonic(), 0
-    for i, spec in enumerate(specs):
+    for i, (var, spec) in enumerate(specs):
         run = RunDir(final_dir(cfg, spec))
         eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
         opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
@@ -103,7 +134,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
         with _monitor(cfg, run, opts.monitor) as mon:
             controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
             try:
-                execute_final(cfg, prep, spec, controls=controls)
+                execute_final(var, preps(var), spec, controls=controls)
             except RunInterrupted as exc:
                 raise StudyStopped(exc.status, f"{spec.run_id}: {exc}") from exc
             except TrainingFailed as exc:
@@ -116,14 +147,29 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
         _track_final(cfg, run)  # tracking
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions) -> None:
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
-    specs = [s for s in final_specs(cfg, opts.budgets, opts.horizons) if RunDir(final_dir(cfg, s)).state == "done"]
-    for i, spec in enumerate(specs):
+    preps = prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+    specs = [(v, s) for v, s in _variant_specs(cfg, opts) if RunDir(final_dir(v, s)).state == "done"]
+    for i, (var, spec) in enumerate(specs):
         opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-        evaluate_final_run(cfg, prep, spec)
+        evaluate_final_run(var, preps(var), spec)
         _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
+
+
+def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
+    """Build every selected variant's final split once before anything trains, so a data size
+    (``splits.train_years``) too small to train on fails the study up front, naming the value."""
+    from finscale.prepare import horizon_labels
+
+    for var in variants(cfg, opts.axes):
+        prep = preps(var)
+        for h in var.target.horizons:
+            if opts.horizons and h not in opts.horizons:
+                continue
+            y = horizon_labels(prep, var, h)
+            final_split(prep.dates, np.isfinite(y), var.splits, var.model.context_len, h)
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
@@ -137,7 +183,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         prep = None
         if any(p in opts.phases for p in ("data", "features", "hpo", "final", "evaluate")):
             opts.on_event("phase", phase="data+features")
-            prep = prepare(cfg, opts.data_dir)
+            prep = _Preps(cfg, None, opts.data_dir)
+            check_data_sizes(cfg, prep, opts)
         if "hpo" in opts.phases:
             opts.on_event("phase", phase="hpo")
             run_hpo_phase(cfg, opts, stop)
