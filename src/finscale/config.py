@@ -373,7 +373,7 @@ def check_axes(file_raw: dict, overrides: list[tuple[list[str], Any]]) -> None:
                               "section; give it in one place (remove one of them)")
         if key in set_keys:
             raise ConfigError(f"axes.{key}: also given by --set {key}=...; an axis key cannot be "
-                              "overridden (use --only {key}=VALUE to run some of its values)")
+                              f"overridden (use --only {key}=VALUE to run some of its values)")
 
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finscale.axes import variants
+from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
 from finscale.hpo.results import final_specs
@@ -27,7 +27,7 @@ from finscale.rundir import RunDir
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
 from finscale.spec import RunSpec, cells, cfg_cell, final_dir
-from finscale.splits import final_split
+from finscale.splits import final_split, tuning_splits
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -159,17 +159,25 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
 
 
 def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
-    """Build every selected variant's final split once before anything trains, so a data size
-    (``splits.train_years``) too small to train on fails the study up front, naming the value."""
+    """Build every selected variant's splits (final, and tuning when HPO will search) before
+    anything trains, so a data size (``splits.train_years``) or an axis value that leaves too
+    few windows fails the study up front, naming the value."""
     from finscale.prepare import horizon_labels
 
+    tune = "hpo" in opts.phases and cfg.hpo.mode == "search"
     for var in variants(cfg, opts.axes):
         prep = preps(var)
         for h in var.target.horizons:
             if opts.horizons and h not in opts.horizons:
                 continue
-            y = horizon_labels(prep, var, h)
-            final_split(prep.dates, np.isfinite(y), var.splits, var.model.context_len, h)
+            ok, ctx = np.isfinite(horizon_labels(prep, var, h)), var.model.context_len
+            try:
+                final_split(prep.dates, ok, var.splits, ctx, h)
+                if tune:
+                    tuning_splits(prep.dates, ok, var.splits, ctx, h, var.hpo.split)
+            except ValueError as exc:
+                where = ", ".join(f"{k}={v!r}" for k, v in axis_values(var).items())
+                raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
