@@ -85,8 +85,12 @@ def _joint_row(j: dict) -> dict:
 
 def _joint_figure(j: dict):
     pts, grid, front = pd.DataFrame(j["points"]), j["grid"], j["frontier"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    cs = ax.contour(grid["N"], grid["D"], np.asarray(grid["L"]), levels=12, cmap="viridis")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    surface = np.asarray(grid["L"], dtype=float)
+    # contour levels spanning the runs' losses: the fitted surface explodes at tiny N or D
+    lo, hi = float(pts["L"].min()), float(pts["L"].max())
+    levels = np.linspace(lo - 0.1 * (hi - lo), hi + 0.5 * (hi - lo), 10)
+    cs = ax.contour(grid["N"], grid["D"], surface, levels=levels, cmap="viridis")
     ax.clabel(cs, fontsize=7, fmt="%.4f")
     sc = ax.scatter(pts["N"], pts["D"], c=pts["L"], cmap="viridis", edgecolors="k", zorder=3)
     fig.colorbar(sc, ax=ax, label="test log-loss (runs)")
