@@ -28,8 +28,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `finscale ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "finscale", *args], cwd=cwd, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "finscale", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+    # Every CLI failure, in every test, must be a message, never a traceback.
+    assert "Traceback" not in proc.stderr, f"finscale {' '.join(args)}:\n{proc.stderr}"
+    return proc
 
 
 @pytest.fixture

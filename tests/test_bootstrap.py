@@ -131,7 +131,7 @@ def test_replicate_metrics_share_resamples_across_runs():
     y, p = _typical(300, 9)
     probs = np.stack([p, np.full(y.size, y.mean()), np.clip(p + 0.05, 0, 1)])
     reps = replicate_metrics(y, probs, 6, 200, 11, horizon=3)
-    assert {k: v.shape for k, v in reps.items()} == {k: (3, 200) for k in ("log_loss", "auc", "brier")}
+    assert {k: v.shape for k, v in reps.items()} == {k: (3, 200) for k in ("log_loss", "auc", "brier", "log_loss_refinement")}
     idx = block_bootstrap_indices(y.size, 6, 200, np.random.default_rng(11))
     for run in range(3):
         np.testing.assert_allclose(reps["log_loss"][run, :5],

@@ -200,7 +200,12 @@ def test_hpo_progress_in_a_log_is_plain_lines(data_dir, tmp_path):
     # Optuna names the objective for optuna-dashboard
     import optuna
 
-    study = optuna.load_study(study_name="smoke/cpu-s-h1", storage=f"sqlite:///{tmp_path}/smoke/optuna.db")
+    from finscale.config import load_study, resolve_study_path
+    from finscale.hpo.identity import study_name
+
+    cfg = load_study(resolve_study_path("smoke"), [*tiny(tmp_path)[1::2]])
+    study = optuna.load_study(study_name=study_name(cfg, "cpu-s", 1),
+                              storage=f"sqlite:///{tmp_path}/smoke/optuna.db")
     assert study.metric_names == ["val_log_loss"]
 
 

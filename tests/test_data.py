@@ -168,3 +168,21 @@ def test_env_var_data_dir(cli, tmp_path):
     r = cli("data", "fetch", "sample:nasdaq", env={"FINSCALE_DATA": str(tmp_path / "envdata")})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "envdata" / "raw" / "nasdaq.parquet").exists()
+
+
+def test_cli_fetch_rejects_duplicate_columns_and_short_files(cli, tmp_path, sp500):
+    long = sp500.head(300)
+    dup = tmp_path / "dup.csv"
+    text = long.to_csv(index=False).splitlines()
+    header, rows = text[0] + ",Close", [line + "," + line.split(",")[4] for line in text[1:]]
+    dup.write_text("\n".join([header, *rows]) + "\n")
+    r = cli("data", "fetch", f"file:{dup}", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "duplicated column 'Close'" in r.stderr and "dup.csv" in r.stderr
+    short = csv(tmp_path, long.head(8), "short.csv")
+    r = cli("data", "fetch", f"file:{short}", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "8 rows, fewer than the minimum 250" in r.stderr
+    assert not (tmp_path / "d").exists()
+    ok = cli("data", "fetch", f"file:{short}", "--min-rows", "8", "--data-dir", str(tmp_path / "d"))
+    assert ok.returncode == 0, ok.stderr

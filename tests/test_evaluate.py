@@ -15,6 +15,7 @@ from finscale.evaluate import (
     fit_baselines,
     is_collapsed,
     per_sample_log_loss,
+    score_decomposition,
 )
 
 Y = np.array([1, 0, 1, 0, 1])
@@ -184,3 +185,84 @@ def test_evaluate_predictions_bundles_metrics_cis_and_calibration():
     assert lo <= out["metrics"]["log_loss"] <= hi
     assert out["metrics"]["ece"] == out["calibration"]["ece"] and len(out["calibration"]["bins"]) == 10
     assert out["collapsed"] is False and "accuracy_at_thr" in out["ci"]
+
+
+# --------------------------------------------------------------------------- issue 19
+
+def _bundled_h1():
+    """h=1 labels of the default study's final split on the bundled data (train/val/test)."""
+    from finscale.cli.common import resolve_study_path
+    from finscale.config import load_study
+    from finscale.data import load_sample
+    from finscale.features import build_features
+    from finscale.labels import make_labels
+    from finscale.splits import final_split
+
+    cfg = load_study(resolve_study_path("default"))
+    frame, _ = build_features(load_sample("sp500"), cfg.features.set)
+    y = make_labels(frame, cfg.target, 1)
+    s = final_split(frame["Date"], np.isfinite(y), cfg.splits, cfg.model.context_len, 1)
+    return y[s.train], y[s.val], y[s.test]
+
+
+def test_block_length_is_chosen_from_the_data_never_below_the_horizon():
+    from finscale.evaluate import choose_block_len
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=600)
+    persistent = np.convolve(rng.normal(size=640), np.ones(40) / 40, mode="valid")[:600]
+    white = choose_block_len({"x": noise}, horizon=3)
+    slow = choose_block_len({"x": noise, "y": persistent}, horizon=3)
+    assert white["block_len"] == 3 and white["method"] == "politis-white"  # floor: the horizon
+    assert slow["block_len"] > 20 and set(slow["estimates"]["y"]) == {"stationary", "circular"}
+    assert slow["block_len"] == max(3, int(np.ceil(max(slow["estimates"]["y"].values()))))
+    flat = choose_block_len({"x": np.zeros(600), "y": noise}, horizon=2)
+    assert flat["estimates"]["x"] is None and flat["block_len"] == 2
+    assert choose_block_len({"y": persistent}, horizon=3, override=7)["block_len"] == 7
+    with pytest.raises(ValueError, match="shorter than the horizon"):
+        choose_block_len({"y": persistent}, horizon=5, override=3)
+
+
+def test_data_chosen_blocks_on_bundled_labels_exceed_the_old_fixed_rule():
+    """The bundled test labels are autocorrelated well past lag 5 (the issue's audit)."""
+    from finscale.evaluate import choose_block_len
+
+    _, _, y = _bundled_h1()
+    assert choose_block_len({"labels": y}, horizon=1)["block_len"] > 5
+
+
+def test_decomposition_adds_up_and_a_constant_has_no_discrimination():
+    rng = np.random.default_rng(5)
+    y = (rng.random(800) < 0.3).astype(int)
+    p = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.1, y.size), 0.01, 0.99)
+    for prob in (p, np.full(y.size, 0.6)):
+        d = score_decomposition(y, prob)
+        for part in d.values():
+            assert part["score"] == pytest.approx(
+                part["miscalibration"] - part["discrimination"] + part["uncertainty"])
+            assert part["refinement"] == pytest.approx(part["uncertainty"] - part["discrimination"])
+    const = score_decomposition(y, np.full(y.size, 0.6))
+    assert const["log_loss"]["discrimination"] == pytest.approx(0, abs=1e-12)
+    assert const["log_loss"]["miscalibration"] > 0
+    m = classification_metrics(y, p, prior=0.3, val_prior=0.25)
+    assert m["log_loss_discrimination"] > 0.01 and m["brier_resolution"] > 0
+    assert m["skill_val"] == pytest.approx(1 - m["log_loss"] / m["log_loss_const_val"])
+
+
+def test_constant_at_the_validation_base_rate_is_collapsed_and_has_no_significant_skill():
+    """Guard 12/15: the issue's planted predictor, a constant at the validation base rate
+    with a little jitter, on the bundled test labels. Against the training base rate it
+    'has skill' (+0.04; with blocks of 5 days its interval excluded 0); it must still be
+    flagged collapsed, and its skill against the validation base rate must not be significant."""
+    from finscale.evaluate import choose_block_len
+
+    y_train, y_val, y = _bundled_h1()
+    val_rate = float(y_val.mean())
+    p = np.clip(val_rate + np.random.default_rng(0).normal(0, 0.002, y.size), 0.01, 0.99)
+    block = choose_block_len({"labels": y}, horizon=1)["block_len"]
+    out = evaluate_predictions(y, p, prior=float(y_train.mean()), val_prior=val_rate, threshold=None,
+                               horizon=1, block_len=block, n_resamples=500, seed=0)
+    assert out["metrics"]["skill"] > 0.02          # the base-rate shift looks like skill ...
+    lo, hi = out["ci"]["skill_val"]
+    assert lo <= 0 <= hi                           # ... but not against the validation rate
+    assert out["collapsed"] and "no significant discrimination" in out["collapse_reason"]

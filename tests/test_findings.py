@@ -16,7 +16,7 @@ def tables(model_loss: dict, base: dict, diff_ci: dict, converged=True, flags=()
                          "params_total": params, "converged": converged, "collapsed": False})
             evals.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
                           "log_loss": model_loss[budget] + 0.001 * seed})
-            for name, loss in base.items():
+            for name in base:
                 lo, hi = diff_ci.get((budget, seed, name), (-0.01, 0.01))
                 cmps.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
                              "baseline": name, "mean_diff": (lo + hi) / 2, "diff_lo": lo, "diff_hi": hi,

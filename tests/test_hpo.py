@@ -29,7 +29,7 @@ from finscale.hpo.ledger import make_ledger
 from finscale.hpo.report import importances
 from finscale.hpo.results import best_params_path, cell_params
 from finscale.hpo.storage import open_storage, resolve_storage
-from finscale.hpo.study import open_study
+from finscale.hpo.study import open_study, study_name
 from finscale.labels import make_labels
 from finscale.model import count_parameters
 from finscale.prepare import prepare
@@ -55,7 +55,8 @@ def smoke(tmp_path, data_dir, *extra):
 
 
 def study_trials(cfg, url, cell="cpu-s-h1"):
-    return optuna.load_study(study_name=f"{cfg.name}/{cell}", storage=url).get_trials()
+    budget, h = cell.rsplit("-h", 1)
+    return optuna.load_study(study_name=study_name(cfg, budget, int(h)), storage=url).get_trials()
 
 
 def assert_exactly_n(trials, n):
@@ -274,7 +275,7 @@ def test_killed_worker_trial_is_retried_and_the_cell_finishes(tmp_path, data_dir
                              "--horizon", "1", "--workers", "1",
                              *[a for o in overrides for a in ("--set", o)]],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    study, victim = optuna.load_study(study_name="smoke/cpu-s-h1", storage=url), None
+    study, victim = optuna.load_study(study_name=study_name(cfg, "cpu-s", 1), storage=url), None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -314,7 +315,8 @@ def test_cli_two_workers_on_a_journal_file(tmp_path, data_dir):
     assert "hpo cpu-s-h1" in r.stdout and "smoke/cpu-s-h1" in r.stdout and "3 / 3" in r.stdout
     assert "cpu-s-h1 trial finished (3/3 done" in r.stdout  # progress polled from the storage
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    assert_exactly_n(optuna.load_study(study_name="smoke/cpu-s-h1", storage=storage).get_trials(), 3)
+    cfg = load_study(resolve_study_path("smoke"), overrides)
+    assert_exactly_n(optuna.load_study(study_name=study_name(cfg, "cpu-s", 1), storage=storage).get_trials(), 3)
     s = run_cli("hpo", "smoke", *sets, "--storage", f"journal:{journal}", "--summary")
     assert s.returncode == 0 and "cpu-s-h5 (incomplete)" in s.stdout and "3 / 3" in s.stdout
     bad = run_cli("hpo", "smoke", *sets, "--budget", "2B")
@@ -382,7 +384,94 @@ def test_two_workers_against_postgresql(tmp_path, data_dir, postgres_url):
     led = assert_exactly_n(study_trials(cfg, postgres_url), 3)
     assert not led.surplus
     best = json.loads(best_params_path(cfg, "cpu-s", 1).read_text())
-    assert "secret" not in json.dumps(best) and best["study_name"] == "smoke/cpu-s-h1"
+    assert "secret" not in json.dumps(best) and best["study_name"] == study_name(cfg, "cpu-s", 1)
     # a second "machine" joining the same study with more trials runs only the difference
     run_cell(cfg, "cpu-s", 1, trials=4, workers=1, storage=postgres_url)
     assert_exactly_n(study_trials(cfg, postgres_url), 4)
+
+
+# --------------------------------------------------------------------------- shipped studies
+
+def _effective(spec, name):
+    """The value the trainer uses for a searched dimension (warm-up: steps of a 1,000-step run)."""
+    from finscale.train import warmup_steps
+
+    if name == "warmup_fraction":
+        return warmup_steps(1000, spec.train)
+    return getattr(spec.train, name)
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in resolve_study_path("smoke").parent.glob("*.toml")))
+def test_every_searched_value_of_a_shipped_study_changes_what_the_trainer_uses(study):
+    """Guard 8 on the shipped studies: each searched dimension, moved from its low to its high
+    end, changes the value the trainer reads (phase6a's fixed train.warmup_steps used to
+    make warmup_fraction a no-op)."""
+    from finscale.spec import make_spec
+
+    cfg = load_study(resolve_study_path(study), ['hpo.mode="search"'])
+    budget, horizon = cfg.model.budgets[0], cfg.target.horizons[0]
+    space = cell_space(cfg, budget, horizon)
+    assert space.floats, f"{study}: nothing searched"
+    arch = {"arch": space.archs[0]} if space.archs else {}
+    mid = {k: (lo * hi) ** 0.5 if log else (lo + hi) / 2 for k, (lo, hi, log) in space.floats.items()}
+    if len(space.batch_sizes) > 1:
+        mid["batch_size"] = space.batch_sizes[0]
+    for name, (lo, hi, _) in space.floats.items():
+        seen = []
+        for value in (lo, hi):
+            params = space.sample(optuna.trial.FixedTrial({**arch, **mid, name: value}))
+            seen.append(_effective(make_spec(cfg, budget, horizon, 0, params), name))
+        assert seen[0] != seen[1], f"{study}: hpo.{name} {lo}..{hi} gives {seen[0]} both times"
+
+
+def test_searching_a_value_that_a_fixed_value_overrides_is_a_config_error(tmp_path, data_dir):
+    from finscale.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"hpo.warmup_fraction.*train.warmup_steps = 100"):
+        smoke(tmp_path, data_dir, "train.warmup_steps=100")
+    with pytest.raises(ConfigError, match=r"hpo.warmup_fraction.*hpo.fixed.cpu-s-h1.warmup_steps"):
+        smoke(tmp_path, data_dir, 'hpo.fixed={"cpu-s-h1" = {warmup_steps = 50}}')
+    smoke(tmp_path, data_dir, "train.warmup_steps=100", "hpo.warmup_fraction=[0.05]")  # fixed: fine
+
+
+# --------------------------------------------------------------------------- identity and slots
+
+def test_study_name_hashes_what_changes_trials(tmp_path, data_dir):
+    cfg = smoke(tmp_path, data_dir)
+    name = study_name(cfg, "cpu-s", 1)
+    assert name.startswith("smoke/cpu-s-h1-") and len(name) == len("smoke/cpu-s-h1-") + 8
+    for override in ("train.max_epochs=3", "hpo.max_epochs=2", "hpo.sampler_seed=1",
+                     "splits.embargo_days=3", "target.threshold=0.02", "hpo.lr=[1e-4, 1e-2]"):
+        assert study_name(smoke(tmp_path, data_dir, override), "cpu-s", 1) != name, override
+    for override in ("hpo.trials=5", "hpo.workers=2", 'hpo.storage="journal:x"', "seeds=[3]",
+                     "evaluate.bootstrap_resamples=60", 'model.budgets=["cpu-s", "cpu-m"]'):
+        assert study_name(smoke(tmp_path, data_dir, override), "cpu-s", 1) == name, override
+
+
+def test_slot_seeded_sampler_repeats_its_draws_after_a_killed_trial(tmp_path, data_dir):
+    """A trial killed and re-queued (as the runner does) shifts trial numbers, not draws."""
+    from finscale.hpo.sampler import SlotSeededSampler
+    from finscale.hpo.storage import retry_callback
+
+    cfg = smoke(tmp_path, data_dir)
+
+    def objective(trial):
+        return (trial.suggest_float("x", -5, 5) - 1) ** 2 + trial.suggest_float("y", 0, 1)
+
+    def fresh_params(kill: int | None) -> list[dict]:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study()
+        study.sampler = SlotSeededSampler(cfg, "cpu-s-h1", 8, constant_liar=False, study=study)
+        for slot in range(8):
+            if slot == kill:  # the process dies mid-trial: FAIL, re-queued with its parameters,
+                trial = study.ask()  # and a new process (a new sampler) carries on
+                objective(trial)
+                retry_callback(None)(study, study.tell(trial, state=TrialState.FAIL))
+                study.sampler = SlotSeededSampler(cfg, "cpu-s-h1", 8, constant_liar=False, study=study)
+            study.optimize(objective, n_trials=1)
+        ledger = make_ledger(study.get_trials())
+        return [t.params for t in ledger.counted]
+
+    straight = fresh_params(None)
+    assert len({json.dumps(p) for p in straight}) == 8  # TPE after the random start: all differ
+    assert fresh_params(kill=5) == straight

@@ -162,6 +162,7 @@ def test_scaling_fit_per_horizon_has_verdict_and_intervals(study):
     h1 = table[table["horizon"] == 1]
     assert set(h1.loc[h1["quantity"] == "log_loss", "axis"]) == set(AXES)
     assert set(h1.loc[h1["quantity"] == "auc_error", "axis"]) == {"params_total"}
+    assert set(h1.loc[h1["quantity"] == "log_loss_refinement", "axis"]) == {"params_total"}
     for _, row in h1.iterrows():
         assert row["verdict"] in VERDICTS and row["text"]
         assert row["alpha_lo"] <= row["alpha_hi"] and row["E_lo"] <= row["E_hi"]
@@ -178,7 +179,8 @@ def test_scaling_fit_per_horizon_has_verdict_and_intervals(study):
     assert row["E"] == pytest.approx(expected["E"], rel=1e-6, abs=1e-9)
     saved = json.loads((study["dir"] / "scaling.json").read_text())
     assert [h["horizon"] for h in saved] == [1] and saved[0]["reason"] == ""
-    assert saved[0]["block_len"] == 5
+    # the scaling bootstrap uses the data-chosen block length the runs recorded in eval.json
+    assert {d["block_length"]["block_len"] for d in docs.values()} == {saved[0]["block_len"]}
 
 
 def _forbid_fitting(monkeypatch):
@@ -397,6 +399,18 @@ def test_tidy_files_load_in_one_line_with_numeric_intervals(study):
     assert list(preds.columns) == ["date", "run_id", "budget", "horizon", "seed", "y", "prob"]
     assert preds["prob"].between(0, 1).all() and set(preds["y"].unique()) <= {0, 1}
     for csv in (root / "tables").glob("*.csv"):  # intervals are numeric columns, never "[a, b]" text
+        if csv.name == "config.csv":  # config values such as seeds = [0, 1] are lists, not intervals
+            continue
         frame = pd.read_csv(csv)
-        for col in frame.columns[frame.dtypes == object]:
+        for col in frame.select_dtypes(include="object").columns:
             assert not frame[col].astype(str).str.match(r"^\[-?[0-9.e+-]+, -?[0-9.e+-]+\]$").any(), (csv.name, col)
+
+
+def test_report_states_block_lengths_both_skill_references_and_decomposition(study):
+    md = (study["dir"] / "report.md").read_text()
+    block = {d["block_length"]["block_len"] for d in eval_docs(study["cfg"]).values()}
+    assert "in test days, chosen from the data per horizon" in md and f"h1: {block.pop()}" in md
+    assert "skill_val" in md and "validation base rate" in md
+    assert "log_loss_discrimination" in md and "miscalibration" in md
+    assert "Models vs the strongest baseline per horizon" in md
+    assert (study["dir"] / "tables" / "strongest_baseline.csv").exists()

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -62,17 +61,32 @@ def test_dry_run_prints_paper_plan_offline(tmp_path):
     assert "MISSES BUDGET" in fixed.stdout and "35,742,899" in fixed.stdout  # 20M-h1 is really 36M
 
 
-def test_final_phase_killed_at_random_points_resumes_to_identical_results(tmp_path, shared_data):
+def step_checkpoints(out: Path) -> set[str]:
+    return {p.name for p in (out / "smoke" / "final").glob("*/ckpt/step-*.pt")}
+
+
+def kill_when(args: list[str], condition) -> None:
+    """Start the command, SIGKILL it as soon as ``condition()`` holds (polled, deadline)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not condition():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before the kill point"
+        assert time.monotonic() < deadline, "the kill point was not reached in time"
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_final_phase_killed_mid_run_resumes_to_identical_results(tmp_path, shared_data):
     base = ["run", "smoke", "--phase", "final", "--no-monitor"]
     straight = run_cli(*base, *sets(tiny(tmp_path / "a", shared_data)))
     assert straight.returncode == 0, straight.stderr
-    rng = random.Random(7)
     args = [sys.executable, "-m", "finscale", *base, *sets(tiny(tmp_path / "b", shared_data))]
-    for _ in range(2):
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4, 9))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # killed after its first epoch's checkpoint, then again after the resumed run wrote another
+    kill_when(args, lambda: step_checkpoints(tmp_path / "b"))
+    first = step_checkpoints(tmp_path / "b")
+    kill_when(args, lambda: step_checkpoints(tmp_path / "b") - first)
     again = run_cli(*base, *sets(tiny(tmp_path / "b", shared_data)))
     assert again.returncode == 0, again.stderr
     a, b = final_runs(tmp_path / "a"), final_runs(tmp_path / "b")
@@ -92,10 +106,12 @@ def test_stop_file_checkpoints_and_prints_resume_command(tmp_path, shared_data):
     (tmp_path / "smoke" / "STOP").touch()
     r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides))
     assert r.returncode == 3
-    assert "STOP file" in r.stdout and "resume with" in r.stdout and "finscale run smoke" in r.stdout
+    stop = tmp_path / "smoke" / "STOP"
+    assert "STOP file" in r.stdout and "resume with" in r.stdout
+    assert f"rm {stop} && finscale run smoke" in r.stdout  # the STOP file stays: remove it first
     (run_dir,) = (tmp_path / "smoke" / "final").iterdir()
-    assert RunDir(run_dir).state == "stopped"
-    (tmp_path / "smoke" / "STOP").unlink()
+    assert RunDir(run_dir).state == "stopped" and stop.exists()
+    stop.unlink()
     r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides))
     assert r.returncode == 0, r.stderr
     assert RunDir(run_dir).state == "done"

@@ -14,12 +14,12 @@ from finscale.scaling import (
     auc_to_error,
     bootstrap_fit,
     compare_to_constant,
+    decide_verdict,
     fit_power_law,
     predict_power_law,
     prediction_band,
     resample_replicates,
     resample_seeds,
-    decide_verdict,
     scaling_verdict,
 )
 

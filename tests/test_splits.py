@@ -26,7 +26,8 @@ def ok(n: int, horizon: int = H) -> np.ndarray:
 
 
 def cfg(**kw) -> SplitsConfig:
-    return SplitsConfig(**{"min_eval_windows": 1, **kw})
+    """Hand-count configs: walk-forward folds tile the pre-TEST rows unless a test says so."""
+    return SplitsConfig(**{"min_eval_windows": 1, "fold_end": "test_start", **kw})
 
 
 def by_rows(n: int, val_row: int, test_row: int, **kw) -> SplitsConfig:
@@ -97,9 +98,11 @@ def test_scattered_remainder_joins_last_chunk_and_adjacent_val_chunks_merge():
     val_chunks = sorted(set(chunk[s.val]))
     assert len(val_chunks) == 3  # round(0.6 * 5)
     val_rows = np.isin(chunk, val_chunks)
-    # brute force: every window fully inside validation rows, every training window clear of them
+    # brute force: every window fully inside validation rows, every training window clear of
+    # them and starting at least lookback (0) + H rows after the last validation row before it
     expect_val = [t for t in range(L - 1, 105 - H) if val_rows[t - L + 1:t + H + 1].all()]
-    expect_train = [t for t in range(L - 1, 105 - H) if not val_rows[t - L + 1:t + H + 1].any()]
+    expect_train = [t for t in range(L - 1, 105 - H)
+                    if not val_rows[max(t - L + 1 - H, 0):t + H + 1].any()]
     assert s.val.tolist() == expect_val and s.train.tolist() == expect_train
 
 
@@ -256,8 +259,11 @@ def test_size_guard_fires_for_walk_forward_folds():
 
 
 def test_size_guard_counts_windows_not_rows():
-    n = 100  # 14 val windows although the region has 20 rows, and 14 >= 14 passes
-    final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=14), L, H)
+    n = 100  # 14 val windows although the region has 20 rows: 14 >= 14 passes, 15 fails
+    split = final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=14), L, H)
+    assert len(split.val) == 14
+    with pytest.raises(SplitSizeError, match="val region has 14 windows"):
+        final_split(dates(n), ok(n), by_rows(n, 60, 80, min_eval_windows=15), L, H)
 
 
 @pytest.mark.parametrize("kw, keys", [
@@ -320,8 +326,64 @@ def test_cli_splits_show_every_scheme(tmp_path, cli):
     study.write_text('name = "t"\n[target]\nhorizons = [1, 5]\n')
     res = cli("splits", "show", str(study), "--data-dir", str(tmp_path / "data"))
     assert res.returncode == 0, res.stderr
-    for word in ("contiguous", "scattered-s0", "walk_forward-f3", "test", "val", "train"):
+    for word in ("contiguous", "scattered-s0", "walk_forward-f0", "test", "val", "train"):
         assert word in res.stdout
     bad = cli("splits", "show", str(study), "--data-dir", str(tmp_path / "data"),
               "--scheme", "contiguous", "--set", "splits.min_eval_windows=100000")
     assert bad.returncode == 1 and "min_eval_windows=100000" in bad.stderr
+
+
+# --------------------------------------------------------------------------- issue 19
+
+def _leaks(split, lookback: int, context_len: int, horizon: int) -> int:
+    """Training windows whose inputs, indicator warm-up included, reach a validation label row."""
+    label_rows = np.zeros(int(max(split.val.max(), split.train.max())) + horizon + 1, dtype=bool)
+    for s in split.val:
+        label_rows[s + 1:s + horizon + 1] = True
+    cs = np.concatenate(([0], np.cumsum(label_rows)))
+    first = np.maximum(split.train - context_len + 1 - lookback, 0)
+    return int(np.sum(cs[split.train + 1] - cs[first] > 0))
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_scattered_training_inputs_never_reach_validation_labels(sp500, horizon):
+    """Guard 3 with indicator lookback: sma_200 of a training window after a validation chunk
+    must not average the prices that decide that chunk's labels (bundled data, default
+    study's split settings, embargo_days = 0)."""
+    from finscale.config import load_study
+    from finscale.features import build_features, set_lookback
+    from finscale.labels import make_labels
+
+    study = load_study(None, ['hpo.split="scattered"'])
+    frame, _ = build_features(sp500, study.features.set)
+    y = make_labels(frame, study.target, horizon)
+    lookback, L_ = set_lookback(study.features.set), study.model.context_len
+    args = (frame["Date"], np.isfinite(y), study.splits, L_, horizon, "scattered")
+    (fixed,) = tuning_splits(*args, lookback)
+    assert _leaks(fixed, lookback, L_, horizon) == 0
+    (naive,) = tuning_splits(*args, 0)  # without the lookback embargo the check fails
+    assert _leaks(naive, lookback, L_, horizon) > 0
+    bigger = SplitsConfig(**{**study.splits.__dict__, "embargo_days": lookback + horizon + 40})
+    (wider,) = tuning_splits(frame["Date"], np.isfinite(y), bigger, L_, horizon, "scattered", lookback)
+    assert len(wider.train) < len(fixed.train)  # embargo_days raises the automatic gap
+
+
+def test_walk_forward_folds_end_before_the_final_validation_period():
+    n = 400
+    c = by_rows(n, 300, 350, folds=2, fold_val_days=40, fold_end="val_start")
+    folds = tuning_splits(dates(n), ok(n), c, L, H, "walk_forward")
+    assert all(f.val[-1] + H <= 299 for f in folds)          # labels end before val_start
+    assert folds[-1].val[-1] + H == 299 and folds[0].val[0] - L + 1 == 220
+    old = tuning_splits(dates(n), ok(n), cfg(**{**c.__dict__, "fold_end": "test_start"}), L, H,
+                        "walk_forward")
+    assert old[-1].val[-1] + H == 349
+
+
+def test_scattered_validation_chunks_are_stratified_over_time():
+    n = 2000
+    for seed in range(5):
+        (s,) = tuning_splits(dates(n), ok(n), cfg(chunk_days=20, val_chunk_fraction=0.2, seed=seed),
+                             L, H, "scattered")
+        chunks = np.unique(s.val // 20)
+        # 1700 pre-test rows = 85 chunks, 17 chosen: one in each group of 5 consecutive chunks
+        assert len(chunks) == 17 and np.array_equal(np.unique(chunks // 5), np.arange(17))

@@ -12,6 +12,7 @@ import logging
 import pickle
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,21 @@ from finscale.files import atomic_path
 
 log = logging.getLogger(__name__)
 
+FULL_BYTES = 1 << 20   # a failed write with less free space than this is a full disk
 STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` atomically (temp file + rename)."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:  # closed here even on failure, so the temp's space is freed
+                torch.save(state, fh)
+        except (RuntimeError, OSError) as exc:  # torch reports a failed write as "enforce fail"
+            free = shutil.disk_usage(path.parent).free
+            cause = "no space left on device" if free < FULL_BYTES else f"write failed: {exc}"
+            raise OSError(f"{path}: cannot write checkpoint ({cause}; {free} bytes free)") from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

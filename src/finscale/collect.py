@@ -28,9 +28,10 @@ from finscale.train import read_final
 log = logging.getLogger(__name__)
 
 # Test metrics carried into the tidy tables (names as in eval.json["test"]["metrics"]).
-METRICS = ("log_loss", "auc", "skill", "brier", "ece", "accuracy", "accuracy_at_thr",
-           "f1_at_thr", "base_rate", "pred_std")
-CI_METRICS = ("log_loss", "auc", "skill", "brier")
+METRICS = ("log_loss", "auc", "skill", "skill_val", "brier", "ece", "accuracy", "accuracy_at_thr",
+           "f1_at_thr", "base_rate", "pred_std", "log_loss_miscalibration",
+           "log_loss_discrimination", "log_loss_refinement")
+CI_METRICS = ("log_loss", "auc", "skill", "skill_val", "brier")
 BACKTEST_STATS = ("total_return", "cagr", "sharpe", "max_drawdown", "hit_rate", "exposure",
                   "n_trades", "n_obs", "skew", "kurtosis")
 
@@ -174,6 +175,8 @@ def _metric_row(block: dict) -> dict:
 def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
     rows["evals"].append({**key, **_metric_row(ev["test"]), "threshold": ev.get("threshold"),
                           "train_base_rate": ev.get("train_base_rate"),
+                          "val_base_rate": ev.get("val_base_rate"),
+                          "strongest_baseline": ev.get("strongest_baseline"),
                           "test_windows": ev.get("test_windows"),
                           "test_first_date": ev.get("test_first_date"),
                           "test_last_date": ev.get("test_last_date")})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -30,7 +31,21 @@ __all__ = [
     "config_to_dict",
     "parse_override",
     "replace_section",
+    "check_name",
+    "NAME_PATTERN",
 ]
+
+# Study, dataset and budget names become directory and file names (runs/<study>/...,
+# data/raw/<name>.parquet, run ids): one safe path component, never '.', '..' or a separator.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
+
+
+def check_name(key: str, value: str) -> str:
+    """``value`` if it is a safe name (:data:`NAME_PATTERN`), else :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(f"{key}: {value!r} is not a valid name ({NAME_RULE})")
+    return value
 
 
 class ConfigError(ValueError):
@@ -79,15 +94,17 @@ class SplitsConfig:
     test_end: str = _opt("", doc="last test date; empty = end of data")
     val_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="validation region size when dates are empty")
     test_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="test region size when dates are empty")
-    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region)")
+    embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region); tuning splits always embargo at least the feature set's lookback + horizon after each validation chunk, and this can only raise it")
     min_eval_windows: int = _opt(100, min=1, doc="validation/test regions with fewer windows are an error (guard 4)")
     train_years: int = _opt(0, min=0, doc="data size D: keep only the last N years of training rows before the validation start (0 = all); validation and test stay fixed, so every D is scored on the same test windows.")
     min_train_windows: int = _opt(100, min=1, doc="with `train_years` set, a training region with fewer windows is an error (a data size too small to train on)")
     chunk_days: int = _opt(250, min=10, doc="scattered tuning split: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of chunks used for validation")
-    folds: int = _opt(4, min=1, doc="walk-forward: number of folds")
+    folds: int = _opt(1, min=1, doc="walk-forward: number of folds (each costs one training per trial)")
     fold_mode: str = _opt("expanding", choices=("expanding", "rolling"), doc="walk-forward: `expanding` or `rolling` training window")
-    fold_val_days: int = _opt(250, min=10, doc="walk-forward: validation block length in rows")
+    fold_val_days: int = _opt(500, min=10, doc="walk-forward: validation block length in rows")
+    fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
+                         doc="walk-forward: folds end just before the final `val_start` (default: tuning resembles the final evaluation) or `test_start`")
     seed: int = _opt(0, min=0, doc="seed of the scattered chunk assignment")
 
 
@@ -114,7 +131,7 @@ class ModelConfig:
 class TrainConfig:
     max_epochs: int = _opt(30, min=1, doc="epochs of a final run")
     batch_size: int = _opt(128, min=1, doc="samples per micro-batch")
-    lr: float = _opt(3e-4, min=0.0, max=1.0, doc="peak AdamW learning rate")
+    lr: float = _opt(3e-4, min=1e-12, max=1.0, doc="peak AdamW learning rate (> 0)")
     weight_decay: float = _opt(1e-3, min=0.0, max=10.0, doc="AdamW decay on weight matrices only (not norms, biases, positions)")
     beta1: float = _opt(0.9, min=0.0, max=0.999999, doc="AdamW beta1")
     beta2: float = _opt(0.999, min=0.0, max=0.999999, doc="AdamW beta2")
@@ -137,7 +154,7 @@ class HpoConfig:
     mode: str = _opt("search", choices=("search", "fixed"),
                      doc="`search`: an Optuna study per budget × horizon cell; `fixed`: take each cell's parameters from `[hpo.table]`, no search")
     trials: int = _opt(8, min=1, doc="trials per cell (in total, across workers and reruns)")
-    split: str = _opt("scattered", choices=("scattered", "walk_forward"), doc="tuning split: `scattered` or `walk_forward` (never the test period)")
+    split: str = _opt("walk_forward", choices=("scattered", "walk_forward"), doc="tuning split: `walk_forward` (default: folds end before the final validation period, see docs/statistics.md) or `scattered` (time-stratified chunks); never the test period")
     storage: str = _opt("", doc="Optuna storage URL (`sqlite:///…`, `postgresql://…`, `journal:PATH`); default `sqlite:///<study dir>/optuna.db`")
     pruner: str = _opt("median", choices=("median", "hyperband", "none"), doc="`median`, `hyperband` or `none`")
     sampler_seed: int = _opt(0, min=0, doc="seed of the TPE sampler and of trial seeds")
@@ -145,7 +162,7 @@ class HpoConfig:
     heartbeat_s: int = _opt(10, min=1, doc="SQL storages: trial heartbeat; a killed worker's trial is re-queued (every worker of a storage must agree)")
     grace_s: int = _opt(0, min=0, doc="seconds without a heartbeat before that happens (0 = 3 × `heartbeat_s`)")
     max_epochs: int = _opt(0, min=0, doc="epochs per trial (0 = `train.max_epochs`)")
-    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=0.0, doc="log-uniform range of the learning rate; `[v]` fixes the value")
+    lr: tuple[float, ...] = _opt((1e-4, 3e-3), min=1e-12, doc="log-uniform range of the learning rate (> 0); `[v]` fixes the value")
     weight_decay: tuple[float, ...] = _opt((1e-5, 1e-1), min=0.0, doc="log-uniform range of the weight decay; `[v]` fixes the value")
     dropout: tuple[float, ...] = _opt((0.0, 0.3), min=0.0, max=0.95, doc="uniform range of dropout; `[v]` fixes the value")
     warmup_fraction: tuple[float, ...] = _opt((0.0, 0.1), min=0.0, max=1.0, doc="uniform range of the warm-up fraction; `[v]` fixes the value")
@@ -171,7 +188,7 @@ class MonitorConfig:
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     bootstrap_resamples: int = _opt(1000, min=10, doc="moving-block bootstrap resamples for test CIs and paired tests")
-    block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = max(horizon, 5); never below the horizon)")
+    block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = chosen from the data per horizon: Politis–White, at least the horizon; never below the horizon)")
     cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
     ece_bins: int = _opt(10, min=2, doc="calibration bins")
     scaling_resamples: int = _opt(1000, min=10, doc="resamples (seeds × test-day blocks) for scaling-law CIs")
@@ -284,7 +301,9 @@ def _check_study(cfg: StudyConfig) -> None:
     if m.stride > m.patch_len:
         raise ConfigError(f"model.stride: {m.stride} exceeds model.patch_len {m.patch_len} "
                           "(days between patches would never be seen)")
-    if not t.horizons or len(set(t.horizons)) != len(t.horizons):
+    if not t.horizons:
+        raise ConfigError("target.horizons: expected at least one horizon, e.g. [1, 5]")
+    if len(set(t.horizons)) != len(t.horizons):
         raise ConfigError(f"target.horizons: expected distinct horizons, got {list(t.horizons)}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds: expected distinct seeds, got {list(cfg.seeds)}")
@@ -300,8 +319,59 @@ def _check_study(cfg: StudyConfig) -> None:
         rng = getattr(cfg.hpo, key)
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")
-    if "/" in cfg.name or not cfg.name:
-        raise ConfigError(f"name: {cfg.name!r} must be a non-empty name without '/'")
+    _check_overridden_search(cfg)
+    check_name("name", cfg.name)
+    if cfg.data.name:
+        check_name("data.name", cfg.data.name)
+    for i, budget in enumerate(m.budgets):
+        check_name(f"model.budgets[{i}]", budget)
+    _check_dates(cfg.splits)
+
+
+def _parse_date(key: str, value: str) -> datetime.date | None:
+    if not value:
+        return None
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{key}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _check_dates(s: SplitsConfig) -> None:
+    """Split dates parse and come in order train_start < val_start < test_start <= test_end."""
+    keys = ("train_start", "val_start", "test_start", "test_end")
+    dates = [(k, _parse_date(f"splits.{k}", getattr(s, k))) for k in keys]
+    given = [(k, d) for k, d in dates if d is not None]
+    for (k1, d1), (k2, d2) in zip(given, given[1:]):
+        if d2 < d1 or (d2 == d1 and k2 != "test_end"):
+            raise ConfigError(f"splits.{k2}: {d2.isoformat()} is not after splits.{k1} "
+                              f"{d1.isoformat()} (expected {' < '.join(keys)})")
+
+
+# A searched HPO value that a fixed training value would silently replace (guard 8):
+# searched key -> the key that overrides it when positive.
+OVERRIDES = {"warmup_fraction": "warmup_steps"}
+
+
+def _check_overridden_search(cfg: StudyConfig) -> None:
+    """ConfigError when HPO would search a value that a fixed value overrides."""
+    if cfg.hpo.mode != "search":
+        return
+    for searched, fixed in OVERRIDES.items():
+        rng = getattr(cfg.hpo, searched)
+        if len(rng) < 2 or rng[0] == rng[1]:
+            continue
+        if getattr(cfg.train, fixed) > 0:
+            raise ConfigError(
+                f"hpo.{searched} is searched ({list(rng)}) but train.{fixed} = "
+                f"{getattr(cfg.train, fixed)} overrides it, so every trial would train alike; "
+                f"set train.{fixed} = 0 or fix hpo.{searched} = [value]")
+        for cell, values in (cfg.hpo.fixed or {}).items():
+            if isinstance(values, dict) and values.get(fixed, 0) and searched not in values:
+                raise ConfigError(
+                    f"hpo.{searched} is searched ({list(rng)}) but hpo.fixed.{cell}.{fixed} = "
+                    f"{values[fixed]} overrides it; drop hpo.fixed.{cell}.{fixed} or also fix "
+                    f"hpo.fixed.{cell}.{searched}")
 
 
 # --------------------------------------------------------------------------- axes

@@ -2,11 +2,14 @@
 
 The trainer polls :meth:`StopRequest.reason` at step boundaries; a non-None reason makes it
 checkpoint and end the run, so the next ``finscale run`` resumes where it stopped.
+A STOP file stops every process working on the study (each sees it), so no process deletes
+it: it stays until a person removes it, and :func:`resume_command` says so.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -46,3 +49,11 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def resume_command(stop_file: Path, command: str) -> str:
+    """The shell command that resumes: ``command``, preceded by removing the STOP file when
+    one is present (otherwise the resumed run would stop again at once)."""
+    if Path(stop_file).exists():
+        return f"rm {shlex.quote(str(stop_file))} && {command}"
+    return command

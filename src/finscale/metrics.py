@@ -8,7 +8,14 @@ Guarantees:
   resamples and point estimates agree exactly);
 - ``skill = 1 - log_loss / log_loss_const`` where ``log_loss_const`` is the log-loss of
   predicting ``prior`` (the TRAINING base rate) for every window: 0 for the constant
-  predictor, < 0 for a model worse than it (guard 12);
+  predictor, < 0 for a model worse than it (guard 12); ``skill_val`` is the same against
+  ``val_prior`` (the VALIDATION base rate, the reference a forecaster had at test time), so a
+  base-rate shift between training and test is not mistaken for skill (guard 15);
+- log-loss and Brier are decomposed (CORP: Dimitriadis, Gneiting & Jordan 2021) as
+  ``miscalibration - discrimination + uncertainty``, the recalibrated forecast being an
+  isotonic (PAV) regression of the labels on the probabilities; ``refinement`` (=
+  uncertainty - discrimination) is the score of the same ranking perfectly calibrated. A
+  constant forecast at any base rate has discrimination 0;
 - a window is predicted positive iff ``prob > threshold`` (strict), everywhere in this
   package (metrics at 0.5, metrics at the chosen threshold, the backtest).
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -76,13 +84,52 @@ def _at_threshold(y: np.ndarray, prob: np.ndarray, threshold: float, suffix: str
     }
 
 
-def classification_metrics(y, prob, *, prior: float, threshold: float | None = None) -> dict:
+def recalibrated(y, prob) -> np.ndarray:
+    """Isotonic (PAV) recalibration of ``prob`` on ``y`` (ties pooled): the CORP reference."""
+    y, p = check_binary(y, prob)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    return iso.fit(p, y).predict(p)
+
+
+def score_decomposition(y, prob) -> dict:
+    """CORP decomposition of log-loss and Brier: ``score = MCB - DSC + UNC`` for each.
+
+    Returns ``{"log_loss": {...}, "brier": {...}}``, each with score, miscalibration (MCB),
+    discrimination (DSC), uncertainty (UNC) and refinement (= UNC - DSC, the recalibrated
+    forecast's score: the "discrimination" view of the scaling fit).
+    """
+    y, p = check_binary(y, prob)
+    rc, base = recalibrated(y, p), np.full_like(y, y.mean())
+    scorers = {"log_loss": lambda q: float(per_sample_log_loss(y, q).mean()),
+               "brier": lambda q: float(((q - y) ** 2).mean())}
+    out = {}
+    for name, score in scorers.items():
+        s, s_rc, s_base = score(p), score(rc), score(base)
+        out[name] = {"score": s, "miscalibration": s - s_rc, "discrimination": s_base - s_rc,
+                     "uncertainty": s_base, "refinement": s_rc}
+    return out
+
+
+def _decomposition_keys(y: np.ndarray, p: np.ndarray) -> dict:
+    dec = score_decomposition(y, p)
+    out = {f"log_loss_{k}": dec["log_loss"][k]
+           for k in ("miscalibration", "discrimination", "refinement", "uncertainty")}
+    out.update(brier_reliability=dec["brier"]["miscalibration"],
+               brier_resolution=dec["brier"]["discrimination"],
+               brier_uncertainty=dec["brier"]["uncertainty"])
+    return out
+
+
+def classification_metrics(y, prob, *, prior: float, threshold: float | None = None,
+                           val_prior: float | None = None) -> dict:
     """All point metrics for one set of predictions (see module docstring for conventions).
 
     Keys: n, log_loss, log_loss_const, skill, auc (None if y has one class; then ``auc_note``
     says why), brier, accuracy/precision/recall/f1/positive_rate (at 0.5), the same with
     suffix ``_at_thr`` plus ``threshold`` when ``threshold`` is given, base_rate, prior,
-    pred_mean, pred_std.
+    pred_mean, pred_std; with ``val_prior``: val_prior, log_loss_const_val, skill_val; the
+    decomposition: log_loss_miscalibration/_discrimination/_refinement/_uncertainty and
+    brier_reliability/_resolution/_uncertainty.
     """
     y, p = check_binary(y, prob)
     prior = check_probability(prior, "prior", open_interval=True)
@@ -100,6 +147,11 @@ def classification_metrics(y, prob, *, prior: float, threshold: float | None = N
         "pred_mean": float(p.mean()),
         "pred_std": float(p.std()),
     }
+    if val_prior is not None:
+        val_prior = check_probability(val_prior, "val_prior", open_interval=True)
+        loss_val = float(log_loss(y, np.full_like(y, val_prior), labels=[0, 1]))
+        out.update(val_prior=val_prior, log_loss_const_val=loss_val, skill_val=1.0 - loss / loss_val)
+    out.update(_decomposition_keys(y, p))
     if np.unique(y).size < 2:
         out["auc"] = None
         out["auc_note"] = f"undefined: every label is {int(y[0])}"
@@ -166,11 +218,16 @@ def choose_threshold(y_val, prob_val) -> float:
     return float(cut)
 
 
-def is_collapsed(metrics: dict, std_floor: float) -> tuple[bool, str]:
-    """Guard 12: flag predictions that barely vary or do not beat the base rate.
+def is_collapsed(metrics: dict, std_floor: float, ci: dict | None = None) -> tuple[bool, str]:
+    """Guard 12: flag predictions that barely vary, do not beat a base rate, or do not rank.
 
-    Consumes a dict from :func:`classification_metrics`. Returns ``(collapsed, reason)``;
-    reason is "" when not collapsed, otherwise names the failing quantities with numbers.
+    Consumes a dict from :func:`classification_metrics` and optionally the bootstrap CIs of
+    :func:`finscale.evaluate.bootstrap.metric_cis`. Collapsed when any holds: pred_std below
+    ``std_floor``; skill <= 0 against the training base rate; skill_val <= 0 against the
+    validation base rate (when recorded); with ``ci``: no significant discrimination (the
+    AUC interval reaches 0.5, or is undefined) — a rule no constant forecast, at any base
+    rate and with any small jitter, passes. Returns ``(collapsed, reason)``; reason is ""
+    when not collapsed, otherwise names the failing quantities with numbers.
     """
     reasons = []
     if metrics["pred_std"] < std_floor:
@@ -180,4 +237,14 @@ def is_collapsed(metrics: dict, std_floor: float) -> tuple[bool, str]:
             f"log-loss {metrics['log_loss']:.4f} is no better than the base rate "
             f"({metrics['log_loss_const']:.4f}; skill={metrics['skill']:.4f})"
         )
+    if metrics.get("skill_val") is not None and metrics["skill_val"] <= 0:
+        reasons.append(
+            f"log-loss {metrics['log_loss']:.4f} is no better than the validation base rate "
+            f"({metrics['log_loss_const_val']:.4f}; skill_val={metrics['skill_val']:.4f})"
+        )
+    if ci is not None:
+        auc_ci = ci.get("auc")
+        if auc_ci is None or auc_ci[0] <= 0.5:
+            shown = "undefined" if auc_ci is None else f"[{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]"
+            reasons.append(f"no significant discrimination (AUC interval {shown} reaches 0.5)")
     return bool(reasons), "; ".join(reasons)

@@ -32,6 +32,7 @@ class PreparedData:
     inputs: list[str]
     values: np.ndarray        # (T, C) float32 raw inputs, before normalisation
     hashes: dict              # {"raw": sha256, "processed": sha256}
+    data_dir: Path | None = None
 
     @property
     def dates(self) -> pd.Series:
@@ -47,7 +48,25 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     return PreparedData(name, frame, inputs, values,
-                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]})
+                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir))
+
+
+STATIONARY_SET = "a20_rel"
+
+
+def stationary_values(prep: PreparedData, set_name: str = STATIONARY_SET) -> np.ndarray:
+    """The stationary feature set's inputs on ``prep``'s rows (NaN where it has no value).
+
+    Baselines fitted on raw price levels extrapolate on a test period whose prices lie above
+    every training row; the scale-free set (built once, stored like any processed set) gives
+    them a fair chance. Rows are matched by date.
+    """
+    if prep.data_dir is None:
+        raise ValueError("stationary_values: the prepared data has no data directory")
+    frame = features.ensure_processed(prep.data_dir, prep.name, set_name)
+    cols = features.input_columns(set_name)
+    aligned = frame.set_index("Date")[cols].reindex(pd.DatetimeIndex(prep.dates))
+    return np.ascontiguousarray(aligned.to_numpy(dtype=np.float64))
 
 
 def horizon_labels(prep: PreparedData, cfg: StudyConfig, horizon: int) -> np.ndarray:
@@ -86,16 +105,42 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
     y = horizon_labels(prep, cfg, horizon)
     split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon)
     data, values = _run_data(prep, cfg, y, split, horizon)
+    if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
+        data.split_report += _tuning_report(prep, cfg, horizon, y)
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
+
+
+def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list[dict]:
+    """Split-report rows of the tuning splits; none (logged) where they cannot be built — the
+    HPO phase reports that error, the final runs do not depend on it."""
+    try:
+        folds = _tuning_splits(prep, cfg, horizon, y)
+    except ValueError as exc:
+        log.warning("horizon %d: tuning split %s not recorded: %s", horizon, cfg.hpo.split, exc)
+        return []
+    return [row for s in folds for row in splits.split_report(s, prep.dates, y)]
+
+
+def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
+    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
+                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set))
 
 
 def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunData]:
     """RunData per tuning split (scattered: one; walk-forward: one per fold). No test windows."""
     y = horizon_labels(prep, cfg, horizon)
-    folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
-                                 horizon, cfg.hpo.split)
-    return [_run_data(prep, cfg, y, split, horizon)[0] for split in folds]
+    return [_run_data(prep, cfg, y, split, horizon)[0] for split in _tuning_splits(prep, cfg, horizon, y)]
+
+
+def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool) -> None:
+    """Guard 4 before any training: every horizon's final split (and, with ``tuning``, its
+    HPO tuning splits) has enough evaluation windows; raises the split's ValueError if not."""
+    for h in horizons:
+        valid = np.isfinite(horizon_labels(prep, cfg, h))
+        splits.final_split(prep.dates, valid, cfg.splits, cfg.model.context_len, h)
+        if tuning:
+            splits.tuning_splits(prep.dates, valid, cfg.splits, cfg.model.context_len, h, cfg.hpo.split)
 
 
 def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataFrame:

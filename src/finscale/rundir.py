@@ -8,8 +8,10 @@ the epochs its checkpoint has not seen.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,71 @@ def make_run_id(budget: str, horizon: int, seed: int | str, digest: str, tag: st
     """Readable id plus a hash tail, e.g. ``cpu-s-h1-s0-3f9c1e2a`` (with study axes, their
     values follow the horizon: ``cpu-s-h1-zscore-s0-…``)."""
     return f"{budget}-h{horizon}{'-' + tag if tag else ''}-s{seed}-{digest[:8]}"
+
+
+LOCK_FILE = ".lock"
+
+
+class Busy(RuntimeError):
+    """Another process holds the unit's lock (its message names the holder)."""
+
+
+class UnitLock:
+    """An exclusive, non-blocking lock on one unit of work (a run or an HPO cell directory).
+
+    ``flock`` on ``<dir>/.lock``: the kernel drops it when the holder exits, even by kill -9,
+    so a lock is never stale; the file records the holder's host and pid for messages. Works
+    across processes on one machine (and on NFS v4 with working locks); a process must not
+    lock the same directory twice. Use as ``with UnitLock(d).acquire(): ...``.
+    """
+
+    def __init__(self, directory: Path | str):
+        self.path = Path(directory) / LOCK_FILE
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False if another process holds it."""
+        assert self._fd is None, f"{self.path} already held by this object"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def acquire(self) -> UnitLock:
+        """Take the lock or raise :class:`Busy` naming the holder."""
+        if not self.try_acquire():
+            raise Busy(f"{self.path.parent} is in use by {self.holder()}")
+        return self
+
+    def holder(self) -> str:
+        try:
+            host, pid = self.path.read_text().split()
+            return f"process {pid} on {host}"
+        except (OSError, ValueError):
+            return "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> UnitLock:
+        return self if self.held else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class RunDir:

@@ -33,11 +33,6 @@ def cfg_cell(cfg: StudyConfig, budget: str, horizon: int) -> str:
     return cell_name(budget, horizon, axis_tag(cfg))
 
 
-def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    """The Optuna study of one cell: ``<study>/<budget>-h<h>[-<axis tag>]``."""
-    return f"{cfg.name}/{cfg_cell(cfg, budget, horizon)}"
-
-
 def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, ...] = (),
           ) -> list[tuple[str, int]]:
     """The study's (budget, horizon) cells, narrowed by ``--only`` filters (empty: all)."""

@@ -12,6 +12,12 @@ Guarantees (validity guards 3, 4 and 11):
   window (the purge is at least the horizon by construction);
 - the spans of windows in different regions are separated by at least ``embargo_days`` rows
   on either side (serial correlation does not care about direction);
+- in tuning splits, training rows AFTER a validation chunk start at least
+  ``max(embargo_days, lookback + horizon)`` rows after its last row, where ``lookback`` is the
+  feature set's longest indicator warm-up: a training window's inputs are computed from up to
+  ``lookback`` rows before its first row, so without this gap e.g. an sma_200 input of a
+  training window would average the prices that decide the validation labels (automatic;
+  ``embargo_days`` can only raise it);
 - tuning splits are built from the rows before the test start only (minus the embargo), so
   no tuning split can hold a test-period row;
 - a validation or test region with fewer than ``min_eval_windows`` windows raises
@@ -94,9 +100,25 @@ def _windows_in(mask: np.ndarray, label_ok: np.ndarray, context_len: int, horizo
     return t[inside & label_ok[t]]
 
 
-def _train_mask(allowed: np.ndarray, eval_mask: np.ndarray, embargo: int) -> np.ndarray:
-    """Training rows: allowed rows at least ``embargo`` rows away from any evaluation row."""
-    return allowed & ~_dilate(eval_mask, embargo)
+def _after(mask: np.ndarray, k: int) -> np.ndarray:
+    """Rows within ``k`` rows AFTER a True row (the row itself excluded)."""
+    if k <= 0:
+        return np.zeros_like(mask)
+    n = len(mask)
+    cs = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+    r = np.arange(n)
+    return cs[r] - cs[np.maximum(r - k, 0)] > 0
+
+
+def _train_mask(allowed: np.ndarray, eval_mask: np.ndarray, embargo: int, after: int = 0) -> np.ndarray:
+    """Training rows: allowed rows at least ``embargo`` rows away from any evaluation row and
+    at least ``after`` rows after one (the lookback embargo, see the module docstring)."""
+    return allowed & ~_dilate(eval_mask, embargo) & ~_after(eval_mask, after)
+
+
+def post_eval_embargo(cfg: SplitsConfig, lookback: int, horizon: int) -> int:
+    """Rows kept free of training after every tuning validation chunk (module docstring)."""
+    return max(int(cfg.embargo_days), int(lookback) + int(horizon))
 
 
 # --------------------------------------------------------------------------- boundaries
@@ -222,11 +244,12 @@ def final_split(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon: i
 
 
 def tuning_splits(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon: int,
-                  scheme: str) -> list[Split]:
+                  scheme: str, lookback: int = 0) -> list[Split]:
     """Train/val splits for tuning, built from the pre-test rows only (never test rows).
 
     ``scheme``: "scattered" -> one split; "walk_forward" -> ``cfg.folds`` splits;
-    "contiguous" -> the final split's train/val without test.
+    "contiguous" -> the final split's train/val without test. ``lookback``: the feature
+    set's longest warm-up (``features.set_lookback``), for the post-validation embargo.
     """
     if scheme not in TUNING_SCHEMES:
         raise ValueError(f"hpo.split: {scheme!r} is not one of {list(TUNING_SCHEMES)}")
@@ -243,14 +266,22 @@ def tuning_splits(dates, label_ok, cfg: SplitsConfig, context_len: int, horizon:
         return [_make("contiguous", masks, ok, idx, cfg, context_len, horizon)]
     if scheme == "scattered":
         val = _scattered_val(pretest, cfg, context_len + horizon)
-        masks = {"train": _train_mask(pretest, val, cfg.embargo_days), "val": val}
+        after = post_eval_embargo(cfg, lookback, horizon)
+        masks = {"train": _train_mask(pretest, val, cfg.embargo_days, after), "val": val}
         return [_make(f"scattered-s{cfg.seed}", masks, ok, idx, cfg, context_len, horizon)]
+    if cfg.fold_end == "val_start":
+        # Folds end just before the final validation period: tuned on the most recent rows
+        # that neither early stopping nor the test touches (the regime closest to the test).
+        pretest &= _rows(len(idx), b.train_lo, b.val_lo - 1 - cfg.embargo_days)
+        if not pretest.any():
+            raise ValueError("splits.fold_end: no rows before splits.val_start to tune on")
     return [_make(f"walk_forward-f{i}", masks, ok, idx, cfg, context_len, horizon)
             for i, masks in enumerate(_walk_forward_masks(pretest, cfg))]
 
 
 def _scattered_val(pretest: np.ndarray, cfg: SplitsConfig, span: int) -> np.ndarray:
-    """Validation rows: a seeded choice of ``chunk_days``-row chunks of the pre-test rows.
+    """Validation rows: a seeded, time-stratified choice of ``chunk_days``-row chunks of the
+    pre-test rows.
 
     The last chunk absorbs the remainder, so every chunk has ``chunk_days`` rows or more.
     """
@@ -263,7 +294,10 @@ def _scattered_val(pretest: np.ndarray, cfg: SplitsConfig, span: int) -> np.ndar
         raise ValueError(f"splits.chunk_days: {cfg.chunk_days} gives {n_chunks} chunk(s) of the "
                          f"{len(rows)} pre-test rows; scattered needs at least 2")
     n_val = int(np.clip(round(cfg.val_chunk_fraction * n_chunks), 1, n_chunks - 1))
-    chosen = np.random.default_rng(cfg.seed).permutation(n_chunks)[:n_val]
+    # Stratified over time: one chunk drawn from each of n_val consecutive groups of chunks,
+    # so validation spans the whole period instead of clustering in a few (crisis) years.
+    rng = np.random.default_rng(cfg.seed)
+    chosen = np.array([rng.choice(group) for group in np.array_split(np.arange(n_chunks), n_val)])
     chunk_of_row = np.minimum(np.arange(len(rows)) // cfg.chunk_days, n_chunks - 1)
     val = np.zeros_like(pretest)
     val[rows[np.isin(chunk_of_row, chosen)]] = True
@@ -271,7 +305,9 @@ def _scattered_val(pretest: np.ndarray, cfg: SplitsConfig, span: int) -> np.ndar
 
 
 def _walk_forward_masks(pretest: np.ndarray, cfg: SplitsConfig) -> list[dict[str, np.ndarray]]:
-    """Folds whose validation blocks tile the end of the pre-test rows, oldest first.
+    """Folds whose validation blocks tile the end of the given rows, oldest first. Training
+    rows lie before each fold's validation block only, so the post-validation lookback
+    embargo of scattered splits holds by construction.
 
     Expanding: training is every pre-test row before the block (minus the embargo).
     Rolling: training keeps the length the first fold has.

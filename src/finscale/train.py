@@ -226,10 +226,21 @@ class Trainer:
         try:
             while self.state["epoch"] < self.cfg.max_epochs and not self._early_stopped():
                 self._train_epoch()
+            return self._finish()
         except TrainingFailed as exc:
             self.run.write_status("failed", reason=str(exc), epoch=self.state["epoch"])
             raise
-        return self._finish()
+        except OSError as exc:  # disk full, read-only or vanished directory
+            self._record_failure(f"storage error: {exc}")
+            raise
+
+    def _record_failure(self, reason: str) -> None:
+        """Best effort: say why in status.json (the failed write's temp file is gone by now,
+        so a full disk usually has room for it); never mask the original error."""
+        try:
+            self.run.write_status("failed", reason=reason, epoch=self.state["epoch"])
+        except OSError as exc:
+            log.error("%s: cannot record the failure in status.json (%s)", self.run.path, exc)
 
     def _early_stopped(self) -> bool:
         return self.state["bad_epochs"] >= self.cfg.patience

@@ -2,7 +2,8 @@
 
 Each command group is a module in this package exposing ``register(subparsers)``; a
 handler returns the process exit code. User mistakes (``ValueError`` and subclasses)
-become ``error: <message>`` on stderr and exit code 1; ``--debug`` shows the traceback.
+and environment failures (``OSError``: full disk, read-only or missing paths, each naming
+its path) become ``error: <message>`` on stderr and exit code 1; ``--debug`` shows the traceback.
 
 Conventions (those of git and pip): the global options ``-v/--verbose``, ``--debug`` and
 ``--data-dir DIR`` are accepted before or after the (sub)command; a study is the
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # user mistakes; disk full, permissions, missing files
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import Output, add_json_arg, console, data_dir_arg
+from finscale.config import DataConfig
 from finscale.data import Manifest, fetch_dataset, resolve_data_dir, verify
 
 
@@ -23,7 +24,8 @@ def register(sub) -> None:
     fetch.add_argument("--name", default="", metavar="NAME", help="dataset name (default: from the source)")
     fetch.add_argument("--adjusted", action="store_true",
                        help="file sources: scale Open/High/Low/Close by 'Adj Close'/Close")
-    fetch.add_argument("--min-rows", type=int, default=1, metavar="N", help="fewer rows is an error")
+    fetch.add_argument("--min-rows", type=int, default=DataConfig().min_rows, metavar="N",
+                       help="fewer validated rows is an error (default: %(default)s, as data.min_rows)")
     fetch.set_defaults(handler=_fetch)
     ver = dsub.add_parser("verify", help="re-hash every stored dataset; exit 1 if any changed")
     add_json_arg(ver)

@@ -13,7 +13,7 @@ from finscale.cli.common import (
     print_table,
 )
 from finscale.cli.progress import ProgressPrinter
-from finscale.control import StopRequest
+from finscale.control import StopRequest, resume_command
 
 
 def register(sub) -> None:
@@ -108,7 +108,8 @@ def _hpo(args) -> int:
                              on_event=on_event)
             _print_cell(s)
             if s["stopped"]:
-                console.print(f"stopped: {s['stopped']}. Rerun the same command to resume.")
+                hint = resume_command(cfg.study_dir / "STOP", "the same command")
+                console.print(f"stopped: {s['stopped']}. Resume with: {hint}")
                 return 3
             if s["best_trial"] is None:
                 missing.append(s["cell"])

@@ -99,11 +99,11 @@ def _machine(cfg: StudyConfig, args: argparse.Namespace) -> tuple[str, str, int,
         return device_type, precision, parse_memory(args.memory), args.memory
     if device.type == "cuda":
         total = torch.cuda.mem_get_info(device.index or 0)[1]
-        return device_type, precision, total, f"{_bytes(total)} ({torch.cuda.get_device_name(device.index or 0)})"
+        return device_type, precision, total, f"{format_bytes(total)} ({torch.cuda.get_device_name(device.index or 0)})"
     import psutil
 
     total = psutil.virtual_memory().total
-    return device_type, precision, total, f"{_bytes(total)} RAM ({device.type})"
+    return device_type, precision, total, f"{format_bytes(total)} RAM ({device.type})"
 
 
 def trained_architectures(cfg: StudyConfig, budget: str) -> list[tuple[str, ModelArgs]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finscale.cli.commands import COMMANDS
 from finscale.cli.common import console
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "predict", help="score OHLCV data with a finished run's best checkpoint",
+        "predict", help=COMMANDS["predict"],
         description="Load RUN_DIR/ckpt/best.pt (weights, feature columns, normaliser statistics, "
                     "label rule) and score every window of SOURCE: features, normalisation and "
                     "windows are rebuilt from the checkpoint, not from a study file. Scoring the "
@@ -18,11 +19,11 @@ def register(sub) -> None:
                     "columns differ from the checkpoint's, is refused.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run directory (runs/<study>/final/<id>)")
     p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="sample:sp500, sample:nasdaq, file:PATH (CSV/Parquet) or yfinance:TICKER")
+                   help="sample:sp500, sample:nasdaq, file:PATH (CSV/Parquet), yfinance:TICKER or synthetic:...")
     p.add_argument("--out", default=None, metavar="FILE.parquet",
                    help="write the predictions (date, end, prob, label) here; default: print the last rows")
-    p.add_argument("--start", default=None, help="first window end date to score (ISO)")
-    p.add_argument("--end", default=None, help="last window end date to score (ISO)")
+    p.add_argument("--start", default=None, metavar="DATE", help="first window end date to score (ISO)")
+    p.add_argument("--end", default=None, metavar="DATE", help="last window end date to score (ISO)")
     p.set_defaults(handler=_predict)
 
 

@@ -125,7 +125,10 @@ def _run(args) -> int:
                               data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
             summary = run_study(cfg, opts)
     except StudyStopped as exc:
-        console.print(f"{exc.status}: {exc}. Checkpointed; resume with:\n  {resume_command(args)}")
+        from finscale.control import resume_command as with_stop_file
+
+        command = with_stop_file(cfg.study_dir / "STOP", resume_command(args))
+        console.print(f"{exc.status}: {exc}. Checkpointed; resume with:\n  {command}")
         return 3
     console.print(f"final runs trained: {len(summary.done)}, already done: {len(summary.skipped)}, "
                   f"failed: {len(summary.failed)}")

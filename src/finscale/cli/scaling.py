@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from finscale.cli.commands import COMMANDS
 from finscale.cli.common import console, print_table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("scaling", help="fit scaling laws to a CSV of points",
+    p = sub.add_parser("scaling", help=COMMANDS["scaling"],
                        description="Scaling-law fits outside a study.")
-    ssub = p.add_subparsers(dest="scaling_command", metavar="ACTION", required=True)
+    ssub = p.add_subparsers(dest="scaling_command", metavar="COMMAND", required=True)
     fit = ssub.add_parser(
         "fit", help="fit L(N) or L(N, D) = E + A·N^-alpha + B·D^-beta to POINTS.csv",
         description="Fit one row per trained model: model size (--n), loss (--loss) and, for the joint "
@@ -30,14 +31,14 @@ def register(sub) -> None:
                      help="drop the K highest losses first")
     fit.add_argument("--resamples", type=int, default=1000, metavar="R",
                      help="bootstrap resamples (default 1000)")
-    fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument("--seed", type=int, default=0, metavar="N", help="bootstrap seed (default 0)")
     fit.add_argument("--out", default=None, metavar="FILE.json", help="also write the result as JSON")
     fit.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
     fit.set_defaults(handler=_fit)
 
 
 def _fit(args) -> int:
-    from finscale.data.store import atomic_write_json
+    from finscale.files import atomic_write_json
     from finscale.scaling.points import PointsSpec, fit_points
 
     spec = PointsSpec(n_col=args.n_col, loss_col=args.loss_col, d_col=args.d_col, flops_col=args.flops_col,

@@ -40,7 +40,10 @@ def _splits_for(scheme: str, dates, label_ok, cfg, horizon: int) -> list[Split]:
     L = cfg.model.context_len
     if scheme == "contiguous":
         return [final_split(dates, label_ok, cfg.splits, L, horizon)]
-    return tuning_splits(dates, label_ok, cfg.splits, L, horizon, scheme)
+    from finscale.features import set_lookback
+
+    return tuning_splits(dates, label_ok, cfg.splits, L, horizon, scheme,
+                         set_lookback(cfg.features.set))
 
 
 def _show(args) -> int:

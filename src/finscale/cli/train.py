@@ -54,7 +54,10 @@ def _train(args) -> int:
             final, skipped = execute_final(cfg, prep, spec,
                                            controls=Controls(should_stop=stop.reason, on_event=on_event))
         except RunInterrupted as exc:
-            console.print(f"{exc.status}: {exc}; checkpointed. Resume with the same command.")
+            from finscale.control import resume_command
+
+            hint = resume_command(cfg.study_dir / "STOP", "the same command")
+            console.print(f"{exc.status}: {exc}; checkpointed. Resume with: {hint}")
             return 3
         except TrainingFailed as exc:
             console.print(f"failed: {exc} (see {path / 'status.json'})")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.config import DataConfig
+from finscale.config import NAME_PATTERN, NAME_RULE, DataConfig
 from finscale.data.sources import SourceSpec, fetch, load_sample, parse_source
 from finscale.data.store import Manifest, resolve_data_dir, sha256_file, store_frame, verify
 from finscale.data.validate import DataError, validate_ohlcv
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 def raw_path(name: str) -> str:
     """Path of a raw dataset relative to DATA_DIR."""
-    if not name or "/" in name or name.startswith("."):
-        raise DataError(f"dataset name {name!r}: expected a plain name (letters, digits, -_.)")
+    if not NAME_PATTERN.fullmatch(name or ""):
+        raise DataError(f"dataset name {name!r}: not a valid name ({NAME_RULE}); "
+                        "set one with --name / data.name")
     return f"raw/{name}.parquet"
 
 

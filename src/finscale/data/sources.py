@@ -74,10 +74,25 @@ def read_file(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt"):
+            _check_csv_header(path)
             return pd.read_csv(path)
     except (ValueError, OSError) as exc:
         raise DataError(f"file {path}: cannot be read ({exc})") from exc
     raise DataError(f"file {path}: unsupported extension {suffix!r} (expected .csv or .parquet)")
+
+
+def _check_csv_header(path: Path) -> None:
+    """pandas renames a repeated header ('Close' -> 'Close.1'): reject duplicates first."""
+    import csv
+
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    seen: dict[str, str] = {}
+    for col in header:
+        key = col.strip().lower()
+        if key in seen:
+            raise DataError(f"file {path}: duplicated column {col.strip()!r} in the header")
+        seen[key] = col
 
 
 def download_yfinance(ticker: str) -> pd.DataFrame:

@@ -3,7 +3,8 @@ JSON-ready dicts out). The lead wires these to run directories; see each module'
 """
 
 from finscale.evaluate.backtest import backtest, deflated_sharpe_ratio
-from finscale.evaluate.baselines import BASELINES, fit_baselines
+from finscale.evaluate.baselines import BASELINES, CONSTANT_BASELINES, fit_baselines
+from finscale.evaluate.blocklen import choose_block_len, politis_white
 from finscale.evaluate.bootstrap import (
     block_bootstrap_indices,
     bootstrap_ci,
@@ -20,10 +21,17 @@ from finscale.metrics import (
     expected_calibration_error,
     is_collapsed,
     per_sample_log_loss,
+    recalibrated,
+    score_decomposition,
 )
 
 __all__ = [
     "BASELINES",
+    "CONSTANT_BASELINES",
+    "choose_block_len",
+    "politis_white",
+    "recalibrated",
+    "score_decomposition",
     "backtest",
     "block_bootstrap_indices",
     "bootstrap_ci",

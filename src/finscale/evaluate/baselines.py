@@ -8,6 +8,8 @@ gives the same probabilities.
 
 Baselines (``BASELINES``):
 - ``constant``: the training base rate for every window (skill 0 by construction);
+- ``constant_val``: the "recalibrated constant": the VALIDATION base rate for every window
+  (the best information-free forecast known at test time; only when ``val_prior`` is given);
 - ``logistic``: StandardScaler + LogisticRegression (L2, C=1);
 - ``hist_gbm``: HistGradientBoostingClassifier, small and fixed (no internal early
   stopping: its random hold-out would ignore time order), < 1 s on ~4k rows x 25.
@@ -27,6 +29,7 @@ from threadpoolctl import threadpool_limits
 log = logging.getLogger(__name__)
 
 BASELINES = ("constant", "logistic", "hist_gbm")
+CONSTANT_BASELINES = ("constant", "constant_val")
 
 
 def _check_matrix(X, name: str, n_cols: int | None = None) -> np.ndarray:
@@ -50,10 +53,13 @@ def _models(seed: int) -> dict:
     }
 
 
-def fit_baselines(X_train, y_train, X_eval_dict: dict, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def fit_baselines(X_train, y_train, X_eval_dict: dict, seed: int, *, val_prior: float | None = None,
+                  suffix: str = "", constants: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Fit every baseline on ``(X_train, y_train)``; predict each ``X_eval_dict[split]``.
 
-    Returns ``{baseline: {split: prob}}`` with float64 probabilities of label 1.
+    Returns ``{baseline + suffix: {split: prob}}`` with float64 probabilities of label 1;
+    ``constants=False`` leaves out the input-free constant baselines (for a second input
+    variant of the same windows), ``val_prior`` adds ``constant_val``.
     """
     X_train = _check_matrix(X_train, "X_train")
     y = np.asarray(y_train, dtype=np.float64).ravel()
@@ -63,13 +69,18 @@ def fit_baselines(X_train, y_train, X_eval_dict: dict, seed: int) -> dict[str, d
         raise ValueError("y_train must be 0/1 labels containing both classes")
     evals = {name: _check_matrix(X, f"X_eval_dict[{name!r}]", X_train.shape[1])
              for name, X in X_eval_dict.items()}
-    prior = float(y.mean())
-    out = {"constant": {name: np.full(X.shape[0], prior) for name, X in evals.items()}}
+    out = {}
+    if constants:
+        priors = {"constant": float(y.mean())}
+        if val_prior is not None:
+            priors["constant_val"] = float(val_prior)
+        out = {name: {split: np.full(X.shape[0], rate) for split, X in evals.items()}
+               for name, rate in priors.items()}
     # One thread: on a few thousand rows, OpenMP/BLAS start-up costs more than it saves
     # (3-6x slower on a shared 2-core machine); results are identical.
     with threadpool_limits(1):
         for name, model in _models(seed).items():
             model.fit(X_train, y.astype(np.int64))
-            out[name] = {split: model.predict_proba(X)[:, 1] for split, X in evals.items()}
+            out[name + suffix] = {split: model.predict_proba(X)[:, 1] for split, X in evals.items()}
             log.info("baseline %s fitted on %d rows x %d features", name, *X_train.shape)
     return out

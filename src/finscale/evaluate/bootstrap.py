@@ -10,7 +10,7 @@ sequence of contiguous runs of exactly ``block_len`` indices, except the final r
 is cut short when ``block_len`` does not divide ``n``. Blocks must be at least the label
 horizon long, because labels of neighbouring days share their future price path
 (overlapping h-day windows); shorter blocks would understate the variance, so it is an
-error.
+error. The evaluate phase chooses the length from the data (:mod:`.blocklen`).
 
 Statistics are vectorised over resamples: the ``(n_resamples, n)`` index matrix gathers
 per-window terms once (log-loss, Brier, correctness); AUC uses a rank formula on resample
@@ -24,13 +24,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from finscale.metrics import check_binary, check_probability, per_sample_log_loss
+from finscale.metrics import check_binary, check_probability, per_sample_log_loss, recalibrated
 
 log = logging.getLogger(__name__)
 
 
 def default_block_len(horizon: int, block_len: int = 0) -> int:
-    """``EvalConfig.block_len`` semantics: 0 means ``max(horizon, 5)``; else checked >= horizon."""
+    """Fallback block length where no data-chosen one is recorded (see :mod:`.blocklen`):
+    0 means ``max(horizon, 5)``; else checked >= horizon."""
     chosen = max(int(horizon), 5) if block_len == 0 else int(block_len)
     check_block_len(chosen, horizon)
     return chosen
@@ -128,11 +129,13 @@ def resampled_auc(y: np.ndarray, prob: np.ndarray, idx: np.ndarray) -> np.ndarra
 
 
 def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n_resamples: int,
-               seed: int, *, horizon: int, alpha: float = 0.05) -> dict:
+               seed: int, *, horizon: int, alpha: float = 0.05, val_prior: float | None = None) -> dict:
     """Block-bootstrap CIs: metric -> [lo, hi] (None when undefined in every resample).
 
     Metrics: log_loss, auc, brier, accuracy (at 0.5), skill (vs ``prior`` on the same
-    resample), and accuracy_at_thr when ``threshold`` is given. Conventions as in
+    resample), skill_val (vs ``val_prior``, when given), log_loss_refinement (per-window
+    log-loss of the isotonic recalibration fitted once on all days, resampled), and
+    accuracy_at_thr when ``threshold`` is given. Conventions as in
     :func:`finscale.metrics.classification_metrics`.
     """
     y, p = check_binary(y, prob)
@@ -146,7 +149,11 @@ def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n
         "brier": ((p - y) ** 2)[idx].mean(axis=1),
         "accuracy": ((p > 0.5) == (y == 1))[idx].mean(axis=1),
         "skill": 1.0 - ll / ll_const,
+        "log_loss_refinement": per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1),
     }
+    if val_prior is not None:
+        val_prior = check_probability(val_prior, "val_prior", open_interval=True)
+        stats["skill_val"] = 1.0 - ll / per_sample_log_loss(y, np.full_like(p, val_prior))[idx].mean(axis=1)
     if threshold is not None:
         stats["accuracy_at_thr"] = ((p > threshold) == (y == 1))[idx].mean(axis=1)
     return {name: percentile_ci(values, alpha) for name, values in stats.items()}
@@ -186,8 +193,10 @@ def replicate_metrics(y, probs, block_len: int, n_resamples: int, seed: int, *,
     ``probs`` is (runs, n): every run's probabilities on the SAME test windows ``y``. All
     runs use the same resample indices (those of :func:`metric_cis` with this seed), so
     column j is every run scored on the j-th resampled test period, keeping the correlation
-    that shared days induce. Returns {"log_loss", "auc", "brier"} -> (runs, n_resamples);
-    AUC is NaN where a resample has one class. Feed to ``finscale.scaling.resample_replicates``.
+    that shared days induce. Returns {"log_loss", "auc", "brier", "log_loss_refinement"} ->
+    (runs, n_resamples);
+    AUC is NaN where a resample has one class; "log_loss_refinement" is the discrimination
+    view (see :func:`metric_cis`). Feed to ``finscale.scaling.resample_replicates``.
     """
     probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
     y, _ = check_binary(y, probs[0])
@@ -198,4 +207,6 @@ def replicate_metrics(y, probs, block_len: int, n_resamples: int, seed: int, *,
         "log_loss": np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs]),
         "auc": np.stack([resampled_auc(y, p, idx) for p in probs]),
         "brier": np.stack([((p - y) ** 2)[idx].mean(axis=1) for p in probs]),
+        "log_loss_refinement": np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
+                                         for p in probs]),
     }

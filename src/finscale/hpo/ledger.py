@@ -88,6 +88,22 @@ def study_ledger(study: optuna.Study) -> Ledger:
     return make_ledger(study.get_trials(deepcopy=False))
 
 
+def trial_slot(trials: list[FrozenTrial], number: int) -> int:
+    """The slot (0..N-1) of trial ``number``: which of the cell's N trials it is.
+
+    A fresh trial's slot is its rank among counting trials when it is asked; a retry keeps
+    its original's slot (user attribute ``slot``, copied by the retry). Unlike trial numbers,
+    slots do not shift when a killed trial is re-queued, so everything derived from them
+    (the sampler's seed, the training seed, the run directory) is the same in a resumed
+    search as in an uninterrupted one.
+    """
+    frozen = next(t for t in trials if t.number == number)
+    if "slot" in frozen.user_attrs:
+        return int(frozen.user_attrs["slot"])
+    led = make_ledger(trials)
+    return led.rank(original_number(frozen))
+
+
 # --------------------------------------------------------------------------- worker identity
 
 def worker_identity() -> dict:

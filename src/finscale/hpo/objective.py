@@ -3,7 +3,8 @@
 Consumes: the study config, a cell (budget, horizon), the prepared data and an Optuna trial.
 Produces: the trial's best validation log-loss (walk-forward: the mean over folds of each
 fold's best), a run directory per trial under ``runs/<study>/hpo/<cell>/trials/`` and user
-attributes: ``seed`` (derived from ``hpo.sampler_seed``, the cell and the trial number),
+attributes: ``slot`` (which of the N trials it is, see :func:`~finscale.hpo.ledger.trial_slot`),
+``seed`` (derived from ``hpo.sampler_seed``, the cell and the slot),
 ``cell_params`` (all parameters in make_spec form, fixed ones included), ``params_total`` /
 ``params_non_embedding`` (measured from the built model), ``run_dir``, ``worker``,
 ``best_epoch``, ``fold_losses``, ``collapsed``; ``fail_reason`` or ``interrupted`` when
@@ -27,7 +28,7 @@ import numpy as np
 import optuna
 
 from finscale.config import StudyConfig
-from finscale.hpo.ledger import make_ledger, original_number, retry_history, worker_identity
+from finscale.hpo.ledger import make_ledger, retry_history, trial_slot, worker_identity
 from finscale.hpo.space import cell_space
 from finscale.model import count_parameters, select_device
 from finscale.prepare import PreparedData, tuning_data
@@ -50,8 +51,8 @@ def cell_dir(cfg: StudyConfig, budget: str, horizon: int) -> Path:
     return cfg.study_dir / "hpo" / cfg_cell(cfg, budget, horizon)
 
 
-def trial_seed(cfg: StudyConfig, cell: str, number: int) -> int:
-    return derive_seed(cfg.hpo.sampler_seed, cell, number)
+def trial_seed(cfg: StudyConfig, cell: str, slot: int) -> int:
+    return derive_seed(cfg.hpo.sampler_seed, cell, slot)
 
 
 class Objective:
@@ -77,18 +78,18 @@ class Objective:
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         self.current = trial.number
-        number, resume = self._claim(trial)
-        seed = trial_seed(self.cfg, self.cell, number)
+        slot, resume = self._claim(trial)
+        seed = trial_seed(self.cfg, self.cell, slot)
         params = self.space.sample(trial)
         spec = make_spec(self.cfg, self.budget, self.horizon, seed, params,
                          max_epochs=self.cfg.hpo.max_epochs or None)
-        root = cell_dir(self.cfg, self.budget, self.horizon) / "trials" / f"t{number:04d}-{spec.digest[:8]}"
+        root = cell_dir(self.cfg, self.budget, self.horizon) / "trials" / f"t{slot:04d}-{spec.digest[:8]}"
         if root.exists() and not resume:
             # Left by an earlier storage that reused this number: never resume someone else's run.
             shutil.rmtree(root)
         # A retry starts from a copy of its original's attributes; clear the outcome ones.
         outcome = {k: None for k in OUTCOME_ATTRS if k in trial.user_attrs} if resume else {}
-        for key, value in {**outcome, "seed": seed, "cell_params": params, "run_dir": str(root),
+        for key, value in {**outcome, "slot": slot, "seed": seed, "cell_params": params, "run_dir": str(root),
                            "worker": self.identity}.items():
             trial.set_user_attr(key, value)
         losses = [self._train_fold(trial, spec, i, data, root) for i, data in enumerate(self.folds)]
@@ -96,9 +97,9 @@ class Objective:
         return float(np.mean(losses))
 
     def _claim(self, trial) -> tuple[int, bool]:
-        """(number whose seed and run directory this trial uses, whether it re-runs a trial).
+        """(slot whose seed and run directory this trial uses, whether it re-runs a trial).
 
-        A retry re-uses the original trial's number, so it resumes the original's checkpoint.
+        A retry keeps the original trial's slot, so it resumes the original's checkpoint.
         """
         if not isinstance(trial, optuna.trial.Trial):
             return trial.number, False
@@ -110,7 +111,7 @@ class Objective:
                                f"{self.cell} were claimed by other workers while it was being "
                                "asked (surplus: not counted, not a failure)")
         frozen = next(t for t in trials if t.number == trial.number)
-        return original_number(frozen), bool(retry_history(frozen))
+        return trial_slot(trials, trial.number), bool(retry_history(frozen))
 
     def _train_fold(self, trial, spec: RunSpec, fold: int, data: RunData, root: Path) -> float:
         run = RunDir(root / f"fold-{fold}" if len(self.folds) > 1 else root)

@@ -12,10 +12,14 @@ Guarantees:
   process is gone (journal files, same host), then resumes from its checkpoint;
 - K local worker processes (fresh interpreters) share the storage; workers on other machines join by
   running the same command with the same ``--storage``;
-- TPE is seeded per worker from ``hpo.sampler_seed``, the cell, the worker index and the
-  number of trials the study held when the worker started (a fresh sequential run always
-  samples the same parameters; a resumed one does not repeat its first draws), and uses
-  ``constant_liar`` whenever trials can run concurrently.
+- sampling depends only on (``hpo.sampler_seed``, cell, trial slot) and the finished trials
+  before it: each trial gets a TPE sampler seeded from its slot (:class:`SlotSeededSampler`),
+  so a search killed at any moment and resumed picks the same parameters as an uninterrupted
+  one; ``constant_liar`` is used whenever trials can run concurrently;
+- the study's name carries a hash of the values that change trial results
+  (:mod:`finscale.hpo.identity`), so changed settings start a new search;
+- storage failures (full disk, database outage) raise :class:`StorageError`, one line naming
+  the storage and the cause.
 """
 
 from __future__ import annotations
@@ -37,14 +41,16 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
+from finscale.hpo.failures import StorageError, quiet_optuna_trial_failures, storage_error  # noqa: F401
+from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import FINISHED, requeue_dead_local, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
+from finscale.hpo.sampler import SlotSeededSampler, make_sampler  # noqa: F401 (public here)
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
 from finscale.prepare import PreparedData, prepare
-from finscale.repro import derive_seed
-from finscale.spec import cfg_cell, study_name
+from finscale.spec import cfg_cell
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -52,15 +58,6 @@ log = logging.getLogger(__name__)
 EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on request
 POLL_S = 0.5           # how often the parent checks its workers and stop requests
 METRIC_NAME = "val_log_loss"   # the objective, as optuna-dashboard labels it
-
-
-def make_sampler(cfg: StudyConfig, n_trials: int, *, seed: int, constant_liar: bool):
-    # A third of the trials (2..10) explore at random before TPE models the rest.
-    startup = min(10, max(2, n_trials // 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
-                                          constant_liar=constant_liar)
 
 
 def make_pruner(cfg: StudyConfig, max_steps: int) -> optuna.pruners.BasePruner:
@@ -87,13 +84,13 @@ def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=
 
 
 def reap_stale(study: optuna.Study, storage) -> None:
-    """Re-queue trials of dead workers: heartbeat lapse (RDB) or dead local pid (journal)."""
+    """Re-queue trials of dead workers: a dead pid on this host at once (any storage), and on
+    relational storages also trials whose heartbeat lapsed (workers on other hosts)."""
+    requeue_dead_local(study)
     if has_heartbeat(storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    else:
-        requeue_dead_local(study)
 
 
 # --------------------------------------------------------------------------- one worker
@@ -114,13 +111,12 @@ class WorkerJob:
 
 
 def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study:
-    """The cell's study with this worker's seeded TPE sampler and the study's pruner."""
+    """The cell's study with a slot-seeded TPE sampler and the study's pruner."""
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
-    seed = derive_seed(cfg.hpo.sampler_seed, cfg_cell(job.cfg, job.budget, job.horizon), "sampler",
-                       job.index, len(study.get_trials(deepcopy=False)))
-    study.sampler = make_sampler(cfg, job.n_trials, seed=seed,
-                                 constant_liar=job.workers > 1 or job.storage.shared)
+    study.sampler = SlotSeededSampler(cfg, cfg_cell(job.cfg, job.budget, job.horizon), job.n_trials,
+                                      constant_liar=job.workers > 1 or job.storage.shared,
+                                      study=study)
     study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
     return study
 
@@ -133,6 +129,7 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None) -
     """
     cell = cfg_cell(job.cfg, job.budget, job.horizon)
     _follow_verbosity()
+    quiet_optuna_trial_failures()
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
                           controls=controls, on_trainer=on_trainer)
     storage = open_storage(job.storage)
@@ -208,7 +205,13 @@ def worker_main() -> None:
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))  # K workers share the cores
     with StopRequest(job.cfg.study_dir / "STOP") as stop:
-        status = work(job, controls=Controls(should_stop=stop.reason))
+        try:
+            status = work(job, controls=Controls(should_stop=stop.reason))
+        except Exception as exc:
+            if (err := storage_error(job.storage, exc)) is None:
+                raise
+            log.error("%s", err)
+            sys.exit(1)
     sys.exit(EXIT_STOPPED if status == "stopped" else 0)
 
 
@@ -308,6 +311,17 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
     cell_space(cfg, budget, horizon)  # configuration errors surface before any worker starts
     prep = prepare(cfg, data_dir)
     _follow_verbosity()
+    try:
+        return _search(cfg, budget, horizon, spec, prep, n_trials, n_workers, should_stop, on_event)
+    except Exception as exc:
+        if (err := storage_error(spec, exc)) is not None:
+            raise err from None
+        raise
+
+
+def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep: PreparedData,
+            n_trials: int, n_workers: int, should_stop, on_event) -> dict:
+    """Run workers until the cell is done or stopped; write its outputs; return the summary."""
     store = open_storage(spec)
     study = open_study(cfg, budget, horizon, store)
     study.set_user_attr("n_trials", n_trials)

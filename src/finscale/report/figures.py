@@ -72,7 +72,7 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
     bands on the matching panels; ``not_converged``: run ids drawn as hollow markers."""
     if not hs.fits:
         raise EmptyFigure(f"horizon {hs.horizon}: no scaling fit ({hs.reason})")
-    cols = 2 if len(hs.fits) == 4 else len(hs.fits)
+    cols = 2 if len(hs.fits) == 4 else min(len(hs.fits), 3)
     rows = -(-len(hs.fits) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False,
                              layout="constrained")
@@ -118,7 +118,8 @@ def _scaling_panel(ax, af, colors: dict, not_converged: frozenset = frozenset())
     ax.axhline(pts["y"].mean(), color="gray", ls="--", label="no-scaling fit (mean)")
     ax.set_xscale("log")
     ax.set_xlabel(af.x_label, fontsize=8)
-    ax.set_ylabel({"log_loss": "test log-loss (nats)", "auc_error": "1 - test AUC"}[af.quantity], fontsize=8)
+    ax.set_ylabel({"log_loss": "test log-loss (nats)", "auc_error": "1 - test AUC",
+                   "log_loss_refinement": "test refinement log-loss (nats)"}[af.quantity], fontsize=8)
     ax.set_title(af.verdict, fontsize=8)
 
 

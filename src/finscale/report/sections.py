@@ -113,7 +113,8 @@ def study_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
 
 def splits_section(sr: StudyRuns) -> Section:
     return Section(SECTIONS[2], [Table(sr.splits, "Split regions per horizon (windows, dates, base "
-                                       "rate of the label)", "splits.csv")])
+                                       "rate of the label): the final split (contiguous) and, "
+                                       "beside it, the tuning split(s) HPO used", "splits.csv")])
 
 
 def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
@@ -135,20 +136,43 @@ def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     per_run = _per_run(sr)
     blocks = [Text("Test metrics of the final runs (best weights, test split scored once). Cells: "
                    f"mean over seeds with a {tables.CI_LEVEL:.0%} Student-t interval over seeds "
-                   "(blank with one seed). Skill = 1 - log-loss / log-loss of the training base rate.")]
+                   "(blank with one seed). Skill = 1 - log-loss / log-loss of the training base "
+                   "rate; skill_val = the same against the validation base rate, the reference a "
+                   "forecaster had at test time (a base-rate shift from training to test is not "
+                   "skill). Log-loss = miscalibration - discrimination + uncertainty (CORP "
+                   "decomposition, isotonic recalibration); a run is collapsed when its predictions "
+                   "barely vary, it does not beat either base rate, or its AUC interval reaches 0.5.")]
     if res.empty:
         blocks.append(Text("No evaluated final runs yet: run `finscale evaluate`."))
         return Section(SECTIONS[4], blocks), res
+    blocks.append(Text(_block_text(sr)))
     shown = res[["horizon", "budget", "seeds", "params_total", "params_non_embedding"]].copy()
     for m in tables.RESULT_METRICS:
         shown[m] = with_ci(res, m)
     shown["collapsed"] = res["collapsed_runs"]
     blocks += [Table(res, "Final results (budget x horizon)", "final_results.csv", shown=shown),
                Table(per_run, "Per-run test metrics with block-bootstrap CIs", "final_runs.csv",
-                     shown=per_run.assign(log_loss_ci=ci_text(per_run, "log_loss_lo", "log_loss_hi"))[
-                         ["run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci",
-                          "auc", "skill", "brier", "ece", "collapsed"]])]
+                     shown=_per_run_shown(per_run))]
     return Section(SECTIONS[4], blocks), res
+
+
+def _per_run_shown(per_run: pd.DataFrame) -> pd.DataFrame:
+    shown = per_run.assign(log_loss_ci=ci_text(per_run, "log_loss_lo", "log_loss_hi"))
+    return shown[[c for c in ("run_id", "params_total", "epochs_run", "log_loss", "log_loss_ci", "auc",
+                              "skill", "skill_val", "log_loss_miscalibration", "log_loss_discrimination",
+                              "brier", "ece", "block_len", "collapsed") if c in shown]]
+
+
+def _block_text(sr: StudyRuns) -> str:
+    """The bootstrap block lengths per horizon, as recorded in eval.json (guard 13)."""
+    ev = sr.current(sr.evals)
+    if "block_len" not in ev or ev["block_len"].isna().all():
+        return "Bootstrap block lengths: not recorded."
+    parts = [f"h{int(h)}: {int(g.min())}" + (f"-{int(g.max())}" if g.max() != g.min() else "")
+             for h, g in ev.groupby("horizon")["block_len"]]
+    return ("Block-bootstrap block lengths in test days, chosen from the data per horizon "
+            "(Politis-White on the test labels and the baselines' per-window log-loss and Brier "
+            "terms; the longest, at least the horizon): " + ", ".join(parts) + ".")
 
 
 def _per_run(sr: StudyRuns) -> pd.DataFrame:
@@ -163,8 +187,12 @@ def _per_run(sr: StudyRuns) -> pd.DataFrame:
 
 def baselines_section(sr: StudyRuns) -> Section:
     base = sr.baselines
-    blocks = [Text("Baselines on the identical test windows: the constant training base rate, "
-                   "logistic regression and gradient boosting on the features at day t. Paired "
+    blocks = [Text("Baselines on the identical test windows: the constant training base rate "
+                   "(constant), the recalibrated constant at the validation base rate "
+                   "(constant_val), logistic regression and gradient boosting on the raw features at "
+                   "day t and, suffix _rel, on the stationary a20_rel features standardised on "
+                   "training rows. The strongest baseline of a horizon is the one with the lowest "
+                   "test log-loss (the hardest bar for the model). Paired "
                    "tests: mean per-window log-loss difference model - baseline (negative = model "
                    "better) with a paired block-bootstrap interval; 'seeds better/worse' count "
                    "seeds whose interval excludes 0.")]
@@ -179,11 +207,27 @@ def baselines_section(sr: StudyRuns) -> Section:
     if not cmp.empty:
         cmp_shown["mean diff [CI over seeds]"] = with_ci(cmp, "mean_diff")
         cmp_shown[["seeds better", "seeds worse", "median p"]] = cmp[["seeds_better", "seeds_worse", "median_p"]]
+    strongest = _strongest_rows(sr, cmp)
+    if not strongest.empty:
+        blocks.append(Table(strongest, "Models vs the strongest baseline per horizon",
+                            "strongest_baseline.csv",
+                            shown=strongest[["horizon", "budget", "baseline", "seeds", "mean_diff", "seeds_better",
+                                             "seeds_worse", "median_p"]]))
     blocks += [Table(base, "Baselines per horizon (block-bootstrap CIs)", "baselines.csv", shown=shown),
                Table(cmp, "Paired tests, model vs baseline (summary over seeds)",
                      "paired_tests_summary.csv", shown=cmp_shown),
                Table(sr.current(sr.comparisons), "Paired tests per run", "paired_tests.csv", show=False)]
     return Section(SECTIONS[5], blocks)
+
+
+def _strongest_rows(sr: StudyRuns, cmp: pd.DataFrame) -> pd.DataFrame:
+    """Paired-test summary rows against each horizon's strongest baseline (from eval.json)."""
+    ev = sr.current(sr.evals)
+    if cmp.empty or "strongest_baseline" not in ev or ev["strongest_baseline"].isna().all():
+        return pd.DataFrame()
+    best = ev.dropna(subset=["strongest_baseline"]).groupby("horizon")["strongest_baseline"].first()
+    keep = cmp["baseline"] == cmp["horizon"].map(best)
+    return cmp[keep].reset_index(drop=True)
 
 
 def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir: Path,
@@ -200,8 +244,9 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         notes.append(("scaling results stale", "study", stale))
     blocks = [Text("Fits of L(N) = E + A·N^-alpha (Huber loss on log residuals, grid of starts) "
                    "to every final run's test log-loss versus measured total parameters, "
-                   "non-embedding parameters and training FLOPs; 1 - AUC vs total parameters as a "
-                   "secondary view. Intervals: bootstrap over moving blocks of test days (one "
+                   "non-embedding parameters and training FLOPs; 1 - AUC and the refinement "
+                   "log-loss (its discrimination part, which a base-rate shift cannot move) vs total "
+                   "parameters as secondary views. Intervals: bootstrap over moving blocks of test days (one "
                    "block resample shared by all runs of a horizon) and over seeds (pooled, "
                    "small-sample-corrected residuals). Constant model: no scaling "
                    "(leave-one-budget-out error, AIC/BIC). A leave-one-budget-out error far above "

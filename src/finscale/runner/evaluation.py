@@ -1,32 +1,37 @@
 """The evaluate phase: score each finished final run on the test split, exactly once.
 
 Consumes: a done final run (``ckpt/best.pt``), the prepared data and the ``[evaluate]``
-config. Produces ``eval.json`` (test metrics with block-bootstrap CIs, calibration, the
-validation-chosen threshold, baselines on the identical windows, paired tests, backtest)
-and ``predictions.npz`` (test window ends, labels, probabilities) in the run directory.
+config. Produces ``eval.json`` (test metrics with block-bootstrap CIs, skill against the
+training and the validation base rate, the calibration/discrimination decomposition, the
+validation-chosen threshold, the data-chosen block length, baselines on the identical
+windows on raw and on stationary train-standardised inputs, the strongest baseline, paired
+tests, backtest) and ``predictions.npz`` (test window ends, labels, probabilities).
 Guarantees: the test split is touched only here, after training (guard 11); an existing
-``eval.json`` is never recomputed; baselines are fitted once per horizon on the same
-training windows and cached under ``runs/<study>/baselines/``.
+``eval.json`` is never recomputed; baselines are fitted once per content hash of everything
+they depend on and cached under ``runs/<study>/baselines/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 
 import numpy as np
 
 from finscale.checkpoint import load_checkpoint
-from finscale.config import StudyConfig
+from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.evaluate import (
     backtest,
+    choose_block_len,
     choose_threshold,
-    default_block_len,
     evaluate_predictions,
     fit_baselines,
     paired_bootstrap_test,
+    per_sample_log_loss,
 )
 from finscale.model import ModelArgs, build_model, select_device
-from finscale.prepare import PreparedData, final_data
+from finscale.prepare import STATIONARY_SET, PreparedData, final_data, stationary_values
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.spec import RunSpec, final_dir
@@ -43,28 +48,91 @@ def load_best_model(run: RunDir, device):
     return model.eval(), ckpt
 
 
+def _standardised_on_train(X: np.ndarray, train_ends: np.ndarray) -> np.ndarray:
+    """Columns z-scored with statistics of the training rows only (guard 5)."""
+    mu, sd = X[train_ends].mean(axis=0), X[train_ends].std(axis=0)
+    return (X - mu) / np.where(sd > 0, sd, 1.0)
+
+
+def baseline_inputs(cfg: StudyConfig, prep: PreparedData, train_ends: np.ndarray) -> dict[str, np.ndarray]:
+    """Input variants of the baselines: suffix -> (T, C) matrix at each window's end day.
+
+    "" = the study's own (raw) inputs; "_rel" = the stationary set ``STATIONARY_SET``
+    standardised on training rows (left out when the study already uses that set).
+    """
+    variants = {"": prep.values.astype(np.float64)}
+    if cfg.features.set != STATIONARY_SET:
+        rel = stationary_values(prep)
+        variants["_rel"] = _standardised_on_train(rel, train_ends)
+    return variants
+
+
+def baseline_key(cfg: StudyConfig, keys: dict[str, np.ndarray], y: np.ndarray,
+                 variants: dict[str, np.ndarray]) -> str:
+    """sha256 of everything the baselines depend on: window ends, their labels, the inputs at
+    those rows, the config values that shape them and the baseline code itself."""
+    import finscale.evaluate.baselines as code
+
+    h = hashlib.sha256(inspect.getsource(code).encode())
+    config = {"target": config_to_dict(cfg.target), "features": config_to_dict(cfg.features),
+              "splits": config_to_dict(cfg.splits), "context_len": cfg.model.context_len,
+              "seed": cfg.seeds[0]}
+    h.update(config_hash(config).encode())
+    for name, ends in keys.items():
+        h.update(name.encode() + np.ascontiguousarray(ends, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(y[ends], dtype=np.float64).tobytes())
+        for suffix, X in variants.items():
+            h.update(suffix.encode() + np.ascontiguousarray(X[ends], dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
 def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: RunData,
                       test: WindowDataset) -> dict[str, dict[str, np.ndarray]]:
-    """Baseline probabilities on val/test for this horizon (fitted once, then cached)."""
-    path = cfg.study_dir / "baselines" / f"h{horizon}.npz"
+    """Baseline probabilities on val/test for this horizon (fitted once, then cached).
+
+    The cache file is named by :func:`baseline_key`, so a change of labels (threshold,
+    price, kind), features, splits or baseline code fits new baselines instead of reusing
+    stale ones.
+    """
     keys = {"train": data.train.ends, "val": data.val.ends, "test": test.ends}
+    y = data.train.labels
+    variants = baseline_inputs(cfg, prep, data.train.ends)
+    key = baseline_key(cfg, keys, y, variants)
+    path = cfg.study_dir / "baselines" / f"h{horizon}-{key[:16]}.npz"
     if path.exists():
-        cached = np.load(path)
-        if all(np.array_equal(cached[f"ends_{k}"], v) for k, v in keys.items()):
+        with np.load(path) as cached:
             return {name: {s: cached[f"{name}__{s}"] for s in ("val", "test")}
                     for name in {k.split("__")[0] for k in cached.files if "__" in k}}
-    X = prep.values  # features at day t, raw: the logistic pipeline standardises on train rows
-    probs = fit_baselines(X[data.train.ends], data.train.labels_at_ends,
-                          {"val": X[data.val.ends], "test": X[test.ends]}, seed=cfg.seeds[0])
-    flat = {f"ends_{k}": v for k, v in keys.items()}
-    flat.update({f"{name}__{s}": p for name, d in probs.items() for s, p in d.items()})
+    val_prior = float(np.mean(data.val.labels_at_ends))
+    probs = {}
+    for suffix, X in variants.items():
+        probs.update(fit_baselines(X[data.train.ends], data.train.labels_at_ends,
+                                   {"val": X[data.val.ends], "test": X[test.ends]}, seed=cfg.seeds[0],
+                                   val_prior=val_prior, suffix=suffix, constants=not suffix))
+    flat = {f"{name}__{s}": p for name, d in probs.items() for s, p in d.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     from finscale.files import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **flat)
+            np.savez(fh, key=np.array(key), **flat)
+    log.info("baselines h%d fitted (%s) -> %s", horizon, ", ".join(sorted(probs)), path.name)
     return probs
+
+
+def test_block_len(y: np.ndarray, baselines: dict, horizon: int, override: int) -> dict:
+    """The horizon's bootstrap block length (Politis–White, :mod:`finscale.evaluate.blocklen`)
+    from the test labels and every baseline's per-window log-loss and Brier terms.
+
+    Per horizon, not per run: every run and baseline of a horizon is then resampled with the
+    same blocks (comparable intervals, one baseline table, the scaling bootstrap's blocks),
+    and the choice does not depend on which model happened to be evaluated first. A
+    model's per-window losses are dominated by the labels' dependence, which is included."""
+    series = {"labels": y}
+    for name, probs in sorted(baselines.items()):
+        series[f"log_loss_{name}"] = per_sample_log_loss(y, probs["test"])
+        series[f"brier_{name}"] = (probs["test"] - y) ** 2
+    return choose_block_len(series, horizon, override)
 
 
 def _backtest(prep: PreparedData, test: WindowDataset, prob: np.ndarray, threshold: float,
@@ -94,13 +162,15 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     threshold = choose_threshold(data.val.labels_at_ends, prob_val)
     prob = predict_proba(model, test, spec.train.eval_batch_size, device)
     y = test.labels_at_ends
-    block_len = default_block_len(h, ev.block_len)
+    val_prior = float(np.mean(data.val.labels_at_ends))
+    baselines = horizon_baselines(cfg, prep, h, data, test)
+    blocks = test_block_len(y, baselines, h, ev.block_len)
+    block_len = blocks["block_len"]
     # One resample seed per horizon: every model and baseline of a horizon sees the same days.
     seed = derive_seed("evaluate", cfg.name, h)
     common = dict(horizon=h, block_len=block_len, n_resamples=ev.bootstrap_resamples, seed=seed,
-                  ece_bins=ev.ece_bins, std_floor=spec.train.collapse_std)
+                  ece_bins=ev.ece_bins, std_floor=spec.train.collapse_std, val_prior=val_prior)
     result = evaluate_predictions(y, prob, prior=data.prior, threshold=threshold, **common)
-    baselines = horizon_baselines(cfg, prep, h, data, test)
     base_eval, comparisons = {}, {}
     for name, probs in baselines.items():
         base_thr = choose_threshold(data.val.labels_at_ends, probs["val"]) \
@@ -109,12 +179,14 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
                                                threshold=base_thr, **common)
         comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
                                                   ev.bootstrap_resamples, seed, horizon=h)
+    strongest = min(base_eval, key=lambda n: base_eval[n]["metrics"]["log_loss"])
     dates = prep.dates.to_numpy()[test.ends]
     bt = _backtest(prep, test, prob, threshold, h, ev.cost_bps)
     doc = {
         "run_id": spec.run_id, "budget": spec.budget, "horizon": h, "seed": spec.seed,
         "best_epoch": int(ckpt["epoch"]) + 1, "threshold": threshold,
-        "train_base_rate": data.prior, "test_windows": len(test),
+        "train_base_rate": data.prior, "val_base_rate": val_prior, "test_windows": len(test),
+        "block_length": blocks, "strongest_baseline": strongest,
         "test_first_date": str(dates[0])[:10], "test_last_date": str(dates[-1])[:10],
         "test": result, "baselines": base_eval, "comparisons": comparisons, "backtest": bt,
     }

@@ -26,23 +26,24 @@ from finscale.version import __version__
 
 log = logging.getLogger(__name__)
 
+# Nothing from the study is formatted into code: the header is fixed text, and the study and
+# run travel as one JSON document inside a Python string literal made by repr() (a real
+# serializer: any text, quotes and newlines included, stays data).
 TEMPLATE = '''#!/usr/bin/env python3
-"""Reproduce final run {run_id} of finscale study {study!r}.
+"""Reproduce one final run of a finscale study (the run and study are in DATA below).
 
 Exported by finscale {version} on {date}. Needs only finscale installed
-(pip install finscale=={version}). Usage: python {filename} [--output-dir DIR] [--data-dir DIR]
+(pip install finscale=={version}). Usage: python THIS_SCRIPT [--output-dir DIR] [--data-dir DIR]
 [--no-monitor]. Rerunning resumes an interrupted run and skips a finished one.
 """
 
+import json
 import sys
 
-STUDY = {study_json}
-
-RUN = {run_json}
+DATA = json.loads({data_literal})
+STUDY, RUN = DATA["study"], DATA["run"]
 
 if __name__ == "__main__":
-    import json
-
     from finscale.runner.export import reproduce
 
     result = reproduce(STUDY, RUN, sys.argv[1:])
@@ -51,28 +52,35 @@ if __name__ == "__main__":
 '''
 
 
+def render_script(study: dict, run: dict, *, date: str) -> str:
+    """The script text: fixed code plus ``study``/``run`` as a JSON string literal."""
+    payload = json.dumps({"study": study, "run": run}, indent=1, sort_keys=True)
+    return TEMPLATE.format(version=__version__, date=date, data_literal=repr(payload))
+
+
 def _write_script(path: Path, text: str) -> None:
     atomic_write_bytes(text.encode(), path)
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
 def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = None) -> list[Path]:
-    """Write one script per final run (cell x seed) and ``run_all.sh``; returns the scripts."""
+    """Write one script per final run (axis variant x cell x seed) and ``run_all.sh``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    date = datetime.now(UTC).date().isoformat()
     scripts = []
     opts = opts or RunOptions()
     for var in variants(cfg, opts.axes):
-        scripts += _variant_scripts(var, out_dir, opts)
+        scripts += _variant_scripts(var, out_dir, opts, date)
     lines = ["#!/usr/bin/env bash",
-             f"# Every final run of study {cfg.name!r}, in order. Rerun to resume where it stopped.",
+             "# Every final run of the study, in order. Rerun to resume where it stopped.",
              'set -euo pipefail', 'cd "$(dirname "$0")"']
     lines += [f'python3 {shlex.quote(p.name)} "$@"' for p in scripts]
     _write_script(out_dir / "run_all.sh", "\n".join(lines) + "\n")
     return scripts
 
 
-def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions) -> list[Path]:
+def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions, date: str) -> list[Path]:
     """The scripts of one axis variant (the variant's resolved study is embedded)."""
     study, scripts = config_to_dict(cfg), []
     for budget, h in cells(cfg, opts.budgets, opts.horizons):
@@ -82,13 +90,7 @@ def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions) -> list[
             run = {"budget": budget, "horizon": h, "seed": seed, "params": params,
                    "params_source": source, "run_id": spec.run_id, "config_hash": spec.digest}
             path = out_dir / f"{spec.run_id}.py"
-            _write_script(path, TEMPLATE.format(
-                run_id=spec.run_id, study=cfg.name, version=__version__, filename=path.name,
-                date=datetime.now(UTC).date().isoformat(),
-                study_json=json.dumps(study, indent=4, sort_keys=True).replace("true", "True")
-                .replace("false", "False").replace("null", "None"),
-                run_json=json.dumps(run, indent=4, sort_keys=True).replace("true", "True")
-                .replace("false", "False").replace("null", "None")))
+            _write_script(path, render_script(study, run, date=date))
             scripts.append(path)
     return scripts
 
@@ -108,7 +110,7 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
 
     Returns ``{"status": "done", "run_id", "test": metrics}``, or ``{"status": <stop state>,
     "reason"}`` when a stop request checkpointed it (rerunning the script resumes)."""
-    from finscale.control import StopRequest
+    from finscale.control import StopRequest, resume_command
     from finscale.prepare import prepare
     from finscale.runner.evaluation import evaluate_final_run
     from finscale.runner.study import StudyStopped, StudySummary, run_final_phase
@@ -132,6 +134,7 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
             run_final_phase(one_seed, prep, opts, stop, summary)
         except StudyStopped as exc:
             return {"status": exc.status, "run_id": spec.run_id,
-                    "reason": f"{exc}; rerun this script to resume"}
+                    "reason": f"{exc}; resume with: "
+                              f"{resume_command(cfg.study_dir / 'STOP', 'this script')}"}
     doc = evaluate_final_run(one_seed, prep, spec)
     return {"status": "done", "run_id": spec.run_id, "test": doc["test"]["metrics"]}

@@ -16,22 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
-from finscale.hpo.results import final_specs
-from finscale.prepare import PreparedData, prepare
-from finscale.rundir import RunDir
+from finscale.hpo.results import cell_params, final_specs
+from finscale.prepare import PreparedData, check_splits, prepare
+from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import RunSpec, cells, cfg_cell, final_dir
-from finscale.splits import final_split, tuning_splits
+from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
+CLAIM_POLL_S = 0.5     # how often a process waiting for another's unit checks its lock
 
 # A stopped study is a stopped run: one exception (status + reason) for both.
 StudyStopped = RunInterrupted
@@ -57,6 +55,37 @@ class StudySummary:
     report: Path | None = None
 
 
+def claimed(units: list, lock_dir: Callable, stop: StopRequest):
+    """Yield ``(unit, lock)`` for each unit this process may work on, holding its lock.
+
+    Units are claimed with :class:`~finscale.rundir.UnitLock` on ``lock_dir(unit)``: free ones
+    first, in order; those another process holds are deferred and claimed once released
+    (the holder may have finished them: callers re-check the unit's state under the lock).
+    So concurrent processes never work on one unit at the same time, and each process returns
+    only when every unit has been handled by someone. The caller releases each lock.
+    """
+    deferred = []
+    for unit in units:
+        lock = UnitLock(lock_dir(unit))
+        if lock.try_acquire():
+            yield unit, lock
+        else:
+            log.warning("%s: in use by %s; coming back to it later", lock.path.parent, lock.holder())
+            deferred.append(unit)
+    while deferred:
+        progressed = False
+        for unit in list(deferred):
+            lock = UnitLock(lock_dir(unit))
+            if lock.try_acquire():
+                deferred.remove(unit)
+                progressed = True
+                yield unit, lock
+        if deferred and not progressed:
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
+            time.sleep(CLAIM_POLL_S)
+
+
 def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
     from contextlib import nullcontext
 
@@ -80,15 +109,18 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
         return
     from finscale.hpo import run_cell
+    from finscale.hpo.objective import cell_dir
 
     todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)]
-    for i, (var, budget, h) in enumerate(todo):
-        if stop.reason():
-            raise StudyStopped("stopped", stop.reason())
-        opts.on_event("hpo_cell", index=i, total=len(todo), cell=cfg_cell(var, budget, h))
-        run_cell(var, budget, h, data_dir=opts.data_dir, should_stop=stop.reason, on_event=opts.on_event)
-        if stop.reason():
-            raise StudyStopped("stopped", stop.reason())
+    for i, ((var, budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(*c), stop)):
+        with lock:
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
+            opts.on_event("hpo_cell", index=i, total=len(todo), cell=cfg_cell(var, budget, h))
+            run_cell(var, budget, h, data_dir=opts.data_dir, should_stop=stop.reason,
+                     on_event=opts.on_event)
+            if stop.reason():
+                raise StudyStopped("stopped", stop.reason())
 
 
 def _variant_specs(cfg: StudyConfig, opts: RunOptions) -> list[tuple[StudyConfig, RunSpec]]:
@@ -98,7 +130,7 @@ def _variant_specs(cfg: StudyConfig, opts: RunOptions) -> list[tuple[StudyConfig
 
 
 class _Preps:
-    """Prepared data per (data, features) section: variants that share them share one."""
+    """Prepared data per (data, features) sections: variants that share them share one."""
 
     def __init__(self, cfg: StudyConfig, prep: PreparedData | None, data_dir):
         self.data_dir, self.cache = data_dir, {}
@@ -116,68 +148,89 @@ class _Preps:
         return self.cache[key]
 
 
+def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
+    return prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+
+
 def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
-    preps = prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+    preps = _preps(cfg, prep, opts)
     specs = _variant_specs(cfg, opts)
     t0, trained = time.monotonic(), 0
-    for i, (var, spec) in enumerate(specs):
-        run = RunDir(final_dir(cfg, spec))
-        eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
-        opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
-                      state=run.state)
-        if run.state == "done":
-            summary.skipped.append(spec.run_id)
-            _track_final(cfg, run)  # tracking: cheap when already tracked
-            continue
-        run.create()
-        with _monitor(cfg, run, opts.monitor) as mon:
-            controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
-            try:
-                execute_final(var, preps(var), spec, controls=controls)
-            except RunInterrupted as exc:
-                raise StudyStopped(exc.status, f"{spec.run_id}: {exc}") from exc
-            except TrainingFailed as exc:
-                log.error("%s failed: %s", spec.run_id, exc)
-                summary.failed.append(spec.run_id)
-                _track_final(cfg, run)  # tracking
+    for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
+        with lock:  # no other process trains this run while we hold it
+            run = RunDir(final_dir(cfg, spec))
+            eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
+            opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
+                          state=run.state)
+            if run.state == "done":
+                summary.skipped.append(spec.run_id)
+                _track_final(cfg, run)  # tracking: cheap when already tracked
                 continue
-        trained += 1
-        summary.done.append(spec.run_id)
-        _track_final(cfg, run)  # tracking
+            if _train_final(var, preps(var), spec, run, opts, stop):
+                trained += 1
+                summary.done.append(spec.run_id)
+            else:
+                summary.failed.append(spec.run_id)
+            _track_final(cfg, run)  # tracking
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions) -> None:
+def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDir,
+                 opts: RunOptions, stop: StopRequest) -> bool:
+    """Train one claimed final run; True when done, False when it failed (diverged)."""
+    run.create()
+    with _monitor(cfg, run, opts.monitor) as mon:
+        controls = Controls(should_stop=stop.reason, monitor=mon, on_event=opts.on_event)
+        try:
+            execute_final(cfg, prep, spec, controls=controls)
+        except RunInterrupted as exc:
+            raise StudyStopped(exc.status, f"{spec.run_id}: {exc}") from exc
+        except TrainingFailed as exc:
+            log.error("%s failed: %s", spec.run_id, exc)
+            return False
+    return True
+
+
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
+                       stop: StopRequest) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
-    preps = prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+    preps = _preps(cfg, prep, opts)
     specs = [(v, s) for v, s in _variant_specs(cfg, opts) if RunDir(final_dir(v, s)).state == "done"]
-    for i, (var, spec) in enumerate(specs):
-        opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-        evaluate_final_run(var, preps(var), spec)
-        _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
+    for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
+        with lock:
+            opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
+            evaluate_final_run(var, preps(var), spec)
+            _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
+
+
+def check_cells(cfg: StudyConfig, opts: RunOptions) -> None:
+    """Everything checkable from the config alone, before any file is written: the budget
+    labels, the feature set, the search space or fixed table of every selected cell."""
+    for var in variants(cfg, opts.axes):
+        searching = var.hpo.mode == "search" and "hpo" in opts.phases
+        for budget, h in cells(var, opts.budgets, opts.horizons):
+            make_spec(var, budget, h, var.seeds[0])  # unknown budget or feature set -> ValueError
+            if searching:
+                from finscale.hpo.space import cell_space
+
+                cell_space(var, budget, h)
+            elif var.hpo.mode == "fixed":
+                cell_params(var, budget, h)
 
 
 def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
-    """Build every selected variant's splits (final, and tuning when HPO will search) before
-    anything trains, so a data size (``splits.train_years``) or an axis value that leaves too
-    few windows fails the study up front, naming the value."""
-    from finscale.prepare import horizon_labels
-
-    tune = "hpo" in opts.phases and cfg.hpo.mode == "search"
+    """Guard 4 and the data-size minimum for every selected variant before any training: a
+    ``splits.train_years`` (or any axis value) that leaves too few windows fails up front,
+    naming the axis values."""
     for var in variants(cfg, opts.axes):
-        prep = preps(var)
-        for h in var.target.horizons:
-            if opts.horizons and h not in opts.horizons:
-                continue
-            ok, ctx = np.isfinite(horizon_labels(prep, var, h)), var.model.context_len
-            try:
-                final_split(prep.dates, ok, var.splits, ctx, h)
-                if tune:
-                    tuning_splits(prep.dates, ok, var.splits, ctx, h, var.hpo.split)
-            except ValueError as exc:
-                where = ", ".join(f"{k}={v!r}" for k, v in axis_values(var).items())
-                raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
+        horizons = sorted({h for _, h in cells(var, opts.budgets, opts.horizons)})
+        try:
+            check_splits(preps(var), var, horizons,
+                         tuning="hpo" in opts.phases and var.hpo.mode == "search")
+        except ValueError as exc:
+            where = ", ".join(f"{k}={v!r}" for k, v in axis_values(var).items())
+            raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
@@ -185,6 +238,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     unknown = [p for p in opts.phases if p not in PHASES]
     if unknown:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
+    check_cells(cfg, opts)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     with StopRequest(cfg.study_dir / "STOP") as stop:
@@ -192,7 +246,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         if any(p in opts.phases for p in ("data", "features", "hpo", "final", "evaluate")):
             opts.on_event("phase", phase="data+features")
             prep = _Preps(cfg, None, opts.data_dir)
-            check_data_sizes(cfg, prep, opts)
+            if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
+                check_data_sizes(cfg, prep, opts)
         if "hpo" in opts.phases:
             opts.on_event("phase", phase="hpo")
             run_hpo_phase(cfg, opts, stop)
@@ -201,7 +256,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             run_final_phase(cfg, prep, opts, stop, summary)
         if "evaluate" in opts.phases:
             opts.on_event("phase", phase="evaluate")
-            run_evaluate_phase(cfg, prep, opts)
+            run_evaluate_phase(cfg, prep, opts, stop)
         if "scaling" in opts.phases:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling

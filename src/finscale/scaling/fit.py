@@ -4,10 +4,13 @@ Consumes: the collected runs (measured parameters, training FLOPs) and each eval
 ``predictions.npz`` (test labels and probabilities). Produces, per horizon and per size
 axis (total parameters, non-embedding parameters, training FLOPs), the power-law fit of test
 log-loss with bootstrap intervals, the comparison with the constant model and the verdict of
-:mod:`finscale.scaling`; plus the same fit of ``1 - AUC`` on total parameters (secondary view).
+:mod:`finscale.scaling`; plus, on total parameters, the same fit of ``1 - AUC`` and of the
+refinement (recalibrated) log-loss, the discrimination part of the log-loss decomposition,
+which a base-rate shift between training and test cannot move.
 
 Uncertainty (guard 13): each of ``evaluate.scaling_resamples`` resamples draws ONE
-moving-block resample of the test days (block length ``default_block_len(h, block_len)``)
+moving-block resample of the test days (block length: the longest the horizon's runs
+recorded in eval.json, chosen from the data by Politis–White)
 shared by every run of the horizon — so the correlation between runs scored on the same days
 is kept — and resamples seeds with :func:`finscale.scaling.resample_replicates` (a pooled,
 small-sample-corrected residual bootstrap: plain resampling of 2 seeds per budget gave ~17%
@@ -36,7 +39,7 @@ import pandas as pd
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
-from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss
+from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss, recalibrated
 from finscale.evaluate.bootstrap import resampled_auc
 from finscale.repro import derive_seed
 from finscale.scaling.laws import (
@@ -58,7 +61,8 @@ AXES = {
     "train_flops": "training compute C (FLOPs)",
 }
 AUC_AXIS = "params_total"
-QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC"}
+QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC",
+              "log_loss_refinement": "test refinement log-loss (discrimination part)"}
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,9 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     evals = sr.evals.set_index("run_id").loc[runs["run_id"]]
     y, probs = _load_predictions(runs)
     R = cfg.evaluate.scaling_resamples
-    block_len = default_block_len(h, cfg.evaluate.block_len)
+    recorded = evals["block_len"].to_numpy(float) if "block_len" in evals else np.array([np.nan])
+    block_len = int(np.nanmax(recorded)) if np.isfinite(recorded).any() \
+        else default_block_len(h, cfg.evaluate.block_len)
     rng = np.random.default_rng(derive_seed("scaling", cfg.name, h))
     idx = block_bootstrap_indices(y.size, block_len, R, rng)
     ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
@@ -247,6 +253,12 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     if np.all(np.isfinite(auc)):
         fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), 1.0 - auc_reps, R, seed,
                               h, cache))
+    refinement = evals["log_loss_refinement"].to_numpy(float) if "log_loss_refinement" in evals \
+        else np.array([np.nan])
+    if np.all(np.isfinite(refinement)) and np.all(refinement > 0):
+        rf_reps = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1) for p in probs])
+        fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement", refinement, rf_reps, R, seed, h,
+                              cache))
     return block_len, fits
 
 

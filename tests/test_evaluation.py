@@ -1,0 +1,119 @@
+"""The evaluate phase end to end (runner.evaluation): horizons other than 1, data-chosen
+block lengths, base-rate references, content-hashed and stationary baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finscale.cli.common import resolve_study_path
+from finscale.config import load_study
+from finscale.labels import make_labels
+from finscale.prepare import final_data, prepare
+from finscale.runner.evaluation import horizon_baselines
+from finscale.runner.study import RunOptions, run_study
+
+HORIZONS = (2, 5)
+
+
+def overrides(root: Path, *extra: str) -> list[str]:
+    return [f"output_dir={json.dumps(str(root / 'runs'))}", f"data.data_dir={json.dumps(str(root / 'data'))}",
+            'model.budgets=["cpu-s"]', f"target.horizons={list(HORIZONS)}", "seeds=[0]",
+            "train.max_epochs=1", "evaluate.bootstrap_resamples=50", 'splits.train_start="2012-01-01"',
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    cfg = load_study(resolve_study_path("smoke"), overrides(root))
+    summary = run_study(cfg, RunOptions(phases=("data", "features", "final", "evaluate"), monitor=False))
+    assert len(summary.done) == len(HORIZONS) and not summary.failed
+    return cfg, root
+
+
+def _runs(cfg):
+    return {json.loads((d / "config.json").read_text())["horizon"]: d
+            for d in sorted((cfg.study_dir / "final").iterdir())}
+
+
+@pytest.mark.parametrize("h", HORIZONS)
+def test_final_runs_train_and_evaluate_on_their_own_horizon(study, h):
+    """Guard 2 for the final/evaluate path: labels, test windows and blocks of horizon h."""
+    cfg, _ = study
+    run = _runs(cfg)[h]
+    config = json.loads((run / "config.json").read_text())
+    assert config["target"]["horizon"] == h
+    prep = prepare(cfg)
+    data, test = final_data(prep, cfg, h)
+    labels = make_labels(prep.frame, cfg.target, h)
+    other = make_labels(prep.frame, cfg.target, 1)
+    with np.load(run / "predictions.npz") as z:
+        np.testing.assert_array_equal(z["ends"], test.ends)
+        np.testing.assert_array_equal(z["y"], labels[test.ends])
+        assert not np.array_equal(z["y"], other[test.ends])     # the check can fail
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["horizon"] == h and ev["test_windows"] == len(test.ends)
+    assert ev["val_base_rate"] == pytest.approx(float(labels[data.val.ends].mean()))
+    assert ev["train_base_rate"] == pytest.approx(float(labels[data.train.ends].mean()))
+    block = ev["block_length"]
+    assert block["horizon"] == h and block["block_len"] >= h and block["method"] == "politis-white"
+    assert set(block["estimates"]) >= {"labels", "log_loss_hist_gbm_rel", "brier_logistic"}
+    # one block length for the CIs of the model, every baseline and every paired test
+    assert ev["test"]["block_len"] == block["block_len"]
+    assert {b["block_len"] for b in ev["baselines"].values()} == {block["block_len"]}
+    assert {c["block_len"] for c in ev["comparisons"].values()} == {block["block_len"]}
+
+
+def test_eval_json_records_both_base_rates_decomposition_and_strongest_baseline(study):
+    cfg, _ = study
+    ev = json.loads((_runs(cfg)[2] / "eval.json").read_text())
+    m = ev["test"]["metrics"]
+    assert {"skill", "skill_val", "log_loss_discrimination", "log_loss_miscalibration",
+            "log_loss_refinement", "brier_resolution", "brier_reliability"} <= set(m)
+    assert "skill_val" in ev["test"]["ci"]
+    assert {"constant", "constant_val", "logistic", "hist_gbm", "logistic_rel", "hist_gbm_rel"} \
+        <= set(ev["baselines"])
+    const_val = ev["baselines"]["constant_val"]
+    assert const_val["metrics"]["pred_mean"] == pytest.approx(ev["val_base_rate"])
+    assert const_val["collapsed"]                       # no constant passes the collapse rule
+    losses = {n: b["metrics"]["log_loss"] for n, b in ev["baselines"].items()}
+    assert ev["strongest_baseline"] == min(losses, key=losses.get)
+
+
+def test_baselines_are_keyed_by_everything_they_depend_on(study, tmp_path):
+    """A changed target.threshold gives new labels, so new baselines (issue 19: the cache was
+    keyed by window end rows only); the same config reuses the cached file."""
+    cfg, root = study
+    prep = prepare(cfg)
+    data, test = final_data(prep, cfg, 2)
+    cached = sorted((cfg.study_dir / "baselines").glob("h2-*.npz"))
+    assert len(cached) == 1
+    again = horizon_baselines(cfg, prep, 2, data, test)
+    assert sorted((cfg.study_dir / "baselines").glob("h2-*.npz")) == cached
+    other = load_study(resolve_study_path("smoke"), overrides(root, "target.threshold=0.02"))
+    data2, test2 = final_data(prep, other, 2)
+    np.testing.assert_array_equal(test2.ends, test.ends)  # same rows, other labels
+    fresh = horizon_baselines(other, prep, 2, data2, test2)
+    assert len(sorted((cfg.study_dir / "baselines").glob("h2-*.npz"))) == 2
+    assert fresh["constant"]["test"][0] == pytest.approx(float(data2.train.labels_at_ends.mean()))
+    assert fresh["constant"]["test"][0] != pytest.approx(again["constant"]["test"][0])
+
+
+def test_stationary_baseline_inputs_are_standardised_on_training_rows(study):
+    from finscale.runner.evaluation import baseline_inputs
+
+    cfg, _ = study
+    prep = prepare(cfg)
+    data, test = final_data(prep, cfg, 2)
+    rel = baseline_inputs(cfg, prep, data.train.ends)["_rel"]
+    train = rel[data.train.ends]
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-9)
+    assert np.all(np.isfinite(rel[test.ends]))
+    # raw price levels of the test period lie far outside the training range; stationary ones do not
+    raw_close = prep.values[:, prep.inputs.index("Close")]
+    assert raw_close[test.ends].min() > raw_close[data.train.ends].max()
+    assert np.abs(rel[test.ends]).max() < 50
