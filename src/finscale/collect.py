@@ -98,7 +98,8 @@ def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict)
         return
     run_id = run.path.name
     key = {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
-           "seed": int(config["seed"]), **{f"axis:{k}": v for k, v in (config.get("axes") or {}).items()}}
+           "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0)),
+           **{f"axis:{k}": v for k, v in (config.get("axes") or {}).items()}}
     final = read_final(run)
     ev = run.read_json("eval.json")
     current = expected is None or run_id in expected

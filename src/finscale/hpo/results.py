@@ -17,7 +17,7 @@ import pandas as pd
 
 from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
-from finscale.spec import RunSpec, cell_name, cells, cfg_cell, make_spec
+from finscale.spec import RunSpec, cell_name, cells, cfg_cell, make_spec, seed_sets
 
 
 def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
@@ -63,12 +63,15 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
 
 def final_specs(cfg: StudyConfig, budgets: tuple[str, ...] = (),
                 horizons: tuple[int, ...] = (), only: dict | None = None) -> list[RunSpec]:
-    """Every final run (axis variant x cell x seed) with the cell's chosen parameters."""
+    """Every final run (axis variant x replicate x cell x seed) with the cell's chosen
+    parameters; replicate 0 (the study's ``seeds``) first, so an interrupted study has whole
+    replicates early."""
     specs = []
     for var in variants(cfg, only):
-        for budget, h in cells(var, budgets, horizons):
-            params, _ = cell_params(var, budget, h)
-            specs += [make_spec(var, budget, h, seed, params) for seed in var.seeds]
+        for replicate, seeds in enumerate(seed_sets(var)):
+            for budget, h in cells(var, budgets, horizons):
+                params, _ = cell_params(var, budget, h)
+                specs += [make_spec(var, budget, h, seed, params, replicate=replicate) for seed in seeds]
     return specs
 
 

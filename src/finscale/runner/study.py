@@ -24,7 +24,7 @@ from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec
+from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     unknown = [p for p in opts.phases if p not in PHASES]
     if unknown:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
+    seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
