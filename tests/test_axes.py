@@ -215,6 +215,7 @@ def test_two_axis_study_end_to_end(tmp_path):
     assert "## Axes and data scaling" in md and "Paired tests between axis values" in md
     assert "figures/axis_model_normalization_h1.png" in md
     assert "a joint fit of 5 parameters needs >= 8 points" in md
+    assert "stale" not in md  # the main scaling section is checked against its own variant's runs
     # status and --only by axis value
     status = run_cli("status", str(path))
     assert status.returncode == 0 and "cpu-m-h1-zscore-train_years0" in status.stdout

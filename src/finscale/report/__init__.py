@@ -72,7 +72,8 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     results, _ = S.results_section(sr)
     found = S.findings(sr, scaling, stability)
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr, stability),
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, collect(first) if axes_on else sr,
+                                                        stability),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
              S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr),
