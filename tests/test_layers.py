@@ -18,6 +18,7 @@ PACKAGE = Path(finscale.__file__).parent
 LAYERS = (
     "version",      # the installed version (recorded by the data store and exports)
     "config",       # frozen dataclasses per stage, TOML loading
+    "axes",         # study axes: variants of a study, their tags
     "files",        # atomic file writing
     "repro",        # seeding, environment record
     "control",      # stop requests (signals, STOP file)

@@ -99,7 +99,8 @@ def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict)
         return
     run_id = run.path.name
     key = {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
-           "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0))}
+           "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0)),
+           **{f"axis:{k}": v for k, v in (config.get("axes") or {}).items()}}
     final = read_final(run)
     ev = run.read_json("eval.json")
     current = expected is None or run_id in expected
@@ -129,6 +130,7 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
         "d_ff": margs.d_ff, "params_total": params.get("total"),
         "params_non_embedding": params.get("non_embedding"), "params_head": params.get("head"),
         "train_flops_per_sample": fps, "train_windows": train_windows,
+        "train_tokens": (final or {}).get("train_tokens"),
         "val_windows": (final or {}).get("val_windows"), "epochs_run": epochs_run,
         # Training compute actually spent: every window, every epoch run, forward + backward.
         "train_flops": fps * train_windows * epochs_run if final else None,

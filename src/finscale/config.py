@@ -96,6 +96,8 @@ class SplitsConfig:
     test_fraction: float = _opt(0.15, min=0.0, max=0.9, doc="test region size when dates are empty")
     embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region); tuning splits always embargo at least the feature set's lookback + horizon after each validation chunk, and this can only raise it")
     min_eval_windows: int = _opt(100, min=1, doc="validation/test regions with fewer windows are an error (guard 4)")
+    train_years: int = _opt(0, min=0, doc="data size D: keep only the last N years of training rows before the validation start (0 = all); validation and test stay fixed, so every D is scored on the same test windows.")
+    min_train_windows: int = _opt(100, min=1, doc="with `train_years` set, a training region with fewer windows is an error (a data size too small to train on)")
     chunk_days: int = _opt(250, min=10, doc="scattered tuning split: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of chunks used for validation")
     folds: int = _opt(1, min=1, doc="walk-forward: number of folds (each costs one training per trial)")
@@ -214,6 +216,7 @@ class StudyConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    axes: dict = _opt({}, doc='`[axes]`: study keys that vary across the matrix, each a list of values, e.g. `"model.normalization" = ["revin", "zscore"]`, `"splits.train_years" = [2, 4, 8, 0]`; runs = budgets × horizons × seeds × the product of the axes (see README "Axes")')
 
     @property
     def study_dir(self) -> Path:
@@ -383,6 +386,79 @@ def _check_overridden_search(cfg: StudyConfig) -> None:
                     f"hpo.fixed.{cell}.{searched}")
 
 
+# --------------------------------------------------------------------------- axes
+
+# Keys that are already matrix dimensions, name outputs, or do not change a run's result.
+NOT_AXES = ("name", "output_dir", "seeds", "axes", "model.budgets", "target.horizons",
+            "model.architectures", "model.device", "model.compile", "data.data_dir", "hpo.storage",
+            "hpo.workers", "hpo.heartbeat_s", "hpo.grace_s", "hpo.fixed", "hpo.table",
+            "splits.min_eval_windows", "splits.min_train_windows")
+NOT_AXIS_SECTIONS = ("monitor", "tracking")
+
+
+def flatten_axes(raw: Any, where: str = "axes") -> dict:
+    """``{"model.x": [...]}`` from the TOML table (dotted keys or nested tables)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table of key = [values], got {raw!r}")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in flatten_axes(value, f"{where}.{key}").items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _field(key: str):
+    """(type, metadata) of the study key ``a.b``; ConfigError naming it when unknown."""
+    cls, parts = StudyConfig, key.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in fields(cls)}
+        if part not in known:
+            raise ConfigError(f"axes.{key}: unknown study key {'.'.join(parts[:i + 1])!r}")
+        tp = hints[part]
+        if i < len(parts) - 1:
+            if not _is_section(tp):
+                raise ConfigError(f"axes.{key}: {'.'.join(parts[:i + 1])} is not a section")
+            cls = tp
+        elif _is_section(tp):
+            raise ConfigError(f"axes.{key}: is a section; an axis names one key, e.g. {key}.<key>")
+    return tp, dict(known[parts[-1]].metadata)
+
+
+def _given(raw: dict, key: str) -> bool:
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def check_axes(file_raw: dict, overrides: list[tuple[list[str], Any]]) -> None:
+    """Validate ``[axes]`` before the study is built (see the module docstring)."""
+    axes = flatten_axes(file_raw.get("axes", {}))
+    set_keys = {".".join(keys) for keys, _ in overrides}
+    for key, values in axes.items():
+        if key in NOT_AXES or key.split(".")[0] in NOT_AXIS_SECTIONS:
+            raise ConfigError(f"axes.{key}: not allowed as an axis (it is a matrix dimension already, "
+                              "names outputs, or does not change a run's result)")
+        tp, meta = _field(key)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"axes.{key}: expected a non-empty list of values, got {values!r}")
+        checked = [_coerce(f"axes.{key}[{i}]", tp, v, meta) for i, v in enumerate(values)]
+        if len({repr(v) for v in checked}) != len(checked):
+            raise ConfigError(f"axes.{key}: expected distinct values, got {values!r}")
+        if _given(file_raw, key):
+            raise ConfigError(f"axes.{key}: also set in the study file's [{key.rpartition('.')[0] or 'study'}] "
+                              "section; give it in one place (remove one of them)")
+        if key in set_keys:
+            raise ConfigError(f"axes.{key}: also given by --set {key}=...; an axis key cannot be "
+                              f"overridden (use --only {key}=VALUE to run some of its values)")
+
+
+
 # --------------------------------------------------------------------------- loading
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -440,8 +516,13 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"study file {p}: invalid TOML: {exc}") from exc
-    for text in overrides:
-        _apply_override(raw, *parse_override(text))
+    parsed = [parse_override(text) for text in overrides]
+    try:
+        check_axes(raw, parsed)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    for keys, value in parsed:
+        _apply_override(raw, keys, value)
     try:
         cfg = _build(StudyConfig, raw, "")
     except ConfigError as exc:

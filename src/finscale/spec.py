@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
@@ -22,8 +23,14 @@ TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps"
               "max_epochs", "patience", "grad_clip", "pos_weight")
 
 
-def cell_name(budget: str, horizon: int) -> str:
-    return f"{budget}-h{horizon}"
+def cell_name(budget: str, horizon: int, tag: str = "") -> str:
+    """``<budget>-h<h>``, plus ``-<axis tag>`` for a variant of a study with axes."""
+    return f"{budget}-h{horizon}{'-' + tag if tag else ''}"
+
+
+def cfg_cell(cfg: StudyConfig, budget: str, horizon: int) -> str:
+    """The cell name of ``budget`` x ``horizon`` in the variant ``cfg``."""
+    return cell_name(budget, horizon, axis_tag(cfg))
 
 
 def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, ...] = (),
@@ -62,14 +69,15 @@ class RunSpec:
     config: dict              # fully resolved run config (config.json)
     digest: str
     replicate: int = 0        # which replicate seed set the seed belongs to
+    tag: str = ""             # axis values of the study variant ("" without axes)
 
     @property
     def run_id(self) -> str:
-        return make_run_id(self.budget, self.horizon, self.seed, self.digest, self.replicate)
+        return make_run_id(self.budget, self.horizon, self.seed, self.digest, self.replicate, self.tag)
 
     @property
     def cell(self) -> str:
-        return cell_name(self.budget, self.horizon)
+        return cell_name(self.budget, self.horizon, self.tag)
 
 
 def n_inputs(cfg: StudyConfig) -> int:
@@ -89,7 +97,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
               *, max_epochs: int | None = None, replicate: int = 0) -> RunSpec:
     """Resolve one run: study sections + cell parameters -> model args, train config, id."""
     params = dict(params or {})
-    arch, train_params = split_params(params, f"cell {cell_name(budget, horizon)}")
+    arch, train_params = split_params(params, f"cell {cfg_cell(cfg, budget, horizon)}")
     if max_epochs:
         train_params.setdefault("max_epochs", max_epochs)
     train = replace_section(cfg.train, **train_params)
@@ -102,13 +110,19 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
         "model_args": margs.to_dict(), "train": config_to_dict(train), "params": params,
         "replicate": replicate,
     }
-    # The id must not change with presentation-only keys (name lists of other budgets/horizons);
-    # the replicate is named in the id's readable part (the seed already tells runs apart).
-    identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate")}
+    axes = axis_values(cfg)
+    if axes:
+        run_cfg["axes"] = axes
+    # The id must not change with presentation-only keys (name lists of other budgets/horizons,
+    # the axes naming values already in the sections, guard minima, an unset data size); the
+    # replicate is named in the id's readable part (the seed already tells runs apart).
+    identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate", "axes")}
+    identity["splits"] = {k: v for k, v in identity["splits"].items()
+                          if k != "min_train_windows" and not (k == "train_years" and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
     identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
     digest = config_hash(identity)
-    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest, replicate)
+    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest, replicate, axis_tag(cfg))
 
 
 def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:

@@ -217,6 +217,10 @@ def _bounds(dates: pd.DatetimeIndex, cfg: SplitsConfig) -> _Bounds:
             raise ValueError(f"splits.test_start: {cfg.test_start} is after the last test date "
                              f"{dates[test_hi].date()} (data {first}..{last}, splits.test_end "
                              f"{cfg.test_end or 'empty'})")
+    if cfg.train_years:
+        # Data size D: the training period loses its start; validation and test do not move.
+        keep_from = dates[val_lo] - pd.DateOffset(years=cfg.train_years)
+        train_lo = max(train_lo, int(dates.searchsorted(keep_from, "left")))
     return _Bounds(train_lo, val_lo, test_lo, test_hi)
 
 
@@ -232,6 +236,12 @@ def _guard(name: str, region: str, ends: np.ndarray, mask: np.ndarray, dates: pd
     """Guard 4 for evaluation regions; an empty training region is an error too."""
     minimum = cfg.min_eval_windows if region != "train" else 1
     if len(ends) >= minimum:
+        if region == "train" and cfg.train_years and len(ends) < cfg.min_train_windows:
+            raise SplitSizeError(
+                f"splits.train_years={cfg.train_years}: the training region of the final split has "
+                f"{len(ends)} windows, fewer than splits.min_train_windows={cfg.min_train_windows} "
+                f"(rows {_span(dates, mask)}, context_len {context_len}, horizon {horizon}); use a "
+                "larger data size or lower splits.min_train_windows")
         return
     raise SplitSizeError(
         f"split {name!r}: the {region} region has {len(ends)} windows, fewer than "

@@ -38,7 +38,7 @@ from finscale.checkpoint import (
 from finscale.config import TrainConfig, config_to_dict
 from finscale.convergence import run_convergence
 from finscale.metrics import classification_metrics, is_collapsed
-from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, prepare_model
+from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, patch_layout, prepare_model
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
 
@@ -345,6 +345,10 @@ class Trainer:
         if self.controls.on_event is not None:
             self.controls.on_event(kind, run=self.run.path.name, **info)
 
+    def _patches_per_window(self) -> int:
+        a = self.args
+        return patch_layout(a.context_len, a.patch_len, a.stride)[0]
+
     def _finish(self) -> dict:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
         best = load_checkpoint(self.run.ckpt / "best.pt", map_location=self.device)
@@ -357,6 +361,8 @@ class Trainer:
                  "collapsed": collapsed, "collapse_reason": why, **converged,
                  "params": count_parameters(self.model), "train_base_rate": self.data.prior,
                  "train_windows": len(self.data.train), "val_windows": len(self.data.val),
+                 # data size D, measured like parameters: samples and patch tokens seen per epoch
+                 "train_tokens": len(self.data.train) * self._patches_per_window(),
                  **{f"val_{k}": v for k, v in metrics.items()}}
         if collapsed:
             log.warning("%s: collapsed model (%s)", self.run.path.name, why)

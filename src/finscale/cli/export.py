@@ -6,7 +6,7 @@ from pathlib import Path
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, load_study_from_args
-from finscale.cli.run import parse_only
+from finscale.cli.run import parse_only, parse_only_axes
 
 
 def register(sub) -> None:
@@ -29,6 +29,7 @@ def _export(args) -> int:
 
     cfg = load_study_from_args(args)
     budgets, horizons = parse_only(args.only, cfg)
-    scripts = export_scripts(cfg, Path(args.out), RunOptions(budgets=budgets, horizons=horizons))
+    axes = parse_only_axes(args.only, cfg)
+    scripts = export_scripts(cfg, Path(args.out), RunOptions(budgets=budgets, horizons=horizons, axes=axes))
     console.print(f"wrote {len(scripts)} scripts and run_all.sh to {args.out}")
     return 0

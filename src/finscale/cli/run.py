@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--phase", action="append", choices=PHASES, default=[], metavar="PHASE",
                    help=f"run only this phase (repeatable): {', '.join(PHASES)}; default: all")
     p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="restrict to cells, e.g. --only budget=cpu-s horizon=1 (repeat keys for several)")
+                   help="restrict to cells, e.g. --only budget=cpu-s horizon=1, or to axis values, e.g. "
+                        "--only model.normalization=zscore (repeat keys for several)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan of the work left (parameters, FLOPs, memory, estimated "
                         "time; finished units are skipped) and exit; offline")
@@ -42,9 +43,12 @@ def register(sub) -> None:
 
 
 def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Budget and horizon filters of ``--only`` (axis filters: :func:`parse_only_axes`)."""
     budgets, horizons = [], []
     for item in items:
         key, sep, value = item.partition("=")
+        if "." in key and sep:
+            continue  # an axis filter
         if key == "budget" and sep:
             budgets += value.split(",")
         elif key == "horizon" and sep:
@@ -53,7 +57,7 @@ def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]
             except ValueError:
                 raise ValueError(f"--only {item!r}: horizon must be an integer") from None
         else:
-            raise ValueError(f"--only {item!r}: expected budget=NAME or horizon=N")
+            raise ValueError(f"--only {item!r}: expected budget=NAME, horizon=N or AXIS.KEY=VALUE")
     for b in budgets:
         if b not in cfg.model.budgets:
             raise ValueError(f"--only budget={b}: not in model.budgets ({', '.join(cfg.model.budgets)})")
@@ -63,24 +67,38 @@ def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]
     return tuple(budgets), tuple(horizons)
 
 
-def print_plan(cfg, budgets, horizons, data_dir) -> int:
+def parse_only_axes(items: list[str], cfg) -> dict:
+    """``--only model.normalization=zscore``: {axis key: [value text, ...]}, checked."""
+    from finscale.axes import variants
+
+    axes: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if "." in key and sep:
+            axes.setdefault(key, []).extend(value.split(","))
+    if axes:
+        variants(cfg, axes)  # raises naming an unknown axis key or value
+    return axes
+
+
+def print_plan(cfg, budgets, horizons, data_dir, axes=None) -> int:
     from finscale.model.compute import format_bytes
     from finscale.runner.plan import build_plan, remaining_plan
 
     rows, finished = remaining_plan(cfg, build_plan(cfg, only_budgets=budgets, only_horizons=horizons,
-                                                    data_dir=data_dir))
+                                                    data_dir=data_dir, only_axes=axes))
     exact = rows[0].extra.get("windows_exact") if rows else True
     print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode): work left",
                 ["phase", "cell", "seed/trials", "architecture", "params", "non-emb", "train GFLOP/sample",
                  "memory", "est. time", "note"],
-                [[r.phase, f"{r.budget}-h{r.horizon}", r.seed, r.arch, r.params, r.non_embedding,
+                [[r.phase, r.extra.get("cell", f"{r.budget}-h{r.horizon}"), r.seed, r.arch, r.params, r.non_embedding,
                   None if r.train_flops is None else r.train_flops / 1e9, "" if r.memory is None else format_bytes(r.memory),
                   fmt_seconds(r.est_s), r.problem or r.run_id] for r in rows])
     total = sum(r.est_s or 0 for r in rows)
     done = f" ({finished} finished unit(s) skipped)" if finished else ""
     console.print(f"{len(rows)} units of work left{done}; estimated total {fmt_seconds(total)} on this machine"
                   + ("" if exact else " (window counts estimated from dates: data not stored)"))
-    problems = {f"{r.budget}-h{r.horizon}": r.problem for r in rows if r.problem}
+    problems = {r.extra.get("cell", f"{r.budget}-h{r.horizon}"): r.problem for r in rows if r.problem}
     for cell, problem in problems.items():
         console.print(f"MISSES BUDGET / INVALID: cell {cell}: {problem}")
     return 1 if problems else 0
@@ -109,12 +127,13 @@ def _run(args) -> int:
 
     seed_sets(cfg)  # colliding replicate seed sets: a one-line error before any work
     budgets, horizons = parse_only(args.only, cfg)
+    axes = parse_only_axes(args.only, cfg)
     if args.dry_run:
-        return print_plan(cfg, budgets, horizons, data_dir_arg(args))
+        return print_plan(cfg, budgets, horizons, data_dir_arg(args), axes)
     tracking.check_available(cfg)  # before any work: never run untracked by mistake
     try:
         with ProgressPrinter() as on_event:
-            opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons,
+            opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons, axes=axes,
                               data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
             summary = run_study(cfg, opts)
     except StudyStopped as exc:

@@ -20,17 +20,19 @@ def register(sub) -> None:
 
 
 def hpo_rows(cfg) -> list[list]:
+    from finscale.axes import variants
     from finscale.hpo.results import results_frame
-    from finscale.spec import cell_name, cells
+    from finscale.spec import cells, cfg_cell
 
     frame = results_frame(cfg)
     recorded = {r["cell"]: r for r in frame.to_dict("records")} if not frame.empty else {}
     rows = []
-    for budget, h in cells(cfg):
-        r = recorded.get(cell_name(budget, h), {})
-        value = r.get("best_value")
-        rows.append([cell_name(budget, h), f"{r.get('trial_states') or 'not started'} "
-                     f"(of {cfg.hpo.trials})", None if value is None or value != value else value])
+    for var in variants(cfg):
+        for budget, h in cells(var):
+            r = recorded.get(cfg_cell(var, budget, h), {})
+            value = r.get("best_value")
+            rows.append([cfg_cell(var, budget, h), f"{r.get('trial_states') or 'not started'} "
+                         f"(of {var.hpo.trials})", None if value is None or value != value else value])
     return rows
 
 

@@ -12,7 +12,7 @@ other budgets and horizons, evaluation, monitoring, tracking) and ``hpo.trials``
 from __future__ import annotations
 
 from finscale.config import StudyConfig, config_hash, config_to_dict
-from finscale.spec import cell_name
+from finscale.spec import cell_name, cfg_cell
 
 # hpo.trials is left out on purpose: raising it extends a finished search (its first trials
 # stay as they were sampled), which is how workers join with more trials.
@@ -21,23 +21,30 @@ _HPO_IGNORED = ("mode", "trials", "storage", "workers", "heartbeat_s", "grace_s"
 
 def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
     """The config values that change the trials of cell (budget, horizon)."""
-    cell = cell_name(budget, horizon)
+    cell = cfg_cell(cfg, budget, horizon)
     model = config_to_dict(cfg.model)
     model["architectures"] = model.pop("architectures").get(budget)
     model.pop("budgets")
     target = config_to_dict(cfg.target)
     target.pop("horizons")
     hpo = {k: v for k, v in config_to_dict(cfg.hpo).items() if k not in _HPO_IGNORED}
-    hpo["fixed"] = cfg.hpo.fixed.get(cell)
+    hpo["fixed"] = cfg.hpo.fixed.get(cell, cfg.hpo.fixed.get(cell_name(budget, horizon)))
     data = config_to_dict(cfg.data)
     data.pop("data_dir")
     return {"budget": budget, "horizon": horizon, "data": data,
             "features": config_to_dict(cfg.features), "target": target,
-            "splits": config_to_dict(cfg.splits), "model": model,
+            "splits": _splits(cfg), "model": model,
             "train": config_to_dict(cfg.train), "hpo": hpo}
 
 
+def _splits(cfg: StudyConfig) -> dict:
+    """The splits section without the guard minimum and an unset data size (ids unchanged)."""
+    return {k: v for k, v in config_to_dict(cfg.splits).items()
+            if k != "min_train_windows" and not (k == "train_years" and v == 0)}
+
+
 def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:
-    """``<study>/<budget>-h<h>-<hash8>``: one Optuna study per cell and trial-changing config."""
+    """``<study>/<cell>-<hash8>`` (the cell carries the axis tag of a variant): one Optuna
+    study per cell and trial-changing config."""
     digest = config_hash(trial_identity(cfg, budget, horizon))[:8]
-    return f"{cfg.name}/{cell_name(budget, horizon)}-{digest}"
+    return f"{cfg.name}/{cfg_cell(cfg, budget, horizon)}-{digest}"

@@ -34,7 +34,7 @@ from finscale.model import count_parameters, select_device
 from finscale.prepare import PreparedData, tuning_data
 from finscale.repro import derive_seed, seed_everything
 from finscale.rundir import RunDir
-from finscale.spec import RunSpec, cell_name, make_spec, start_run_dir
+from finscale.spec import RunSpec, cfg_cell, make_spec, start_run_dir
 from finscale.train import Controls, RunData, RunInterrupted, Trainer, TrainingFailed, read_final
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class SurplusTrial(Exception):
 
 
 def cell_dir(cfg: StudyConfig, budget: str, horizon: int) -> Path:
-    return cfg.study_dir / "hpo" / cell_name(budget, horizon)
+    return cfg.study_dir / "hpo" / cfg_cell(cfg, budget, horizon)
 
 
 def trial_seed(cfg: StudyConfig, cell: str, slot: int) -> int:
@@ -68,7 +68,7 @@ class Objective:
                  n_trials: int | None = None, controls: Controls | None = None,
                  on_trainer: Callable[[Trainer], None] | None = None):
         self.cfg, self.budget, self.horizon, self.prep = cfg, budget, horizon, prep
-        self.cell = cell_name(budget, horizon)
+        self.cell = cfg_cell(cfg, budget, horizon)
         self.space = cell_space(cfg, budget, horizon)
         self.folds: list[RunData] = tuning_data(prep, cfg, horizon)
         self.n_trials, self.controls, self.on_trainer = n_trials, controls, on_trainer

@@ -30,7 +30,7 @@ from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
 from finscale.hpo.results import best_params_path
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
-from finscale.spec import cell_name, cells
+from finscale.spec import cells, cfg_cell
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def cell_summary(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
     best = best_trial(led)
     imp, why = importances(study, led)
     return {**_convergence_flags(cfg, budget, horizon, led, n_trials),
-        "cell": cell_name(budget, horizon), "budget": budget, "horizon": horizon,
+        "cell": cfg_cell(cfg, budget, horizon), "budget": budget, "horizon": horizon,
         "study_name": study.study_name, "storage": spec.display(), "n_trials": n_trials,
         "done": led.done(n_trials), "counts": led.counts(),
         "best_value": best.value if best else None, "best_trial": best.number if best else None,
@@ -177,7 +177,7 @@ def _storage_file(spec: StorageSpec):
 
 
 def _not_started(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec) -> dict:
-    return {"cell": cell_name(budget, horizon), "budget": budget, "horizon": horizon,
+    return {"cell": cfg_cell(cfg, budget, horizon), "budget": budget, "horizon": horizon,
             "study_name": study_name(cfg, budget, horizon), "storage": spec.display(),
             "started": False, "n_trials": cfg.hpo.trials, "done": False, "counts": {},
             "best_value": None, "best_trial": None, "best_params": None}

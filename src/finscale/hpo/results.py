@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
-from finscale.spec import RunSpec, cell_name, cells, make_spec, seed_sets
+from finscale.spec import RunSpec, cell_name, cells, cfg_cell, make_spec, seed_sets
 
 
 def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
-    return cfg.study_dir / "hpo" / cell_name(budget, horizon) / "best_params.json"
+    return cfg.study_dir / "hpo" / cfg_cell(cfg, budget, horizon) / "best_params.json"
 
 
 def read_best(cfg: StudyConfig, budget: str, horizon: int) -> dict | None:
@@ -46,8 +47,10 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
     ``hpo.mode = "fixed"``: the ``[hpo.table."<budget>-h<h>"]`` entry (required).
     ``search``: the cell's ``best_params.json`` when HPO has run, else the study's values.
     """
-    cell = cell_name(budget, horizon)
+    cell = cfg_cell(cfg, budget, horizon)
     if cfg.hpo.mode == "fixed":
+        if cell not in cfg.hpo.table:  # with axes, the plain cell name serves every variant
+            cell = cell_name(budget, horizon)
         if cell not in cfg.hpo.table:
             raise ValueError(f"hpo.table: no entry for cell {cell!r} (hpo.mode is 'fixed'; "
                              f"entries: {', '.join(sorted(cfg.hpo.table)) or 'none'})")
@@ -59,15 +62,16 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
 
 
 def final_specs(cfg: StudyConfig, budgets: tuple[str, ...] = (),
-                horizons: tuple[int, ...] = ()) -> list[RunSpec]:
-    """Every final run (replicate x cell x seed) with the cell's chosen parameters; replicate 0
-    (the study's ``seeds``) first, so an interrupted study has whole replicates early."""
-    sets = seed_sets(cfg)
+                horizons: tuple[int, ...] = (), only: dict | None = None) -> list[RunSpec]:
+    """Every final run (axis variant x replicate x cell x seed) with the cell's chosen
+    parameters; replicate 0 (the study's ``seeds``) first, so an interrupted study has whole
+    replicates early."""
     specs = []
-    for replicate, seeds in enumerate(sets):
-        for budget, h in cells(cfg, budgets, horizons):
-            params, _ = cell_params(cfg, budget, h)
-            specs += [make_spec(cfg, budget, h, seed, params, replicate=replicate) for seed in seeds]
+    for var in variants(cfg, only):
+        for replicate, seeds in enumerate(seed_sets(var)):
+            for budget, h in cells(var, budgets, horizons):
+                params, _ = cell_params(var, budget, h)
+                specs += [make_spec(var, budget, h, seed, params, replicate=replicate) for seed in seeds]
     return specs
 
 
@@ -75,11 +79,12 @@ def results_frame(cfg: StudyConfig) -> pd.DataFrame:
     """One row per HPO cell of the current config that has outputs: trial counts by state,
     best value/trial/params and importances, exactly as the HPO stage recorded them."""
     rows = []
-    for budget, h in cells(cfg):
-        best, trials = read_best(cfg, budget, h), read_trials(cfg, budget, h)
-        if best is not None or trials is not None:
-            rows.append({"cell": cell_name(budget, h), "budget": budget, "horizon": h,
-                         **_row(best or {}, trials)})
+    for var in variants(cfg):
+        for budget, h in cells(var):
+            best, trials = read_best(var, budget, h), read_trials(var, budget, h)
+            if best is not None or trials is not None:
+                rows.append({"cell": cfg_cell(var, budget, h), "budget": budget, "horizon": h,
+                             **axis_values(var), **_row(best or {}, trials)})
     return pd.DataFrame(rows)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from finscale.config import StudyConfig
 from finscale.model import architectures_for_budget, parse_budget
-from finscale.spec import ARCH_KEYS, cell_name, n_inputs, split_params
+from finscale.spec import ARCH_KEYS, cell_name, cfg_cell, n_inputs, split_params
 
 ARCH_PARAM = "arch"
 LOG_DIMS = ("lr", "weight_decay")
@@ -138,8 +138,10 @@ def _float_dim(cfg: StudyConfig, name: str) -> tuple[float, float, bool] | float
 
 def cell_space(cfg: StudyConfig, budget: str, horizon: int) -> CellSpace:
     """The search space of cell ``budget``-h``horizon`` (rules in the module docstring)."""
-    cell = cell_name(budget, horizon)
-    overrides = dict((cfg.hpo.fixed or {}).get(cell, {}))
+    cell = cfg_cell(cfg, budget, horizon)
+    fixed = cfg.hpo.fixed or {}
+    # a study with axes may pin a cell of every variant by its plain name ("cpu-s-h1")
+    overrides = dict(fixed.get(cell, fixed.get(cell_name(budget, horizon), {})))
     split_params({k: v for k, v in overrides.items() if k not in ARCH_KEYS}, f"hpo.fixed.{cell}")
     archs, fixed = _arch_choices(cfg, budget, overrides, cell)
     floats = {}

@@ -50,7 +50,7 @@ from finscale.hpo.sampler import SlotSeededSampler, make_sampler  # noqa: F401 (
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
 from finscale.prepare import PreparedData, prepare
-from finscale.spec import cell_name
+from finscale.spec import cfg_cell
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study
     """The cell's study with a slot-seeded TPE sampler and the study's pruner."""
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
-    study.sampler = SlotSeededSampler(cfg, cell_name(job.budget, job.horizon), job.n_trials,
+    study.sampler = SlotSeededSampler(cfg, cfg_cell(job.cfg, job.budget, job.horizon), job.n_trials,
                                       constant_liar=job.workers > 1 or job.storage.shared,
                                       study=study)
     study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
@@ -127,7 +127,7 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None) -
     Returns "done", or "stopped" when a stop request interrupted a trial (which is
     checkpointed and re-queued for the next run).
     """
-    cell = cell_name(job.budget, job.horizon)
+    cell = cfg_cell(job.cfg, job.budget, job.horizon)
     _follow_verbosity()
     quiet_optuna_trial_failures()
     objective = Objective(job.cfg, job.budget, job.horizon, job.prep, n_trials=job.n_trials,
@@ -280,7 +280,7 @@ def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Call
         done = _finished(study)
         if done != last["done"]:
             last["done"] = done
-            on_event("trial", cell=cell_name(job.budget, job.horizon), number=None, state="finished",
+            on_event("trial", cell=cfg_cell(job.cfg, job.budget, job.horizon), number=None, state="finished",
                      value=None, done=done, total=job.n_trials)
 
     return poll
@@ -329,7 +329,7 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
     job = WorkerJob(cfg, budget, horizon, spec, n_trials, n_workers, prep,
                     log_level=logging.getLogger().getEffectiveLevel())
     if on_event is not None:
-        on_event("hpo_trials", cell=cell_name(budget, horizon), done=_finished(study), total=n_trials)
+        on_event("hpo_trials", cell=cfg_cell(cfg, budget, horizon), done=_finished(study), total=n_trials)
     t0, stopped = time.monotonic(), None
     while not (led := study_ledger(study)).done(n_trials):
         if should_stop is not None and (stopped := should_stop()):
@@ -340,7 +340,7 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
                 break
             continue
         # Every slot is claimed, some by workers elsewhere (or dead ones awaiting their grace).
-        log.info("cell %s: waiting for %d running trial(s)", cell_name(budget, horizon),
+        log.info("cell %s: waiting for %d running trial(s)", cfg_cell(cfg, budget, horizon),
                  len(led.in_state(TrialState.RUNNING)))
         time.sleep(min(spec.heartbeat_s, 5))
         reap_stale(study, store)

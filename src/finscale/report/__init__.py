@@ -19,14 +19,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from finscale.axes import axis_values, variants
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
+from finscale.report.axes import axes_section
 from finscale.report.figures import budget_colors
 from finscale.report.render import render_html, render_markdown, write_tables
 from finscale.report.sections import SECTIONS
 from finscale.report.tables import budget_order
 from finscale.report.tidy import write_tidy
-from finscale.scaling import HorizonScaling, read_scaling, read_study_stability, stability_frame
+from finscale.scaling import HorizonScaling, read_axes, read_scaling, read_study_stability, stability_frame
 
 __all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
 
@@ -62,16 +64,20 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     fig_dir.mkdir()
     colors = budget_colors(budget_order(sr.runs))
     horizons = sorted(cfg.target.horizons)
-    scaling = read_scaling(cfg)
-    stability = read_study_stability(cfg) if scaling is not None else None
+    first = variants(cfg)[0]  # with [axes], the main scaling section shows the first variant
+    scaling = read_scaling(first)
+    stability = read_study_stability(first) if scaling is not None else None
+    axes_on = bool(axis_values(first))
     notes: list = []
     results, _ = S.results_section(sr)
     found = S.findings(sr, scaling, stability)
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr, stability),
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, collect(first) if axes_on else sr,
+                                                        stability),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
-             S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr)]
+             S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr),
+             axes_section(read_axes(cfg) if axes_on else None, axes_on, fig_dir, notes)]
     parts.append(S.warnings_section(sr, notes)[0])
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"

@@ -24,7 +24,7 @@ from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stabil
 SECTIONS = (
     "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
     "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
-    "Calibration", "Backtest", "Hardware", "Warnings",
+    "Calibration", "Backtest", "Hardware", "Axes and data scaling", "Warnings",
 )
 
 
@@ -455,4 +455,4 @@ def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]
         Text(f"{int(warn['count'].sum())} finding(s) in {len(warn)} group(s) to read before trusting "
              "the numbers above (identical findings grouped, most serious first).")]
     blocks.append(Table(warn, "Warnings", "warnings.csv"))
-    return Section(SECTIONS[11], blocks), warn
+    return Section(SECTIONS[-1], blocks), warn

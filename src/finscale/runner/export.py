@@ -16,6 +16,7 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from finscale.axes import variants
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
 from finscale.files import atomic_write_bytes
 from finscale.hpo.results import cell_params
@@ -63,14 +64,26 @@ def _write_script(path: Path, text: str) -> None:
 
 
 def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = None) -> list[Path]:
-    """Write one script per final run (cell x seed) and ``run_all.sh``; returns the scripts.
-    Replicate seed sets beyond the first are not exported (``finscale run --replicates``)."""
+    """Write one script per final run (axis variant x cell x seed) and ``run_all.sh``; returns
+    the scripts. Replicate seed sets beyond the first are not exported (``finscale run --replicates``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    study = config_to_dict(cfg)
     date = datetime.now(UTC).date().isoformat()
     scripts = []
     opts = opts or RunOptions()
+    for var in variants(cfg, opts.axes):
+        scripts += _variant_scripts(var, out_dir, opts, date)
+    lines = ["#!/usr/bin/env bash",
+             "# Every final run of the study, in order. Rerun to resume where it stopped.",
+             'set -euo pipefail', 'cd "$(dirname "$0")"']
+    lines += [f'python3 {shlex.quote(p.name)} "$@"' for p in scripts]
+    _write_script(out_dir / "run_all.sh", "\n".join(lines) + "\n")
+    return scripts
+
+
+def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions, date: str) -> list[Path]:
+    """The scripts of one axis variant (the variant's resolved study is embedded)."""
+    study, scripts = config_to_dict(cfg), []
     for budget, h in cells(cfg, opts.budgets, opts.horizons):
         params, source = cell_params(cfg, budget, h)
         for seed in cfg.seeds:
@@ -80,11 +93,6 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
             path = out_dir / f"{spec.run_id}.py"
             _write_script(path, render_script(study, run, date=date))
             scripts.append(path)
-    lines = ["#!/usr/bin/env bash",
-             "# Every final run of the study, in order. Rerun to resume where it stopped.",
-             'set -euo pipefail', 'cd "$(dirname "$0")"']
-    lines += [f'python3 {shlex.quote(p.name)} "$@"' for p in scripts]
-    _write_script(out_dir / "run_all.sh", "\n".join(lines) + "\n")
     return scripts
 
 

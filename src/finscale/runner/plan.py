@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import ARCH_KEYS, measured_parameters, parse_budget
-from finscale.spec import RunSpec, cell_name, make_spec, seed_sets, split_params
+from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def _estimated_counts(cfg: StudyConfig) -> dict[int, int]:
     s = cfg.splits
     end = pd.Timestamp(s.val_start) if s.val_start else pd.Timestamp.today()
     start = pd.Timestamp(s.train_start) if s.train_start else end - pd.DateOffset(years=25)
+    if s.train_years:
+        start = max(start, end - pd.DateOffset(years=s.train_years))
     days = int((end - start).days / 365.25 * TRADING_DAYS_PER_YEAR)
     return {h: max(0, days - 250 - cfg.model.context_len - h) for h in cfg.target.horizons}
 
@@ -120,7 +123,7 @@ def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label, repli
     return PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
                    counts["non_embedding"], flops, mem,
                    _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
-                   run_id=spec.run_id if phase == "final" else cell_name(budget, h))
+                   run_id=spec.run_id if phase == "final" else cfg_cell(cfg, budget, h))
 
 
 def _has_cuda() -> bool:
@@ -134,9 +137,23 @@ def _arch_from_params(params: dict) -> str:
     return "d{}-l{}-h{}-f{}".format(*(p.get(k, "?") for k in ARCH_KEYS))
 
 
-def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_dir=None) -> list[PlanRow]:
-    """Every HPO cell and final run of the study, in execution order."""
-    counts, exact = window_counts(cfg, data_dir)
+def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_dir=None,
+               only_axes: dict | None = None) -> list[PlanRow]:
+    """Every HPO cell and final run of the study (each axis variant), in execution order."""
+    rows = []
+    for var in variants(cfg, only_axes):
+        counts, exact = window_counts(var, data_dir)
+        var_rows = _variant_plan(var, counts, only_budgets, only_horizons)
+        for row in var_rows:
+            row.extra["windows_exact"] = exact
+            row.extra["train_windows"] = counts[row.horizon]
+            row.extra["cell"] = cfg_cell(var, row.budget, row.horizon)
+            row.extra.update(axis_values(var))
+        rows += var_rows
+    return rows
+
+
+def _variant_plan(cfg: StudyConfig, counts: dict, only_budgets, only_horizons) -> list[PlanRow]:
     rows = []
     for budget in cfg.model.budgets:
         parse_budget(budget)
@@ -146,8 +163,8 @@ def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_
             if only_horizons and h not in only_horizons:
                 continue
             if cfg.hpo.mode == "search":
-                fixed = cfg.hpo.fixed.get(cell_name(budget, h), {})
-                arch, _ = split_params(fixed, f"hpo.fixed.{cell_name(budget, h)}")
+                fixed = cfg.hpo.fixed.get(cfg_cell(cfg, budget, h), cfg.hpo.fixed.get(cell_name(budget, h), {}))
+                arch, _ = split_params(fixed, f"hpo.fixed.{cfg_cell(cfg, budget, h)}")
                 epochs = cfg.hpo.max_epochs or cfg.train.max_epochs
                 row = _row(cfg, "hpo", budget, h, cfg.seeds[0], arch, counts[h], epochs,
                            f"{cfg.hpo.trials} trials")
@@ -159,8 +176,6 @@ def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_
                 for seed in seeds:
                     rows.append(_row(cfg, "final", budget, h, seed, params, counts[h], 0, str(seed),
                                      replicate))
-    for row in rows:
-        row.extra["windows_exact"] = exact
     return rows
 
 
@@ -178,7 +193,6 @@ def remaining_plan(cfg: StudyConfig, rows: list[PlanRow]) -> tuple[list[PlanRow]
     trials.csv (written as the cell ends) counts ``hpo.trials`` finished trials. A partly
     searched cell stays, with its estimate scaled to the trials left.
     """
-    from finscale.hpo.results import best_params_path
     from finscale.rundir import RunDir
 
     left, finished = [], 0
@@ -188,7 +202,8 @@ def remaining_plan(cfg: StudyConfig, rows: list[PlanRow]) -> tuple[list[PlanRow]
                 finished += 1
                 continue
         elif row.phase == "hpo":
-            done = _finished_trials(best_params_path(cfg, row.budget, row.horizon).with_name("trials.csv"))
+            cell = row.run_id or cell_name(row.budget, row.horizon)  # with axes: the tagged cell
+            done = _finished_trials(cfg.study_dir / "hpo" / cell / "trials.csv")
             if done >= cfg.hpo.trials:
                 finished += 1
                 continue

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
 from finscale.hpo.results import cell_params, final_specs
@@ -23,7 +24,7 @@ from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.spec import RunSpec, cells, final_dir, make_spec, seed_sets
+from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class RunOptions:
     phases: tuple[str, ...] = PHASES
     budgets: tuple[str, ...] = ()          # --only budget=...
     horizons: tuple[int, ...] = ()         # --only horizon=...
+    axes: dict = field(default_factory=dict)  # --only <axis key>=value: {key: [value text]}
     data_dir: str | None = None
     on_event: Callable[..., None] = lambda kind, **info: None
     monitor: bool = True
@@ -109,23 +111,53 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
     from finscale.hpo import run_cell
     from finscale.hpo.objective import cell_dir
 
-    todo = cells(cfg, opts.budgets, opts.horizons)
-    for i, ((budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(cfg, *c), stop)):
+    todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)]
+    for i, ((var, budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(*c), stop)):
         with lock:
             if stop.reason():
                 raise StudyStopped("stopped", stop.reason())
-            opts.on_event("hpo_cell", index=i, total=len(todo), cell=f"{budget}-h{h}")
-            run_cell(cfg, budget, h, data_dir=opts.data_dir, should_stop=stop.reason,
+            opts.on_event("hpo_cell", index=i, total=len(todo), cell=cfg_cell(var, budget, h))
+            run_cell(var, budget, h, data_dir=opts.data_dir, should_stop=stop.reason,
                      on_event=opts.on_event)
             if stop.reason():
                 raise StudyStopped("stopped", stop.reason())
 
 
-def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
+def _variant_specs(cfg: StudyConfig, opts: RunOptions) -> list[tuple[StudyConfig, RunSpec]]:
+    """(axis variant, spec) of every final run the options select."""
+    return [(var, spec) for var in variants(cfg, opts.axes)
+            for spec in final_specs(var, opts.budgets, opts.horizons)]
+
+
+class _Preps:
+    """Prepared data per (data, features) sections: variants that share them share one."""
+
+    def __init__(self, cfg: StudyConfig, prep: PreparedData | None, data_dir):
+        self.data_dir, self.cache = data_dir, {}
+        if prep is not None:
+            self.cache[self._key(cfg)] = prep
+
+    @staticmethod
+    def _key(cfg: StudyConfig) -> str:
+        return repr((cfg.data, cfg.features))
+
+    def __call__(self, cfg: StudyConfig) -> PreparedData:
+        key = self._key(cfg)
+        if key not in self.cache:
+            self.cache[key] = prepare(cfg, self.data_dir)
+        return self.cache[key]
+
+
+def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
+    return prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
+
+
+def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
-    specs = final_specs(cfg, opts.budgets, opts.horizons)
+    preps = _preps(cfg, prep, opts)
+    specs = _variant_specs(cfg, opts)
     t0, trained = time.monotonic(), 0
-    for i, (spec, lock) in enumerate(claimed(specs, lambda s: final_dir(cfg, s), stop)):
+    for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:  # no other process trains this run while we hold it
             run = RunDir(final_dir(cfg, spec))
             eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
@@ -135,7 +167,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
                 summary.skipped.append(spec.run_id)
                 _track_final(cfg, run)  # tracking: cheap when already tracked
                 continue
-            if _train_final(cfg, prep, spec, run, opts, stop):
+            if _train_final(var, preps(var), spec, run, opts, stop):
                 trained += 1
                 summary.done.append(spec.run_id)
             else:
@@ -159,30 +191,46 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
     return True
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData, opts: RunOptions,
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
                        stop: StopRequest) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
-    specs = [s for s in final_specs(cfg, opts.budgets, opts.horizons) if RunDir(final_dir(cfg, s)).state == "done"]
-    for i, (spec, lock) in enumerate(claimed(specs, lambda s: final_dir(cfg, s), stop)):
+    preps = _preps(cfg, prep, opts)
+    specs = [(v, s) for v, s in _variant_specs(cfg, opts) if RunDir(final_dir(v, s)).state == "done"]
+    for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-            evaluate_final_run(cfg, prep, spec)
+            evaluate_final_run(var, preps(var), spec)
             _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
 
 
 def check_cells(cfg: StudyConfig, opts: RunOptions) -> None:
     """Everything checkable from the config alone, before any file is written: the budget
     labels, the feature set, the search space or fixed table of every selected cell."""
-    searching = cfg.hpo.mode == "search" and "hpo" in opts.phases
-    for budget, h in cells(cfg, opts.budgets, opts.horizons):
-        make_spec(cfg, budget, h, cfg.seeds[0])  # unknown budget or feature set -> ValueError
-        if searching:
-            from finscale.hpo.space import cell_space
+    for var in variants(cfg, opts.axes):
+        searching = var.hpo.mode == "search" and "hpo" in opts.phases
+        for budget, h in cells(var, opts.budgets, opts.horizons):
+            make_spec(var, budget, h, var.seeds[0])  # unknown budget or feature set -> ValueError
+            if searching:
+                from finscale.hpo.space import cell_space
 
-            cell_space(cfg, budget, h)
-        elif cfg.hpo.mode == "fixed":
-            cell_params(cfg, budget, h)
+                cell_space(var, budget, h)
+            elif var.hpo.mode == "fixed":
+                cell_params(var, budget, h)
+
+
+def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
+    """Guard 4 and the data-size minimum for every selected variant before any training: a
+    ``splits.train_years`` (or any axis value) that leaves too few windows fails up front,
+    naming the axis values."""
+    for var in variants(cfg, opts.axes):
+        horizons = sorted({h for _, h in cells(var, opts.budgets, opts.horizons)})
+        try:
+            check_splits(preps(var), var, horizons,
+                         tuning="hpo" in opts.phases and var.hpo.mode == "search")
+        except ValueError as exc:
+            where = ", ".join(f"{k}={v!r}" for k, v in axis_values(var).items())
+            raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
@@ -198,10 +246,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         prep = None
         if any(p in opts.phases for p in ("data", "features", "hpo", "final", "evaluate")):
             opts.on_event("phase", phase="data+features")
-            prep = prepare(cfg, opts.data_dir)
+            prep = _Preps(cfg, None, opts.data_dir)
             if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
-                check_splits(prep, cfg, sorted({h for _, h in cells(cfg, opts.budgets, opts.horizons)}),
-                             tuning="hpo" in opts.phases and cfg.hpo.mode == "search")
+                check_data_sizes(cfg, prep, opts)
         if "hpo" in opts.phases:
             opts.on_event("phase", phase="hpo")
             run_hpo_phase(cfg, opts, stop)

@@ -27,6 +27,7 @@ from finscale.scaling.laws import (
 )
 from finscale.scaling.stability import STABLE_SHARE, stability_frame, stability_row
 from finscale.scaling.store import (
+    read_axes,
     read_scaling,
     read_study_stability,
     result_path,
@@ -38,7 +39,7 @@ from finscale.scaling.store import (
 __all__ = ["ALPHA_MAX", "AXES", "AxisFit", "FALLING", "FALLS_EXTRAPOLATES", "FALLS_IN_RANGE", "FLAT",
            "FitCache", "HorizonScaling", "RISES", "decide_verdict",
            "VERDICTS", "auc_to_error", "bootstrap_fit", "compare_to_constant", "fit_power_law",
-           "fit_study", "predict_power_law", "prediction_band", "read_scaling", "resample_replicates",
+           "fit_study", "predict_power_law", "read_axes", "prediction_band", "read_scaling", "resample_replicates",
            "resample_seeds", "read_study_stability", "result_path", "STABLE_SHARE", "stability_frame",
            "stability_path", "stability_row", "run_scaling", "scaling_dir", "scaling_table",
            "scaling_verdict"]

@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from finscale.axes import axis_tag, axis_values, variants
 from finscale.collect import collect
 from finscale.config import StudyConfig
 from finscale.files import atomic_write_json
@@ -29,7 +30,13 @@ STABILITY_NAME = "stability.json"
 
 
 def scaling_dir(cfg: StudyConfig) -> Path:
-    return cfg.study_dir / "scaling"
+    """``scaling/``; a variant of a study with axes has ``scaling/<axis tag>/``."""
+    tag = axis_tag(cfg)
+    return cfg.study_dir / "scaling" / tag if tag else cfg.study_dir / "scaling"
+
+
+def axes_path(cfg: StudyConfig) -> Path:
+    return cfg.study_dir / "scaling" / "axes.json"
 
 
 def result_path(cfg: StudyConfig, horizon: int) -> Path:
@@ -46,7 +53,26 @@ def read_study_stability(cfg: StudyConfig) -> dict | None:
 
 
 def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
-    """Fit every horizon of the study from its evaluated runs and write the results."""
+    """Fit every horizon of the study from its evaluated runs and write the results.
+
+    With ``[axes]``: every variant's fits (in its own folder), then ``axes.json`` (joint
+    L(N, D) fit, per-axis comparisons and curves); returns the first variant's results."""
+    vars_ = variants(cfg)
+    if not axis_values(vars_[0]):
+        return _scale_one(cfg)
+    results = [_scale_one(var) for var in vars_]
+    from finscale.scaling.axes import axes_results
+
+    atomic_write_json(axes_results(cfg), axes_path(cfg))
+    return results[0]
+
+
+def read_axes(cfg: StudyConfig) -> dict | None:
+    """The stored ``axes.json`` (None for a study without axes or before the stage ran)."""
+    return _read_json(axes_path(cfg))
+
+
+def _scale_one(cfg: StudyConfig) -> list[HorizonScaling]:
     sr = collect(cfg)
     if sr.runs.empty:
         results = [HorizonScaling(h, reason="no final runs") for h in sorted(cfg.target.horizons)]

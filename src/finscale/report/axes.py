@@ -1,0 +1,167 @@
+"""The report's "Axes and data scaling" section, from the scaling stage's ``axes.json``.
+
+Consumes: the stored axes results (joint L(N, D) fits with their contour grid and frontier,
+paired comparisons, per-value curves). Produces the section: per joint fit the verdict and
+parameters with intervals, an iso-loss contour figure over (N, D) with the runs drawn on it
+and the compute-optimal frontier, and per-D loss-vs-N curves; per axis a table of paired
+tests between its values and a figure of the scaling curves per value overlaid.
+Guarantees: draws only what was stored (nothing is fitted or tested here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finscale.report.figures import EmptyFigure, plt, save
+from finscale.report.render import Bullets, Figure, Section, Table, Text
+
+TITLE = "Axes and data scaling"
+
+
+def axes_section(doc: dict | None, has_axes: bool, fig_dir: Path, notes: list) -> Section:
+    if not has_axes:
+        return Section(TITLE, [Text("This study has no [axes]: one model-size series, no data-size "
+                                    "axis and no ablation to compare.")])
+    if doc is None:
+        why = "no axes results: the scaling stage has not run (run the study's scaling phase)"
+        notes.append(("no axes results", "study", why))
+        return Section(TITLE, [Text(why[0].upper() + why[1:] + ".")])
+    blocks = [Text("Axes: " + "; ".join(f"{k} = {v}" for k, v in doc.get("axes", {}).items()) + ".")]
+    blocks += _joint_blocks(doc.get("joint", []), fig_dir, notes)
+    blocks += _comparison_blocks(doc.get("comparisons", []))
+    blocks += _curve_blocks(doc.get("curves", []), fig_dir, notes)
+    return Section(TITLE, blocks)
+
+
+def _where(j: dict) -> str:
+    w = ", ".join(f"{k}={v}" for k, v in (j.get("where") or {}).items())
+    return f"horizon {j['horizon']}" + (f" ({w})" if w else "")
+
+
+def _joint_blocks(joint: list[dict], fig_dir: Path, notes: list) -> list:
+    if not joint:
+        return []
+    blocks = [Text("Joint fits L(N, D) = E + A·N^-alpha + B·D^-beta (log-sum-exp form, Huber loss on "
+                   "log residuals, grid of starts) to every evaluated run's test log-loss, with N the "
+                   "measured total parameters and D the measured training tokens (training windows × "
+                   "patches). Intervals: bootstrap over runs. a = beta/(alpha+beta) and "
+                   "b = alpha/(alpha+beta) are the compute-optimal allocation exponents "
+                   "(N_opt ∝ C^a, D_opt ∝ C^b).")]
+    rows = []
+    for i, j in enumerate(joint):
+        if j.get("reason"):
+            blocks.append(Text(f"Joint fit, {_where(j)}: none: {j['reason']}."))
+            notes.append(("no joint fit", _where(j), j["reason"]))
+            continue
+        blocks.append(Bullets([f"Joint fit, {_where(j)}: {j['text']}"]))
+        rows.append(_joint_row(j))
+        name = f"joint_{i}_h{j['horizon']}.png"
+        try:
+            save(_joint_figure(j), fig_dir / name)
+            blocks.append(Figure(Path(fig_dir.name) / name,
+                                 f"Iso-loss contours over (N, D) with the runs and the compute-optimal "
+                                 f"frontier (left); loss vs N per data size (right); {_where(j)}"))
+        except EmptyFigure as exc:
+            notes.append(("no figure", name, str(exc)))
+    if rows:
+        frame = pd.DataFrame(rows)
+        blocks.append(Table(frame, "Joint L(N, D) fits", "joint_fits.csv"))
+    return blocks
+
+
+def _joint_row(j: dict) -> dict:
+    f, iv = j["fit"], j["intervals"]
+    row = {"horizon": j["horizon"], **{f"where {k}": v for k, v in (j.get("where") or {}).items()}}
+    for k in ("E", "A", "B", "alpha", "beta", "a_exp", "b_exp"):
+        lo_hi = iv.get(k) or [None, None]
+        row[k] = f.get(k)
+        row[f"{k} CI"] = "" if lo_hi[0] is None else f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]"
+    row["verdict"] = j["verdict"]
+    return row
+
+
+def _joint_figure(j: dict):
+    pts, grid, front = pd.DataFrame(j["points"]), j["grid"], j["frontier"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    surface = np.asarray(grid["L"], dtype=float)
+    # contour levels spanning the runs' losses: the fitted surface explodes at tiny N or D
+    lo, hi = float(pts["L"].min()), float(pts["L"].max())
+    levels = np.linspace(lo - 0.1 * (hi - lo), hi + 0.5 * (hi - lo), 10)
+    cs = ax.contour(grid["N"], grid["D"], surface, levels=levels, cmap="viridis")
+    ax.clabel(cs, fontsize=7, fmt="%.4f")
+    sc = ax.scatter(pts["N"], pts["D"], c=pts["L"], cmap="viridis", edgecolors="k", zorder=3)
+    fig.colorbar(sc, ax=ax, label="test log-loss (runs)")
+    ax.plot(front["N"], front["D"], "r--", label="compute-optimal frontier")
+    ax.set(xscale="log", yscale="log", xlabel="N (measured parameters)", ylabel="D (training tokens)",
+           title="iso-loss contours of the fit")
+    ax.legend(fontsize=7)
+    cmap = plt.get_cmap("plasma")
+    sizes = sorted(pts["D"].groupby(pts["train_years"]).median().items(), key=lambda kv: kv[1])
+    ng = np.asarray(grid["N"])
+    f = j["fit"]
+    for i, (years, d) in enumerate(sizes):
+        color = cmap(0.85 * i / max(len(sizes) - 1, 1))
+        sub = pts[pts["train_years"] == years]
+        label = f"train_years={years}" + (" (all)" if years == 0 else "")
+        bx.scatter(sub["N"], sub["L"], color=color, s=18, label=label)
+        bx.plot(ng, f["E"] + f["A"] * ng ** -f["alpha"] + f["B"] * d ** -f["beta"], color=color, lw=1)
+    bx.set(xscale="log", xlabel="N (measured parameters)", ylabel="test log-loss",
+           title="loss vs N per data size (fit at the median D)")
+    bx.legend(fontsize=7)
+    return fig
+
+
+def _comparison_blocks(rows: list[dict]) -> list:
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    shown = frame[["axis", "value", "reference", "horizon", "budget", "n_pairs"]].copy()
+    for col in ("mean_diff", "p_value", "n"):
+        shown[col] = frame[col] if col in frame else None
+    if "ci" in frame:
+        shown["diff CI"] = frame["ci"].map(lambda c: "" if not isinstance(c, list) or c[0] is None
+                                           else f"[{c[0]:.4g}, {c[1]:.4g}]")
+    shown["note"] = frame.get("reason", "")
+    return [Text("Paired tests per axis: each value against the axis's first value, per horizon and "
+                 "budget, on the test windows every paired run scored (moving-block bootstrap of the "
+                 "mean per-window log-loss difference value − reference; each side averages the "
+                 "predictions of its runs over seeds and the other axes' values). Negative: the value "
+                 "has the lower (better) test log-loss."),
+            Table(frame.drop(columns=[c for c in ("ci",) if c in frame]), "Paired tests between axis values",
+                  "axis_tests.csv", shown=shown)]
+
+
+def _curve_blocks(curves: list[dict], fig_dir: Path, notes: list) -> list:
+    blocks = []
+    frame = pd.DataFrame(curves)
+    if frame.empty:
+        return blocks
+    for (axis, h), group in frame.groupby(["axis", "horizon"], sort=False):
+        name = f"axis_{axis.replace('.', '_')}_h{h}.png"
+        try:
+            save(_curves_figure(group, axis, int(h)), fig_dir / name)
+        except EmptyFigure as exc:
+            notes.append(("no figure", name, str(exc)))
+            continue
+        blocks.append(Figure(Path(fig_dir.name) / name,
+                             f"Scaling curves per value of {axis}, horizon {h} (budget means; lines: "
+                             "L(N) = E + A·N^-alpha fitted per value)"))
+    return blocks
+
+
+def _curves_figure(group: pd.DataFrame, axis: str, h: int):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cmap = plt.get_cmap("tab10")
+    for i, (_, c) in enumerate(group.iterrows()):
+        color = cmap(i % 10)
+        ax.plot(c["N"], c["L"], "o", color=color, label=f"{axis.rpartition('.')[2]}={c['value']}")
+        if c["fit"]:
+            n = np.geomspace(min(c["N"]), max(c["N"]), 50)
+            ax.plot(n, c["fit"]["E"] + c["fit"]["A"] * n ** -c["fit"]["alpha"], color=color, lw=1)
+    ax.set(xscale="log", xlabel="N (measured parameters)", ylabel="test log-loss",
+           title=f"{axis}, horizon {h}")
+    ax.legend(fontsize=7)
+    return fig
