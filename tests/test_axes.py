@@ -197,7 +197,7 @@ def test_two_axis_study_end_to_end(tmp_path):
         assert config["splits"]["train_years"] == config["axes"]["splits.train_years"]
     # D is measured: fewer training windows with 3 years than with all, tokens = windows x patches
     finals = {rid: [m for m in RunDir(p).read_metrics() if m["event"] == "final"][0] for rid, p in runs.items()}
-    for rid, f in finals.items():
+    for f in finals.values():
         assert f["train_tokens"] == f["train_windows"] * 4  # context 32, patch 8, stride 8: 4 patches
     short = {f["train_windows"] for rid, f in finals.items() if "train_years3" in rid}
     full = {f["train_windows"] for rid, f in finals.items() if "train_years0" in rid}
