@@ -25,7 +25,7 @@ from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_STOPPED, PhaseJob, PhaseResult, event_writer, run_pool, unit_threads
+from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool, unit_threads
 from finscale.spec import RunSpec, cell_name, cells, final_dir, make_spec
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
