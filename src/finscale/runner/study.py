@@ -265,6 +265,8 @@ def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopReque
                  summary: StudySummary) -> None:
     """A phase on ``run.workers`` local processes or as Ray tasks; raises StudyStopped on a stop."""
     workers = cfg.run.workers
+    if phase == "hpo" and cfg.hpo.mode == "search":
+        _create_storage(cfg)
     job = PhaseJob(cfg, phase, opts.budgets, opts.horizons, opts.units, opts.data_dir, opts.monitor,
                    threads=unit_threads(cfg, workers), log_level=logging.getLogger().getEffectiveLevel())
     if cfg.run.executor == "ray":
@@ -280,6 +282,14 @@ def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopReque
     summary.failed += result.failed
     if result.stopped:
         raise StudyStopped(*result.stopped)
+
+
+def _create_storage(cfg: StudyConfig) -> None:
+    """Create the HPO storage's tables here, once: workers creating one SQLite schema at the
+    same moment race ("table already exists")."""
+    from finscale.hpo.storage import open_storage, resolve_storage
+
+    open_storage(resolve_storage(cfg.hpo.storage, cfg.study_dir, heartbeat_s=cfg.hpo.heartbeat_s))
 
 
 class _AnyStop:
