@@ -74,7 +74,7 @@ def _trainer(tmp_path, name, *, lr=3e-3, config_hash="h" * 64, stop_after=None):
         calls["n"] += 1
         return "test stop" if stop_after is not None and calls["n"] == stop_after else None
     return Trainer(RunDir(tmp_path / name).create(), model_args=args(), cfg=cfg, data=synthetic(),
-                   seed=0, config_hash=config_hash, progress=False,
+                   seed=0, config_hash=config_hash,
                    controls=Controls(should_stop=should_stop))
 
 

@@ -98,7 +98,7 @@ def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict)
         return
     run_id = run.path.name
     key = {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
-           "seed": int(config["seed"])}
+           "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0))}
     final = read_final(run)
     ev = run.read_json("eval.json")
     current = expected is None or run_id in expected

@@ -213,6 +213,7 @@ class RunConfig:
 class StudyConfig:
     name: str = _opt("default", doc="study name; everything goes to `<output_dir>/<name>/`")
     seeds: tuple[int, ...] = _opt((0, 1), min=0, doc="final runs per cell, one per seed (>= 2 for honest uncertainty)")
+    replicates: int = _opt(1, min=1, doc="replicate seed sets of the final phase (`--replicates K`): replicate 0 uses `seeds`, replicate r >= 1 as many seeds derived from them (disjoint, deterministic; run ids say `-r<r>-`); HPO is shared. The scaling stage fits each replicate alone and reports how often each verdict holds (`report/stability.csv`); 1 = stability not measured")
     output_dir: str = _opt("runs", doc="parent of the study directory")
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)

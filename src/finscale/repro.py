@@ -43,6 +43,35 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+REPLICATE_SEED_RANGE = 1_000_000  # derived seeds stay short, so run ids stay readable
+
+
+def replicate_seed_sets(seeds, replicates: int) -> list[tuple[int, ...]]:
+    """``replicates`` disjoint seed sets of ``len(seeds)`` seeds each, derived deterministically.
+
+    Set 0 is ``seeds`` exactly (so the run ids of a study without replicates never change);
+    set r >= 1 maps each seed s to ``derive_seed("replicate", r, s) % 10**6``. The sets are
+    checked to be pairwise disjoint (and each free of duplicates): a collision raises a
+    ValueError naming the seed and both replicates, so no run is ever shared by two replicates.
+    """
+    seeds = tuple(int(s) for s in seeds)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise ValueError(f"replicates: {replicates!r}; expected an integer >= 1")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct seeds, got {list(seeds)}")
+    sets = [seeds] + [tuple(derive_seed("replicate", r, s) % REPLICATE_SEED_RANGE for s in seeds)
+                      for r in range(1, replicates)]
+    owner: dict[int, int] = {}
+    for r, group in enumerate(sets):
+        for s in group:
+            if s in owner:
+                where = "twice in replicate" if owner[s] == r else f"in replicates {owner[s]} and"
+                raise ValueError(f"seeds {list(seeds)} with replicates={replicates}: seed {s} occurs "
+                                 f"{where} {r}; the replicate seed sets must be disjoint (change a seed)")
+            owner[s] = r
+    return sets
+
+
 def _version(pkg: str) -> str | None:
     try:
         return importlib.metadata.version(pkg)

@@ -20,9 +20,11 @@ from finscale.files import atomic_write_bytes, atomic_write_json, now_iso
 STATES = ("pending", "running", "paused", "done", "failed", "stopped", "thermal_stop", "pruned")
 
 
-def make_run_id(budget: str, horizon: int, seed: int | str, digest: str) -> str:
-    """Readable id plus a hash tail, e.g. ``cpu-s-h1-s0-3f9c1e2a``."""
-    return f"{budget}-h{horizon}-s{seed}-{digest[:8]}"
+def make_run_id(budget: str, horizon: int, seed: int | str, digest: str, replicate: int = 0) -> str:
+    """Readable id plus a hash tail, e.g. ``cpu-s-h1-s0-3f9c1e2a``; replicate r >= 1 adds
+    ``-r<r>`` (``cpu-s-h1-r1-s512003-...``), replicate 0 keeps the plain form."""
+    rep = f"-r{replicate}" if replicate else ""
+    return f"{budget}-h{horizon}{rep}-s{seed}-{digest[:8]}"
 
 
 LOCK_FILE = ".lock"

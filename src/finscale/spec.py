@@ -15,7 +15,7 @@ from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dic
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
 from finscale.prepare import PreparedData
-from finscale.repro import environment_record
+from finscale.repro import environment_record, replicate_seed_sets
 from finscale.rundir import RunDir, make_run_id
 
 TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
@@ -61,10 +61,11 @@ class RunSpec:
     params: dict              # the cell's chosen hyperparameters, as given
     config: dict              # fully resolved run config (config.json)
     digest: str
+    replicate: int = 0        # which replicate seed set the seed belongs to
 
     @property
     def run_id(self) -> str:
-        return make_run_id(self.budget, self.horizon, self.seed, self.digest)
+        return make_run_id(self.budget, self.horizon, self.seed, self.digest, self.replicate)
 
     @property
     def cell(self) -> str:
@@ -75,8 +76,17 @@ def n_inputs(cfg: StudyConfig) -> int:
     return len(input_columns(cfg.features.set))
 
 
+def seed_sets(cfg: StudyConfig) -> list[tuple[int, ...]]:
+    """The study's replicate seed sets (``replicates`` of them; set 0 = ``seeds``); a
+    ValueError naming the seed when two sets would share one (checked before any work)."""
+    try:
+        return replicate_seed_sets(cfg.seeds, cfg.replicates)
+    except ValueError as exc:
+        raise ValueError(f"study {cfg.name!r}: {exc}") from None
+
+
 def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: dict | None = None,
-              *, max_epochs: int | None = None) -> RunSpec:
+              *, max_epochs: int | None = None, replicate: int = 0) -> RunSpec:
     """Resolve one run: study sections + cell parameters -> model args, train config, id."""
     params = dict(params or {})
     arch, train_params = split_params(params, f"cell {cell_name(budget, horizon)}")
@@ -90,13 +100,15 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
         "target": {**config_to_dict(cfg.target), "horizon": horizon},
         "splits": config_to_dict(cfg.splits), "model": config_to_dict(cfg.model),
         "model_args": margs.to_dict(), "train": config_to_dict(train), "params": params,
+        "replicate": replicate,
     }
-    # The id must not change with presentation-only keys (name lists of other budgets/horizons).
-    identity = {k: v for k, v in run_cfg.items() if k != "study"}
+    # The id must not change with presentation-only keys (name lists of other budgets/horizons);
+    # the replicate is named in the id's readable part (the seed already tells runs apart).
+    identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate")}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
     identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
     digest = config_hash(identity)
-    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest)
+    return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest, replicate)
 
 
 def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:

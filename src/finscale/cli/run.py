@@ -27,6 +27,10 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan of the work left (parameters, FLOPs, memory, estimated "
                         "time; finished units are skipped) and exit; offline")
+    p.add_argument("--replicates", type=int, default=None, metavar="K",
+                   help="train the final phase for K disjoint seed sets (study key `replicates`; "
+                        "replicate 0 = the study's seeds, HPO shared) and report how often each "
+                        "finding holds across them")
     p.add_argument("--no-monitor", action="store_true", help="do not sample hardware sensors")
     p.add_argument("--require-sensor", action="store_true",
                    help="fail if no temperature sensor can be read (monitor.require_sensor)")
@@ -106,7 +110,15 @@ def _run(args) -> int:
     for flag, key in (("workers", "run.workers"), ("executor", "run.executor"), ("address", "run.address")):
         if getattr(args, flag) is not None:
             args.overrides.append(f"{key}={getattr(args, flag)}")
+    if args.replicates is not None:
+        if args.replicates < 1:
+            raise ValueError(f"--replicates {args.replicates}: expected an integer >= 1 "
+                             "(1 = the study's seeds only)")
+        args.overrides.append(f"replicates={args.replicates}")
     cfg = load_study_from_args(args)
+    from finscale.spec import seed_sets
+
+    seed_sets(cfg)  # colliding replicate seed sets: a one-line error before any work
     budgets, horizons = parse_only(args.only, cfg)
     if args.dry_run:
         return print_plan(cfg, budgets, horizons, data_dir_arg(args))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from finscale.config import StudyConfig
-from finscale.spec import RunSpec, cell_name, cells, make_spec
+from finscale.spec import RunSpec, cell_name, cells, make_spec, seed_sets
 
 
 def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
@@ -60,11 +60,14 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
 
 def final_specs(cfg: StudyConfig, budgets: tuple[str, ...] = (),
                 horizons: tuple[int, ...] = ()) -> list[RunSpec]:
-    """Every final run (cell x seed) with the cell's chosen parameters."""
+    """Every final run (replicate x cell x seed) with the cell's chosen parameters; replicate 0
+    (the study's ``seeds``) first, so an interrupted study has whole replicates early."""
+    sets = seed_sets(cfg)
     specs = []
-    for budget, h in cells(cfg, budgets, horizons):
-        params, _ = cell_params(cfg, budget, h)
-        specs += [make_spec(cfg, budget, h, seed, params) for seed in cfg.seeds]
+    for replicate, seeds in enumerate(sets):
+        for budget, h in cells(cfg, budgets, horizons):
+            params, _ = cell_params(cfg, budget, h)
+            specs += [make_spec(cfg, budget, h, seed, params, replicate=replicate) for seed in seeds]
     return specs
 
 

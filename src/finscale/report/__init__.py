@@ -26,7 +26,7 @@ from finscale.report.render import render_html, render_markdown, write_tables
 from finscale.report.sections import SECTIONS
 from finscale.report.tables import budget_order
 from finscale.report.tidy import write_tidy
-from finscale.scaling import HorizonScaling, read_scaling
+from finscale.scaling import HorizonScaling, read_scaling, read_study_stability, stability_frame
 
 __all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
 
@@ -63,11 +63,12 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     colors = budget_colors(budget_order(sr.runs))
     horizons = sorted(cfg.target.horizons)
     scaling = read_scaling(cfg)
+    stability = read_study_stability(cfg) if scaling is not None else None
     notes: list = []
     results, _ = S.results_section(sr)
-    found = S.findings(sr, scaling)
+    found = S.findings(sr, scaling, stability)
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr),
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, sr, stability),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
              S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr)]
@@ -76,6 +77,8 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     title = f"finscale study report: {cfg.name}"
     write_tables(parts, out / "tables")
     write_tidy(sr, out)
+    if stability is not None:  # how often each finding holds across replicate seed sets
+        stability_frame(stability).to_csv(out / "stability.csv", index=False)
     (out / "findings.json").write_text(json.dumps(found.to_dict(), indent=1, default=float))
     (out / "scaling.json").write_text(json.dumps(scaling_json(scaling or []), indent=1, default=float))
     (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")

@@ -123,6 +123,32 @@ def _scaling_panel(ax, af, colors: dict, not_converged: frozenset = frozenset())
     ax.set_title(af.verdict, fontsize=8)
 
 
+def stability_figure(doc: dict, path: Path) -> Path:
+    """Alpha per replicate seed set (dots, with the replicate's CI) beside the pooled alpha (a
+    line), one row per scaling fit; markers filled where the replicate's verdict equals the
+    pooled one, hollow where it differs."""
+    rows = [r for r in doc.get("rows", []) if r["finding"].startswith("scaling:")]
+    if not doc.get("measured") or not rows:
+        raise EmptyFigure("stability across seeds was not measured (one replicate seed set)")
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.6), layout="constrained")
+    for i, r in enumerate(rows):
+        for a, v in zip(r["alphas"], r["replicate_verdicts"]):
+            if a is None:
+                continue
+            same = v == r["verdict"]
+            ax.scatter(a, i, s=28, color="tab:blue" if same else "none", edgecolors="tab:blue", zorder=3)
+        if r.get("alpha") is not None:
+            ax.plot([r["alpha"]] * 2, [i - 0.35, i + 0.35], color="black", lw=1.5)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"h{r['horizon']} {r['finding'][len('scaling: '):]} "
+                        f"({r['share']:.0%} agree)" for r in rows], fontsize=7)
+    ax.set_xlabel("alpha (dots: one per replicate seed set, hollow = other verdict; bar: pooled)",
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(f"Scaling exponent per replicate ({doc['n_replicates']} seed sets)", fontsize=9)
+    return save(fig, path)
+
+
 def learning_figure(epochs: pd.DataFrame, horizon: int, colors: dict, path: Path) -> Path:
     ep = _ordered(epochs[epochs["horizon"] == horizon], colors)
     if ep.empty:

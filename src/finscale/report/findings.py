@@ -7,6 +7,11 @@ Produces: a :class:`Findings` with, per horizon, the scaling verdict, the best s
 the best baseline (difference in test log-loss with each seed's paired block-bootstrap
 interval, from eval.json), whether any size beats every baseline, and the ranked caveats
 that apply; rendered as Markdown/HTML by ``sections`` and printed by ``finscale report``.
+Stability (guard 13): with the scaling stage's ``stability.json`` rows, the headline verdict
+is stated only when it holds in at least ``STABLE_SHARE`` (80%) of the replicate seed sets;
+otherwise the finding says "unstable across seeds" with the share of each verdict; likewise
+the best-size-vs-baseline comparison says how often its side held. With one replicate the
+findings say that stability was not measured.
 Guarantees: signs are uniform — an **improvement** over a baseline is the baseline's test
 log-loss minus the model's (positive = the model is better), intervals likewise; a model is
 said to beat a baseline only when the paired interval of EVERY seed excludes 0 on the good
@@ -21,7 +26,10 @@ import pandas as pd
 
 # Caveat severities: lower sorts first in the ranked list.
 SEVERITY = {"loses_to_baseline": 0, "no_extrapolation": 1, "unstable": 1, "not_converged": 2,
-            "hpo_flags": 3, "collapsed": 2, "few_seeds": 4}
+            "hpo_flags": 3, "collapsed": 2, "few_seeds": 4, "stability_not_measured": 4}
+UNSTABLE = "unstable across seeds"
+HEADLINE_FINDING = "scaling: log_loss vs params_total"
+COMPARISON_FINDING = "best size vs best baseline"
 
 
 @dataclass(frozen=True)
@@ -45,9 +53,12 @@ class HorizonFinding:
     best_baseline: str | None = None
     improvement: float | None = None  # best baseline log-loss - best size log-loss (>0 better)
     caveats: list[Caveat] = field(default_factory=list)
+    stability: str = ""              # how often the verdict/comparison held across replicates
+    pooled_verdict: str | None = None  # the pooled fit's verdict (verdict is UNSTABLE if it flips)
 
     def sentences(self) -> list[str]:
-        return [s for s in (self.verdict_text, self.comparison, self.beats_every_baseline) if s]
+        return [s for s in (self.verdict_text, self.comparison, self.beats_every_baseline,
+                            self.stability) if s]
 
 
 @dataclass
@@ -58,7 +69,8 @@ class Findings:
     def to_dict(self) -> dict:
         """JSON-ready: ``lines`` (what ``finscale report`` prints), per-horizon numbers, caveats."""
         return {"lines": self.lines(),
-                "horizons": [{"horizon": hf.horizon, "verdict": hf.verdict, "sentences": hf.sentences(),
+                "horizons": [{"horizon": hf.horizon, "verdict": hf.verdict,
+                              "pooled_verdict": hf.pooled_verdict, "sentences": hf.sentences(),
                               "best_budget": hf.best_budget, "best_baseline": hf.best_baseline,
                               "improvement": hf.improvement} for hf in self.horizons],
                 "caveats": [{"kind": c.kind, "text": c.text} for c in self.caveats]}
@@ -180,10 +192,60 @@ def horizon_caveats(h: int, runs: pd.DataFrame, hpo: pd.DataFrame, verdict: str 
     return out
 
 
+def _pct(share: float) -> str:
+    return f"{share:.0%}"
+
+
+def _shares_text(row: dict) -> str:
+    return ", ".join(f"{v}: {_pct(x)}" for v, x in row["shares"].items())
+
+
+def apply_stability(hf: HorizonFinding, rows: dict) -> list[Caveat]:
+    """State the verdict only when stable across replicates (module docstring); caveats."""
+    fit, cmp = rows.get(HEADLINE_FINDING), rows.get(COMPARISON_FINDING)
+    h, out = hf.horizon, []
+    if fit is None or not fit["measured"]:
+        if hf.verdict is not None:
+            hf.stability = ("Stability across seeds was not measured (one replicate seed set); "
+                            "`finscale run STUDY --replicates K` measures how often each finding holds.")
+        return out
+    k = fit["n_replicates"]
+    held = round(fit["share"] * k)
+    if fit["stable"]:
+        parts = [f"The verdict holds in {held} of {k} replicate seed sets ({_pct(fit['share'])}; "
+                 f"stated at >= {_pct(STABLE)})"]
+    else:
+        hf.verdict_text = (f"Scaling of test log-loss with size is {UNSTABLE}: the pooled fit says "
+                           f"\"{hf.verdict}\" but it holds in only {held} of {k} replicate seed sets "
+                           f"({_shares_text(fit)}); no verdict is stated (needs >= {_pct(STABLE)}).")
+        hf.verdict = UNSTABLE
+        parts = []
+        out.append(Caveat("unstable", f"h={h}: the scaling verdict is {UNSTABLE} (held in {held} of {k} "
+                          "replicate seed sets); a rerun with other seeds can reverse it"))
+    if cmp is not None:
+        side = "better" if cmp["verdict"] == "better" else "worse"
+        n = round(cmp["share"] * k)
+        parts.append(f"the best size is {side} than the best baseline in {n} of {k} replicate seed sets"
+                     + ("" if cmp["stable"] else f" ({UNSTABLE})"))
+        if not cmp["stable"]:
+            out.append(Caveat("unstable", f"h={h}: whether PatchTST beats the best baseline is "
+                              f"{UNSTABLE} ({side} in {n} of {k} replicate seed sets)"))
+    hf.stability = "; ".join(parts)[:1].upper() + "; ".join(parts)[1:] + "."
+    return out
+
+
+STABLE = 0.8  # finscale.scaling.STABLE_SHARE (kept in step by a test)
+
+
 def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFrame,
-                   comparisons: pd.DataFrame, hpo: pd.DataFrame, headline: list[dict]) -> Findings:
+                   comparisons: pd.DataFrame, hpo: pd.DataFrame, headline: list[dict],
+                   stability: dict | None = None) -> Findings:
     """Findings per horizon (see module docstring). ``headline``: one dict per horizon with
-    ``horizon``, ``verdict`` and ``text`` of the test log-loss vs total parameters fit."""
+    ``horizon``, ``verdict`` and ``text`` of the test log-loss vs total parameters fit;
+    ``stability``: the scaling stage's stability document (None: not available)."""
+    by_h: dict[int, dict] = {}
+    for row in (stability or {}).get("rows", []):
+        by_h.setdefault(int(row["horizon"]), {})[row["finding"]] = row
     verdicts = {int(r["horizon"]): r for r in headline}
     params = runs.groupby("budget")["params_total"].median().to_dict() if "params_total" in runs else {}
     out, caveats = [], []
@@ -197,12 +259,17 @@ def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFr
         hf = HorizonFinding(h, fit.get("verdict"), verdict_text, text,
                             beats_every_baseline(at["comparisons"]), numbers.get("best_budget"),
                             numbers.get("best_baseline"), numbers.get("improvement"))
+        hf.pooled_verdict = hf.verdict
         hf.caveats = horizon_caveats(h, at["runs"], at["hpo"], hf.verdict, numbers)
+        hf.caveats += apply_stability(hf, by_h.get(h, {}))
         caveats += hf.caveats
         out.append(hf)
     seeds = runs.groupby(["budget", "horizon"])["seed"].nunique() if not runs.empty else pd.Series()
     if len(seeds) and seeds.min() < 3:
         caveats.append(Caveat("few_seeds", f"{int(seeds.min())} seed(s) per cell: a single seed set's "
                               "verdict can flip on a rerun (replicate seed sets measure how often)"))
+    if stability is not None and not stability.get("measured") and out:
+        caveats.append(Caveat("stability_not_measured", "stability across seeds was not measured (one "
+                              "replicate seed set): each verdict may flip on a rerun with other seeds"))
     return Findings(out, sorted(caveats, key=lambda c: (c.rank, c.text)))
 

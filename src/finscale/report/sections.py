@@ -19,7 +19,7 @@ from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
-from finscale.scaling import HorizonScaling, scaling_table
+from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
 
 SECTIONS = (
     "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
@@ -67,11 +67,31 @@ def headline_fits(results: list[HorizonScaling] | None) -> list[dict]:
     return out
 
 
-def findings(sr: StudyRuns, results: list[HorizonScaling] | None) -> Findings:
+def findings(sr: StudyRuns, results: list[HorizonScaling] | None, stability: dict | None = None) -> Findings:
     """What the study found (see :mod:`finscale.report.findings`), from the current runs."""
     runs = sr.runs[sr.runs["current"]] if not sr.runs.empty else sr.runs
     return build_findings(runs, sr.current(sr.evals), sr.baselines, sr.current(sr.comparisons),
-                          sr.hpo, headline_fits(results))
+                          sr.hpo, headline_fits(results), stability)
+
+
+def stability_blocks(doc: dict | None, fig_dir: Path, notes: list) -> list:
+    """Stability across replicate seed sets: the table (report/stability.csv) and the figure."""
+    if doc is None:
+        return []
+    if not doc.get("measured"):
+        return [Text("Stability across seeds: not measured (one replicate seed set; "
+                     "`finscale run STUDY --replicates K` fits each of K disjoint seed sets alone and "
+                     "reports how often each verdict holds).")]
+    frame = stability_frame(doc)
+    shown = frame[["horizon", "finding", "verdict", "share", "stable", "replicate_verdicts"]].copy()
+    blocks = [Text(f"Stability across {doc['n_replicates']} replicate seed sets: each replicate's runs "
+                   "fitted alone. share = fraction of replicates in which the pooled verdict (all "
+                   f"replicates' runs together) holds; stated as a finding only at >= "
+                   f"{STABLE_SHARE:.0%}."),
+              Table(frame, "Stability of findings across replicate seed sets", "stability.csv", shown=shown)]
+    _add_figure(blocks, notes, lambda p: figures.stability_figure(doc, p), fig_dir / "stability_alpha.png",
+                "Scaling exponent alpha per replicate seed set")
+    return blocks
 
 
 def findings_section(found: Findings) -> Section:
@@ -231,7 +251,7 @@ def _strongest_rows(sr: StudyRuns, cmp: pd.DataFrame) -> pd.DataFrame:
 
 
 def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir: Path,
-                    notes: list, sr: StudyRuns | None = None) -> Section:
+                    notes: list, sr: StudyRuns | None = None, stability: dict | None = None) -> Section:
     """The stored scaling results (never fitted here); None: the scaling stage has not run."""
     if results is None:
         why = ("no scaling results: the scaling stage has not run for this study "
@@ -274,6 +294,7 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         blocks.append(Table(table, "Scaling-law fits", "scaling.csv", shown=shown))
     else:  # no horizon could be fitted: the CSV still records why, per horizon
         blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))
+    blocks += stability_blocks(stability, fig_dir, notes)
     return Section(SECTIONS[6], blocks)
 
 

@@ -63,7 +63,8 @@ def _write_script(path: Path, text: str) -> None:
 
 
 def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = None) -> list[Path]:
-    """Write one script per final run (cell x seed) and ``run_all.sh``; returns the scripts."""
+    """Write one script per final run (cell x seed) and ``run_all.sh``; returns the scripts.
+    Replicate seed sets beyond the first are not exported (``finscale run --replicates``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = config_to_dict(cfg)
@@ -119,7 +120,7 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
     prep = prepare(cfg, args["data_dir"])
     opts = RunOptions(budgets=(run["budget"],), horizons=(run["horizon"],),
                       monitor=not args["no_monitor"])
-    one_seed = replace_section(cfg, seeds=(run["seed"],))
+    one_seed = replace_section(cfg, seeds=(run["seed"],), replicates=1)  # this run only
     summary = StudySummary()
     with StopRequest(cfg.study_dir / "STOP") as stop:
         try:

@@ -20,7 +20,7 @@ from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import ARCH_KEYS, measured_parameters, parse_budget
-from finscale.spec import RunSpec, cell_name, make_spec, split_params
+from finscale.spec import RunSpec, cell_name, make_spec, seed_sets, split_params
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def _estimate_seconds(spec: RunSpec, flops: int, windows: int, epochs: int) -> f
     return flops * windows * epochs / (device_peak_flops() * UTILISATION) + steps * STEP_OVERHEAD_S
 
 
-def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label) -> PlanRow:
+def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label, replicate=0) -> PlanRow:
     try:
-        spec = make_spec(cfg, budget, h, seed, params, max_epochs=epochs)
+        spec = make_spec(cfg, budget, h, seed, params, max_epochs=epochs, replicate=replicate)
     except ValueError as exc:
         return PlanRow(phase, budget, h, seed_label, _arch_from_params(params), None, None, None,
                        None, None, problem=str(exc))
@@ -155,8 +155,10 @@ def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_
                     row.est_s *= cfg.hpo.trials
                 rows.append(row)
             params, _source = _plan_params(cfg, budget, h)
-            for seed in cfg.seeds:
-                rows.append(_row(cfg, "final", budget, h, seed, params, counts[h], 0, str(seed)))
+            for replicate, seeds in enumerate(seed_sets(cfg)):
+                for seed in seeds:
+                    rows.append(_row(cfg, "final", budget, h, seed, params, counts[h], 0, str(seed),
+                                     replicate))
     for row in rows:
         row.extra["windows_exact"] = exact
     return rows

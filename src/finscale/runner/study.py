@@ -26,7 +26,7 @@ from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
 from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool, unit_threads
-from finscale.spec import RunSpec, cell_name, cells, final_dir, make_spec
+from finscale.spec import RunSpec, cell_name, cells, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     unknown = [p for p in opts.phases if p not in PHASES]
     if unknown:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
+    seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
     if cfg.run.executor == "local" and cfg.run.workers == 1 and cfg.run.threads:
         import torch

@@ -25,11 +25,20 @@ from finscale.scaling.laws import (
     resample_seeds,
     scaling_verdict,
 )
-from finscale.scaling.store import read_scaling, result_path, run_scaling, scaling_dir
+from finscale.scaling.stability import STABLE_SHARE, stability_frame, stability_row
+from finscale.scaling.store import (
+    read_scaling,
+    read_study_stability,
+    result_path,
+    run_scaling,
+    scaling_dir,
+    stability_path,
+)
 
 __all__ = ["ALPHA_MAX", "AXES", "AxisFit", "FALLING", "FALLS_EXTRAPOLATES", "FALLS_IN_RANGE", "FLAT",
            "FitCache", "HorizonScaling", "RISES", "decide_verdict",
            "VERDICTS", "auc_to_error", "bootstrap_fit", "compare_to_constant", "fit_power_law",
            "fit_study", "predict_power_law", "prediction_band", "read_scaling", "resample_replicates",
-           "resample_seeds", "result_path", "run_scaling", "scaling_dir", "scaling_table",
+           "resample_seeds", "read_study_stability", "result_path", "STABLE_SHARE", "stability_frame",
+           "stability_path", "stability_row", "run_scaling", "scaling_dir", "scaling_table",
            "scaling_verdict"]

@@ -119,16 +119,20 @@ class HorizonScaling:
     block_len: int = 0
     fits: tuple[AxisFit, ...] = ()
     run_ids: tuple[str, ...] = ()                  # the evaluated runs the fits used
+    # Per replicate seed set (only with >= 2 replicates): one summary dict per fit of
+    # replicate_row() (replicate, quantity, axis, alpha with CI, verdict, n_runs, reason).
+    replicates: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return {"horizon": self.horizon, "reason": self.reason, "block_len": self.block_len,
-                "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits]}
+                "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits],
+                "replicates": [_plain(r) for r in self.replicates]}
 
     @classmethod
     def from_dict(cls, d: dict) -> HorizonScaling:
         return cls(int(d["horizon"]), d.get("reason", ""), int(d.get("block_len", 0)),
                    tuple(AxisFit.from_dict(f) for f in d.get("fits", [])),
-                   tuple(d.get("run_ids", [])))
+                   tuple(d.get("run_ids", [])), tuple(d.get("replicates", [])))
 
 
 def _json_floats(values) -> list:
@@ -214,11 +218,12 @@ def _fit_horizon_task(task) -> tuple[HorizonScaling, dict]:
     cfg, sr, runs, h, cache = task
     run_ids = tuple(runs["run_id"]) if not runs.empty else ()
     try:
-        block_len, fits = _fit_horizon(cfg, sr, runs, h, cache)
+        block_len, fits, reps = _fit_horizon(cfg, sr, runs, h, cache)
     except NoFit as exc:
         log.info("horizon %d: no scaling fit (%s)", h, exc)
         return HorizonScaling(h, reason=str(exc), run_ids=run_ids), cache.used
-    return HorizonScaling(h, block_len=block_len, fits=tuple(fits), run_ids=run_ids), cache.used
+    return (HorizonScaling(h, block_len=block_len, fits=tuple(fits), run_ids=run_ids,
+                           replicates=tuple(reps)), cache.used)
 
 
 def scaling_table(results: list[HorizonScaling]) -> pd.DataFrame:
@@ -247,19 +252,75 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
     auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
     seed = derive_seed("scaling-fit", cfg.name, h)
-    fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), ll_reps, R, seed, h,
-                      cache) for axis in AXES]
-    auc = evals["auc"].to_numpy(float)
-    if np.all(np.isfinite(auc)):
-        fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), 1.0 - auc_reps, R, seed,
-                              h, cache))
+    reps = {"log_loss": ll_reps, "auc_error": 1.0 - auc_reps}
+    if _has_refinement(evals):
+        reps["log_loss_refinement"] = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
+                                                for p in probs])
+    fits = _fit_axes(runs, evals, reps, R, seed, h, cache)
+    return block_len, fits, _fit_replicates(runs, evals, reps, R, seed, h, cache)
+
+
+def _has_refinement(evals) -> bool:
     refinement = evals["log_loss_refinement"].to_numpy(float) if "log_loss_refinement" in evals \
         else np.array([np.nan])
-    if np.all(np.isfinite(refinement)) and np.all(refinement > 0):
-        rf_reps = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1) for p in probs])
-        fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement", refinement, rf_reps, R, seed, h,
-                              cache))
-    return block_len, fits
+    return bool(np.all(np.isfinite(refinement)) and np.all(refinement > 0))
+
+
+def _fit_axes(runs, evals, reps: dict, R, seed, h, cache) -> list[AxisFit]:
+    """Every fit of one set of runs: log-loss on each axis; on AUC_AXIS 1 - AUC and the
+    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R)."""
+    fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), reps["log_loss"], R, seed,
+                      h, cache) for axis in AXES]
+    auc = evals["auc"].to_numpy(float)
+    if np.all(np.isfinite(auc)):
+        fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), reps["auc_error"], R, seed,
+                              h, cache))
+    if "log_loss_refinement" in reps:
+        fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement",
+                              evals["log_loss_refinement"].to_numpy(float), reps["log_loss_refinement"],
+                              R, seed, h, cache))
+    return fits
+
+
+def replicate_row(replicate: int, fit: AxisFit | None, quantity: str = "", axis: str = "",
+                  reason: str = "") -> dict:
+    """One replicate's fit in brief (the stability table's input)."""
+    if fit is None:
+        return {"replicate": replicate, "quantity": quantity, "axis": axis, "alpha": None,
+                "alpha_lo": None, "alpha_hi": None, "verdict": None, "n_runs": 0, "reason": reason}
+    ci = fit.boot.get("alpha_ci") or [None, None]
+    return {"replicate": replicate, "quantity": fit.quantity, "axis": fit.axis,
+            "alpha": fit.boot["fit"]["alpha"], "alpha_lo": ci[0], "alpha_hi": ci[1],
+            "verdict": fit.verdict, "n_runs": len(fit.points), "reason": ""}
+
+
+def _fit_replicates(runs, evals, reps: dict, R, seed, h, cache) -> list[dict]:
+    """Each replicate seed set's runs fitted alone, as the pooled fit (same test-day resamples
+    and bootstrap seed); nothing with fewer than 2 replicates."""
+    labels = runs["replicate"].to_numpy() if "replicate" in runs else np.zeros(len(runs), int)
+    if np.unique(labels).size < 2:
+        return []
+    out = []
+    for r in sorted(np.unique(labels)):
+        mine = labels == r
+        sub = runs[mine]
+        if sub["budget"].nunique() < MIN_BUDGETS:
+            why = f"{sub['budget'].nunique()} evaluated budget(s); a power law needs >= {MIN_BUDGETS}"
+            out += [replicate_row(int(r), None, q, a, why) for q, a in _fit_names(evals)]
+            continue
+        try:
+            fits = _fit_axes(sub, evals[mine], {q: v[mine] for q, v in reps.items()}, R, seed, h, cache)
+        except NoFit as exc:
+            out += [replicate_row(int(r), None, q, a, str(exc)) for q, a in _fit_names(evals)]
+            continue
+        out += [replicate_row(int(r), f) for f in fits]
+    return out
+
+
+def _fit_names(evals) -> list[tuple[str, str]]:
+    names = [("log_loss", axis) for axis in AXES]
+    names += [("auc_error", AUC_AXIS)] if np.all(np.isfinite(evals["auc"].to_numpy(float))) else []
+    return names + ([("log_loss_refinement", AUC_AXIS)] if _has_refinement(evals) else [])
 
 
 def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

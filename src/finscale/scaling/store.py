@@ -2,7 +2,9 @@
 
 Consumes: a study's evaluated final runs (through :func:`finscale.collect.collect`).
 Produces: per horizon the serialised :class:`~finscale.scaling.fit.HorizonScaling` (fits,
-bootstrap samples, comparisons, verdicts, the run ids used) and ``cache.json`` (bootstrap
+bootstrap samples, comparisons, verdicts, the run ids used, each replicate's fits),
+``stability.json`` (how often each finding holds across replicate seed sets, see
+:mod:`finscale.scaling.stability`) and ``cache.json`` (bootstrap
 results keyed by their inputs, so rerunning the stage on unchanged runs refits nothing).
 Guarantees: files are written atomically; :func:`read_scaling` only reads — the report
 builds from these files and fits nothing.
@@ -18,10 +20,12 @@ from finscale.collect import collect
 from finscale.config import StudyConfig
 from finscale.files import atomic_write_json
 from finscale.scaling.fit import FitCache, HorizonScaling, fit_study
+from finscale.scaling.stability import build_stability, read_stability
 
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "cache.json"
+STABILITY_NAME = "stability.json"
 
 
 def scaling_dir(cfg: StudyConfig) -> Path:
@@ -30,6 +34,15 @@ def scaling_dir(cfg: StudyConfig) -> Path:
 
 def result_path(cfg: StudyConfig, horizon: int) -> Path:
     return scaling_dir(cfg) / f"h{horizon}.json"
+
+
+def stability_path(cfg: StudyConfig) -> Path:
+    return scaling_dir(cfg) / STABILITY_NAME
+
+
+def read_study_stability(cfg: StudyConfig) -> dict | None:
+    """The stored ``stability.json`` (None when the scaling stage has not written it)."""
+    return read_stability(stability_path(cfg))
 
 
 def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
@@ -43,6 +56,8 @@ def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
         results = fit_study(cfg, sr, cache)
     for hs in results:
         atomic_write_json(hs.to_dict(), result_path(cfg, hs.horizon))
+    evals = sr.current(sr.evals)
+    atomic_write_json(build_stability(results, evals, sr.baselines, cfg.replicates), stability_path(cfg))
     atomic_write_json(cache.used, scaling_dir(cfg) / CACHE_NAME)
     log.info("scaling results written to %s", scaling_dir(cfg))
     return results
