@@ -17,9 +17,9 @@ $(VENV)/.installed-base: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	@touch $@
 
-# Test/bench extras: pytest, ruff, PostgreSQL driver, MLflow, HF transformers (benchmark peer).
+# Test/bench extras: pytest, ruff, PostgreSQL driver, MLflow, Ray (cluster tests), HF transformers (benchmark peer).
 $(VENV)/.installed-dev: $(VENV)/.installed-base
-	$(BIN)/pip install -q -e ".[dev,postgres,mlflow]"
+	$(BIN)/pip install -q -e ".[dev,postgres,mlflow,ray]"
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
@@ -28,8 +28,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 
 install: $(VENV)/.installed-base
 
+# Two worker processes, one torch thread each: 2-core machines finish sooner (benchmarks/bench_workers.py).
+WORKERS ?= 2
 run: $(VENV)/.installed-base
-	$(BIN)/finscale run $(STUDY)
+	$(BIN)/finscale run $(STUDY) --workers $(WORKERS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

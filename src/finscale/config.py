@@ -200,6 +200,17 @@ class TrackingConfig:
     uri: str = _opt("", doc="tracking URI; default a file store under the study directory")
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    # How the study is executed, never what it computes: none of these keys enters a run id
+    # or an HPO study name (runs/<study>/... are the same whichever executor trained them).
+    workers: int = _opt(1, min=1, doc="local worker processes for HPO cells, final runs and evaluations (`--workers`); results do not depend on it (see `threads`)")
+    threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts and executors")
+    executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see README \"Running on a cluster\")")
+    address: str = _opt("", doc="Ray cluster address (`--address`, e.g. `auto` or `10.0.0.1:6379`); empty = `$RAY_ADDRESS`, else a local Ray instance")
+    retries: int = _opt(2, min=0, doc="times a unit whose worker died (crash, kill, lost node) is restarted; it resumes from its checkpoint")
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudyConfig:
     name: str = _opt("default", doc="study name; everything goes to `<output_dir>/<name>/`")
@@ -216,6 +227,7 @@ class StudyConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     axes: dict = _opt({}, doc='`[axes]`: study keys that vary across the matrix, each a list of values, e.g. `"model.normalization" = ["revin", "zscore"]`, `"splits.train_years" = [2, 4, 8, 0]`; runs = budgets × horizons × seeds × the product of the axes (see README "Axes")')
 
     @property

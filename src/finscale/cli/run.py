@@ -39,6 +39,14 @@ def register(sub) -> None:
                    help="log final runs and HPO trials to MLflow (tracking.mlflow; needs "
                         "pip install 'finscale[mlflow]'; store: tracking.uri, "
                         "$MLFLOW_TRACKING_URI, or runs/<study>/mlruns/mlflow.db)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run HPO cells, final runs and evaluations in N local worker processes "
+                        "(run.workers; results do not depend on N, see run.threads)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local processes (default) or Ray tasks on a cluster (run.executor; needs "
+                        "pip install 'finscale[ray]'; see README 'Running on a cluster')")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster address, e.g. auto or HEAD_IP:6379 (run.address)")
     p.set_defaults(handler=_run)
 
 
@@ -117,6 +125,9 @@ def _run(args) -> int:
         args.overrides.append("monitor.require_sensor=true")
     if args.mlflow:
         args.overrides.append("tracking.mlflow=true")
+    for flag, key in (("workers", "run.workers"), ("executor", "run.executor"), ("address", "run.address")):
+        if getattr(args, flag) is not None:
+            args.overrides.append(f"{key}={getattr(args, flag)}")
     if args.replicates is not None:
         if args.replicates < 1:
             raise ValueError(f"--replicates {args.replicates}: expected an integer >= 1 "

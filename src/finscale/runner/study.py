@@ -11,6 +11,8 @@ trials already in storage), interrupted runs resume from checkpoints; a stop req
 from __future__ import annotations
 
 import logging
+import pickle
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +26,17 @@ from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
+from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool, unit_threads
 from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
 CLAIM_POLL_S = 0.5     # how often a process waiting for another's unit checks its lock
+_defer_level = logging.WARNING   # INFO in pool/Ray workers, where sharing units is the point
+PARALLEL_PHASES = ("hpo", "final", "evaluate")   # phases whose units workers share
+# A fresh interpreter per worker (not multiprocessing): nothing of the caller's __main__ re-runs.
+WORKER_COMMAND = [sys.executable, "-c", "from finscale.runner.study import worker_main; worker_main()"]
 
 # A stopped study is a stopped run: one exception (status + reason) for both.
 StudyStopped = RunInterrupted
@@ -41,6 +48,7 @@ class RunOptions:
     budgets: tuple[str, ...] = ()          # --only budget=...
     horizons: tuple[int, ...] = ()         # --only horizon=...
     axes: dict = field(default_factory=dict)  # --only <axis key>=value: {key: [value text]}
+    units: tuple[str, ...] = ()            # only these HPO cells / final run ids (one Ray task)
     data_dir: str | None = None
     on_event: Callable[..., None] = lambda kind, **info: None
     monitor: bool = True
@@ -70,7 +78,7 @@ def claimed(units: list, lock_dir: Callable, stop: StopRequest):
         if lock.try_acquire():
             yield unit, lock
         else:
-            log.warning("%s: in use by %s; coming back to it later", lock.path.parent, lock.holder())
+            log.log(_defer_level, "%s: in use by %s; coming back to it later", lock.path.parent, lock.holder())
             deferred.append(unit)
     while deferred:
         progressed = False
@@ -104,6 +112,10 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
         tracking.track_final_run(cfg, run.path)
 
 
+def _selected(opts: RunOptions, unit: str) -> bool:
+    return not opts.units or unit in opts.units
+
+
 def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None:
     if cfg.hpo.mode != "search":
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
@@ -111,7 +123,8 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None
     from finscale.hpo import run_cell
     from finscale.hpo.objective import cell_dir
 
-    todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)]
+    todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)
+            if _selected(opts, cfg_cell(var, b, h))]
     for i, ((var, budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(*c), stop)):
         with lock:
             if stop.reason():
@@ -155,7 +168,7 @@ def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
 def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
                     stop: StopRequest, summary: StudySummary) -> None:
     preps = _preps(cfg, prep, opts)
-    specs = _variant_specs(cfg, opts)
+    specs = [(v, s) for v, s in _variant_specs(cfg, opts) if _selected(opts, s.run_id)]
     t0, trained = time.monotonic(), 0
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:  # no other process trains this run while we hold it
@@ -196,7 +209,8 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
     from finscale.runner.evaluation import evaluate_final_run
 
     preps = _preps(cfg, prep, opts)
-    specs = [(v, s) for v, s in _variant_specs(cfg, opts) if RunDir(final_dir(v, s)).state == "done"]
+    specs = [(v, s) for v, s in _variant_specs(cfg, opts)
+             if _selected(opts, s.run_id) and RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
@@ -240,6 +254,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
     seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
+    if cfg.run.executor == "local" and cfg.run.workers == 1 and cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
     with StopRequest(cfg.study_dir / "STOP") as stop:
@@ -249,15 +267,12 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             prep = _Preps(cfg, None, opts.data_dir)
             if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
                 check_data_sizes(cfg, prep, opts)
-        if "hpo" in opts.phases:
-            opts.on_event("phase", phase="hpo")
-            run_hpo_phase(cfg, opts, stop)
-        if "final" in opts.phases:
-            opts.on_event("phase", phase="final")
-            run_final_phase(cfg, prep, opts, stop, summary)
-        if "evaluate" in opts.phases:
-            opts.on_event("phase", phase="evaluate")
-            run_evaluate_phase(cfg, prep, opts, stop)
+        for phase in (p for p in PARALLEL_PHASES if p in opts.phases):
+            opts.on_event("phase", phase=phase)
+            if cfg.run.executor == "ray" or cfg.run.workers > 1:
+                run_parallel(cfg, phase, opts, stop, summary)
+            else:
+                run_phase(cfg, phase, prep, opts, stop, summary)
         if "scaling" in opts.phases:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling
@@ -269,3 +284,104 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
 
             summary.report = build_report(cfg)
     return summary
+
+
+# --------------------------------------------------------------------------- parallel phases
+
+def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: RunOptions,
+              stop: StopRequest, summary: StudySummary) -> None:
+    """One of :data:`PARALLEL_PHASES` in this process (claiming its units one by one)."""
+    if phase == "hpo":
+        run_hpo_phase(cfg, opts, stop)
+    elif phase == "final":
+        run_final_phase(cfg, prep, opts, stop, summary)
+    else:
+        run_evaluate_phase(cfg, prep, opts, stop)
+
+
+def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list[str]:
+    """The units of ``phase`` (cell names or run ids, axis variants included), one Ray task each."""
+    if phase == "hpo":
+        return [cfg_cell(var, b, h) for var in variants(cfg, opts.axes)
+                for b, h in cells(var, opts.budgets, opts.horizons)] if cfg.hpo.mode == "search" else []
+    specs = _variant_specs(cfg, opts)
+    if phase == "evaluate":
+        specs = [(v, s) for v, s in specs if RunDir(final_dir(v, s)).state == "done"]
+    return [s.run_id for _, s in specs if _selected(opts, s.run_id)]
+
+
+def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopRequest,
+                 summary: StudySummary) -> None:
+    """A phase on ``run.workers`` local processes or as Ray tasks; raises StudyStopped on a stop."""
+    workers = cfg.run.workers
+    if phase == "hpo" and cfg.hpo.mode == "search":
+        _create_storage(cfg)
+    job = PhaseJob(cfg, phase, opts.budgets, opts.horizons, opts.units, opts.data_dir, opts.monitor,
+                   threads=unit_threads(cfg, workers), log_level=logging.getLogger().getEffectiveLevel())
+    if cfg.run.executor == "ray":
+        from finscale.runner.cluster import run_on_ray
+
+        result = run_on_ray(job, phase_units(cfg, phase, opts), execute_job, should_stop=stop.reason,
+                            on_event=opts.on_event)
+    else:
+        result = run_pool(job, workers, WORKER_COMMAND, should_stop=stop.reason, on_event=opts.on_event,
+                          retries=cfg.run.retries)
+    summary.done += result.done
+    summary.skipped += result.skipped
+    summary.failed += result.failed
+    if result.stopped:
+        raise StudyStopped(*result.stopped)
+
+
+def _create_storage(cfg: StudyConfig) -> None:
+    """Create the HPO storage's tables here, once: workers creating one SQLite schema at the
+    same moment race ("table already exists")."""
+    from finscale.hpo.storage import open_storage, resolve_storage
+
+    open_storage(resolve_storage(cfg.hpo.storage, cfg.study_dir, heartbeat_s=cfg.hpo.heartbeat_s))
+
+
+class _AnyStop:
+    """The first stop reason of several requests (the study's STOP file and signals, plus the
+    stop files of a Ray driver)."""
+
+    def __init__(self, *requests: StopRequest):
+        self.requests = requests
+
+    def reason(self) -> str | None:
+        return next((r for q in self.requests if (r := q.reason())), None)
+
+
+def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
+    """The worker side: run the job's phase in this process with ``job.threads`` torch threads.
+
+    Returns the :class:`PhaseResult` fields as a dict; ``stopped`` is [status, message] when a
+    stop request interrupted a unit (which checkpointed).
+    """
+    import torch
+
+    global _defer_level
+    _defer_level = logging.INFO
+    torch.set_num_threads(job.threads)
+    cfg = job.cfg
+    opts = RunOptions(phases=(job.phase,), budgets=job.budgets, horizons=job.horizons, units=job.units,
+                      data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
+    summary, stopped = StudySummary(), None
+    with StopRequest(cfg.study_dir / "STOP") as own:
+        stop = _AnyStop(own, *(StopRequest(f) for f in job.stop_files))
+        prep = prepare(cfg, job.data_dir) if job.phase != "hpo" else None
+        try:
+            run_phase(cfg, job.phase, prep, opts, stop, summary)
+        except StudyStopped as exc:
+            stopped = [exc.status, str(exc)]
+    return {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed, "stopped": stopped}
+
+
+def worker_main() -> None:
+    """Entry point of a local worker process: reads its pickled :class:`PhaseJob` from stdin."""
+    job: PhaseJob = pickle.load(sys.stdin.buffer)
+    logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
+    on_event = event_writer(job.events_fd)
+    result = execute_job(job, on_event)
+    on_event("worker_result", **result)
+    sys.exit(EXIT_STOPPED if result["stopped"] else 0)
