@@ -57,9 +57,9 @@ def _evals(study: Path) -> list[dict]:
 def test_small_null_control_finds_no_skill_and_no_scaling(tmp_path, cli):
     from finscale.scaling import FLAT
 
-    study = _run(cli, tmp_path, "control_null", 'data.source="synthetic:null?seed=0&days=3000&vol=constant"',
-                 "seeds=[0]", "train.max_epochs=3", "evaluate.bootstrap_resamples=100",
-                 "evaluate.scaling_resamples=50")
+    sets = ('data.source="synthetic:null?seed=0&days=3000&vol=constant"', "seeds=[0]",
+            "train.max_epochs=3", "evaluate.bootstrap_resamples=100", "evaluate.scaling_resamples=50")
+    study = _run(cli, tmp_path, "control_null", *sets)
     evals = _evals(study)
     assert len(evals) == 3
     for ev in evals:
@@ -74,7 +74,7 @@ def test_small_null_control_finds_no_skill_and_no_scaling(tmp_path, cli):
     from finscale.collect import collect
     from finscale.report.sections import scaling_overlays
 
-    cfg = load_study(STUDIES / "control_null.toml", [f'output_dir="{tmp_path / "runs"}"'])
+    cfg = load_study(STUDIES / "control_null.toml", [f'output_dir="{tmp_path / "runs"}"', *sets])
     overlay = scaling_overlays(collect(cfg), 1)
     assert overlay["optimum"] == pytest.approx(evals[0]["optimal_log_loss"]["pooled"])
     assert (study / "report" / "figures" / "scaling_h1.png").exists()
