@@ -173,7 +173,8 @@ def horizon_caveats(h: int, runs: pd.DataFrame, hpo: pd.DataFrame, verdict: str 
                           "a simpler baseline beats is a weak result"))
     if verdict == FALLS_IN_RANGE:
         out.append(Caveat("no_extrapolation", f"h={h}: the power law describes the measured sizes but "
-                          "does not predict a held-out size better than the no-scaling model"))
+                          "its extrapolation is not supported (the leave-one-budget-out check preferred "
+                          "the no-scaling model, or could not run with fewer than 4 sizes)"))
     if "converged" in runs and len(runs):
         bad = runs[runs["converged"] == False]  # noqa: E712 (NaN = unknown, not flagged)
         if len(bad):
