@@ -30,7 +30,8 @@ DEADLINE_S = 240
 def tiny(out: Path, data: Path, *extra: str) -> list[str]:
     return [f"output_dir={json.dumps(str(out))}", f"data.data_dir={json.dumps(str(data))}",
             "seeds=[0]", "target.horizons=[1]", 'model.budgets=["cpu-s"]', "train.max_epochs=3",
-            "hpo.trials=3", "hpo.max_epochs=2", "evaluate.bootstrap_resamples=50", *extra]
+            "hpo.trials=3", "hpo.max_epochs=2", "evaluate.bootstrap_resamples=50",
+            "run.threads=1", *extra]  # pinned threads: identical floats on any machine
 
 
 def sets(overrides: list[str]) -> list[str]:

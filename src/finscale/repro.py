@@ -21,6 +21,13 @@ import numpy as np
 PACKAGES = ("finscale", "torch", "numpy", "pandas", "optuna", "scikit-learn", "scipy", "ta-lib")
 
 
+def unit_threads(threads: int, workers: int) -> int:
+    """Torch threads for one unit: ``threads`` (``run.threads``) when pinned, else the cores
+    shared among ``workers`` processes. CPU float results depend on the thread count, so a
+    pinned value is what makes metrics identical across machines and worker counts."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch from ``seed``; ask torch for deterministic kernels."""
     import torch

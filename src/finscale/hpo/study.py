@@ -25,7 +25,6 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import signal
 import subprocess
@@ -200,10 +199,11 @@ def worker_main() -> None:
     import torch
 
     from finscale.control import StopRequest
+    from finscale.repro import unit_threads
 
     job: WorkerJob = pickle.load(sys.stdin.buffer)
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))  # K workers share the cores
+    torch.set_num_threads(unit_threads(job.cfg.run.threads, job.workers))  # K workers share the cores
     with StopRequest(job.cfg.study_dir / "STOP") as stop:
         try:
             status = work(job, controls=Controls(should_stop=stop.reason))

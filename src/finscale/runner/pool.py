@@ -79,11 +79,6 @@ class PhaseResult:
         return self
 
 
-def unit_threads(cfg: StudyConfig, workers: int) -> int:
-    """Torch threads per unit: ``run.threads``, else the cores shared among the workers."""
-    return cfg.run.threads or max(1, (os.cpu_count() or 1) // workers)
-
-
 def event_writer(fd: int | None) -> Callable[..., None]:
     """An ``on_event`` that writes each event as one JSON line to ``fd`` (None: drop them)."""
     if fd is None:

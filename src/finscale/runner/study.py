@@ -23,10 +23,11 @@ from finscale.config import StudyConfig
 from finscale.control import StopRequest
 from finscale.hpo.results import cell_params, final_specs
 from finscale.prepare import PreparedData, check_splits, prepare
+from finscale.repro import unit_threads
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool, unit_threads
+from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool
 from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
@@ -317,7 +318,7 @@ def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopReque
     if phase == "hpo" and cfg.hpo.mode == "search":
         _create_storage(cfg)
     job = PhaseJob(cfg, phase, opts.budgets, opts.horizons, opts.units, opts.data_dir, opts.monitor,
-                   threads=unit_threads(cfg, workers), log_level=logging.getLogger().getEffectiveLevel())
+                   threads=unit_threads(cfg.run.threads, workers), log_level=logging.getLogger().getEffectiveLevel())
     if cfg.run.executor == "ray":
         from finscale.runner.cluster import run_on_ray
 
