@@ -168,14 +168,15 @@ def test_bootstrap_is_reproducible_and_band_covers_fit():
 
 @pytest.mark.slow
 def test_bootstrap_interval_covers_true_alpha_about_95_percent():
-    # 100 simulated studies (4 sizes x 3 seeds, 2% noise), seed-resampling percentile CIs
-    # from 60 resamples each (few, for speed; the interval ends are noisier, not biased).
+    # 80 simulated studies (4 sizes x 3 seeds, 2% noise), seed-resampling percentile CIs
+    # from 40 resamples each (few, for speed; the interval ends are noisier, not biased).
+    # Nominal 95%: at least 80% of the intervals must cover the true alpha.
     hits = 0
-    for rep in range(100):
+    for rep in range(80):
         N, L = _noisy(np.geomspace(1e4, 1e8, 4), 3, 0.02, seed=100 + rep)
-        lo, hi = bootstrap_fit((N, L), None, 60, rep)["alpha_ci"]
+        lo, hi = bootstrap_fit((N, L), None, 40, rep)["alpha_ci"]
         hits += lo <= TRUE["alpha"] <= hi
-    assert 80 <= hits <= 100, f"coverage {hits}%"
+    assert 64 <= hits <= 80, f"coverage {hits}/80"
 
 
 @pytest.mark.slow
