@@ -12,6 +12,7 @@ import pytest
 from finscale.config import ConfigError, load_study
 from finscale.data import DataError
 from finscale.prepare import final_data, prepare, tuning_data
+from finscale.serving import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.toml"
@@ -139,6 +140,19 @@ def test_pooled_sp500_nasdaq_study_runs_end_to_end(tmp_path, cli):
     report = (tmp_path / "runs" / "smoke" / "report" / "report.md").read_text()
     assert "Per-asset test metrics" in report and "| nasdaq |" in report
     assert (tmp_path / "runs" / "smoke" / "report" / "tables" / "final_assets.csv").exists()
+    # A panel checkpoint scores one asset's bars with that asset's normaliser, and reproduces
+    # the run's stored test predictions for it.
+    run = load_run(evals[0].parent)
+    assert run.assets == ["sp500", "nasdaq"]
+    stored = run.predictions[run.predictions["asset"] == "nasdaq"]
+    first, last = (stored["date"].min().date().isoformat(), stored["date"].max().date().isoformat())
+    scored = run.predict_source("sample:nasdaq", asset="nasdaq", start=first, end=last)
+    assert np.array_equal(scored["date"].to_numpy(), stored["date"].to_numpy())
+    np.testing.assert_allclose(scored["prob"].to_numpy(), stored["prob"].to_numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="trained on a panel of sp500, nasdaq"):
+        run.predict_source("sample:nasdaq")
+    r = cli("predict", str(evals[0].parent), "--data", "sample:nasdaq", "--asset", "dax")
+    assert r.returncode == 1 and "asset 'dax': not in this run's panel (sp500, nasdaq)" in r.stderr
 
 
 def test_pooled_backtest_is_the_equal_weight_portfolio_of_the_assets():

@@ -45,22 +45,45 @@ class Run:
     serving: dict                       # best.pt's recipe (inputs, normaliser, label rule, data)
     metrics: pd.DataFrame               # one row per epoch (metrics.jsonl)
     final: dict | None                  # the final line (validation metrics of the best weights)
-    predictions: pd.DataFrame | None    # test predictions (date, end, label, prob) once evaluated
+    predictions: pd.DataFrame | None    # test predictions (date, end, label, prob[, asset]) once evaluated
     device: torch.device = torch.device("cpu")
 
+    @property
+    def assets(self) -> list[str] | None:
+        """The asset names of a run trained on a panel (each has its own normaliser), else None."""
+        per_asset = self.serving["normalizer"].get("per_asset")
+        return None if per_asset is None else list(per_asset)
+
     def predict(self, ohlcv: pd.DataFrame, *, start: str | None = None, end: str | None = None,
-                batch_size: int | None = None) -> pd.DataFrame:
+                batch_size: int | None = None, asset: str | None = None) -> pd.DataFrame:
         """Probability of the run's target for every window of ``ohlcv`` (daily bars with
         Date, Open, High, Low, Close[, Volume]) ending between ``start`` and ``end``
         (ISO dates, inclusive; default: every window). Returns columns date, prob and label
-        (NaN where the next ``horizon`` days are not in the data)."""
+        (NaN where the next ``horizon`` days are not in the data). A run trained on a panel
+        needs ``asset``: which of its assets these bars are (its normaliser statistics)."""
         raw = validate_ohlcv(ohlcv, origin="data to score", volume_optional="Volume" not in ohlcv)
-        return self._score(raw, start, end, batch_size)
+        return self._score(raw, start, end, batch_size, asset)
 
-    def _score(self, raw: pd.DataFrame, start, end, batch_size) -> pd.DataFrame:
+    def _normalizer(self, asset: str | None) -> Normalizer:
+        record, assets = self.serving["normalizer"], self.assets
+        if assets is None:
+            if asset is not None:
+                raise ValueError(f"asset {asset!r}: this run was trained on one series, not a panel; "
+                                 "score it without an asset")
+            return Normalizer.from_dict(record)
+        if asset is None:
+            raise ValueError(f"this run was trained on a panel of {', '.join(assets)}: name the "
+                             "asset whose bars these are (--asset NAME); each asset was normalised "
+                             "with its own training statistics")
+        if asset not in assets:
+            raise ValueError(f"asset {asset!r}: not in this run's panel ({', '.join(assets)})")
+        return Normalizer.from_dict(record["per_asset"][asset])
+
+    def _score(self, raw: pd.DataFrame, start, end, batch_size, asset=None) -> pd.DataFrame:
         s = self.serving
+        norm = self._normalizer(asset)  # before any work: a missing asset is a user error
         frame = self._features(raw)
-        values = Normalizer.from_dict(s["normalizer"]).transform(
+        values = norm.transform(
             frame[s["inputs"]].to_numpy(dtype=np.float32))
         target = TargetConfig(kind=s["target"]["kind"], threshold=s["target"]["threshold"],
                               price=s["target"]["price"], horizons=(s["horizon"],))
@@ -87,8 +110,9 @@ class Run:
 
     def predict_source(self, source: str, **kw) -> pd.DataFrame:
         """:meth:`predict` on a data source (``sample:sp500``, ``file:PATH``, ``yfinance:T``)."""
+        self._normalizer(kw.get("asset"))  # a panel run without its asset: fail before fetching
         raw = fetch(parse_source(source), adjusted=bool(self.serving["data"].get("adjusted")))
-        return self._score(raw, kw.get("start"), kw.get("end"), kw.get("batch_size"))
+        return self._score(raw, kw.get("start"), kw.get("end"), kw.get("batch_size"), kw.get("asset"))
 
 
 def _window_ends(dates: pd.Series, context_len: int, start, end) -> np.ndarray:
@@ -135,5 +159,8 @@ def _stored_predictions(run: RunDir) -> pd.DataFrame | None:
     if not path.exists():
         return None
     with np.load(path) as z:
-        return pd.DataFrame({"date": pd.to_datetime(z["dates"]), "end": z["ends"],
-                             "prob": z["prob"], "label": z["y"]})
+        frame = pd.DataFrame({"date": pd.to_datetime(z["dates"]), "end": z["ends"],
+                              "prob": z["prob"], "label": z["y"]})
+        if "asset" in z.files:  # panels: each window's asset ("end" indexes the pooled rows)
+            frame["asset"] = z["asset"]
+        return frame

@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="sample:sp500, sample:nasdaq, file:PATH (CSV/Parquet), yfinance:TICKER or synthetic:...")
     p.add_argument("--out", default=None, metavar="FILE.parquet",
                    help="write the predictions (date, end, prob, label) here; default: print the last rows")
+    p.add_argument("--asset", default=None, metavar="NAME",
+                   help="for a run trained on a panel: which of its assets SOURCE holds (its "
+                        "normaliser statistics); the error lists the run's assets")
     p.add_argument("--start", default=None, metavar="DATE", help="first window end date to score (ISO)")
     p.add_argument("--end", default=None, metavar="DATE", help="last window end date to score (ISO)")
     p.set_defaults(handler=_predict)
@@ -34,7 +37,7 @@ def _predict(args) -> int:
     if args.out and not args.out.endswith(".parquet"):
         raise ValueError(f"--out {args.out}: expected a .parquet file name")
     run = load_run(args.run_dir)
-    frame = run.predict_source(args.data, start=args.start, end=args.end)
+    frame = run.predict_source(args.data, start=args.start, end=args.end, asset=args.asset)
     if args.out:
         atomic_write_parquet(frame, Path(args.out))
         console.print(f"{len(frame)} predictions written to {args.out}")
