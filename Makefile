@@ -33,11 +33,17 @@ WORKERS ?= 2
 run: $(VENV)/.installed-base
 	$(BIN)/finscale run $(STUDY) --workers $(WORKERS)
 
+# Two pytest workers (one test file each at a time, so a file's servers and Ray cluster never
+# meet another's); tests pin torch to one thread per process (tests/conftest.py), so two
+# workers on two cores never oversubscribe. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks

@@ -11,6 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One torch/OpenMP thread per process, set before torch loads and inherited by every CLI
+# subprocess: `make test` runs two pytest workers on two cores, and more threads than cores
+# make OpenMP's spinning threads slow tiny models down many-fold. Tests that check thread
+# handling set `run.threads` themselves.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:

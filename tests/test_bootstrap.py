@@ -11,6 +11,7 @@ from finscale.evaluate import (
     default_block_len,
     metric_cis,
     paired_bootstrap_test,
+    panel_block_indices,
     replicate_metrics,
     resampled_auc,
 )
@@ -141,3 +142,43 @@ def test_replicate_metrics_share_resamples_across_runs():
     assert (lo, hi) == pytest.approx(tuple(np.quantile(reps["log_loss"][0], [0.025, 0.975])))
     with pytest.raises(ValueError, match=r"probs\[1\]"):
         replicate_metrics(y, np.stack([p, p + 2]), 6, 10, 0, horizon=3)
+
+
+# --------------------------------------------------------------------------- panels
+
+def _one_market(n: int = 800, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    p = np.clip(rng.beta(2, 5, n), 0.02, 0.98)
+    y = (rng.random(n) < p).astype(float)
+    return y, p
+
+
+def test_panel_blocks_take_every_asset_of_a_day_together():
+    days = np.repeat(np.arange(300), 2)[::-1].copy()  # 2 assets per day, rows in any order
+    idx = panel_block_indices(days, 5, 50, np.random.default_rng(0))
+    assert idx.shape == (50, 600)
+    for row in idx:
+        _, counts = np.unique(days[row], return_counts=True)
+        assert (counts % 2 == 0).all()  # a day is drawn with both its rows, never one alone
+    with pytest.raises(ValueError, match="distinct test days"):
+        panel_block_indices(days, 301, 5, np.random.default_rng(0))
+
+
+def test_a_duplicated_market_is_not_twice_the_evidence():
+    """Planted counter-example: a 'panel' of two identical copies of one market holds no more
+    information than the market alone. Resampling rows as one long series narrows the
+    interval by ~sqrt(2); resampling calendar days with all their assets does not."""
+    y, p = _one_market()
+    n = y.size
+    kw = dict(prior=0.3, threshold=None, block_len=5, n_resamples=2000, seed=1, horizon=1)
+    width = lambda ci: ci["log_loss"][1] - ci["log_loss"][0]  # noqa: E731
+    alone = width(metric_cis(y, p, **kw))
+    y2, p2, days = np.r_[y, y], np.r_[p, p], np.r_[np.arange(n), np.arange(n)]
+    naive = width(metric_cis(y2, p2, **kw))
+    by_day = width(metric_cis(y2, p2, **kw, days=days))
+    assert naive < 0.8 * alone                # the trap this guards against
+    assert 0.9 * alone < by_day < 1.1 * alone
+    paired = paired_bootstrap_test(y2, p2, np.full(2 * n, 0.3), 5, 2000, 1, horizon=1, days=days)
+    single = paired_bootstrap_test(y, p, np.full(n, 0.3), 5, 2000, 1, horizon=1)
+    ratio = np.ptp(paired["ci"]) / np.ptp(single["ci"])
+    assert 0.9 < ratio < 1.1

@@ -6,6 +6,7 @@ from scipy.stats import norm
 from scipy.stats import t as t_dist
 
 from finscale.scaling import (
+    ALPHA_MAX,
     FALLING,
     FALLS_EXTRAPOLATES,
     FALLS_IN_RANGE,
@@ -167,14 +168,15 @@ def test_bootstrap_is_reproducible_and_band_covers_fit():
 
 @pytest.mark.slow
 def test_bootstrap_interval_covers_true_alpha_about_95_percent():
-    # 100 simulated studies (4 sizes x 3 seeds, 2% noise), seed-resampling percentile CIs
-    # from 60 resamples each (few, for speed; the interval ends are noisier, not biased).
+    # 80 simulated studies (4 sizes x 3 seeds, 2% noise), seed-resampling percentile CIs
+    # from 40 resamples each (few, for speed; the interval ends are noisier, not biased).
+    # Nominal 95%: at least 80% of the intervals must cover the true alpha.
     hits = 0
-    for rep in range(100):
+    for rep in range(80):
         N, L = _noisy(np.geomspace(1e4, 1e8, 4), 3, 0.02, seed=100 + rep)
-        lo, hi = bootstrap_fit((N, L), None, 60, rep)["alpha_ci"]
+        lo, hi = bootstrap_fit((N, L), None, 40, rep)["alpha_ci"]
         hits += lo <= TRUE["alpha"] <= hi
-    assert 80 <= hits <= 100, f"coverage {hits}%"
+    assert 64 <= hits <= 80, f"coverage {hits}/80"
 
 
 @pytest.mark.slow
@@ -226,6 +228,19 @@ def test_end_to_end_with_shared_test_day_replicates():
 ])
 def test_decide_verdict_every_branch(alpha_ci, slope_ci, preferred, expected):
     assert decide_verdict(alpha_ci, slope_ci, preferred) == expected
+
+
+def test_an_exponent_at_its_bound_never_extrapolates():
+    # A step between the two smallest sizes: the fit puts alpha on its bound; LOBO may still
+    # prefer it, but a step says nothing about larger sizes.
+    assert decide_verdict((0.5, 5.0), (-0.2, -0.05), {"lobo": "power_law", "bic": "power_law"},
+                          alpha_at_bound=True) == FALLS_IN_RANGE
+    N = np.repeat(SIZES, 2)
+    L = np.where(N == SIZES[0], 0.70, 0.60) + np.tile([0.0005, -0.0005], SIZES.size)
+    ci = bootstrap_fit((N, L), None, 100, 0)
+    assert ci["fit"]["alpha"] >= 0.9 * ALPHA_MAX
+    verdict, text = scaling_verdict(ci["fit"], ci, compare_to_constant(N, L))
+    assert verdict != FALLS_EXTRAPOLATES and "alpha sits at its bound 5" in text
 
 
 def test_verdict_never_claims_extrapolation_against_its_lobo_check():

@@ -1,6 +1,7 @@
 """Joint L(N, D) fit, intervals, form comparison, verdicts (finscale.scaling.joint) and
 `finscale scaling fit` (finscale.scaling.points, finscale.cli.scaling)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from finscale.cli import main
 from finscale.scaling.joint import (
     BOTH_MATTER,
     DATA_LIMITED,
+    EXPONENT_MAX,
     NO_SCALING,
     PARAMETER_LIMITED,
     JointFit,
@@ -18,6 +20,7 @@ from finscale.scaling.joint import (
     bootstrap_joint,
     check_joint_points,
     fit_joint,
+    joint_verdict,
     optimal_allocation,
     predict_joint,
     tokens_from_flops,
@@ -82,6 +85,19 @@ def test_verdict_branches(law, expected):
     if expected == DATA_LIMITED:
         assert cmp.score("d_only").cv_rmse < cmp.score("n_only").cv_rmse
     json.dumps(res.to_dict())  # plain types only
+
+
+def test_an_exponent_at_its_bound_does_not_count_as_that_axis_scaling():
+    # Both terms matter on these points; the same numbers with beta on its bound (a step
+    # between the two smallest data sizes, as few data sizes can produce) must not say so.
+    res = analyze_joint(*_grid(TRUE, sd=0.01, seed=1, reps=2), n_resamples=40, seed=0)
+    assert res.verdict == BOTH_MATTER
+    verdict, text = joint_verdict(dataclasses.replace(res.fit, beta=EXPONENT_MAX), res.intervals,
+                                  res.comparison)
+    assert verdict == PARAMETER_LIMITED and "beta at the bound 5" in text
+    verdict, _ = joint_verdict(dataclasses.replace(res.fit, alpha=0.95 * EXPONENT_MAX),
+                               res.intervals, res.comparison)
+    assert verdict == DATA_LIMITED
 
 
 def test_optimal_allocation_spends_the_compute_and_minimises_the_loss():

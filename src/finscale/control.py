@@ -57,3 +57,15 @@ def resume_command(stop_file: Path, command: str) -> str:
     if Path(stop_file).exists():
         return f"rm {shlex.quote(str(stop_file))} && {command}"
     return command
+
+
+def _thread_failure_as_one_line(hook_args) -> None:
+    log.warning("background thread %s stopped: %s: %s",
+                hook_args.thread.name if hook_args.thread else "?",
+                hook_args.exc_type.__name__, hook_args.exc_value)
+
+
+def quiet_thread_failures() -> None:
+    """Make a library's dying background thread (e.g. Optuna's heartbeat when its database
+    went away) one warning line instead of a traceback; the main thread reports the cause."""
+    threading.excepthook = _thread_failure_as_one_line

@@ -21,6 +21,7 @@ import os
 import sys
 
 from finscale.cli.commands import COMMANDS
+from finscale.control import quiet_thread_failures
 
 VALUE_OPTIONS = ("--data-dir",)   # global options that take a value (for finding the command)
 
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        quiet_thread_failures()
     try:
         return int(args.handler(args) or 0)
     except (ValueError, OSError) as exc:  # user mistakes; disk full, permissions, missing files

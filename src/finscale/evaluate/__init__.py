@@ -11,6 +11,7 @@ from finscale.evaluate.bootstrap import (
     default_block_len,
     metric_cis,
     paired_bootstrap_test,
+    panel_block_indices,
     replicate_metrics,
     resampled_auc,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "backtest",
     "pool_backtests",
     "block_bootstrap_indices",
+    "panel_block_indices",
     "bootstrap_ci",
     "choose_threshold",
     "classification_metrics",

@@ -61,9 +61,46 @@ def block_bootstrap_indices(n: int, block_len: int, n_resamples: int,
     return idx.reshape(n_resamples, n_blocks * block_len)[:, :n]
 
 
-def _resample_indices(n: int, block_len: int, n_resamples: int, seed: int, horizon: int) -> np.ndarray:
+def panel_block_indices(days, block_len: int, n_resamples: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, n)`` row indices of a moving-block bootstrap over CALENDAR DAYS.
+
+    ``days``: each row's day (any sortable key; a panel has several rows per day, one per
+    asset). Blocks are ``block_len`` consecutive distinct days, and a block takes every row
+    of its days together, so same-day rows of correlated assets are never resampled apart
+    (which would treat two copies of one market as twice the evidence). Blocks are drawn
+    until ``n`` rows are filled, then cut at ``n``. With one row per day this is
+    :func:`block_bootstrap_indices`' scheme.
+    """
+    days = np.asarray(days)
+    order = np.argsort(days, kind="stable")
+    _, first_row = np.unique(days[order], return_index=True)
+    m, n = first_row.size, days.size
+    if not 1 <= block_len <= m:
+        raise ValueError(f"block_len={block_len} must be in 1..{m} (distinct test days)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples={n_resamples}; expected >= 1")
+    bounds = np.append(first_row, n)  # rows of days [s, s+L) are order[bounds[s]:bounds[s+L]]
+    rows_per_block = bounds[block_len:] - bounds[:-block_len]
+    n_blocks = int(-(-n // rows_per_block.min())) + 1  # enough blocks for n rows whatever is drawn
+    starts = rng.integers(0, m - block_len + 1, size=(n_resamples, n_blocks))
+    out = np.empty((n_resamples, n), dtype=np.int64)
+    for r in range(n_resamples):
+        rows = np.concatenate([order[bounds[s]:bounds[s + block_len]] for s in starts[r]])
+        out[r] = rows[:n]
+    return out
+
+
+def _resample_indices(n: int, block_len: int, n_resamples: int, seed: int, horizon: int,
+                      days=None) -> np.ndarray:
+    """Resample indices of ``n`` rows: time-ordered rows, or a panel's rows by ``days``."""
     check_block_len(block_len, horizon)
-    return block_bootstrap_indices(n, block_len, n_resamples, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if days is None:
+        return block_bootstrap_indices(n, block_len, n_resamples, rng)
+    if len(days) != n:
+        raise ValueError(f"days has {len(days)} entries for {n} rows; expected one per row")
+    return panel_block_indices(days, block_len, n_resamples, rng)
 
 
 def percentile_ci(stats: np.ndarray, alpha: float = 0.05) -> list[float] | None:
@@ -129,18 +166,20 @@ def resampled_auc(y: np.ndarray, prob: np.ndarray, idx: np.ndarray) -> np.ndarra
 
 
 def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n_resamples: int,
-               seed: int, *, horizon: int, alpha: float = 0.05, val_prior: float | None = None) -> dict:
+               seed: int, *, horizon: int, alpha: float = 0.05, val_prior: float | None = None,
+               days=None) -> dict:
     """Block-bootstrap CIs: metric -> [lo, hi] (None when undefined in every resample).
 
     Metrics: log_loss, auc, brier, accuracy (at 0.5), skill (vs ``prior`` on the same
     resample), skill_val (vs ``val_prior``, when given), log_loss_refinement (per-window
     log-loss of the isotonic recalibration fitted once on all days, resampled), and
     accuracy_at_thr when ``threshold`` is given. Conventions as in
-    :func:`finscale.metrics.classification_metrics`.
+    :func:`finscale.metrics.classification_metrics`. ``days`` (a panel's day per row):
+    resample blocks of calendar days, all assets of a day together (:func:`panel_block_indices`).
     """
     y, p = check_binary(y, prob)
     prior = check_probability(prior, "prior", open_interval=True)
-    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon)
+    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon, days)
     ll = per_sample_log_loss(y, p)[idx].mean(axis=1)
     ll_const = per_sample_log_loss(y, np.full_like(p, prior))[idx].mean(axis=1)
     stats = {
@@ -160,19 +199,19 @@ def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n
 
 
 def paired_bootstrap_test(y, prob_a, prob_b, block_len: int, n_resamples: int, seed: int, *,
-                          horizon: int, alpha: float = 0.05) -> dict:
+                          horizon: int, alpha: float = 0.05, days=None) -> dict:
     """Paired block-bootstrap test of the mean per-window log-loss difference ``a - b``.
 
     Both models are scored on the SAME resampled days. Negative ``mean_diff`` means model
     ``a`` has the lower (better) log-loss. ``ci`` is the percentile interval of the
     resampled mean difference; ``p_value`` is two-sided for H0 "no difference", from the
     bootstrap distribution centred on the observed difference:
-    ``(1 + #{|d*_r - d| >= |d|}) / (1 + n_resamples)``.
+    ``(1 + #{|d*_r - d| >= |d|}) / (1 + n_resamples)``. ``days``: as in :func:`metric_cis`.
     """
     y, pa = check_binary(y, prob_a, name="prob_a")
     _, pb = check_binary(y, prob_b, name="prob_b")
     diff = per_sample_log_loss(y, pa) - per_sample_log_loss(y, pb)
-    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon)
+    idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon, days)
     boot = diff[idx].mean(axis=1)
     observed = float(diff.mean())
     extreme = np.abs(boot - observed) >= abs(observed)

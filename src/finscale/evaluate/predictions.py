@@ -18,17 +18,18 @@ DEFAULT_STD_FLOOR = 1e-3
 def evaluate_predictions(y, prob, *, prior: float, threshold: float | None, horizon: int,
                          block_len: int, n_resamples: int, seed: int, ece_bins: int = 10,
                          std_floor: float = DEFAULT_STD_FLOOR, alpha: float = 0.05,
-                         val_prior: float | None = None) -> dict:
+                         val_prior: float | None = None, days=None) -> dict:
     """``{"metrics", "ci", "calibration": {"ece", "bins"}, "collapsed", "collapse_reason"}``.
 
     The collapse flag uses the CIs too (no significant discrimination is collapse), see
-    :func:`finscale.metrics.is_collapsed`.
+    :func:`finscale.metrics.is_collapsed`. ``days``: a panel's day per row, so intervals
+    resample calendar days with all their assets (see :func:`~.bootstrap.metric_cis`).
     """
     metrics = classification_metrics(y, prob, prior=prior, threshold=threshold, val_prior=val_prior)
     ece, table = expected_calibration_error(y, prob, ece_bins)
     metrics["ece"] = ece
     ci = metric_cis(y, prob, prior, threshold, block_len, n_resamples, seed, horizon=horizon,
-                    alpha=alpha, val_prior=val_prior)
+                    alpha=alpha, val_prior=val_prior, days=days)
     collapsed, reason = is_collapsed(metrics, std_floor, ci)
     return {
         "metrics": metrics,

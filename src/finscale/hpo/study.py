@@ -198,10 +198,11 @@ def worker_main() -> None:
     """Entry point of a worker process: reads its pickled :class:`WorkerJob` from stdin."""
     import torch
 
-    from finscale.control import StopRequest
+    from finscale.control import StopRequest, quiet_thread_failures
     from finscale.repro import unit_threads
 
     job: WorkerJob = pickle.load(sys.stdin.buffer)
+    quiet_thread_failures()
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     torch.set_num_threads(unit_threads(job.cfg.run.threads, job.workers))  # K workers share the cores
     with StopRequest(job.cfg.study_dir / "STOP") as stop:

@@ -175,15 +175,18 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     seed = derive_seed("evaluate", cfg.name, h)
     common = dict(horizon=h, block_len=block_len, n_resamples=ev.bootstrap_resamples, seed=seed,
                   ece_bins=ev.ece_bins, std_floor=spec.train.collapse_std, val_prior=val_prior)
-    result = evaluate_predictions(y, prob, prior=data.prior, threshold=threshold, **common)
+    # Panels: intervals resample calendar days with all their assets (same-day rows of
+    # correlated assets are not independent evidence); per-asset blocks below are series.
+    days = prep.dates.to_numpy()[test.ends].astype("datetime64[D]") if prep.is_panel else None
+    result = evaluate_predictions(y, prob, prior=data.prior, threshold=threshold, days=days, **common)
     base_eval, comparisons = {}, {}
     for name, probs in baselines.items():
         base_thr = choose_threshold(data.val.labels_at_ends, probs["val"]) \
             if np.ptp(probs["val"]) > 0 else None
         base_eval[name] = evaluate_predictions(y, probs["test"], prior=data.prior,
-                                               threshold=base_thr, **common)
+                                               threshold=base_thr, days=days, **common)
         comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
-                                                  ev.bootstrap_resamples, seed, horizon=h)
+                                                  ev.bootstrap_resamples, seed, horizon=h, days=days)
     strongest = min(base_eval, key=lambda n: base_eval[n]["metrics"]["log_loss"])
     dates = prep.dates.to_numpy()[test.ends]
     first_last = (dates.min(), dates.max())

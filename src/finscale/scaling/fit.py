@@ -39,7 +39,13 @@ import pandas as pd
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
-from finscale.evaluate import block_bootstrap_indices, default_block_len, per_sample_log_loss, recalibrated
+from finscale.evaluate import (
+    block_bootstrap_indices,
+    default_block_len,
+    panel_block_indices,
+    per_sample_log_loss,
+    recalibrated,
+)
 from finscale.evaluate.bootstrap import resampled_auc
 from finscale.repro import derive_seed
 from finscale.scaling.laws import (
@@ -242,13 +248,15 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
         raise NoFit(f"{len(budgets)} evaluated budget(s) ({', '.join(map(str, budgets)) or 'none'}); "
                     f"a power law needs >= {MIN_BUDGETS}")
     evals = sr.evals.set_index("run_id").loc[runs["run_id"]]
-    y, probs = _load_predictions(runs)
+    y, probs, days = _load_predictions(runs)
     R = cfg.evaluate.scaling_resamples
     recorded = evals["block_len"].to_numpy(float) if "block_len" in evals else np.array([np.nan])
     block_len = int(np.nanmax(recorded)) if np.isfinite(recorded).any() \
         else default_block_len(h, cfg.evaluate.block_len)
     rng = np.random.default_rng(derive_seed("scaling", cfg.name, h))
-    idx = block_bootstrap_indices(y.size, block_len, R, rng)
+    # Panels: blocks of calendar days with all their assets, as in the evaluate phase.
+    idx = block_bootstrap_indices(y.size, block_len, R, rng) if days is None \
+        else panel_block_indices(days, block_len, R, rng)
     ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
     auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
     seed = derive_seed("scaling-fit", cfg.name, h)
@@ -323,18 +331,20 @@ def _fit_names(evals) -> list[tuple[str, str]]:
     return names + ([("log_loss_refinement", AUC_AXIS)] if _has_refinement(evals) else [])
 
 
-def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Test labels (shared) and each run's probabilities; NoFit if the test days differ."""
-    y, ends, probs = None, None, []
+def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Test labels (shared), each run's probabilities, and (panels only: the file names each
+    window's asset) each window's day; NoFit if the test windows differ."""
+    y, ends, days, probs = None, None, None, []
     for _, r in runs.iterrows():
         with np.load(f"{r['path']}/predictions.npz") as z:
             if ends is None:
                 y, ends = z["y"].astype(np.float64), z["ends"]
+                days = z["dates"].astype("datetime64[D]") if "asset" in z.files else None
             elif not np.array_equal(z["ends"], ends):
                 raise NoFit(f"{r['run_id']} was evaluated on other test windows than "
                             f"{runs['run_id'].iloc[0]}; rerun its evaluation")
             probs.append(z["prob"].astype(np.float64))
-    return y, np.stack(probs)
+    return y, np.stack(probs), days
 
 
 def _budget_means(codes: np.ndarray, x: np.ndarray, L: np.ndarray, pick=None):

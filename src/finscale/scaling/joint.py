@@ -29,7 +29,9 @@ lower BIC AND the lower leave-out RMSE (BIC alone when no leave-out folds were p
 Requiring the comparison as well as the interval matters: when a term's coefficient goes to
 0 (or it fits noise in a corner with a huge coefficient and exponent) its exponent is
 unidentified and its interval can sit anywhere; requiring both checks keeps a verdict from
-contradicting any of the numbers printed with it.
+contradicting any of the numbers printed with it. A term whose exponent sits at its bound
+EXPONENT_MAX is a step between the smallest sizes, not a power law: it does not count as
+mattering, and the sentence says so.
 """
 
 from __future__ import annotations
@@ -421,13 +423,21 @@ def _fmt_ci(ci) -> str:
     return "n/a" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
+def _at_bound(exponent: float) -> bool:
+    """An exponent at (or within 10% of) its upper bound: the term is a step between the
+    smallest sizes, its power law unidentified (the optimiser often stops short of the bound)."""
+    return exponent >= 0.9 * EXPONENT_MAX
+
+
 def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *,
                   quantity: str = "loss") -> tuple[str, str]:
     """One of JOINT_VERDICTS and a sentence with the numbers (rule in the module docstring)."""
     alpha_ci, beta_ci = intervals.get("alpha"), intervals.get("beta")
     scales = comparison.joint_beats("constant")
-    n_matters = scales and alpha_ci is not None and alpha_ci[0] > _ZERO and comparison.joint_beats("d_only")
-    d_matters = scales and beta_ci is not None and beta_ci[0] > _ZERO and comparison.joint_beats("n_only")
+    n_matters = (scales and alpha_ci is not None and alpha_ci[0] > _ZERO
+                 and comparison.joint_beats("d_only") and not _at_bound(fit.alpha))
+    d_matters = (scales and beta_ci is not None and beta_ci[0] > _ZERO
+                 and comparison.joint_beats("n_only") and not _at_bound(fit.beta))
     verdict = {(True, True): BOTH_MATTER, (True, False): PARAMETER_LIMITED,
                (False, True): DATA_LIMITED, (False, False): NO_SCALING}[(n_matters, d_matters)]
     cv = ", ".join(f"{s.form} {s.cv_rmse:.4g}" for s in comparison.scores if s.cv_rmse is not None) or "n/a"
@@ -436,6 +446,10 @@ def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *
             PARAMETER_LIMITED: f"{quantity} falls with model size but not detectably with data size",
             DATA_LIMITED: f"{quantity} falls with data size but not detectably with model size",
             NO_SCALING: f"no detectable scaling of {quantity} with model or data size"}[verdict]
+    bounded = [name for name, v in (("alpha", fit.alpha), ("beta", fit.beta)) if _at_bound(v)]
+    if bounded:
+        lead += (f" ({' and '.join(bounded)} at the bound {EXPONENT_MAX:g}: a step between the "
+                 "smallest sizes, not a power law, so not counted as scaling)")
     text = (f"{verdict}: {lead}. L(N, D) = {fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + "
             f"{fit.B:.4g}·D^-{fit.beta:.3g}; alpha CI {_fmt_ci(alpha_ci)}, beta CI {_fmt_ci(beta_ci)}; "
             f"leave-out RMSE ({comparison.n_folds} folds): {cv}; BIC: {bic}; "

@@ -23,7 +23,9 @@ below 0; the leave-one-budget-out (LOBO) check then decides whether the law extr
 - FLAT ("no detectable scaling"): otherwise — including falling evidence that both LOBO and
   BIC reject in favour of the constant model.
 A verdict therefore never contradicts its own LOBO check: "extrapolates" is only said when
-LOBO agrees, and a decline that LOBO rejects is called in-range.
+LOBO agrees, and a decline that LOBO rejects is called in-range. A fitted alpha at its bound
+ALPHA_MAX is a step between the smallest sizes, not a power law: never "extrapolates", and
+the sentence says so.
 Requiring the slope as well as alpha matters: on flat data the fit may send A -> 0, where
 alpha is unidentified and its interval can sit anywhere.
 
@@ -380,13 +382,24 @@ def _fmt_ci(ci) -> str:
     return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
-def decide_verdict(alpha_ci, slope_ci, preferred: dict) -> str:
-    """The verdict from the intervals and the model comparison (rule in the module docstring)."""
+def at_bound(alpha: float) -> bool:
+    """True when a fitted exponent sits at (or within 10% of) its upper bound ALPHA_MAX: the
+    "law" is then a step between the smallest sizes (a 10x larger model would shrink the
+    reducible loss 30,000-fold), not a power law, and says nothing about larger ones. The
+    optimiser often stops short of the bound on such a flat objective, hence the margin."""
+    return alpha >= 0.9 * ALPHA_MAX
+
+
+def decide_verdict(alpha_ci, slope_ci, preferred: dict, *, alpha_at_bound: bool = False) -> str:
+    """The verdict from the intervals and the model comparison (rule in the module docstring).
+
+    An exponent at its bound (``alpha_at_bound``) never "extrapolates": at most in-range.
+    """
     if alpha_ci is None or slope_ci is None:
         return FLAT
     falling = alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0
     if falling:
-        if preferred.get("lobo") == "power_law":
+        if preferred.get("lobo") == "power_law" and not alpha_at_bound:
             return FALLS_EXTRAPOLATES
         if preferred.get("bic") == "constant" and preferred.get("lobo") == "constant":
             return FLAT
@@ -406,7 +419,8 @@ def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
     alpha_ci, slope_ci = ci.get("alpha_ci"), ci.get("slope_ci")
     if alpha_ci is None or slope_ci is None:
         return FLAT, f"{quantity}: no usable bootstrap resamples, so no scaling can be claimed."
-    verdict = decide_verdict(alpha_ci, slope_ci, comparison["preferred"])
+    bound = at_bound(fit["alpha"])
+    verdict = decide_verdict(alpha_ci, slope_ci, comparison["preferred"], alpha_at_bound=bound)
     lobo = ("leave-one-budget-out check not run (needs >= 4 sizes)"
             if comparison["lobo_rmse_power"] is None else
             f"leave-one-budget-out RMSE {_num(comparison['lobo_rmse_power'])} (power law) vs "
@@ -414,6 +428,9 @@ def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
     lead = f"{quantity} {verdict}" if verdict != FLAT else f"no detectable scaling of {quantity}"
     if verdict == FLAT and alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0:
         lead += " (the intervals suggest a decline, but the no-scaling model predicts as well)"
+    if bound:
+        lead += (f" (alpha sits at its bound {ALPHA_MAX:g}: the fit is a step between the "
+                 "smallest sizes, not a power law, so it is not extrapolated)")
     text = (f"{lead}: L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, "
             f"alpha {ci['level']:.0%} CI {_fmt_ci(alpha_ci)}; predicted improvement from "
             f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
