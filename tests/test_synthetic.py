@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss
 
 from finscale.config import DataConfig, TargetConfig
 from finscale.data import DataError, Manifest, ensure_dataset, fetch_dataset, load_raw, parse_source
-from finscale.data.synthetic import MAX_LAGS, VOL_PARAMS, generate, parse_synthetic, trading_days
+from finscale.data.synthetic import MAX_LAGS, OVERNIGHT, VOL_PARAMS, generate, parse_synthetic, trading_days
 from finscale.data.synthetic_truth import optimal_probabilities, optimal_series, summarize
 from finscale.data.validate import validate_ohlcv
 from finscale.labels import make_labels
@@ -98,11 +98,13 @@ def test_null_is_planted_without_strength_and_strength_keeps_the_shocks():
     assert not np.allclose(null.frame["Close"], strong.frame["Close"])
 
 
-@pytest.mark.parametrize("target", ["null?seed=7&days=2000&vol=garch", "planted?seed=7&days=2000&strength=1"])
+# 5,000 days: the lag-1 correlation of big-move days has a standard error of about 0.015
+# (at 2,000 days, 0.022: a strong planted drift, half the variance, could hide the clustering)
+@pytest.mark.parametrize("target", ["null?seed=7&days=5000&vol=garch", "planted?seed=7&days=5000&strength=1"])
 def test_bars_pass_the_validator_and_look_like_daily_equity_bars(target):
     frame = market(target).frame
     out = validate_ohlcv(frame, origin=target)
-    assert len(out) == 2000
+    assert len(out) == 5000
     assert (out["High"] >= out[["Open", "Close"]].max(axis=1)).all()
     assert (out["Low"] <= out[["Open", "Close"]].min(axis=1)).all()
     assert (out["Volume"] > 0).all()
@@ -152,10 +154,12 @@ def test_null_is_a_martingale():
 
 
 def _logistic_skill(frame: pd.DataFrame, lags: int = 5) -> tuple[float, float]:
-    """Held-out log-loss of a logistic regression on lagged returns, and of the base rate."""
+    """Held-out log-loss of a logistic regression on lagged overnight gaps (the planted
+    network's inputs), and of the base rate."""
     r = log_returns(frame)
     vol = pd.Series(r).ewm(alpha=0.06).std().to_numpy()
-    x = np.column_stack([np.roll(r, j) / vol for j in range(lags)])
+    gap = np.log(frame["Open"].to_numpy() / frame["Close"].shift(1).to_numpy())
+    x = np.column_stack([np.roll(gap, j) / vol for j in range(lags)])
     y = labels(frame, kind="direction")
     rows = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y))[lags:]
     train, test = rows[: int(0.7 * len(rows))], rows[int(0.7 * len(rows)):]
@@ -169,6 +173,21 @@ def test_planted_signal_is_learnable_and_the_null_is_not():
     assert model < base - 0.01
     model, base = _logistic_skill(market("null?seed=10&days=5000").frame)
     assert model > base - 0.002
+
+
+def test_planted_drift_reads_the_past_overnight_gaps_the_prices_show():
+    """mu_t = strength * sigma_t * g(u_{t-3}, u_{t-2}, u_{t-1}) of the standardised gaps
+    log(Open / previous Close) / (sigma sqrt(OVERNIGHT)), read from the frame: the signal is a
+    function of observed prices (not of latent shocks), so a model can learn it."""
+    m = market("planted?seed=13&days=400&vol=constant&strength=0.8&lags=3&linear=0")
+    f, i0 = m.frame, m.offset
+    sigma = m.sigma[i0:]
+    u = np.log(f["Open"].to_numpy()[1:] / f["Close"].to_numpy()[:-1]) / (sigma[1:] * np.sqrt(OVERNIGHT))
+    rows = np.arange(4, len(f))                      # frame rows with three observed gaps before
+    windows = np.column_stack([u[rows - 1 - lag] for lag in (3, 2, 1)])   # oldest first
+    np.testing.assert_allclose(m.mu[i0 + rows], 0.8 * sigma[rows] * m.network(windows),
+                               rtol=1e-8, atol=1e-12)
+    assert np.std(m.mu[i0:] / sigma) > 0.5
 
 
 # --------------------------------------------------------------------------- known optimum

@@ -17,13 +17,18 @@ The model (day t; ``sigma_t`` and ``mu_t`` are known at the close of day t-1):
   (``vol=garch``: GARCH(1,1); ``vol=gjr``: GJR-GARCH(1,1,1) with a leverage effect;
   ``vol=constant``: i.i.d. shocks, so on the null no target beats its base rate);
 - ``r_t = log(Close_t / Close_{t-1}) = mu_t + eps_t``;
-- null: ``mu_t = 0``; planted: ``mu_t = strength * sigma_t * g(z_{t-lags}, ..., z_{t-1})``
-  where ``g`` is a seeded random tanh network with ``complexity`` hidden units, scaled to
-  unit variance, of which a share ``linear`` is linear in the shocks and the rest is
-  nonlinear (see :class:`TanhNetwork`); ``strength`` is one day's signal-to-noise ratio;
-- the day is an overnight gap (a share ``OVERNIGHT`` of drift and variance) and an
-  intraday Brownian motion from Open to Close; High and Low are drawn from the exact law
-  of the bridge's maximum and minimum given Open and Close (each from its own marginal);
+- the day is an overnight gap ``sigma_t sqrt(OVERNIGHT) u_t`` (a share ``OVERNIGHT`` of the
+  variance, no drift; ``u_t`` is the standardised gap shock, part of ``z_t``) and an intraday
+  Brownian motion from Open to Close carrying the whole drift ``mu_t``; High and Low are drawn
+  from the exact law of the bridge's maximum and minimum given Open and Close (each from its
+  own marginal);
+- null: ``mu_t = 0``; planted: ``mu_t = strength * sigma_t * g(u_{t-lags}, ..., u_{t-1})`` of
+  the past standardised overnight gaps, which the prices show exactly (``log(Open_t /
+  Close_{t-1}) / (sigma_t sqrt(OVERNIGHT))``), so the signal is learnable from prices without
+  feedback (a drift read from past returns would feed back into them and can run away);
+  ``g`` is a seeded random tanh network with ``complexity`` hidden units, scaled to unit
+  variance, of which a share ``linear`` is linear in the gaps and the rest is nonlinear (see
+  :class:`TanhNetwork`); ``strength`` is one day's signal-to-noise ratio;
 - Volume is lognormal, rising with volatility and with the size of the day's move.
 
 A planted market with ``strength=0`` is the null market of the same seed, and markets
@@ -44,7 +49,7 @@ from finscale.data.validate import DataError
 
 __all__ = ["Market", "SyntheticSpec", "VARIANTS", "generate", "parse_synthetic"]
 
-OVERNIGHT = 0.2          # share of a day's variance (and drift) in the overnight gap
+OVERNIGHT = 0.2          # share of a day's variance in the overnight gap (the drift is intraday)
 START_PRICE = 100.0
 MAX_LAGS = 64            # every market simulates this many extra leading days (lag history)
 BURN = 500               # arch's burn-in of the variance recursion
@@ -198,7 +203,7 @@ def trading_days(start: str, days: int) -> pd.DatetimeIndex:
 
 @dataclass(frozen=True)
 class TanhNetwork:
-    """The planted function g of rows x of ``lags`` shocks (oldest first), unit variance.
+    """The planted function g of rows x of ``lags`` gap shocks (oldest first), unit variance.
 
     ``g(x) = sqrt(linear) * x.b / |b| + sqrt(1 - linear) * n(x)``: ``h(x) = tanh(x W + c) v``
     is a random one-hidden-layer network; ``x.b + a`` is its least-squares linear part and
@@ -238,7 +243,8 @@ class Market:
     """A generated market: the frame plus its latent state, one row per simulated day.
 
     The latent arrays have ``MAX_LAGS`` leading rows before the frame's first row
-    (``offset``); ``sigma[i]``/``mu[i]`` are the conditional sd/mean of ``r[i]``.
+    (``offset``); ``sigma[i]``/``mu[i]`` are the conditional sd/mean of ``r[i]``; ``gap[i]``
+    is the standardised overnight gap shock ``u`` (the planted network's input).
     """
 
     spec: SyntheticSpec
@@ -246,6 +252,7 @@ class Market:
     z: np.ndarray
     sigma: np.ndarray
     mu: np.ndarray
+    gap: np.ndarray
     offset: int
     network: TanhNetwork | None
 
@@ -289,14 +296,16 @@ def generate(spec: SyntheticSpec) -> Market:
     rng = random_streams(spec.seed)
     n = spec.days + MAX_LAGS
     z, sigma = _simulate_shocks(spec, rng["shocks"], n)
+    w = OVERNIGHT
+    gap = np.sqrt(w) * z + np.sqrt(1 - w) * rng["split"].standard_normal(n)   # u_t, N(0, 1)
     mu, network = np.zeros(n), None
     if spec.variant == "planted" and spec.strength > 0:
         network = TanhNetwork.draw(rng["network"], spec.lags, spec.complexity, spec.linear)
-        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * network(lag_windows(z, spec.lags)[MAX_LAGS:])
-    frame = _bars(spec, z, sigma, mu, rng)
-    for arr in (z, sigma, mu):
+        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * network(lag_windows(gap, spec.lags)[MAX_LAGS:])
+    frame = _bars(spec, z, sigma, mu, gap, rng)
+    for arr in (z, sigma, mu, gap):
         arr.setflags(write=False)
-    return Market(spec, frame, z, sigma, mu, MAX_LAGS, network)
+    return Market(spec, frame, z, sigma, mu, gap, MAX_LAGS, network)
 
 
 def _bridge_extreme(d: np.ndarray, s2: np.ndarray, u: np.ndarray, sign: float) -> np.ndarray:
@@ -304,13 +313,12 @@ def _bridge_extreme(d: np.ndarray, s2: np.ndarray, u: np.ndarray, sign: float) -
     return (d + sign * np.sqrt(d * d - 2.0 * s2 * np.log(u))) / 2.0
 
 
-def _bars(spec: SyntheticSpec, z, sigma, mu, rng) -> pd.DataFrame:
-    """OHLCV rows for the simulated days after the ``MAX_LAGS`` history."""
+def _bars(spec: SyntheticSpec, z, sigma, mu, z1, rng) -> pd.DataFrame:
+    """OHLCV rows for the simulated days after the ``MAX_LAGS`` history (``z1``: gap shocks)."""
     w = OVERNIGHT
-    z1 = np.sqrt(w) * z + np.sqrt(1 - w) * rng["split"].standard_normal(len(z))
     z2 = (z - np.sqrt(w) * z1) / np.sqrt(1 - w)           # sqrt(w) z1 + sqrt(1-w) z2 = z
-    gap = w * mu + sigma * np.sqrt(w) * z1
-    d = (1 - w) * mu + sigma * np.sqrt(1 - w) * z2        # gap + d = mu + sigma z = r
+    gap = sigma * np.sqrt(w) * z1
+    d = mu + sigma * np.sqrt(1 - w) * z2                  # gap + d = mu + sigma z = r
     s2 = (1 - w) * sigma**2
     up = _bridge_extreme(d, s2, 1.0 - rng["high"].random(len(z)), 1.0)
     down = _bridge_extreme(d, s2, 1.0 - rng["low"].random(len(z)), -1.0)

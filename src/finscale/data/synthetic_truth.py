@@ -94,8 +94,8 @@ def _running_max_exceeds(x: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndar
 def _high_exceeds(c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """P(log(High_{t+1} / Close_t) >= c): the gap reaches c, or the intraday maximum does."""
     w = OVERNIGHT
-    gap_mean, gap_sd = w * mu, np.sqrt(w) * sigma
-    m, s = (1 - w) * mu, np.sqrt(1 - w) * sigma
+    gap_mean, gap_sd = np.zeros_like(mu), np.sqrt(w) * sigma   # the drift is intraday
+    m, s = mu, np.sqrt(1 - w) * sigma
     top = (c - gap_mean) / gap_sd                           # gap >= c  <=>  u >= top
     lo = np.minimum(GAP_FLOOR, top - 1.0)
     half = (top - lo) / 2.0
@@ -129,7 +129,7 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
     mu = np.broadcast_to(market.mu[idx][:, None], shape)
     window = None
     if market.network is not None:
-        past = market.z[idx[:, None] + np.arange(-spec.lags, 0)[None, :]]
+        past = market.gap[idx[:, None] + np.arange(-spec.lags, 0)[None, :]]
         window = np.broadcast_to(past[:, None, :], (*shape, spec.lags))
     cum, no_hit, hit = np.zeros(shape), np.ones(shape), np.zeros(shape, bool)
     result = np.empty((longest, *shape))
@@ -138,8 +138,8 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
             mu = spec.strength * sigma * market.network(window)
         rng = np.random.default_rng([market.spec.seed, TRUTH_STREAM, chunk, day])
         z1, z2 = rng.standard_normal(shape), rng.standard_normal(shape)
-        gap = w * mu + sigma * np.sqrt(w) * z1
-        d = (1 - w) * mu + sigma * np.sqrt(1 - w) * z2
+        gap = sigma * np.sqrt(w) * z1                      # the drift is intraday
+        d = mu + sigma * np.sqrt(1 - w) * z2
         opened, cum = cum + gap, cum + gap + d
         if kind == "direction":
             result[day] = cum > 0
@@ -155,7 +155,7 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
             + vol["beta"] * 1e4 * sigma**2
         sigma = np.sqrt(var) / 100.0
         if window is not None:
-            window = np.concatenate([window[..., 1:], z[..., None]], axis=-1)
+            window = np.concatenate([window[..., 1:], z1[..., None]], axis=-1)
     return result
 
 
