@@ -43,16 +43,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, single_blas_thread
 
 log = logging.getLogger(__name__)
 
 DATA_LIMITED = "data-limited"
 PARAMETER_LIMITED = "parameter-limited"
 BOTH_MATTER = "both matter"
-NO_SCALING = "no detectable scaling"
+NO_SCALING = FLAT  # one wording for "no detectable scaling" in every verdict
 JOINT_VERDICTS = (DATA_LIMITED, PARAMETER_LIMITED, BOTH_MATTER, NO_SCALING)
-EXPONENT_MAX = 5.0
+EXPONENT_MAX = ALPHA_MAX  # the same bound on both exponents as on L(N)'s
 PARAMS = ("E", "A", "B", "alpha", "beta")
 _ZERO = 1e-8  # an exponent at or below this counts as 0 (L-BFGS-B lands exactly on the bound)
 _LOG_BOUND = 60.0
@@ -158,11 +159,6 @@ class JointScalingResult:
                 "intervals": {k: None if v is None else list(v) for k, v in self.intervals.items()},
                 "level": self.level, "n_resamples": self.n_resamples, "n_failed": self.n_failed,
                 "comparison": self.comparison.to_dict(), "verdict": self.verdict, "text": self.text}
-
-
-def _one_blas_thread():
-    """L-BFGS-B calls BLAS on 5x5 problems; thread start-up there costs more than the fit."""
-    return threadpool_limits(1, user_api="blas")
 
 
 def _allocation(alpha, beta):
@@ -295,7 +291,7 @@ def fit_joint(N, D, L, *, delta: float = 1e-3, n_starts: int = 24, grid=None) ->
     starts = np.array([prob.centre(*g) for g in grid])
     if n_starts is not None and len(starts) > n_starts:
         starts = starts[np.argsort(prob.screen(starts), kind="stable")[:n_starts]]
-    with _one_blas_thread():
+    with single_blas_thread():
         return _fit_form(prob, [*starts, *_data_starts(prob, L)], "joint", N, D)
 
 
@@ -327,7 +323,7 @@ def bootstrap_joint(N, D, L, fit: JointFit, *, n_resamples: int = 1000, seed: in
     start = prob.centre(math.log(fit.A), math.log(fit.B), math.log(fit.E), fit.alpha, fit.beta)
     rng = np.random.default_rng(seed)
     thetas = np.full((n_resamples, 5), np.nan)
-    with _one_blas_thread():
+    with single_blas_thread():
         _refit_all(prob, start, N, D, rng, thetas)
     ok = np.all(np.isfinite(thetas), axis=1)
     e, ac, bc, alpha, beta = thetas.T
@@ -379,7 +375,7 @@ def compare_joint_forms(N, D, L, fit: JointFit, *, folds: int = 10) -> JointComp
     whose training points have < 3 distinct N or D is skipped for every form."""
     N, D, L = check_joint_points(N, D, L)
     prob = _Problem(N, D, L, fit.delta)
-    with _one_blas_thread():
+    with single_blas_thread():
         full = {"joint": fit, "constant": float(np.mean(L))}
         for form in ("n_only", "d_only"):
             full[form] = _fit_form(prob, [prob.centre(*_theta(fit)), *_data_starts(prob, L)[:9]], form, N, D)
@@ -423,21 +419,15 @@ def _fmt_ci(ci) -> str:
     return "n/a" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
-def _at_bound(exponent: float) -> bool:
-    """An exponent at (or within 10% of) its upper bound: the term is a step between the
-    smallest sizes, its power law unidentified (the optimiser often stops short of the bound)."""
-    return exponent >= 0.9 * EXPONENT_MAX
-
-
 def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *,
                   quantity: str = "loss") -> tuple[str, str]:
     """One of JOINT_VERDICTS and a sentence with the numbers (rule in the module docstring)."""
     alpha_ci, beta_ci = intervals.get("alpha"), intervals.get("beta")
     scales = comparison.joint_beats("constant")
     n_matters = (scales and alpha_ci is not None and alpha_ci[0] > _ZERO
-                 and comparison.joint_beats("d_only") and not _at_bound(fit.alpha))
+                 and comparison.joint_beats("d_only") and not at_bound(fit.alpha))
     d_matters = (scales and beta_ci is not None and beta_ci[0] > _ZERO
-                 and comparison.joint_beats("n_only") and not _at_bound(fit.beta))
+                 and comparison.joint_beats("n_only") and not at_bound(fit.beta))
     verdict = {(True, True): BOTH_MATTER, (True, False): PARAMETER_LIMITED,
                (False, True): DATA_LIMITED, (False, False): NO_SCALING}[(n_matters, d_matters)]
     cv = ", ".join(f"{s.form} {s.cv_rmse:.4g}" for s in comparison.scores if s.cv_rmse is not None) or "n/a"
@@ -446,7 +436,7 @@ def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *
             PARAMETER_LIMITED: f"{quantity} falls with model size but not detectably with data size",
             DATA_LIMITED: f"{quantity} falls with data size but not detectably with model size",
             NO_SCALING: f"no detectable scaling of {quantity} with model or data size"}[verdict]
-    bounded = [name for name, v in (("alpha", fit.alpha), ("beta", fit.beta)) if _at_bound(v)]
+    bounded = [name for name, v in (("alpha", fit.alpha), ("beta", fit.beta)) if at_bound(v)]
     if bounded:
         lead += (f" ({' and '.join(bounded)} at the bound {EXPONENT_MAX:g}: a step between the "
                  "smallest sizes, not a power law, so not counted as scaling)")

@@ -142,8 +142,9 @@ def _fit_centred(xc, logL, starts, loss, delta, options=_LBFGSB_OPTIONS):
     return best
 
 
-def _single_blas_thread():
-    """L-BFGS-B calls BLAS on 3x3 problems; thread start-up there costs ~5x the whole fit."""
+def single_blas_thread():
+    """L-BFGS-B calls BLAS on 3x3 (joint fit: 5x5) problems; thread start-up there costs
+    ~5x the whole fit."""
     return threadpool_limits(1, user_api="blas")
 
 
@@ -155,7 +156,7 @@ def fit_power_law(N, L, *, loss: str = "huber", delta: float = 1e-3, grid=None) 
     message, n_points, n_sizes, n_min, n_max, drop (= L(n_min) - L(n_max), the predicted
     improvement over the studied range) and log_slope (least-squares slope of log L on log N).
     """
-    with _single_blas_thread():
+    with single_blas_thread():
         return _fit_power_law(N, L, loss, delta, grid)
 
 
@@ -285,7 +286,7 @@ def bootstrap_fit(points, resample_fn: Callable | None, n_resamples: int, seed: 
     keys = ("alpha", "E", "A", "drop", "slope")
     samples = {k: np.full(n_resamples, np.nan) for k in keys}
     cache: dict[bytes, tuple] = {}
-    with _single_blas_thread():
+    with single_blas_thread():
         for r in range(n_resamples):
             Nr, Lr = (np.asarray(v, dtype=np.float64) for v in draw(rng, r))
             if np.unique(Nr).size < 3 or not np.all(np.isfinite(Lr) & (Lr > 0)):
@@ -351,7 +352,7 @@ def compare_to_constant(N, L, *, loss: str = "huber", delta: float = 1e-3) -> di
     favours the power law) and ``preferred`` = {"lobo", "aic", "bic"} -> model name.
     """
     N, L = _check_points(N, L)
-    with _single_blas_thread():
+    with single_blas_thread():
         fit = _fit_power_law(N, L, loss, delta, None)
         lobo = _lobo(N, L, loss, delta, fit)
     aic_p, bic_p = _aic_bic(L - predict_power_law(fit, N), 4)
