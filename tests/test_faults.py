@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import postgres_server, run_cli
 from finscale.cli.common import resolve_study_path
 from finscale.config import ConfigError, config_to_dict, load_study
 from finscale.rundir import RunDir, UnitLock
@@ -282,51 +282,15 @@ def test_read_only_run_directory_is_one_line_error_and_keeps_status(tmp_path, sh
 # --------------------------------------------------------------------------- PostgreSQL outage
 
 @pytest.fixture
-def postgres_server(tmp_path):
+def pg_outage():
     """A throwaway server this test may stop: (url, stop())."""
-    import shutil
-    import tempfile
-
-    from test_hpo import _free_port, _pg_bin
-
-    bindir = _pg_bin()
-    try:
-        import psycopg2
-    except ImportError:
-        psycopg2 = None
-    if bindir is None or psycopg2 is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL binaries and psycopg2 are required in CI")
-        pytest.skip("PostgreSQL server binaries or psycopg2 not available")
-    root = Path(tempfile.mkdtemp(prefix="finscale-pg-"))
-    as_user = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port, data = _free_port(), root / "data"
-
-    def pg(*cmd):
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    conn.cursor().execute("CREATE DATABASE finscale_hpo")
-    conn.close()
-    stop = lambda: pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")  # noqa: E731
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/finscale_hpo", stop
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.mark.slow
-def test_postgresql_outage_mid_hpo_is_one_line_error(tmp_path, shared_data, postgres_server):
-    url, stop_server = postgres_server
+def test_postgresql_outage_mid_hpo_is_one_line_error(tmp_path, shared_data, pg_outage):
+    url, stop_server = pg_outage
     args = ["hpo", "smoke", "--budget", "cpu-s", "--horizon", "1", "--storage", url,
             *sets(tiny(tmp_path, shared_data, "hpo.max_epochs=3"))]
     proc = subprocess.Popen([sys.executable, "-m", "finscale", *args], stdout=subprocess.PIPE,

@@ -1,15 +1,10 @@
 """HPO with real Optuna and real storages (sqlite, journal, PostgreSQL) on the smoke study."""
 
-import glob
 import json
 import math
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +14,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import postgres_server, run_cli
 from finscale import prepare as prepare_mod
 from finscale import splits
 from finscale.cli.common import resolve_study_path
@@ -325,55 +320,10 @@ def test_cli_two_workers_on_a_journal_file(tmp_path, data_dir):
 
 # --------------------------------------------------------------------------- PostgreSQL
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (Debian `postgresql` binaries)."""
-    bindir = _pg_bin()
-    missing = None if bindir else "PostgreSQL server binaries (initdb, pg_ctl) not found"
-    try:
-        import psycopg2
-    except ImportError:
-        missing = missing or "psycopg2 is not installed (pip install -e '.[postgres]')"
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}; CI must provide them (.ci/services installs postgresql)")
-        pytest.skip(f"{missing}; install the Debian package `postgresql` to run this test")
-    root = Path(tempfile.mkdtemp(prefix="finscale-pg-"))  # not under pytest's root-only tmp
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port, data = _free_port(), root / "data"
-
-    def pg(*cmd):
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE finscale_hpo")
-        conn.close()
-        yield f"postgresql+psycopg2://postgres:secret@127.0.0.1:{port}/finscale_hpo"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as (url, _stop):
+        yield url
 
 
 @pytest.mark.slow
