@@ -25,6 +25,15 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory):
+    """One data dir per test module: the smoke study's sample fetched and featurised once."""
+    d = tmp_path_factory.mktemp("data")
+    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
+    assert r.returncode == 0, r.stderr
+    return d
+
+
 @pytest.fixture(scope="session")
 def sp500():
     from finscale.data import load_sample

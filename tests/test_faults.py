@@ -82,14 +82,6 @@ def start(args: list[str]) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
-    assert r.returncode == 0, r.stderr
-    return d
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, shared_data):
     """An undisturbed run of the tiny study: HPO (3 trials), one final run, evaluation."""
     out = tmp_path_factory.mktemp("reference")

@@ -24,14 +24,6 @@ from finscale.runner.study import RunOptions, run_study
 PHASES = ("hpo", "final", "evaluate")
 
 
-@pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
-    assert r.returncode == 0, r.stderr
-    return d
-
-
 def tiny(out: Path, data: Path, *extra: str) -> list[str]:
     """Two budgets, one horizon, one seed; 3 epochs so a worker can be killed between checkpoints.
     One torch thread per unit: CPU results depend on the thread count, not on the worker count."""

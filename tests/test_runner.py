@@ -18,15 +18,6 @@ from finscale.rundir import RunDir
 from finscale.runner.study import RunOptions, StudyStopped, run_study
 
 
-@pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    """One data dir for the module: fetched and featurised once."""
-    d = tmp_path_factory.mktemp("data")
-    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(d))
-    assert r.returncode == 0, r.stderr
-    return d
-
-
 def tiny(out: Path, data: Path, *extra: str) -> list[str]:
     return [f"output_dir={json.dumps(str(out))}", f"data.data_dir={json.dumps(str(data))}",
             "seeds=[0]", "target.horizons=[1]", 'model.budgets=["cpu-s"]', "train.max_epochs=3",
