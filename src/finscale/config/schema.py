@@ -185,7 +185,7 @@ class RunConfig:
     # How the study is executed, never what it computes: none of these keys enters a run id
     # or an HPO study name (runs/<study>/... are the same whichever executor trained them).
     workers: int = _opt(1, min=1, doc="local worker processes for HPO cells, final runs and evaluations (`--workers`); results do not depend on it (see `threads`)")
-    threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts and executors")
+    threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts, executors and machines. On a machine shared with other jobs, more threads than free cores make OpenMP spin and slow small models many-fold (measured: 0.1 s → 2.6 s per step): pin 1 there")
     executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see README \"Running on a cluster\")")
     address: str = _opt("", doc="Ray cluster address (`--address`, e.g. `auto` or `10.0.0.1:6379`); empty = `$RAY_ADDRESS`, else a local Ray instance")
     retries: int = _opt(2, min=0, doc="times a unit whose worker died (crash, kill, lost node) is restarted; it resumes from its checkpoint")
