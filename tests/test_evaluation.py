@@ -80,8 +80,13 @@ def test_eval_json_records_both_base_rates_decomposition_and_strongest_baseline(
     const_val = ev["baselines"]["constant_val"]
     assert const_val["metrics"]["pred_mean"] == pytest.approx(ev["val_base_rate"])
     assert const_val["collapsed"]                       # no constant passes the collapse rule
-    losses = {n: b["metrics"]["log_loss"] for n, b in ev["baselines"].items()}
-    assert ev["strongest_baseline"] == min(losses, key=losses.get)
+    # guard 16: the strongest baseline is chosen on VALIDATION, never on test, and never
+    # among baselines fitted on the validation labels (constant_val)
+    val = {n: b["val_log_loss"] for n, b in ev["baselines"].items() if n != "constant_val"}
+    assert ev["strongest_baseline"] == min(val, key=val.get)
+    assert ev["strongest_baseline_selected_on"] == "validation"
+    for name in ("window_logistic", "dlinear", "volatility", "momentum"):
+        assert set(ev["baselines"][name]["chosen_on_validation"]) == {"k", "C"}
 
 
 def test_baselines_are_keyed_by_everything_they_depend_on(study, tmp_path):
@@ -92,12 +97,12 @@ def test_baselines_are_keyed_by_everything_they_depend_on(study, tmp_path):
     data, test = final_data(prep, cfg, 2)
     cached = sorted((cfg.study_dir / "baselines").glob("h2-*.npz"))
     assert len(cached) == 1
-    again = horizon_baselines(cfg, prep, 2, data, test)
+    again, _ = horizon_baselines(cfg, prep, 2, data, test)
     assert sorted((cfg.study_dir / "baselines").glob("h2-*.npz")) == cached
     other = load_study(resolve_study_path("smoke"), overrides(root, "target.threshold=0.02"))
     data2, test2 = final_data(prep, other, 2)
     np.testing.assert_array_equal(test2.ends, test.ends)  # same rows, other labels
-    fresh = horizon_baselines(other, prep, 2, data2, test2)
+    fresh, _ = horizon_baselines(other, prep, 2, data2, test2)
     assert len(sorted((cfg.study_dir / "baselines").glob("h2-*.npz"))) == 2
     assert fresh["constant"]["test"][0] == pytest.approx(float(data2.train.labels_at_ends.mean()))
     assert fresh["constant"]["test"][0] != pytest.approx(again["constant"]["test"][0])

@@ -6,14 +6,18 @@ from finscale.report.findings import build_findings
 from finscale.scaling import FALLS_IN_RANGE
 
 
-def tables(model_loss: dict, base: dict, diff_ci: dict, converged=True, flags=()):
-    """Runs of 2 budgets x 2 seeds at h=1; diff_ci[(budget, seed)] = (lo, hi) of model - baseline."""
+def tables(model_loss: dict, base: dict, diff_ci: dict, converged=True, flags=(), val_loss=None,
+           base_val=None):
+    """Runs of 2 budgets x 2 seeds at h=1; diff_ci[(budget, seed)] = (lo, hi) of model - baseline.
+    Validation log-losses default to the test ones (``val_loss``/``base_val`` override them)."""
+    val_loss, base_val = val_loss or model_loss, base_val or base
     runs, evals, cmps = [], [], []
     for budget, params in (("s", 1000), ("m", 10000)):
         for seed in (0, 1):
             rid = f"{budget}-h1-s{seed}"
             runs.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
-                         "params_total": params, "converged": converged, "collapsed": False})
+                         "params_total": params, "converged": converged, "collapsed": False,
+                         "val_log_loss": val_loss[budget] + 0.001 * seed})
             evals.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
                           "log_loss": model_loss[budget] + 0.001 * seed})
             for name in base:
@@ -21,7 +25,8 @@ def tables(model_loss: dict, base: dict, diff_ci: dict, converged=True, flags=()
                 cmps.append({"run_id": rid, "budget": budget, "horizon": 1, "seed": seed,
                              "baseline": name, "mean_diff": (lo + hi) / 2, "diff_lo": lo, "diff_hi": hi,
                              "p_value": 0.01})
-    baselines = pd.DataFrame([{"horizon": 1, "baseline": n, "log_loss": v} for n, v in base.items()])
+    baselines = pd.DataFrame([{"horizon": 1, "baseline": n, "log_loss": v, "val_log_loss": base_val[n]}
+                              for n, v in base.items()])
     hpo = pd.DataFrame([{"cell": "s-h1", "budget": "s", "horizon": 1, "hpo_flags": list(flags)}])
     return pd.DataFrame(runs), pd.DataFrame(evals), baselines, pd.DataFrame(cmps), hpo
 
@@ -52,3 +57,23 @@ def test_model_that_beats_every_baseline_in_every_seed():
     assert hf.beats_every_baseline == "Sizes that beat every baseline in every seed: m."
     assert "loses_to_baseline" not in [c.kind for c in f.caveats]
     assert hf.verdict_text.startswith("No scaling fit")
+
+
+def test_best_size_and_strongest_baseline_are_chosen_on_validation_not_test():
+    """Guard 16, planted: size "s" and baseline "hist_gbm" win on TEST only; on validation "m"
+    and "logistic" are better, so those are chosen and the test split only scores them."""
+    t = tables({"s": 0.280, "m": 0.300}, {"logistic": 0.310, "hist_gbm": 0.290, "constant": 0.36}, {},
+               val_loss={"s": 0.330, "m": 0.310},
+               base_val={"logistic": 0.300, "hist_gbm": 0.320, "constant": 0.35})
+    hf = build_findings(*t, headline=[]).horizons[0]
+    assert hf.best_budget == "m" and hf.best_baseline == "logistic"
+    assert hf.selected_on == "validation"
+    assert abs(hf.improvement - (0.310 - 0.3005)) < 1e-9  # test losses of the chosen pair
+    assert build_findings(*t, headline=[]).to_dict()["horizons"][0]["selected_on"] == "validation"
+
+
+def test_a_baseline_fitted_on_validation_is_never_the_strongest():
+    """constant_val is the validation base rate: its validation score is in-sample."""
+    t = tables({"s": 0.30, "m": 0.30}, {"logistic": 0.31, "constant_val": 0.305}, {},
+               base_val={"logistic": 0.30, "constant_val": 0.10})
+    assert build_findings(*t, headline=[]).horizons[0].best_baseline == "logistic"

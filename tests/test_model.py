@@ -90,7 +90,7 @@ def test_output_changes_when_only_the_last_step_changes(mode):
         x2 = x.clone()
         x2[:, -1, :] += 1.0
         with torch.no_grad():
-            tokens, tokens2 = model.patchify(x), model.patchify(x2)
+            tokens, tokens2 = model.patchify(x)[0], model.patchify(x2)[0]
             changed = (tokens != tokens2).flatten(2).any(-1)
             assert changed[:, -1].all(), f"context {context_len}: last patch misses the newest bar"
             assert not (model(x) == model(x2)).any(), f"context {context_len}: output unchanged"

@@ -182,6 +182,7 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
                           "train_base_rate": ev.get("train_base_rate"),
                           "val_base_rate": ev.get("val_base_rate"),
                           "strongest_baseline": ev.get("strongest_baseline"),
+                          "strongest_selected_on": ev.get("strongest_baseline_selected_on", "test"),
                           "test_windows": ev.get("test_windows"),
                           "test_first_date": ev.get("test_first_date"),
                           "test_last_date": ev.get("test_last_date"),
@@ -189,7 +190,8 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
                           "optimal_log_loss": (ev.get("optimal_log_loss") or {}).get("pooled")})
     rows["assets"] += _asset_rows(ev, key)
     for name, block in ev.get("baselines", {}).items():
-        rows["baselines"].append({"horizon": key["horizon"], "baseline": name, **_metric_row(block)})
+        rows["baselines"].append({"horizon": key["horizon"], "baseline": name, **_metric_row(block),
+                                  "val_log_loss": block.get("val_log_loss")})
     for name, cmp in ev.get("comparisons", {}).items():
         lo, hi = cmp.get("ci") or [None, None]
         rows["comparisons"].append({**key, "baseline": name, "mean_diff": cmp["mean_diff"],

@@ -10,7 +10,7 @@ from training windows only (guard 5); evaluation regions meet the size guard (gu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,9 @@ class PreparedData:
     # the order of data.source, each block in date order). Empty / None for one source.
     assets: tuple[str, ...] = ()
     asset_index: np.ndarray | None = None
+    feature_set: str = ""     # the set ``inputs`` come from
+    # Other feature sets of the same rows, built on demand by :func:`prepared_for`.
+    other_sets: dict = field(default_factory=dict, repr=False)
 
     @property
     def dates(self) -> pd.Series:
@@ -58,6 +61,17 @@ class PreparedData:
         return out
 
 
+def window_context(cfg: StudyConfig) -> int:
+    """Days of context the splits place window ends for: ``splits.context_len``, else the
+    longest context any design of the study uses (``model.context_len`` and, in search mode,
+    every searched ``hpo.context_len``). Every design then has the same windows (its own
+    shorter context ends on the same days), so paired comparisons stay paired."""
+    if cfg.splits.context_len:
+        return cfg.splits.context_len
+    searched = cfg.hpo.context_len if cfg.hpo.mode == "search" else ()
+    return max((cfg.model.context_len, *searched))
+
+
 def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedData:
     """Fetch (if needed) and build (if needed) the study's processed feature frame."""
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
@@ -69,7 +83,8 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     return PreparedData(name, frame, inputs, values,
-                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir))
+                        {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir),
+                        feature_set=cfg.features.set)
 
 
 def _prepare_panel(cfg: StudyConfig, data_dir: Path) -> PreparedData:
@@ -87,7 +102,26 @@ def _prepare_panel(cfg: StudyConfig, data_dir: Path) -> PreparedData:
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
     log.info("panel of %d assets: %s (%d rows)", len(names), ", ".join(names), len(frame))
     return PreparedData("panel-" + "+".join(names), frame, inputs, values,
-                        {"raw": raw, "processed": processed}, data_dir, names, index)
+                        {"raw": raw, "processed": processed}, data_dir, names, index, cfg.features.set)
+
+
+def prepared_for(prep: PreparedData, cfg: StudyConfig) -> PreparedData:
+    """``prep`` when it holds ``cfg``'s feature set, else that set on the SAME rows (built
+    once and kept on ``prep``): a design's windows must be the study's windows. A set whose
+    rows differ (another warm-up length) is a ValueError naming both sets."""
+    want = cfg.features.set
+    if not prep.feature_set or prep.feature_set == want:
+        return prep
+    if want not in prep.other_sets:
+        if prep.data_dir is None:
+            raise ValueError(f"feature set {want!r}: the prepared data has no data directory")
+        other = prepare(cfg, prep.data_dir)
+        if not np.array_equal(other.dates.to_numpy(), prep.dates.to_numpy()):
+            raise ValueError(f"feature sets {prep.feature_set!r} and {want!r} cover different days "
+                             f"({len(prep.frame)} vs {len(other.frame)} rows); a design search needs "
+                             "sets with the same warm-up")
+        prep.other_sets[want] = other
+    return prep.other_sets[want]
 
 
 STATIONARY_SET = "a20_rel"
@@ -152,7 +186,7 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
 def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunData, WindowDataset]:
     """The contiguous final split: RunData for training/early stopping, and the test set."""
     y = horizon_labels(prep, cfg, horizon)
-    split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, horizon,
+    split = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg), horizon,
                                prep.asset_index)
     if prep.is_panel:
         _check_assets_tested(prep, split)
@@ -187,7 +221,7 @@ def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.nda
 
 
 def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
-    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len,
+    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg),
                                 horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
                                 prep.asset_index)
 
@@ -203,7 +237,7 @@ def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool
     HPO tuning splits) has enough evaluation windows; raises the split's ValueError if not."""
     for h in horizons:
         y = horizon_labels(prep, cfg, h)
-        final = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, cfg.model.context_len, h,
+        final = splits.final_split(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg), h,
                                    prep.asset_index)
         if prep.is_panel:
             _check_assets_tested(prep, final)

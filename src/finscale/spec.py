@@ -8,6 +8,7 @@ and so its run id — covers exactly the values that change the run's result.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,45 @@ from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
-from finscale.prepare import PreparedData
+from finscale.prepare import PreparedData, window_context
 from finscale.repro import environment_record, replicate_seed_sets
 from finscale.rundir import RunDir, make_run_id
 
 TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
               "max_epochs", "patience", "grad_clip", "pos_weight")
+# The design of a run (what the model sees), searched per cell like a hyperparameter so each
+# size is compared at its own best validated design (guard 17): study sections they replace.
+DESIGN_KEYS = ("feature_set", "normalization", "context_len")
+
+
+def scaled_patching(model_cfg, context_len: int) -> dict:
+    """Patch length and stride for ``context_len`` at the study's ratios (``patch_len /
+    context_len`` and ``stride / patch_len``), so a design keeps the study's token count."""
+    patch = max(1, min(context_len, round(context_len * model_cfg.patch_len / model_cfg.context_len)))
+    stride = max(1, min(patch, round(patch * model_cfg.stride / model_cfg.patch_len)))
+    return {"context_len": int(context_len), "patch_len": int(patch), "stride": int(stride)}
+
+
+def design_cfg(cfg: StudyConfig, params: dict | None) -> StudyConfig:
+    """The study as one run sees it: ``params``' design keys (``feature_set``,
+    ``normalization``, ``context_len``) replace the study's values. Window ends stay those of
+    the study (``splits.context_len`` pinned to its window context), so every design is scored
+    on the same windows. Without design keys: ``cfg`` itself."""
+    design = {k: params[k] for k in DESIGN_KEYS if k in (params or {})}
+    if not design:
+        return cfg
+    model = {}
+    if "normalization" in design:
+        model["normalization"] = design["normalization"]
+    if "context_len" in design:
+        if design["context_len"] > window_context(cfg):
+            raise ValueError(f"design context_len {design['context_len']} exceeds the study's window "
+                             f"context {window_context(cfg)} (set splits.context_len or hpo.context_len)")
+        model.update(scaled_patching(cfg.model, design["context_len"]))
+    return dataclasses.replace(
+        cfg, features=replace_section(cfg.features, set=design.get("feature_set", cfg.features.set)),
+        model=replace_section(cfg.model, **model),
+        splits=replace_section(cfg.splits, context_len=window_context(cfg)))
 
 
 def cell_name(budget: str, horizon: int, tag: str = "") -> str:
@@ -46,10 +80,11 @@ def cells(cfg: StudyConfig, budgets: tuple[str, ...] = (), horizons: tuple[int, 
 
 def split_params(params: dict, where: str) -> tuple[dict, dict]:
     """Split a cell's parameters into architecture and training values; reject unknown keys."""
-    unknown = sorted(set(params) - set(ARCH_KEYS) - set(TRAIN_KEYS))
+    unknown = sorted(set(params) - set(ARCH_KEYS) - set(TRAIN_KEYS) - set(DESIGN_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown parameter {unknown[0]!r} (architecture: "
-                         f"{', '.join(ARCH_KEYS)}; training: {', '.join(TRAIN_KEYS)})")
+                         f"{', '.join(ARCH_KEYS)}; training: {', '.join(TRAIN_KEYS)}; "
+                         f"design: {', '.join(DESIGN_KEYS)})")
     arch = {k: params[k] for k in ARCH_KEYS if k in params}
     if arch and len(arch) != len(ARCH_KEYS):
         missing = [k for k in ARCH_KEYS if k not in arch]
@@ -98,6 +133,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     """Resolve one run: study sections + cell parameters -> model args, train config, id."""
     params = dict(params or {})
     arch, train_params = split_params(params, f"cell {cfg_cell(cfg, budget, horizon)}")
+    cfg = design_cfg(cfg, params)
     if max_epochs:
         train_params.setdefault("max_epochs", max_epochs)
     train = replace_section(cfg.train, **train_params)

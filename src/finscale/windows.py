@@ -25,7 +25,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-NORMALIZATIONS = ("none", "zscore", "revin", "zscore+revin")
+# "revin_stats": RevIN whose per-window statistics are also given to the model (a token), so the
+# level and scale it divides out stay visible (guard 17); the model owns both RevIN kinds.
+NORMALIZATIONS = ("none", "zscore", "revin", "zscore+revin", "revin_stats", "zscore+revin_stats")
 # A column whose training std is below this is constant in training: centre it, don't divide.
 STD_FLOOR = 1e-8
 

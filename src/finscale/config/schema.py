@@ -86,6 +86,7 @@ class SplitsConfig:
     fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
                          doc="walk-forward: folds end just before the final `val_start` (default: tuning resembles the final evaluation) or `test_start`")
     seed: int = _opt(0, min=0, doc="seed of the scattered chunk assignment")
+    context_len: int = _opt(0, min=0, max=4096, doc="window ends are placed as if every window had this many days of context (0 = the longest context the study uses: `model.context_len` or the largest searched `hpo.context_len`), so every design of a study is scored on the SAME validation and test windows (paired comparisons across sizes and baselines stay valid)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +99,7 @@ class ModelConfig:
                                     doc='parameter budgets: ladder names (`cpu-s` 5k, `cpu-m` 25k, `cpu-l` 100k, `cpu-xl` 500k; `2M`, `20M`, `200M`, `2B`) or sizes like `"150k"`')
     budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused")
     architectures: dict = _opt({}, doc="explicit shapes per budget: `[model.architectures.cpu-l] d_model = 48, num_layers = 3` (checked against the budget)")
-    normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin"), doc="`none`, `zscore` (train-only statistics), `revin` (per-window, in the model), `zscore+revin`")
+    normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin", "revin_stats", "zscore+revin_stats"), doc="`none`, `zscore` (train-only statistics), `revin` (per-window, in the model), `zscore+revin`; `revin_stats` / `zscore+revin_stats`: RevIN whose per-window (mean, log std) are given back to the model as one extra token, so the level and volatility RevIN divides out stay visible")
     positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")
     head_dropout: float = _opt(0.0, min=0.0, max=0.95, doc="dropout before the classification head")
     d_ff_ratio: int = _opt(4, min=1, max=16, doc="MLP width = ratio × d_model for grid architectures")
@@ -149,6 +150,9 @@ class HpoConfig:
     batch_size: tuple[int, ...] = _opt((64, 128, 256), min=1, doc="categorical choices")
     aspect: tuple[float, ...] = _opt((0.5, 64.0), min=0.0,
                                      doc="searched shapes keep d_model / num_layers in this range (the grid otherwise offers e.g. 128 layers of width 8)")
+    feature_set: tuple[str, ...] = _opt((), doc="design search: input sets to choose from per cell, e.g. `[\"a20\", \"a20_rel\"]` (empty = `features.set`); with `normalization` and `context_len` below, each size is compared at its own best validated design")
+    normalization: tuple[str, ...] = _opt((), choices=("none", "zscore", "revin", "zscore+revin", "revin_stats", "zscore+revin_stats"), doc="design search: normalisations to choose from per cell (empty = `model.normalization`)")
+    context_len: tuple[int, ...] = _opt((), min=2, max=4096, doc="design search: context lengths in days to choose from per cell (empty = `model.context_len`); patch length and stride scale with it (the study's `patch_len / context_len` and `stride / patch_len` ratios, so the token count stays the same)")
     fixed: dict = _opt({}, doc='search mode: values pinned per cell, e.g. `[hpo.fixed."cpu-s-h1"] batch_size = 128`')
     table: dict = _opt({}, doc="fixed mode: full parameters per cell (`d_model`, `num_layers`, `num_heads`, `d_ff`, `lr`, `dropout`, `weight_decay`, `warmup_steps`, …)")
 

@@ -16,6 +16,7 @@ from finscale.evaluate.bootstrap import (
     resampled_auc,
 )
 from finscale.evaluate.predictions import evaluate_predictions
+from finscale.evaluate.window_baselines import WINDOW_BASELINES, fit_window_baselines
 from finscale.metrics import (
     choose_threshold,
     classification_metrics,
@@ -27,6 +28,8 @@ from finscale.metrics import (
 )
 
 __all__ = [
+    "WINDOW_BASELINES",
+    "fit_window_baselines",
     "BASELINES",
     "CONSTANT_BASELINES",
     "choose_block_len",

@@ -31,10 +31,10 @@ from finscale.config import StudyConfig
 from finscale.hpo.ledger import make_ledger, retry_history, trial_slot, worker_identity
 from finscale.hpo.space import cell_space
 from finscale.model import count_parameters, select_device
-from finscale.prepare import PreparedData, tuning_data
+from finscale.prepare import PreparedData, prepared_for, tuning_data
 from finscale.repro import derive_seed, seed_everything
 from finscale.rundir import RunDir
-from finscale.spec import RunSpec, cfg_cell, make_spec, start_run_dir
+from finscale.spec import RunSpec, cfg_cell, design_cfg, make_spec, start_run_dir
 from finscale.train import Controls, RunData, RunInterrupted, Trainer, TrainingFailed, read_final
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class Objective:
         self.cfg, self.budget, self.horizon, self.prep = cfg, budget, horizon, prep
         self.cell = cfg_cell(cfg, budget, horizon)
         self.space = cell_space(cfg, budget, horizon)
-        self.folds: list[RunData] = tuning_data(prep, cfg, horizon)
+        self.folds: list[RunData] = tuning_data(prep, cfg, horizon)  # the study's own design
+        self._design_folds: dict[tuple, tuple[PreparedData, list[RunData]]] = {}
         self.n_trials, self.controls, self.on_trainer = n_trials, controls, on_trainer
         self.device = select_device(cfg.model.device)
         self.identity = worker_identity()
@@ -83,6 +84,7 @@ class Objective:
         params = self.space.sample(trial)
         spec = make_spec(self.cfg, self.budget, self.horizon, seed, params,
                          max_epochs=self.cfg.hpo.max_epochs or None)
+        prep, folds = self.data_for(params)
         root = cell_dir(self.cfg, self.budget, self.horizon) / "trials" / f"t{slot:04d}-{spec.digest[:8]}"
         if root.exists() and not resume:
             # Left by an earlier storage that reused this number: never resume someone else's run.
@@ -92,9 +94,20 @@ class Objective:
         for key, value in {**outcome, "slot": slot, "seed": seed, "cell_params": params, "run_dir": str(root),
                            "worker": self.identity}.items():
             trial.set_user_attr(key, value)
-        losses = [self._train_fold(trial, spec, i, data, root) for i, data in enumerate(self.folds)]
+        losses = [self._train_fold(trial, spec, i, data, root, prep) for i, data in enumerate(folds)]
         trial.set_user_attr("fold_losses", losses)
         return float(np.mean(losses))
+
+    def data_for(self, params: dict) -> tuple[PreparedData, list[RunData]]:
+        """(prepared data, tuning folds) of the trial's design (built once per design)."""
+        cfg = design_cfg(self.cfg, params)
+        if cfg is self.cfg:
+            return self.prep, self.folds
+        key = (cfg.features.set, cfg.model.normalization, cfg.model.context_len)
+        if key not in self._design_folds:
+            prep = prepared_for(self.prep, cfg)
+            self._design_folds[key] = prep, tuning_data(prep, cfg, self.horizon)
+        return self._design_folds[key]
 
     def _claim(self, trial) -> tuple[int, bool]:
         """(slot whose seed and run directory this trial uses, whether it re-runs a trial).
@@ -113,11 +126,12 @@ class Objective:
         frozen = next(t for t in trials if t.number == trial.number)
         return trial_slot(trials, trial.number), bool(retry_history(frozen))
 
-    def _train_fold(self, trial, spec: RunSpec, fold: int, data: RunData, root: Path) -> float:
+    def _train_fold(self, trial, spec: RunSpec, fold: int, data: RunData, root: Path,
+                    prep: PreparedData) -> float:
         run = RunDir(root / f"fold-{fold}" if len(self.folds) > 1 else root)
         final = read_final(run) if run.state == "done" else None
         if final is None:
-            final = self._fit(trial, spec, fold, data, run)
+            final = self._fit(trial, spec, fold, data, run, prep)
         elif fold == 0:
             _record_params(trial, final["params"])
         trial.set_user_attr(f"fold{fold}_best_epoch", final["best_epoch"])
@@ -130,8 +144,9 @@ class Objective:
             raise TrainingFailed(reason)
         return float(loss)
 
-    def _fit(self, trial, spec: RunSpec, fold: int, data: RunData, run: RunDir) -> dict:
-        start_run_dir(run, spec, self.prep, data.split_report)
+    def _fit(self, trial, spec: RunSpec, fold: int, data: RunData, run: RunDir,
+             prep: PreparedData) -> dict:
+        start_run_dir(run, spec, prep, data.split_report)
         seed_everything(spec.seed)
         offset = fold * spec.train.max_epochs  # one step axis across folds for the pruner
 

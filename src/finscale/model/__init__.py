@@ -14,6 +14,7 @@ from finscale.model.budgets import (
                                     measured_parameters,
                                     model_args_for,
                                     parse_budget,
+                                    revin_flags,
 )
 from finscale.model.compute import flops_per_sample, max_micro_batch, memory_estimate, parse_memory
 from finscale.model.device import autocast_for, precision_for, prepare_model, select_device
@@ -24,7 +25,7 @@ __all__ = [
     "ModelArgs", "PatchTST", "RevIN", "build_model", "patch_layout",
     "count_parameters", "estimate_parameters",
     "ARCH_KEYS", "LADDERS", "parse_budget", "architectures_for_budget",
-    "default_architecture", "measured_parameters", "model_args_for",
+    "default_architecture", "measured_parameters", "model_args_for", "revin_flags",
     "flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory",
     "select_device", "precision_for", "autocast_for", "prepare_model",
 ]

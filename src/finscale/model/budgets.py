@@ -47,7 +47,7 @@ from finscale.model.patchtst import ModelArgs, build_model
 __all__ = [
     "ARCH_KEYS", "LADDERS", "parse_budget", "architectures_for_budget",
     "default_architecture", "default_heads", "model_args_for", "measured_parameters",
-    "check_budget",
+    "check_budget", "revin_flags",
 ]
 
 # Named ladders: data, not code. Budgets are TOTAL measured parameters.
@@ -96,25 +96,31 @@ def default_heads(d_model: int) -> int:
     return heads
 
 
+def revin_flags(normalization: str) -> tuple[bool, bool]:
+    """(RevIN in the model, its statistics fed back as a token) for a ``model.normalization``."""
+    return "revin" in normalization, normalization.endswith("revin_stats")
+
+
 def _base_args(n_inputs: int, context_len: int, patch_len: int, stride: int, channel_mode: str,
-               positional: str, revin: bool, n_targets: int) -> ModelArgs:
+               positional: str, revin: bool, n_targets: int, revin_stats: bool = False) -> ModelArgs:
     return ModelArgs(n_inputs=n_inputs, context_len=context_len, patch_len=patch_len, stride=stride,
                      d_model=8, num_layers=1, num_heads=1, d_ff=8, channel_mode=channel_mode,
-                     positional=positional, revin=revin, n_targets=n_targets)
+                     positional=positional, revin=revin, revin_stats=revin_stats, n_targets=n_targets)
 
 
 def architectures_for_budget(budget: int, *, n_inputs: int, context_len: int, patch_len: int,
                              stride: int, channel_mode: str, tolerance: float = 0.25,
                              d_ff_ratios: tuple[int, ...] = (4,), positional: str = "learned",
                              revin: bool = True, n_targets: int = 1, all_heads: bool = True,
-                             ) -> list[dict]:
+                             revin_stats: bool = False) -> list[dict]:
     """Grid entries whose total parameters lie within ``budget * (1 ± tolerance)``.
 
     Each entry is ``{d_model, num_layers, num_heads, d_ff, params}``; with ``all_heads`` every
     head count dividing d_model (head width >= 8) is listed, else only ``default_heads``.
     Sorted by distance to the budget, then d_model, num_layers, num_heads.
     """
-    base = _base_args(n_inputs, context_len, patch_len, stride, channel_mode, positional, revin, n_targets)
+    base = _base_args(n_inputs, context_len, patch_len, stride, channel_mode, positional, revin, n_targets,
+                      revin_stats)
     lo, hi = budget * (1 - tolerance), budget * (1 + tolerance)
     out = []
     for d, layers, ratio in product(GRID_D_MODEL, GRID_LAYERS, d_ff_ratios):
@@ -177,9 +183,9 @@ def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
     """ModelArgs for a budget: ``arch`` if given, else ``model_cfg.architectures[budget]``,
     else the default grid choice; always checked against the budget's tolerance."""
     budget = parse_budget(budget_name)
+    revin, revin_stats = revin_flags(model_cfg.normalization)
     base = _base_args(n_inputs, model_cfg.context_len, model_cfg.patch_len, model_cfg.stride,
-                      model_cfg.channel_mode, model_cfg.positional,
-                      model_cfg.normalization in ("revin", "zscore+revin"), 1)
+                      model_cfg.channel_mode, model_cfg.positional, revin, 1, revin_stats)
     base = base.replace(dropout=dropout, head_dropout=model_cfg.head_dropout)
     if arch is None:
         arch = (model_cfg.architectures or {}).get(budget_name)
@@ -187,7 +193,8 @@ def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
         arch = default_architecture(
             budget, n_inputs=n_inputs, context_len=base.context_len, patch_len=base.patch_len,
             stride=base.stride, channel_mode=base.channel_mode, tolerance=model_cfg.budget_tolerance,
-            d_ff_ratios=(model_cfg.d_ff_ratio,), positional=base.positional, revin=base.revin)
+            d_ff_ratios=(model_cfg.d_ff_ratio,), positional=base.positional, revin=base.revin,
+            revin_stats=base.revin_stats)
     args = base.replace(**_arch_fields(arch, budget_name, model_cfg.d_ff_ratio))
     check_budget(args, budget_name, model_cfg.budget_tolerance)
     return args

@@ -5,7 +5,7 @@ Consumes: a built :class:`PatchTST` (``count_parameters``) or its :class:`ModelA
 Produces: ``{"total", "non_embedding", "head"}`` in parameters.
 Guarantees: ``estimate_parameters(args) == count_parameters(build_model(args))`` exactly
 (tested on random configurations of both channel modes). "non_embedding" is the total
-minus the patch projection, the learned positions and the head (RevIN's 2*n_inputs affine
+minus the patch projection, the statistics token's projection, the learned positions and the head (RevIN's 2*n_inputs affine
 weights and the final LayerNorm count as non-embedding, like any other body weight).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from finscale.model.patchtst import ModelArgs, patch_layout
+from finscale.model.patchtst import ModelArgs
 
 __all__ = ["count_parameters", "estimate_parameters", "block_parameters"]
 
@@ -24,6 +24,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     embedding = sum(p.numel() for p in model.patch_embed.parameters())
     if getattr(model, "pos_embed", None) is not None:
         embedding += model.pos_embed.numel()
+    if getattr(model, "stats_embed", None) is not None:
+        embedding += sum(p.numel() for p in model.stats_embed.parameters())
     head = sum(p.numel() for p in model.head.parameters())
     return {"total": total, "non_embedding": total - embedding - head, "head": head}
 
@@ -35,13 +37,15 @@ def block_parameters(d_model: int, d_ff: int) -> int:
 
 def estimate_parameters(args: ModelArgs) -> dict[str, int]:
     """Closed-form counts; equal to ``count_parameters(build_model(args))``."""
-    n_patches, _ = patch_layout(args.context_len, args.patch_len, args.stride)
+    n_tokens = args.n_tokens
     d = args.d_model
     independent = args.channel_mode == "independent"
     patch_dim = args.patch_len if independent else args.patch_len * args.n_inputs
     seqs = args.n_inputs if independent else 1
-    embedding = patch_dim * d + d + (n_patches * d if args.positional == "learned" else 0)
-    head = seqs * n_patches * d * args.n_targets + args.n_targets
+    embedding = patch_dim * d + d + (n_tokens * d if args.positional == "learned" else 0)
+    if args.revin_stats:  # (mean, log std) of each channel of a sequence -> one token
+        embedding += 2 * (args.n_inputs // seqs) * d + d
+    head = seqs * n_tokens * d * args.n_targets + args.n_targets
     body = args.num_layers * block_parameters(d, args.d_ff) + 2 * d  # + final LayerNorm
     if args.revin:
         body += 2 * args.n_inputs

@@ -13,7 +13,11 @@ Guarantees:
   ``mixed``: one token per patch holding all channels (~n_inputs times cheaper).
 - Pre-norm encoder blocks with fused QKV and ``scaled_dot_product_attention`` (attention
   dropout only while training), GELU MLP of width ``d_ff``, final LayerNorm, flatten head.
-- Optional affine RevIN (per-window, per-channel statistics over the context).
+- Optional affine RevIN (per-window, per-channel statistics over the context), and with
+  ``revin_stats`` its statistics given back to the model as one extra token: RevIN divides
+  out each window's level and scale, and a classifier has no output to de-normalise, so
+  without it the model cannot see e.g. the volatility level that decides whether tomorrow's
+  High clears a threshold (DESIGN guard 17). The token embeds (mean, log std) per channel.
 - Optional activation checkpointing per encoder block (``model.checkpointing = True``).
 """
 
@@ -52,6 +56,7 @@ class ModelArgs:
     channel_mode: str = "mixed"
     positional: str = "learned"
     revin: bool = True
+    revin_stats: bool = False   # RevIN's per-window statistics as an extra token
     n_targets: int = 1
 
     def __post_init__(self) -> None:
@@ -76,6 +81,13 @@ class ModelArgs:
             raise ValueError(f"ModelArgs.channel_mode: {self.channel_mode!r} is not one of {list(CHANNEL_MODES)}")
         if self.positional not in POSITIONALS:
             raise ValueError(f"ModelArgs.positional: {self.positional!r} is not one of {list(POSITIONALS)}")
+        if self.revin_stats and not self.revin:
+            raise ValueError("ModelArgs.revin_stats: needs revin (the statistics are RevIN's)")
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens per sequence: the patches, plus one statistics token with ``revin_stats``."""
+        return patch_layout(self.context_len, self.patch_len, self.stride)[0] + int(self.revin_stats)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -218,15 +230,19 @@ class PatchTST(nn.Module):
         d = args.d_model
         self.revin = RevIN(args.n_inputs) if args.revin else None
         self.patch_embed = nn.Linear(patch_dim, d)
+        # (mean, log std) of each channel a sequence holds -> one token
+        self.stats_embed = nn.Linear(2 * (args.n_inputs // self.seqs_per_sample), d) \
+            if args.revin_stats else None
+        self.n_tokens = args.n_tokens
         if args.positional == "learned":
-            self.pos_embed = nn.Parameter(torch.empty(self.n_patches, d))
+            self.pos_embed = nn.Parameter(torch.empty(self.n_tokens, d))
         else:
             self.pos_embed = None
-            self.register_buffer("pos_table", sinusoidal_positions(self.n_patches, d), persistent=False)
+            self.register_buffer("pos_table", sinusoidal_positions(self.n_tokens, d), persistent=False)
         self.blocks = nn.ModuleList(EncoderBlock(d, args.num_heads, args.d_ff, args.dropout)
                                     for _ in range(args.num_layers))
         self.norm = nn.LayerNorm(d)
-        self.head_in = self.seqs_per_sample * self.n_patches * d
+        self.head_in = self.seqs_per_sample * self.n_tokens * d
         self.head = nn.Linear(self.head_in, args.n_targets)
         self._init_weights()
 
@@ -254,8 +270,9 @@ class PatchTST(nn.Module):
         with torch.no_grad():
             self.head.bias.fill_(math.log(prior / (1.0 - prior)))
 
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) -> tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded.
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """(B, L, C) -> (tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded;
+        RevIN's (mean, std) statistics, each (B, 1, C), or None without RevIN).
 
         RevIN is applied here, to the patch view of the raw window, in one fused
         multiply-add: padding repeats the last raw bar, so this equals normalising first,
@@ -277,7 +294,22 @@ class PatchTST(nn.Module):
         if stats is not None:
             scale, shift = self.revin.scale_shift(stats)
             patches = torch.addcmul(shift.view(stat_shape), patches, scale.view(stat_shape))
-        return patches.reshape(shape)
+        return patches.reshape(shape), stats
+
+    def stats_token(self, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """(B * seqs_per_sample, 1, d): the embedded (mean, log std) of each window's channels.
+
+        Log std makes the scale additive and bounded in practice; with train-only z-scored
+        inputs both statistics are in training units, so they are comparable across years.
+        """
+        mean, std = stats
+        b, _, c = mean.shape
+        feats = torch.cat([mean, torch.log(std)], dim=1)  # (B, 2, C)
+        if self.seqs_per_sample == 1:
+            feats = feats.reshape(b, 1, 2 * c)
+        else:
+            feats = feats.permute(0, 2, 1).reshape(b * c, 1, 2)
+        return self.stats_embed(feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.args
@@ -286,7 +318,11 @@ class PatchTST(nn.Module):
                              f"got {tuple(x.shape)}")
         b = x.shape[0]
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
-        h = dropout(self.patch_embed(self.patchify(x)) + pos, a.dropout, self.training)
+        patches, stats = self.patchify(x)
+        tokens = self.patch_embed(patches)
+        if self.stats_embed is not None:
+            tokens = torch.cat([tokens, self.stats_token(stats)], dim=1)
+        h = dropout(tokens + pos, a.dropout, self.training)
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)

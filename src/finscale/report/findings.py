@@ -4,7 +4,8 @@ Consumes: the collected tables of the current runs (runs, evals, baselines, comp
 and the headline scaling rows (test log-loss vs total parameters, one per horizon) — all
 recorded by earlier stages; nothing is fitted or re-evaluated here.
 Produces: a :class:`Findings` with, per horizon, the scaling verdict, the best size against
-the best baseline (difference in test log-loss with each seed's paired block-bootstrap
+the strongest baseline — both chosen on VALIDATION log-loss (guard 16), the test split only
+scores them — (difference in test log-loss with each seed's paired block-bootstrap
 interval, from eval.json), whether any size beats every baseline, and the ranked caveats
 that apply; rendered as Markdown/HTML by ``sections`` and printed by ``finscale report``.
 Stability (guard 13): with the scaling stage's ``stability.json`` rows, the headline verdict
@@ -52,6 +53,7 @@ class HorizonFinding:
     best_budget: str | None = None
     best_baseline: str | None = None
     improvement: float | None = None  # best baseline log-loss - best size log-loss (>0 better)
+    selected_on: str = "validation"  # the split the best size and baseline were chosen on
     caveats: list[Caveat] = field(default_factory=list)
     stability: str = ""              # how often the verdict/comparison held across replicates
     pooled_verdict: str | None = None  # the pooled fit's verdict (verdict is UNSTABLE if it flips)
@@ -72,7 +74,8 @@ class Findings:
                 "horizons": [{"horizon": hf.horizon, "verdict": hf.verdict,
                               "pooled_verdict": hf.pooled_verdict, "sentences": hf.sentences(),
                               "best_budget": hf.best_budget, "best_baseline": hf.best_baseline,
-                              "improvement": hf.improvement} for hf in self.horizons],
+                              "improvement": hf.improvement, "selected_on": hf.selected_on}
+                             for hf in self.horizons],
                 "caveats": [{"kind": c.kind, "text": c.text} for c in self.caveats]}
 
     def lines(self) -> list[str]:
@@ -99,17 +102,30 @@ def _improvement_ci(row) -> tuple[float, float]:
     return -float(row["diff_hi"]), -float(row["diff_lo"])
 
 
-def _best_budget(evals: pd.DataFrame) -> tuple[str, float, int]:
+def _best_budget(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[str, float, int]:
+    """The size with the lowest mean VALIDATION log-loss over its seeds (guard 16), and its
+    mean TEST log-loss and seed count: the test split only scores what was chosen."""
+    chooser = runs if "val_log_loss" in runs and runs["val_log_loss"].notna().any() else None
+    if chooser is None:
+        raise ValueError("findings: no validation log-loss recorded for the final runs; the best "
+                         "size is chosen on validation, never on test")
+    chooser = chooser[chooser["budget"].isin(evals["budget"])]  # only sizes that were scored
+    budget = str(chooser.groupby("budget")["val_log_loss"].mean().idxmin())
     means = evals.groupby("budget")["log_loss"].agg(["mean", "count"])
-    budget = str(means["mean"].idxmin())
     return budget, float(means.loc[budget, "mean"]), int(means.loc[budget, "count"])
 
 
+# Fitted on the validation labels: its validation score is in-sample, so it is never chosen.
+FITTED_ON_VALIDATION = ("constant_val",)
+
+
 def _best_baseline(baselines: pd.DataFrame) -> tuple[str, float] | None:
-    if baselines.empty:
+    """The baseline with the lowest VALIDATION log-loss (guard 16) and its test log-loss."""
+    if baselines.empty or "val_log_loss" not in baselines or baselines["val_log_loss"].isna().all():
         return None
-    means = baselines.groupby("baseline")["log_loss"].mean()
-    return str(means.idxmin()), float(means.min())
+    pool = baselines[~baselines["baseline"].isin(FITTED_ON_VALIDATION) & baselines["val_log_loss"].notna()]
+    name = str(pool.groupby("baseline")["val_log_loss"].mean().idxmin())
+    return name, float(baselines[baselines["baseline"] == name]["log_loss"].mean())
 
 
 def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
@@ -125,26 +141,30 @@ def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
 
 
 def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, comparisons: pd.DataFrame,
-                 params: dict) -> tuple[str, dict]:
-    """Sentence: the best size against the best baseline at horizon ``h``; and its numbers."""
-    budget, loss, n_seeds = _best_budget(evals)
+                 params: dict, runs: pd.DataFrame | None = None) -> tuple[str, dict]:
+    """Sentence: the best size against the best baseline at horizon ``h``, both chosen on
+    validation; and its numbers."""
+    budget, loss, n_seeds = _best_budget(runs if runs is not None else evals, evals)
     best = _best_baseline(baselines)
     size = f"{budget} ({int(params[budget]):,} parameters)" if params.get(budget) else budget
     if best is None:
-        return (f"Best PatchTST size {size}: mean test log-loss {_num(loss)} over {n_seeds} "
-                "seed(s); no baseline was evaluated.", {"best_budget": budget})
+        return (f"Best PatchTST size {size} (chosen on validation): mean test log-loss {_num(loss)} "
+                f"over {n_seeds} seed(s); no baseline was evaluated.",
+                {"best_budget": budget, "selected_on": "validation"})
     name, base_loss = best
     improvement = base_loss - loss
     cmp = comparisons[(comparisons["budget"] == budget) & (comparisons["baseline"] == name)]
     better, worse, cis = _seed_verdicts(cmp)
     side = "better" if improvement > 0 else "worse"
     text = (f"Best PatchTST size {size}: mean test log-loss {_num(loss)} over {n_seeds} seed(s) vs "
-            f"the best baseline, {name}, {_num(base_loss)}: improvement {_signed(improvement)} "
+            f"the strongest simple baseline, {name}, {_num(base_loss)} (both chosen on validation): "
+            f"improvement {_signed(improvement)} "
             f"(PatchTST is {side}); paired block-bootstrap 95% intervals of the improvement per seed "
             f"{', '.join(cis) or 'n/a'}; {better} of {len(cmp)} seed(s) significantly better, "
             f"{worse} significantly worse.")
     return text, {"best_budget": budget, "best_baseline": name, "improvement": improvement,
-                  "worse_seeds": worse, "better_seeds": better, "n_seeds": len(cmp)}
+                  "worse_seeds": worse, "better_seeds": better, "n_seeds": len(cmp),
+                  "selected_on": "validation"}
 
 
 def beats_every_baseline(comparisons: pd.DataFrame) -> str:
@@ -254,7 +274,7 @@ def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFr
         at = {name: t[t["horizon"] == h] if not t.empty and "horizon" in t else t
               for name, t in (("runs", runs), ("evals", evals), ("baselines", baselines),
                               ("comparisons", comparisons), ("hpo", hpo))}
-        text, numbers = compare_best(h, at["evals"], at["baselines"], at["comparisons"], params)
+        text, numbers = compare_best(h, at["evals"], at["baselines"], at["comparisons"], params, at["runs"])
         fit = verdicts.get(h, {})
         verdict_text = fit.get("text") or "No scaling fit (too few sizes or runs)."
         hf = HorizonFinding(h, fit.get("verdict"), verdict_text, text,

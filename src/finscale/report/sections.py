@@ -230,8 +230,12 @@ def baselines_section(sr: StudyRuns) -> Section:
                    "(constant), the recalibrated constant at the validation base rate "
                    "(constant_val), logistic regression and gradient boosting on the raw features at "
                    "day t and, suffix _rel, on the stationary a20_rel features standardised on "
-                   "training rows. The strongest baseline of a horizon is the one with the lowest "
-                   "test log-loss (the hardest bar for the model). Paired "
+                   "training rows; baselines over the model's own context window, each tuned on "
+                   "validation: window_logistic (the flattened last k days), dlinear (a DLinear-style "
+                   "linear model over the window), volatility (range/ATR features only) and momentum "
+                   "(past returns). The strongest baseline of a horizon is the one with the lowest "
+                   "VALIDATION log-loss (chosen before the test split is read; constant_val, fitted "
+                   "on the validation labels, is never a candidate). Paired "
                    "tests: mean per-window log-loss difference model - baseline (negative = model "
                    "better) with a paired block-bootstrap interval; 'seeds better/worse' count "
                    "seeds whose interval excludes 0.")]
@@ -241,6 +245,8 @@ def baselines_section(sr: StudyRuns) -> Section:
     for m in tables.RESULT_METRICS[:4]:
         shown[m] = with_ci(base, m)
     shown["ece"] = base["ece"]
+    if "val_log_loss" in base:  # what "strongest" was chosen on
+        shown["val log-loss"] = base["val_log_loss"]
     cmp = tables.comparison_summary(sr)
     cmp_shown = cmp[["horizon", "budget", "baseline", "seeds"]].copy() if not cmp.empty else cmp
     if not cmp.empty:

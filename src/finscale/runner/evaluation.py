@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 
 import numpy as np
@@ -29,16 +30,25 @@ from finscale.evaluate import (
     choose_threshold,
     evaluate_predictions,
     fit_baselines,
+    fit_window_baselines,
     paired_bootstrap_test,
     per_sample_log_loss,
     pool_backtests,
 )
 from finscale.model import ModelArgs, build_model, select_device
-from finscale.prepare import STATIONARY_SET, PreparedData, final_data, stationary_values
+from finscale.features import input_columns
+from finscale.prepare import (
+    STATIONARY_SET,
+    PreparedData,
+    final_data,
+    prepared_for,
+    stationary_values,
+    window_context,
+)
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.runner.assets import optimal_log_loss, per_asset
-from finscale.spec import RunSpec, final_dir
+from finscale.spec import RunSpec, design_cfg, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
 
@@ -58,70 +68,95 @@ def _standardised_on_train(X: np.ndarray, train_ends: np.ndarray) -> np.ndarray:
     return (X - mu) / np.where(sd > 0, sd, 1.0)
 
 
+def stationary_inputs(cfg: StudyConfig, prep: PreparedData) -> np.ndarray:
+    """The stationary set ``STATIONARY_SET`` on ``prep``'s rows (the study's own inputs when
+    it already uses that set)."""
+    if cfg.features.set == STATIONARY_SET:
+        return prep.values.astype(np.float64)
+    return stationary_values(prep)
+
+
 def baseline_inputs(cfg: StudyConfig, prep: PreparedData, train_ends: np.ndarray) -> dict[str, np.ndarray]:
-    """Input variants of the baselines: suffix -> (T, C) matrix at each window's end day.
+    """Input variants of the day-t baselines: suffix -> (T, C) matrix at each window's end day.
 
     "" = the study's own (raw) inputs; "_rel" = the stationary set ``STATIONARY_SET``
     standardised on training rows (left out when the study already uses that set).
     """
     variants = {"": prep.values.astype(np.float64)}
     if cfg.features.set != STATIONARY_SET:
-        rel = stationary_values(prep)
-        variants["_rel"] = _standardised_on_train(rel, train_ends)
+        variants["_rel"] = _standardised_on_train(stationary_inputs(cfg, prep), train_ends)
     return variants
 
 
 def baseline_key(cfg: StudyConfig, keys: dict[str, np.ndarray], y: np.ndarray,
                  variants: dict[str, np.ndarray]) -> str:
     """sha256 of everything the baselines depend on: window ends, their labels, the inputs at
-    those rows, the config values that shape them and the baseline code itself."""
+    those rows (and the window before them), the config values that shape them and the
+    baseline code itself."""
     import finscale.evaluate.baselines as code
+    import finscale.evaluate.window_baselines as window_code
 
-    h = hashlib.sha256(inspect.getsource(code).encode())
+    h = hashlib.sha256(inspect.getsource(code).encode() + inspect.getsource(window_code).encode())
+    context = window_context(cfg)
     config = {"target": config_to_dict(cfg.target), "features": config_to_dict(cfg.features),
-              "splits": config_to_dict(cfg.splits), "context_len": cfg.model.context_len,
-              "seed": cfg.seeds[0]}
+              "splits": config_to_dict(cfg.splits), "context_len": context, "seed": cfg.seeds[0]}
     h.update(config_hash(config).encode())
     for name, ends in keys.items():
         h.update(name.encode() + np.ascontiguousarray(ends, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(y[ends], dtype=np.float64).tobytes())
+        rows = np.unique((ends[:, None] - np.arange(context)[None, :]).ravel())
         for suffix, X in variants.items():
-            h.update(suffix.encode() + np.ascontiguousarray(X[ends], dtype=np.float64).tobytes())
+            h.update(suffix.encode() + np.ascontiguousarray(X[rows], dtype=np.float64).tobytes())
     return h.hexdigest()
 
 
-def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: RunData,
-                      test: WindowDataset) -> dict[str, dict[str, np.ndarray]]:
-    """Baseline probabilities on val/test for this horizon (fitted once, then cached).
-
-    The cache file is named by :func:`baseline_key`, so a change of labels (threshold,
-    price, kind), features, splits or baseline code fits new baselines instead of reusing
-    stale ones.
-    """
-    keys = {"train": data.train.ends, "val": data.val.ends, "test": test.ends}
-    y = data.train.labels
-    variants = baseline_inputs(cfg, prep, data.train.ends)
-    key = baseline_key(cfg, keys, y, variants)
-    path = cfg.study_dir / "baselines" / f"h{horizon}-{key[:16]}.npz"
-    if path.exists():
-        with np.load(path) as cached:
-            return {name: {s: cached[f"{name}__{s}"] for s in ("val", "test")}
-                    for name in {k.split("__")[0] for k in cached.files if "__" in k}}
+def _fit_all_baselines(cfg: StudyConfig, prep: PreparedData, data: RunData, test: WindowDataset,
+                       variants: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(probabilities {name: {"val", "test"}}, choices {name: chosen values}) of every baseline."""
     val_prior = float(np.mean(data.val.labels_at_ends))
     probs = {}
     for suffix, X in variants.items():
         probs.update(fit_baselines(X[data.train.ends], data.train.labels_at_ends,
                                    {"val": X[data.val.ends], "test": X[test.ends]}, seed=cfg.seeds[0],
                                    val_prior=val_prior, suffix=suffix, constants=not suffix))
+    raw = stationary_inputs(cfg, prep)
+    standardised = _standardised_on_train(raw, data.train.ends)
+    ends = {"train": data.train.ends, "val": data.val.ends, "test": test.ends}
+    window = fit_window_baselines(standardised, raw, input_columns(STATIONARY_SET), data.train.labels,
+                                  ends, window_context(cfg), cfg.seeds[0])
+    probs.update({name: {"val": r["val"], "test": r["test"]} for name, r in window.items()})
+    return probs, {name: r["chosen"] for name, r in window.items()}
+
+
+def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: RunData,
+                      test: WindowDataset) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """Baseline probabilities on val/test for this horizon (fitted once, then cached), and
+    the values each tuned baseline chose on validation.
+
+    ``cfg`` and ``prep`` are the STUDY's (not a run's design): every run of a horizon shares
+    the same windows, so one set of baselines serves them all. The cache file is named by
+    :func:`baseline_key`, so a change of labels (threshold, price, kind), features, splits or
+    baseline code fits new baselines instead of reusing stale ones.
+    """
+    keys = {"train": data.train.ends, "val": data.val.ends, "test": test.ends}
+    variants = baseline_inputs(cfg, prep, data.train.ends)
+    key = baseline_key(cfg, keys, data.train.labels, variants)
+    path = cfg.study_dir / "baselines" / f"h{horizon}-{key[:16]}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            probs = {name: {s: cached[f"{name}__{s}"] for s in ("val", "test")}
+                     for name in {k.split("__")[0] for k in cached.files if "__" in k}}
+            return probs, json.loads(str(cached["chosen"]))
+    probs, chosen = _fit_all_baselines(cfg, prep, data, test, variants)
     flat = {f"{name}__{s}": p for name, d in probs.items() for s, p in d.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     from finscale.files import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, key=np.array(key), **flat)
+            np.savez(fh, key=np.array(key), chosen=np.array(json.dumps(chosen, sort_keys=True)), **flat)
     log.info("baselines h%d fitted (%s) -> %s", horizon, ", ".join(sorted(probs)), path.name)
-    return probs
+    return probs, chosen
 
 
 def test_block_len(y: np.ndarray, baselines: dict, horizon: int, override: int) -> dict:
@@ -153,6 +188,18 @@ def _backtest(prep: PreparedData, ends: np.ndarray, prob: np.ndarray, threshold:
     return backtest(close, days, signal, threshold, horizon, cost_bps)
 
 
+# Baselines whose validation score is in-sample (fitted on the validation labels): never
+# candidates for "strongest", which is chosen on validation (guard 16).
+FITTED_ON_VALIDATION = ("constant_val",)
+
+
+def strongest_baseline(base_eval: dict) -> str:
+    """The baseline with the lowest VALIDATION log-loss (guard 16: the test split only scores
+    what was chosen), among those not fitted on the validation labels themselves."""
+    candidates = [n for n in base_eval if n not in FITTED_ON_VALIDATION]
+    return min(candidates, key=lambda n: (base_eval[n]["val_log_loss"], n))
+
+
 def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> dict:
     run = RunDir(final_dir(cfg, spec))
     if (done := run.read_json("eval.json")) is not None:
@@ -160,7 +207,8 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     if run.state != "done":
         raise ValueError(f"{run.path}: run is {run.state!r}, not done; train it before evaluating")
     h, ev = spec.horizon, cfg.evaluate
-    data, test = final_data(prep, cfg, h)
+    run_cfg = design_cfg(cfg, spec.params)  # the run's own inputs, normalisation and context
+    data, test = final_data(prepared_for(prep, run_cfg), run_cfg, h)
     device = select_device(cfg.model.device)
     model, ckpt = load_best_model(run, device)
     prob_val = predict_proba(model, data.val, spec.train.eval_batch_size, device)
@@ -168,7 +216,7 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     prob = predict_proba(model, test, spec.train.eval_batch_size, device)
     y = test.labels_at_ends
     val_prior = float(np.mean(data.val.labels_at_ends))
-    baselines = horizon_baselines(cfg, prep, h, data, test)
+    baselines, chosen = horizon_baselines(cfg, prep, h, data, test)
     blocks = test_block_len(y, baselines, h, ev.block_len)
     block_len = blocks["block_len"]
     # One resample seed per horizon: every model and baseline of a horizon sees the same days.
@@ -185,9 +233,13 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
             if np.ptp(probs["val"]) > 0 else None
         base_eval[name] = evaluate_predictions(y, probs["test"], prior=data.prior,
                                                threshold=base_thr, days=days, **common)
+        base_eval[name]["val_log_loss"] = float(np.mean(per_sample_log_loss(data.val.labels_at_ends,
+                                                                             probs["val"])))
+        if name in chosen:
+            base_eval[name]["chosen_on_validation"] = chosen[name]
         comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
                                                   ev.bootstrap_resamples, seed, horizon=h, days=days)
-    strongest = min(base_eval, key=lambda n: base_eval[n]["metrics"]["log_loss"])
+    strongest = strongest_baseline(base_eval)
     dates = prep.dates.to_numpy()[test.ends]
     first_last = (dates.min(), dates.max())
     extra = {}
@@ -208,6 +260,7 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         "best_epoch": int(ckpt["epoch"]) + 1, "threshold": threshold,
         "train_base_rate": data.prior, "val_base_rate": val_prior, "test_windows": len(test),
         "block_length": blocks, "strongest_baseline": strongest,
+        "strongest_baseline_selected_on": "validation",
         "test_first_date": str(first_last[0])[:10], "test_last_date": str(first_last[1])[:10],
         "test": result, "baselines": base_eval, "comparisons": comparisons, "backtest": bt,
         **extra,

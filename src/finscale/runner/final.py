@@ -12,10 +12,10 @@ from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.model import select_device
-from finscale.prepare import PreparedData, final_data
+from finscale.prepare import PreparedData, final_data, prepared_for
 from finscale.repro import seed_everything
 from finscale.rundir import RunDir
-from finscale.spec import RunSpec, final_dir, start_run_dir
+from finscale.spec import RunSpec, design_cfg, final_dir, start_run_dir
 from finscale.train import Controls, Trainer, read_final
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
     run = RunDir(final_dir(cfg, spec))
     if run.state == "done" and (final := read_final(run)) is not None:
         return final, True
+    cfg = design_cfg(cfg, spec.params)  # the run's own design (inputs, normalisation, context)
+    prep = prepared_for(prep, cfg)
     data, _test = final_data(prep, cfg, spec.horizon)
     start_run_dir(run, spec, prep, data.split_report)
     seed_everything(spec.seed)
