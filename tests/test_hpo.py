@@ -363,6 +363,9 @@ def test_every_searched_value_of_a_shipped_study_changes_what_the_trainer_uses(s
     space = cell_space(cfg, budget, horizon)
     assert space.floats, f"{study}: nothing searched"
     arch = {"arch": space.archs[0]} if space.archs else {}
+    if space.designs:  # the design search: one design and its own (conditional) shape
+        code, shapes = next(iter(space.designs.items()))
+        arch = {"design": code, **({f"arch@{code}": shapes[0]} if len(shapes) > 1 else {})}
     mid = {k: (lo * hi) ** 0.5 if log else (lo + hi) / 2 for k, (lo, hi, log) in space.floats.items()}
     if len(space.batch_sizes) > 1:
         mid["batch_size"] = space.batch_sizes[0]

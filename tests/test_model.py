@@ -307,3 +307,21 @@ def test_select_device():
             select_device("cuda")
     with pytest.raises(ValueError, match="'tpu'"):
         select_device("tpu")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_revin_hides_the_level_and_the_statistics_token_gives_it_back(mode):
+    """Guard 17: plain RevIN makes the output blind to a window's level and scale (a classifier
+    has nothing to de-normalise), so a volatility-level target is invisible; with
+    ``revin_stats`` the per-window statistics are a token and the output depends on them."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 3)
+    for stats, sees_scale in ((False, False), (True, True)):
+        args = small_args(n_inputs=3, context_len=32, channel_mode=mode, revin=True, revin_stats=stats)
+        model = build_model(args).eval()
+        with torch.no_grad():
+            changed = not torch.allclose(model(x), model(2.0 * x + 1.0), atol=1e-5)
+        assert changed == sees_scale
+        assert estimate_parameters(args) == count_parameters(model)
+    with pytest.raises(ValueError, match="revin_stats: needs revin"):
+        small_args(revin=False, revin_stats=True)

@@ -13,7 +13,7 @@ Produces: ``{name: {"val": prob, "test": prob, "chosen": {...}}}`` for
   chosen on validation;
 - ``volatility``: logistic regression on range/ATR features only (a threshold-on-High
   target is partly a volatility forecast, so an apparent complexity gain can be volatility
-  timing in disguise): ATR relative to Close, the mean high-low range and the standard
+  timing in disguise): ATR relative to Close, the mean high-low range and the log standard
   deviation of daily returns over the last 5 and 20 days, the size of the last return;
 - ``momentum``: logistic regression on past returns summed over the last 1, 5 and 20 days.
 
@@ -81,12 +81,13 @@ def _column(columns: list[str], name: str) -> int:
 
 
 def volatility_features(raw: np.ndarray, columns: list[str], ends: np.ndarray, max_context: int) -> np.ndarray:
-    """ATR/Close, mean range and return std over 5 and 20 days, |last return| (per window)."""
+    """ATR/Close, mean range and log return std over 5 and 20 days, |last return| (per window)."""
     atr, hi, lo, ret = (_column(columns, c) for c in ("atr_rel", "ret_high", "ret_low", "ret_close"))
     feats = [raw[ends, atr], np.abs(raw[ends, ret])]
     for k in _lags(max_context, (5, 20)):
         w = _window(raw, ends, k)
-        feats += [(w[:, :, hi] - w[:, :, lo]).mean(axis=1), w[:, :, ret].std(axis=1)]
+        # log std: the log-odds of a move of fixed size are close to linear in LOG volatility
+        feats += [(w[:, :, hi] - w[:, :, lo]).mean(axis=1), np.log(w[:, :, ret].std(axis=1) + 1e-12)]
     return np.column_stack(feats)
 
 

@@ -35,8 +35,8 @@ from finscale.evaluate import (
     per_sample_log_loss,
     pool_backtests,
 )
-from finscale.model import ModelArgs, build_model, select_device
 from finscale.features import input_columns
+from finscale.model import ModelArgs, build_model, select_device
 from finscale.prepare import (
     STATIONARY_SET,
     PreparedData,
