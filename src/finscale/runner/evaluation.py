@@ -27,9 +27,9 @@ from finscale.evaluate import (
     backtest,
     choose_block_len,
     choose_threshold,
+    compare_forecasts,
     evaluate_predictions,
     fit_baselines,
-    paired_bootstrap_test,
     per_sample_log_loss,
     pool_backtests,
 )
@@ -185,8 +185,9 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
             if np.ptp(probs["val"]) > 0 else None
         base_eval[name] = evaluate_predictions(y, probs["test"], prior=data.prior,
                                                threshold=base_thr, days=days, **common)
-        comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
-                                                  ev.bootstrap_resamples, seed, horizon=h, days=days)
+        # paired bootstrap + Diebold-Mariano (HAC bandwidth = block_len, HLN), issue 26
+        comparisons[name] = compare_forecasts(y, prob, probs["test"], block_len,
+                                              ev.bootstrap_resamples, seed, horizon=h, days=days)
     strongest = min(base_eval, key=lambda n: base_eval[n]["metrics"]["log_loss"])
     dates = prep.dates.to_numpy()[test.ends]
     first_last = (dates.min(), dates.max())
