@@ -137,9 +137,9 @@ def spa_test(benchmark: np.ndarray, models: dict[str, np.ndarray], block_len: in
     """Hansen's SPA: H0 "no model has a lower expected loss than the benchmark".
 
     ``benchmark``/``models``: time-ordered (per-day) losses. Returns the lower/consistent/
-    upper p-values (``p`` = consistent, Hansen's recommended one), ``rejected`` (p < alpha)
-    and ``better_models`` (those that beat the benchmark at alpha, by the consistent
-    critical value)."""
+    upper p-values (``p`` = consistent, Hansen's recommended one), ``rejected`` (p < alpha),
+    ``better_models`` (those that beat the benchmark at alpha, by the consistent critical
+    value) and each model's ``improvement`` (benchmark mean loss - model's; > 0 = better)."""
     from arch.bootstrap import SPA
 
     frame = _loss_frame({"__benchmark__": benchmark, **models})
@@ -152,7 +152,7 @@ def spa_test(benchmark: np.ndarray, models: dict[str, np.ndarray], block_len: in
     return {"p": pv["consistent"], "p_lower": pv["lower"], "p_upper": pv["upper"],
             "rejected": pv["consistent"] < alpha, "better_models": better, "alpha": alpha,
             "block_len": int(block_len), "reps": int(reps), "bootstrap": "stationary",
-            "mean_loss_diff": {m: float(np.mean(benchmark) - np.mean(v)) for m, v in models.items()}}
+            "improvement": {m: float(np.mean(benchmark) - np.mean(v)) for m, v in models.items()}}
 
 
 def model_confidence_set(losses: dict[str, np.ndarray], block_len: int, reps: int, seed: int,
