@@ -158,3 +158,29 @@ def test_inference_stage_writes_spa_mcs_and_holm_per_horizon(study):
             assert row["dm_p"] <= row["dm_p_holm"] <= 1
     cmp = collect(cfg).comparisons
     assert {"dm_stat", "dm_p", "dm_p_holm"} <= set(cmp) and cmp["dm_p_holm"].notna().all()
+
+
+def test_inference_recomputes_dm_for_runs_evaluated_before_it_was_recorded(study):
+    """An eval.json written before issue 26 has no dm_p: the stage recomputes it from the
+    run's predictions and the cached baselines, to the same value."""
+    from finscale.runner.inference import inference_path, run_inference
+
+    cfg, _ = study
+    path = _runs(cfg)[2] / "eval.json"
+    original = path.read_text()
+    ev = json.loads(original)
+    try:
+        for c in ev["comparisons"].values():
+            for k in ("dm_stat", "dm_p"):
+                c.pop(k)
+        path.write_text(json.dumps(ev))
+        run_inference(cfg)
+        rows = json.loads(inference_path(cfg, 2).read_text())["comparisons"]
+    finally:
+        path.write_text(original)
+    recorded = json.loads(original)["comparisons"]
+    assert {r["dm_source"] for r in rows} == {"recomputed"}
+    for r in rows:
+        assert r["dm_p"] == pytest.approx(recorded[r["baseline"]]["dm_p"], rel=1e-12)
+        assert r["dm_stat"] == pytest.approx(recorded[r["baseline"]]["dm_stat"], rel=1e-12)
+    run_inference(cfg)  # leave the files as the recorded eval.json gives them

@@ -10,8 +10,9 @@ Produces ``runs/<study>/inference/h<h>.json`` (a variant of a study with axes:
   baseline"; the benchmark is the baseline with the lowest VALIDATION log-loss (guard 16);
 - ``mcs``: the 95% model confidence set over sizes and baselines;
 - ``adjacent``: Diebold–Mariano of each size against the next larger one;
-- ``comparisons``: every model-vs-baseline DM p-value of the horizon with its Holm-adjusted
-  value ``dm_p_holm``; the Holm family is every current model-vs-baseline comparison of the
+- ``comparisons``: every model-vs-baseline DM p-value of the horizon (from eval.json;
+  ``dm_source`` "recomputed" for runs evaluated before eval.json recorded it) with its
+  Holm-adjusted value ``dm_p_holm``; the Holm family is every current model-vs-baseline comparison of the
   study (all horizons, sizes, seeds, replicates, variants), its size ``holm_m``.
 
 A size's loss series is the mean over its runs (seeds, replicates) of their per-window test
@@ -81,11 +82,13 @@ def horizon_inference(var: StudyConfig, prep, h: int, runs: list[tuple[RunDir, d
     days = prep.dates.to_numpy()[test.ends].astype("datetime64[D]") if prep.is_panel else None
     block_len = int(runs[0][1]["block_length"]["block_len"])
     by_size: dict[str, list[np.ndarray]] = {}
-    for run, ev in runs:
-        by_size.setdefault(ev["budget"], []).append(_run_losses(run, y, test.ends))
+    run_loss = {ev["run_id"]: _run_losses(run, y, test.ends) for run, ev in runs}
+    for _, ev in runs:
+        by_size.setdefault(ev["budget"], []).append(run_loss[ev["run_id"]])
     sizes = sorted(by_size, key=parse_budget)
     size_loss = daily_losses({b: np.mean(by_size[b], axis=0) for b in sizes}, days)
-    base_loss = daily_losses({n: per_sample_log_loss(y, p["test"]) for n, p in baselines.items()}, days)
+    window_base = {n: per_sample_log_loss(y, p["test"]) for n, p in baselines.items()}
+    base_loss = daily_losses(window_base, days)
     val_loss = {n: float(per_sample_log_loss(y_val, p["val"]).mean()) for n, p in baselines.items()}
     benchmark = min(val_loss, key=val_loss.get)
     reps, seed = var.evaluate.bootstrap_resamples, derive_seed("inference", var.name, h)
@@ -97,10 +100,17 @@ def horizon_inference(var: StudyConfig, prep, h: int, runs: list[tuple[RunDir, d
                  **diebold_mariano(daily_differential(np.mean(by_size[b], axis=0)
                                                       - np.mean(by_size[a], axis=0), days), block_len, h)}
                 for a, b in zip(sizes, sizes[1:])]
-    comparisons = [{"run_id": ev["run_id"], "budget": ev["budget"], "seed": ev["seed"], "baseline": name,
-                    "mean_diff": c["mean_diff"], "p_value": c["p_value"], "dm_stat": c.get("dm_stat"),
-                    "dm_p": c.get("dm_p")}
-                   for _, ev in runs for name, c in sorted(ev["comparisons"].items())]
+    comparisons = []
+    for _, ev in runs:
+        for name, c in sorted(ev["comparisons"].items()):
+            dm, source = c, "eval.json"
+            if c.get("dm_p") is None and name in window_base:  # evaluated before DM was recorded
+                dm = diebold_mariano(daily_differential(run_loss[ev["run_id"]] - window_base[name], days),
+                                     block_len, h)
+                source = "recomputed"
+            comparisons.append({"run_id": ev["run_id"], "budget": ev["budget"], "seed": ev["seed"],
+                                "baseline": name, "mean_diff": c["mean_diff"], "p_value": c["p_value"],
+                                "dm_stat": dm.get("dm_stat"), "dm_p": dm.get("dm_p"), "dm_source": source})
     return {"horizon": h, "block_len": block_len, "seed": seed, "reps": reps, "alpha": ALPHA,
             "sizes": sizes, "runs": [ev["run_id"] for _, ev in runs], "spa": spa, "mcs": mcs,
             "adjacent": adjacent, "comparisons": comparisons}
