@@ -122,3 +122,70 @@ def test_stationary_baseline_inputs_are_standardised_on_training_rows(study):
     raw_close = prep.values[:, prep.inputs.index("Close")]
     assert raw_close[test.ends].min() > raw_close[data.train.ends].max()
     assert np.abs(rel[test.ends]).max() < 50
+
+
+def test_every_comparison_carries_dm_and_its_interval_agrees_with_its_p_value(study):
+    """Issue 26: eval.json comparisons carry the HLN-corrected Diebold-Mariano test (bandwidth
+    = the horizon's block length), and on every comparison of the study the paired interval
+    excludes 0 exactly when the paired p-value is below 0.05."""
+    cfg, _ = study
+    checked = 0
+    for h, run in _runs(cfg).items():
+        ev = json.loads((run / "eval.json").read_text())
+        for name, c in ev["comparisons"].items():
+            assert c["dm_method"] == "newey-west+hln" and 0 <= c["dm_p"] <= 1, name
+            assert c["dm_bandwidth"] == ev["block_length"]["block_len"]
+            assert c["dm_days"] == ev["test_windows"] and np.sign(c["dm_stat"]) == np.sign(c["mean_diff"])
+            excludes = c["ci"][0] > 0 or c["ci"][1] < 0
+            assert excludes == (c["p_value"] < 0.05), (h, name, c)
+            checked += 1
+    assert checked == len(HORIZONS) * 6
+
+
+def test_inference_stage_writes_spa_mcs_and_holm_per_horizon(study):
+    from finscale.collect import collect
+    from finscale.runner.inference import inference_path, run_inference
+
+    cfg, _ = study
+    docs = run_inference(cfg)
+    assert sorted(docs) == [inference_path(cfg, h) for h in HORIZONS]
+    m = sum(len(d["comparisons"]) for d in docs.values())
+    assert m == len(HORIZONS) * 6
+    for h, run in _runs(cfg).items():
+        doc = json.loads(inference_path(cfg, h).read_text())
+        ev = json.loads((run / "eval.json").read_text())
+        assert doc["holm"]["m"] == m and doc["block_len"] == ev["block_length"]["block_len"]
+        assert doc["spa"]["benchmark"] in ev["baselines"] and 0 <= doc["spa"]["p"] <= 1
+        assert set(doc["spa"]["improvement"]) == {"cpu-s"}
+        assert set(doc["mcs"]["included"]) | set(doc["mcs"]["excluded"]) == {"cpu-s", *ev["baselines"]}
+        for row in doc["comparisons"]:
+            assert row["dm_p"] == ev["comparisons"][row["baseline"]]["dm_p"]
+            assert row["dm_p"] <= row["dm_p_holm"] <= 1
+    cmp = collect(cfg).comparisons
+    assert {"dm_stat", "dm_p", "dm_p_holm"} <= set(cmp) and cmp["dm_p_holm"].notna().all()
+
+
+def test_inference_recomputes_dm_for_runs_evaluated_before_it_was_recorded(study):
+    """An eval.json written before issue 26 has no dm_p: the stage recomputes it from the
+    run's predictions and the cached baselines, to the same value."""
+    from finscale.runner.inference import inference_path, run_inference
+
+    cfg, _ = study
+    path = _runs(cfg)[2] / "eval.json"
+    original = path.read_text()
+    ev = json.loads(original)
+    try:
+        for c in ev["comparisons"].values():
+            for k in ("dm_stat", "dm_p"):
+                c.pop(k)
+        path.write_text(json.dumps(ev))
+        run_inference(cfg)
+        rows = json.loads(inference_path(cfg, 2).read_text())["comparisons"]
+    finally:
+        path.write_text(original)
+    recorded = json.loads(original)["comparisons"]
+    assert {r["dm_source"] for r in rows} == {"recomputed"}
+    for r in rows:
+        assert r["dm_p"] == pytest.approx(recorded[r["baseline"]]["dm_p"], rel=1e-12)
+        assert r["dm_stat"] == pytest.approx(recorded[r["baseline"]]["dm_stat"], rel=1e-12)
+    run_inference(cfg)  # leave the files as the recorded eval.json gives them

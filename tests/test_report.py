@@ -414,3 +414,22 @@ def test_report_states_block_lengths_both_skill_references_and_decomposition(stu
     assert "log_loss_discrimination" in md and "miscalibration" in md
     assert "Models vs the strongest baseline per horizon" in md
     assert (study["dir"] / "tables" / "strongest_baseline.csv").exists()
+
+
+def test_report_shows_dm_and_holm_corrected_p_and_the_study_level_tests(study):
+    """Issue 26: the paired-tests tables show the DM p-value and its Holm-corrected value (as
+    recorded by eval.json and inference/h1.json), and SPA/MCS per horizon."""
+    md = (study["dir"] / "report.md").read_text()
+    assert "median DM p (Holm)" in md and "Study-level tests per horizon" in md
+    summary = pd.read_csv(study["dir"] / "tables" / "paired_tests_summary.csv")
+    assert summary["median_dm_p"].between(0, 1).all()
+    assert (summary["median_dm_p_holm"] >= summary["median_dm_p"] - 1e-12).all()
+    per_run = pd.read_csv(study["dir"] / "tables" / "paired_tests.csv")
+    doc = json.loads((study["cfg"].study_dir / "inference" / "h1.json").read_text())
+    holm = {(r["run_id"], r["baseline"]): r["dm_p_holm"] for r in doc["comparisons"]}
+    assert len(holm) == len(per_run)
+    for _, row in per_run.iterrows():
+        assert row["dm_p_holm"] == pytest.approx(holm[(row["run_id"], row["baseline"])])
+    inference = pd.read_csv(study["dir"] / "tables" / "inference.csv")
+    assert inference["SPA p"].iloc[0] == pytest.approx(doc["spa"]["p"])
+    assert inference["SPA benchmark"].iloc[0] == doc["spa"]["benchmark"]

@@ -2,7 +2,7 @@
 
 Consumes: ``runs/<study>/final/<run_id>/`` (config.json, env.json, status.json,
 metrics.jsonl, hardware.jsonl, splits.json, eval.json), ``runs/<study>/hpo/<cell>/``
-(best_params.json, trials.csv) and the study config (to know which runs the CURRENT config
+(best_params.json, trials.csv), ``runs/<study>/inference/`` (study-level tests) and the study config (to know which runs the CURRENT config
 expects). Produces a :class:`StudyRuns` of pandas tables: runs, epochs, evals, baselines,
 comparisons, backtests, calibration, equity, splits, provenance, hardware, hpo.
 Guarantees: nothing is computed that the runs did not record (only reading, reshaping and
@@ -55,6 +55,7 @@ class StudyRuns:
     hardware: pd.DataFrame = field(default_factory=pd.DataFrame)
     hpo: pd.DataFrame = field(default_factory=pd.DataFrame)
     missing: list = field(default_factory=list)     # run ids the config expects but absent
+    inference: dict = field(default_factory=dict)   # "<axis tag>/h<h>" -> inference/h<h>.json
 
     def current(self, table: pd.DataFrame) -> pd.DataFrame:
         """Rows of ``table`` belonging to runs of the current study config."""
@@ -88,8 +89,31 @@ def collect(cfg: StudyConfig) -> StudyRuns:
             tables[key] = tables[key].drop_duplicates(ignore_index=True)
     present = set(tables["runs"]["run_id"]) if not tables["runs"].empty else set()
     missing = [r for r in (expected or []) if r not in present]
+    inference = read_inference(cfg.study_dir)
+    tables["comparisons"] = _with_holm(tables["comparisons"], inference)
     return StudyRuns(study_dir=cfg.study_dir, equity=equity, hpo=results_frame(cfg),
-                     missing=missing, **tables)
+                     missing=missing, inference=inference, **tables)
+
+
+def read_inference(study_dir: Path) -> dict:
+    """The study-level inference files (``runs/<study>/inference/[<tag>/]h<h>.json``, see
+    :mod:`finscale.runner.inference`) keyed by their path below ``inference/`` without ``.json``."""
+    root = study_dir / "inference"
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root).with_suffix("")): json.loads(p.read_text())
+            for p in sorted(root.rglob("h*.json"))}
+
+
+def _with_holm(comparisons: pd.DataFrame, inference: dict) -> pd.DataFrame:
+    """Comparisons plus ``dm_p_holm`` (the Holm-adjusted DM p-value across the study, NaN
+    where the inference stage has not covered the run)."""
+    if comparisons.empty:
+        return comparisons
+    holm = {(r["run_id"], r["baseline"]): r.get("dm_p_holm")
+            for doc in inference.values() for r in doc.get("comparisons", [])}
+    keys = zip(comparisons["run_id"], comparisons["baseline"])
+    return comparisons.assign(dm_p_holm=[holm.get(k) for k in keys]).astype({"dm_p_holm": float})
 
 
 def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict) -> None:
@@ -195,7 +219,8 @@ def _read_eval(ev: dict, key: dict, rows: dict, equity: dict) -> None:
     for name, cmp in ev.get("comparisons", {}).items():
         lo, hi = cmp.get("ci") or [None, None]
         rows["comparisons"].append({**key, "baseline": name, "mean_diff": cmp["mean_diff"],
-                                    "diff_lo": lo, "diff_hi": hi, "p_value": cmp["p_value"]})
+                                    "diff_lo": lo, "diff_hi": hi, "p_value": cmp["p_value"],
+                                    "dm_stat": cmp.get("dm_stat"), "dm_p": cmp.get("dm_p")})
     for b in ev["test"].get("calibration", {}).get("bins", []):
         rows["calibration"].append({**key, **b})
     bt = ev.get("backtest")

@@ -15,6 +15,13 @@ from finscale.evaluate.bootstrap import (
     replicate_metrics,
     resampled_auc,
 )
+from finscale.evaluate.forecast_tests import (
+    compare_forecasts,
+    diebold_mariano,
+    holm,
+    model_confidence_set,
+    spa_test,
+)
 from finscale.evaluate.predictions import evaluate_predictions
 from finscale.evaluate.window_baselines import WINDOW_BASELINES, fit_window_baselines
 from finscale.metrics import (
@@ -43,6 +50,11 @@ __all__ = [
     "bootstrap_ci",
     "choose_threshold",
     "classification_metrics",
+    "compare_forecasts",
+    "diebold_mariano",
+    "holm",
+    "model_confidence_set",
+    "spa_test",
     "default_block_len",
     "deflated_sharpe_ratio",
     "evaluate_predictions",

@@ -1,7 +1,8 @@
 """Moving-block bootstrap over test days (guard 13).
 
 Consumes per-window labels/probabilities in TIME ORDER. Produces percentile confidence
-intervals and a paired test of log-loss differences.
+intervals and a paired test of log-loss differences whose interval and p-value come from one
+resampled distribution (they agree at every level, :func:`paired_percentile`).
 
 Resampling scheme (moving block bootstrap, Kuensch 1989): each resample concatenates
 ``ceil(n / block_len)`` blocks of ``block_len`` consecutive indices whose start is uniform
@@ -198,27 +199,51 @@ def metric_cis(y, prob, prior: float, threshold: float | None, block_len: int, n
     return {name: percentile_ci(values, alpha) for name, values in stats.items()}
 
 
+def paired_percentile(boot: np.ndarray, alpha: float = 0.05) -> tuple[list[float], float]:
+    """Percentile interval and the p-value that inverts it, from ONE resampled distribution.
+
+    With ``R`` resampled mean differences sorted as ``b_(1) <= ... <= b_(R)`` and
+    ``k = ceil(alpha R / 2)``: the interval is ``[b_(k), b_(R-k+1)]`` (the k-th smallest
+    and k-th largest) and ``p = min(1, 2 min(#{b >= 0}, #{b <= 0}) / R)``, the smallest level
+    at which the interval of that level excludes 0. So, by construction and for every
+    ``alpha``, the interval excludes 0 exactly when ``p < alpha``. ``p = 0`` means every
+    resample lies on one side of 0 (p < 2/R).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r}; expected a level in (0, 1)")
+    b = np.sort(np.asarray(boot, dtype=np.float64))
+    if b.size < 1 or not np.all(np.isfinite(b)):
+        raise ValueError("paired bootstrap: resampled differences must be finite and non-empty")
+    r = b.size
+    # round away float noise (0.05 * 200 / 2 = 5.000...01) before taking the ceiling
+    k = max(1, int(np.ceil(round(alpha * r / 2, 9))))
+    k = min(k, r)
+    ci = [float(b[k - 1]), float(b[r - k])]
+    p = min(1.0, 2.0 * min(int((b >= 0).sum()), int((b <= 0).sum())) / r)
+    return ci, float(p)
+
+
 def paired_bootstrap_test(y, prob_a, prob_b, block_len: int, n_resamples: int, seed: int, *,
                           horizon: int, alpha: float = 0.05, days=None) -> dict:
     """Paired block-bootstrap test of the mean per-window log-loss difference ``a - b``.
 
     Both models are scored on the SAME resampled days. Negative ``mean_diff`` means model
-    ``a`` has the lower (better) log-loss. ``ci`` is the percentile interval of the
-    resampled mean difference; ``p_value`` is two-sided for H0 "no difference", from the
-    bootstrap distribution centred on the observed difference:
-    ``(1 + #{|d*_r - d| >= |d|}) / (1 + n_resamples)``. ``days``: as in :func:`metric_cis`.
+    ``a`` has the lower (better) log-loss. ``ci`` (level ``1 - alpha``) and ``p_value``
+    (two-sided, H0 "no difference") come from the same resampled distribution of the mean
+    difference (:func:`paired_percentile`), so ``ci`` excludes 0 if and only if
+    ``p_value < alpha``. ``days``: as in :func:`metric_cis`.
     """
     y, pa = check_binary(y, prob_a, name="prob_a")
     _, pb = check_binary(y, prob_b, name="prob_b")
     diff = per_sample_log_loss(y, pa) - per_sample_log_loss(y, pb)
     idx = _resample_indices(y.size, block_len, n_resamples, seed, horizon, days)
-    boot = diff[idx].mean(axis=1)
-    observed = float(diff.mean())
-    extreme = np.abs(boot - observed) >= abs(observed)
+    ci, p = paired_percentile(diff[idx].mean(axis=1), alpha)
     return {
-        "mean_diff": observed,
-        "ci": percentile_ci(boot, alpha),
-        "p_value": float((1 + extreme.sum()) / (1 + n_resamples)),
+        "mean_diff": float(diff.mean()),
+        "ci": ci,
+        "p_value": p,
+        "ci_level": 1.0 - alpha,
+        "p_method": "percentile-inversion",
         "n": int(y.size),
         "block_len": int(block_len),
         "n_resamples": int(n_resamples),

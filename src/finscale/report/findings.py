@@ -15,8 +15,9 @@ the best-size-vs-baseline comparison says how often its side held. With one repl
 findings say that stability was not measured.
 Guarantees: signs are uniform — an **improvement** over a baseline is the baseline's test
 log-loss minus the model's (positive = the model is better), intervals likewise; a model is
-said to beat a baseline only when the paired interval of EVERY seed excludes 0 on the good
-side.
+said to beat a baseline only when EVERY seed's comparison is significant on the good side by
+the Holm-corrected Diebold-Mariano test (uncorrected DM, then the paired bootstrap interval,
+where an older study lacks it); the "loses to a baseline" caveat needs a significant loss.
 """
 
 from __future__ import annotations
@@ -128,15 +129,38 @@ def _best_baseline(baselines: pd.DataFrame) -> tuple[str, float] | None:
     return name, float(baselines[baselines["baseline"] == name]["log_loss"].mean())
 
 
+def _finite(value) -> bool:
+    return value is not None and pd.notna(value)
+
+
+def _corrected_side(row) -> tuple[int, str]:
+    """(+1 significantly better / -1 worse / 0 neither, the test used) for one comparison row.
+
+    The Holm-corrected Diebold-Mariano p-value when the inference stage recorded it; else the
+    uncorrected DM p-value; else (older eval.json) the paired bootstrap interval. Sign: the
+    model is better when its log-loss is lower (``mean_diff`` = model - baseline < 0)."""
+    for col, name in (("dm_p_holm", "Holm-corrected Diebold-Mariano"), ("dm_p", "Diebold-Mariano, uncorrected")):
+        if _finite(row.get(col)):
+            if float(row[col]) >= 0.05:
+                return 0, name
+            diff = float(row["mean_diff"])
+            return (1 if diff < 0 else -1 if diff > 0 else 0), name
+    lo, hi = _improvement_ci(row)
+    return (1 if lo > 0 else -1 if hi < 0 else 0), "paired block-bootstrap interval"
+
+
 def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
-    """(#seeds significantly better, #significantly worse, interval strings) for one size."""
+    """(#seeds significantly better, #significantly worse, interval strings) for one size,
+    significance by :func:`_corrected_side` (the test and its p-value follow each interval)."""
     better = worse = 0
     cis = []
     for _, row in cmp.sort_values("seed").iterrows():
         lo, hi = _improvement_ci(row)
-        better += lo > 0
-        worse += hi < 0
-        cis.append(f"[{_signed(lo)}, {_signed(hi)}]")
+        side, test = _corrected_side(row)
+        better += side > 0
+        worse += side < 0
+        p = next((row[c] for c in ("dm_p_holm", "dm_p") if _finite(row.get(c))), None)
+        cis.append(f"[{_signed(lo)}, {_signed(hi)}]" + (f" ({test} p={_num(float(p), 2)})" if p is not None else ""))
     return better, worse, cis
 
 
@@ -168,17 +192,19 @@ def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, compariso
 
 
 def beats_every_baseline(comparisons: pd.DataFrame) -> str:
-    """Which sizes beat every baseline in every seed (paired interval excludes 0)."""
+    """Which sizes beat every baseline in every seed, by the corrected test (:func:`_corrected_side`)."""
     if comparisons.empty:
         return ""
-    winners = []
+    winners, tests = [], set()
     for budget, rows in comparisons.groupby("budget", sort=False):
-        improvements_lo = [_improvement_ci(r)[0] for _, r in rows.iterrows()]
-        if improvements_lo and all(lo > 0 for lo in improvements_lo):
+        sides = [_corrected_side(r) for _, r in rows.iterrows()]
+        tests |= {t for _, t in sides}
+        if sides and all(side > 0 for side, _ in sides):
             winners.append(str(budget))
+    how = "; ".join(sorted(tests))
     if not winners:
-        return "No size beats every baseline in every seed (paired block-bootstrap intervals)."
-    return f"Sizes that beat every baseline in every seed: {', '.join(winners)}."
+        return f"No size beats every baseline in every seed ({how})."
+    return f"Sizes that beat every baseline in every seed ({how}): {', '.join(winners)}."
 
 
 def horizon_caveats(h: int, runs: pd.DataFrame, hpo: pd.DataFrame, verdict: str | None,
@@ -187,10 +213,12 @@ def horizon_caveats(h: int, runs: pd.DataFrame, hpo: pd.DataFrame, verdict: str 
     from finscale.scaling import FALLS_IN_RANGE
 
     out = []
-    if numbers.get("improvement") is not None and numbers["improvement"] < 0:
+    # only a significant loss (corrected test, _seed_verdicts) in at least one seed, not a point estimate
+    if numbers.get("improvement") is not None and numbers["improvement"] < 0 and numbers.get("worse_seeds"):
         out.append(Caveat("loses_to_baseline", f"h={h}: PatchTST loses to {numbers['best_baseline']} "
-                          f"at its best size ({numbers['best_budget']}); a scaling law of models that "
-                          "a simpler baseline beats is a weak result"))
+                          f"at its best size ({numbers['best_budget']}), significantly in "
+                          f"{numbers['worse_seeds']} of {numbers['n_seeds']} seed(s); a scaling law of "
+                          "models that a simpler baseline beats is a weak result"))
     if verdict == FALLS_IN_RANGE:
         out.append(Caveat("no_extrapolation", f"h={h}: the power law describes the measured sizes but "
                           "its extrapolation is not supported (the leave-one-budget-out check preferred "

@@ -237,8 +237,12 @@ def baselines_section(sr: StudyRuns) -> Section:
                    "VALIDATION log-loss (chosen before the test split is read; constant_val, fitted "
                    "on the validation labels, is never a candidate). Paired "
                    "tests: mean per-window log-loss difference model - baseline (negative = model "
-                   "better) with a paired block-bootstrap interval; 'seeds better/worse' count "
-                   "seeds whose interval excludes 0.")]
+                   "better) with a paired block-bootstrap interval whose p-value inverts it; 'seeds "
+                   "better/worse' count seeds whose interval excludes 0. 'median DM p': the "
+                   "Diebold-Mariano test on per-day differentials (Newey-West variance, bandwidth = "
+                   "block length, Harvey-Leybourne-Newbold correction); 'median DM p (Holm)': the same, "
+                   "Holm-corrected across every model-vs-baseline comparison of the study — the test "
+                   "the findings use. See docs/statistics.md.")]
     if base.empty:
         return Section(SECTIONS[5], blocks + [Text("No evaluated runs, so no baselines.")])
     shown = base[["horizon", "baseline", "n"]].copy()
@@ -252,17 +256,36 @@ def baselines_section(sr: StudyRuns) -> Section:
     if not cmp.empty:
         cmp_shown["mean diff [CI over seeds]"] = with_ci(cmp, "mean_diff")
         cmp_shown[["seeds better", "seeds worse", "median p"]] = cmp[["seeds_better", "seeds_worse", "median_p"]]
+        cmp_shown[["median DM p", "median DM p (Holm)"]] = cmp[["median_dm_p", "median_dm_p_holm"]]
     strongest = _strongest_rows(sr, cmp)
     if not strongest.empty:
         blocks.append(Table(strongest, "Models vs the strongest baseline per horizon",
                             "strongest_baseline.csv",
                             shown=strongest[["horizon", "budget", "baseline", "seeds", "mean_diff", "seeds_better",
-                                             "seeds_worse", "median_p"]]))
+                                             "seeds_worse", "median_p", "median_dm_p", "median_dm_p_holm"]]))
+    blocks += inference_blocks(sr)
     blocks += [Table(base, "Baselines per horizon (block-bootstrap CIs)", "baselines.csv", shown=shown),
                Table(cmp, "Paired tests, model vs baseline (summary over seeds)",
                      "paired_tests_summary.csv", shown=cmp_shown),
                Table(sr.current(sr.comparisons), "Paired tests per run", "paired_tests.csv", show=False)]
     return Section(SECTIONS[5], blocks)
+
+
+def inference_blocks(sr: StudyRuns) -> list:
+    """Per horizon (and axis variant) the study-level tests of ``inference/h<h>.json``: SPA
+    against the validation-chosen strongest baseline and the 95% model confidence set."""
+    rows = []
+    for key, doc in sr.inference.items():
+        spa, mcs = doc["spa"], doc.get("mcs") or {}
+        rows.append({"horizon": doc["horizon"], "file": key, "SPA benchmark": spa["benchmark"],
+                     "SPA p": spa["p"], "sizes better (SPA)": ", ".join(spa["better_models"]) or "none",
+                     "95% MCS": ", ".join(mcs.get("included", [])),
+                     "Holm family": doc.get("holm", {}).get("m")})
+    if not rows:
+        return []
+    return [Table(pd.DataFrame(rows), "Study-level tests per horizon (Hansen's SPA: does any size beat the "
+                  "strongest baseline, chosen on validation? Model confidence set over sizes and baselines)",
+                  "inference.csv")]
 
 
 def _strongest_rows(sr: StudyRuns, cmp: pd.DataFrame) -> pd.DataFrame:

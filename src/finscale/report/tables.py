@@ -73,8 +73,9 @@ def final_results(sr: StudyRuns) -> pd.DataFrame:
 
 
 def comparison_summary(sr: StudyRuns) -> pd.DataFrame:
-    """Per cell and baseline: mean log-loss difference (model - baseline) over seeds and how
-    many seeds' paired-bootstrap intervals lie wholly below / above zero."""
+    """Per cell and baseline: mean log-loss difference (model - baseline) over seeds, how
+    many seeds' paired-bootstrap intervals lie wholly below / above zero, and the median over
+    seeds of the bootstrap, Diebold-Mariano and Holm-corrected DM p-values."""
     cmp = sr.current(sr.comparisons)
     if cmp.empty:
         return pd.DataFrame()
@@ -85,7 +86,9 @@ def comparison_summary(sr: StudyRuns) -> pd.DataFrame:
                      "mean_diff": mean, "mean_diff_lo": lo, "mean_diff_hi": hi,
                      "seeds_better": int((g["diff_hi"] < 0).sum()),
                      "seeds_worse": int((g["diff_lo"] > 0).sum()),
-                     "median_p": float(g["p_value"].median())})
+                     "median_p": float(g["p_value"].median()),
+                     **{f"median_{c}": float(pd.to_numeric(g[c]).median()) if c in g else float("nan")
+                        for c in ("dm_p", "dm_p_holm")}})
     order = {b: i for i, b in enumerate(budget_order(sr.runs))}
     out = pd.DataFrame(rows)
     return out.sort_values(["horizon", "budget", "baseline"], key=lambda c: c.map(order)

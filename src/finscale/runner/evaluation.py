@@ -28,10 +28,10 @@ from finscale.evaluate import (
     backtest,
     choose_block_len,
     choose_threshold,
+    compare_forecasts,
     evaluate_predictions,
     fit_baselines,
     fit_window_baselines,
-    paired_bootstrap_test,
     per_sample_log_loss,
     pool_backtests,
 )
@@ -237,8 +237,9 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
                                                                              probs["val"])))
         if name in chosen:
             base_eval[name]["chosen_on_validation"] = chosen[name]
-        comparisons[name] = paired_bootstrap_test(y, prob, probs["test"], block_len,
-                                                  ev.bootstrap_resamples, seed, horizon=h, days=days)
+        # paired bootstrap + Diebold-Mariano (HAC bandwidth = block_len, HLN), issue 26
+        comparisons[name] = compare_forecasts(y, prob, probs["test"], block_len,
+                                              ev.bootstrap_resamples, seed, horizon=h, days=days)
     strongest = strongest_baseline(base_eval)
     dates = prep.dates.to_numpy()[test.ends]
     first_last = (dates.min(), dates.max())

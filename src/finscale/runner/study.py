@@ -274,6 +274,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
                 run_parallel(cfg, phase, opts, stop, summary)
             else:
                 run_phase(cfg, phase, prep, opts, stop, summary)
+        if "scaling" in opts.phases:  # study-level tests over the evaluated runs (SPA, MCS, Holm)
+            from finscale.runner.inference import run_inference
+
+            run_inference(cfg, opts.data_dir)
         if "scaling" in opts.phases:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling
