@@ -129,9 +129,10 @@ def test_every_comparison_carries_dm_and_its_interval_agrees_with_its_p_value(st
     = the horizon's block length), and on every comparison of the study the paired interval
     excludes 0 exactly when the paired p-value is below 0.05."""
     cfg, _ = study
-    checked = 0
+    checked = expected = 0
     for h, run in _runs(cfg).items():
         ev = json.loads((run / "eval.json").read_text())
+        expected += len(ev["baselines"])
         for name, c in ev["comparisons"].items():
             assert c["dm_method"] == "newey-west+hln" and 0 <= c["dm_p"] <= 1, name
             assert c["dm_bandwidth"] == ev["block_length"]["block_len"]
@@ -139,7 +140,7 @@ def test_every_comparison_carries_dm_and_its_interval_agrees_with_its_p_value(st
             excludes = c["ci"][0] > 0 or c["ci"][1] < 0
             assert excludes == (c["p_value"] < 0.05), (h, name, c)
             checked += 1
-    assert checked == len(HORIZONS) * 6
+    assert checked == expected == len(HORIZONS) * 10  # 6 day-t and 4 window baselines
 
 
 def test_inference_stage_writes_spa_mcs_and_holm_per_horizon(study):
@@ -150,7 +151,7 @@ def test_inference_stage_writes_spa_mcs_and_holm_per_horizon(study):
     docs = run_inference(cfg)
     assert sorted(docs) == [inference_path(cfg, h) for h in HORIZONS]
     m = sum(len(d["comparisons"]) for d in docs.values())
-    assert m == len(HORIZONS) * 6
+    assert m == len(HORIZONS) * 10
     for h, run in _runs(cfg).items():
         doc = json.loads(inference_path(cfg, h).read_text())
         ev = json.loads((run / "eval.json").read_text())
