@@ -101,7 +101,10 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     if max_epochs:
         train_params.setdefault("max_epochs", max_epochs)
     train = replace_section(cfg.train, **train_params)
-    margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None)
+    # Fixed mode runs the table's shapes as given (a reproduction); misses are flagged in
+    # the plan and the report. Search mode keeps the tolerance guard.
+    margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None,
+                           enforce_budget=cfg.hpo.mode != "fixed")
     run_cfg = {
         "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
         "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),

@@ -50,6 +50,9 @@ class DataConfig:
     data_dir: str = _opt("", doc="data directory; `--data-dir` beats it, then `$FINSCALE_DATA`, then `./data`")
     adjusted: bool = _opt(False, doc="file sources: scale Open/High/Low/Close by `Adj Close / Close`")
     min_rows: int = _opt(250, min=1, doc="fewer validated rows is an error")
+    start: str = _opt("", doc="first date kept (ISO `YYYY-MM-DD`; empty = the first bar); yfinance asks for bars from it")
+    end: str = _opt("", doc="last date kept (ISO; empty = up to today): an explicit end makes a yfinance refetch ask for the same bars (Yahoo may still restate adjusted prices; `sha256` catches that)")
+    sha256: str = _opt("", doc="pin: the content hash the dataset must have (64 hex digits; the dates and float64 OHLCV values, independent of file format and source; `finscale data fetch` prints it). Checked at fetch, before anything is written, and again before training; a mismatch names both hashes. Empty = not pinned")
 
 
 @dataclass(frozen=True, kw_only=True)
