@@ -185,7 +185,7 @@ def test_the_pin_is_checked_again_before_training(tmp_path, data_dir):
     # the stored file's bytes changed behind the manifest's back: both file hashes named
     raw = data_dir / "raw" / "SPY.parquet"
     bars(bump=1.0).to_parquet(raw)
-    with pytest.raises(DataError, match=r"sha256 [0-9a-f]{64} differs from the manifest entry's [0-9a-f]{64}"):
+    with pytest.raises(DataError, match=r"sha256 differs from the manifest entry \(file changed: found [0-9a-f]{64}, manifest [0-9a-f]{64}\)"):
         ensure_dataset(pinned, data_dir)
 
 

@@ -99,7 +99,7 @@ class ModelConfig:
     stride: int = _opt(8, min=1, doc="days between patch starts")
     budgets: tuple[str, ...] = _opt(("cpu-s", "cpu-m", "cpu-l", "cpu-xl"),
                                     doc='parameter budgets: ladder names (`cpu-s` 5k, `cpu-m` 25k, `cpu-l` 100k, `cpu-xl` 500k; `2M`, `20M`, `200M`, `2B`) or sizes like `"150k"`')
-    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused")
+    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused; in fixed mode (`hpo.mode = \"fixed\"`, e.g. a published table) the shape runs as given and the miss is flagged in the plan, `finscale doctor` and the report")
     architectures: dict = _opt({}, doc="explicit shapes per budget: `[model.architectures.cpu-l] d_model = 48, num_layers = 3` (checked against the budget)")
     normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin"), doc="`none`, `zscore` (train-only statistics), `revin` (per-window, in the model), `zscore+revin`")
     positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")

@@ -82,8 +82,8 @@ def load_raw(data_dir: Path, name: str) -> pd.DataFrame:
                                 f"(run: finscale data fetch SOURCE --name {name})")
     found = sha256_file(path)
     if found != entry["sha256"]:
-        raise DataError(f"{path}: sha256 {found} differs from the manifest entry's "
-                        f"{entry['sha256']} (file changed); run `finscale data verify` and re-fetch it")
+        raise DataError(f"{path}: sha256 differs from the manifest entry (file changed: found "
+                        f"{found}, manifest {entry['sha256']}); run `finscale data verify` and re-fetch it")
     frame = pd.read_parquet(path)
     frame["Date"] = frame["Date"].astype("datetime64[ns]")
     return frame
