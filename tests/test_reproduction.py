@@ -270,7 +270,7 @@ def test_exact_periods_match_the_split_report(shared_data):
 
 
 def _validated(path):
-    from finscale.data.sources import parse_source
     from finscale.data.sources import fetch as fetch_frame
+    from finscale.data.sources import parse_source
 
     return fetch_frame(parse_source(f"file:{path}"))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from finscale.data.validate import OHLCV_COLUMNS, DataError
 
-__all__ = ["content_sha256", "clip_dates", "check_pin", "HASH_COLUMNS"]
+__all__ = ["content_sha256", "clip_dates", "check_pin", "identity_fields", "HASH_COLUMNS"]
 
 HASH_COLUMNS = OHLCV_COLUMNS
 
@@ -56,3 +56,11 @@ def check_pin(found: str, expected: str, where: str) -> None:
         raise DataError(f"data.sha256: {where} has content sha256 {found}, expected {expected} "
                         "(the data changed; import the pinned snapshot with data.source = "
                         "\"file:PATH\", or set data.sha256 to the new hash on purpose)")
+
+
+def identity_fields(data: dict) -> dict:
+    """A data section (as a dict) for run and HPO-study identities: the pin is a check, not a
+    change of what is trained (the data hashes are recorded in env.json), and an unset date
+    range leaves the identities of studies written before these keys existed unchanged."""
+    return {k: v for k, v in data.items()
+            if k != "sha256" and not (k in ("start", "end") and v == "")}
