@@ -75,7 +75,7 @@ def test_missing_and_invalid_file(tmp_path):
         load_study(write(tmp_path, "[train\n"))
 
 
-@pytest.mark.parametrize("study", ["default", "smoke", "phase6a"])
+@pytest.mark.parametrize("study", ["default", "smoke", "phase6a", "phase6a_revised"])
 def test_shipped_studies_load(study):
     from finscale.cli.common import resolve_study_path
 

@@ -128,7 +128,7 @@ def test_paper_study_needs_more_memory_than_this_machine(fetched, tmp_path):
         pytest.skip("this machine has enough memory for a 2B model")
     cfg = load_study(resolve_study_path("phase6a"), [f"output_dir={json.dumps(str(tmp_path))}",
                                                      'model.budgets=["2B"]', "target.horizons=[1]",
-                                                     'model.device="cpu"'])
+                                                     'model.device="cpu"', 'hpo.mode="search"'])
     rows = {c.name: c for c in check_resources(cfg, fetched)}
     assert rows["memory"].status == ERROR, rows["memory"]
     assert "largest run needs ~3" in rows["memory"].detail  # ~31 GB for 2B params at fp32

@@ -46,10 +46,9 @@ def test_dry_run_prints_paper_plan_offline(tmp_path):
         assert f"{budget}-h5" in r.stdout
     assert "GFLOP" in r.stdout and "memory" in r.stdout and "estimated" in r.stdout
     assert not (tmp_path / "nodata").exists()  # a plan writes nothing
-    fixed = run_cli("run", "phase6a", "--dry-run", "--set", "hpo.mode=fixed",
-                    "--data-dir", str(tmp_path / "nodata"))
-    assert fixed.returncode == 1
-    assert "MISSES BUDGET" in fixed.stdout and "35,742,899" in fixed.stdout  # 20M-h1 is really 36M
+    # phase6a reproduces the published table (fixed mode): 20M-h1 is really 36M, run as
+    # published and flagged, not refused (tests/test_reproduction.py has the rest)
+    assert "FLAGGED" in r.stdout and "35,742,899" in r.stdout and "MISSES BUDGET" not in r.stdout
 
 
 def step_checkpoints(out: Path) -> set[str]:

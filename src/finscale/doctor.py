@@ -245,6 +245,11 @@ def _plan_check(cfg: StudyConfig, plan: list) -> Check:
     if problems:
         return Check("study plan", ERROR, f"{len(problems)} invalid unit(s); first: {problems[0]}",
                      f"finscale run {cfg.name} --dry-run shows every unit")
+    flagged = [f"{r.budget}-h{r.horizon}: {r.extra['budget_flag']}" for r in plan if r.extra.get("budget_flag")]
+    if flagged:  # fixed mode runs a table's shapes as given; say which miss their labels
+        return Check("study plan", WARNING, f"{cfg.name!r}: {len(plan)} units of work; {len(flagged)} "
+                     f"off their budget label (run as given); first: {flagged[0]}",
+                     "the report sizes these runs by their measured parameters")
     return Check("study plan", OK, f"{cfg.name!r}: {len(plan)} units of work")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
+from finscale.data.pin import identity_fields
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
 from finscale.prepare import PreparedData, window_context
@@ -137,7 +138,10 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     if max_epochs:
         train_params.setdefault("max_epochs", max_epochs)
     train = replace_section(cfg.train, **train_params)
-    margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None)
+    # Fixed mode runs the table's shapes as given (a reproduction); misses are flagged in
+    # the plan and the report. Search mode keeps the tolerance guard.
+    margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None,
+                           enforce_budget=cfg.hpo.mode != "fixed")
     run_cfg = {
         "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
         "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),
@@ -153,6 +157,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     # the axes naming values already in the sections, guard minima, an unset data size); the
     # replicate is named in the id's readable part (the seed already tells runs apart).
     identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate", "axes")}
+    identity["data"] = identity_fields(identity["data"])
     identity["splits"] = {k: v for k, v in identity["splits"].items()
                           if k != "min_train_windows" and not (k == "train_years" and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}

@@ -26,6 +26,11 @@ def register(sub) -> None:
                        help="file sources: scale Open/High/Low/Close by 'Adj Close'/Close")
     fetch.add_argument("--min-rows", type=int, default=DataConfig().min_rows, metavar="N",
                        help="fewer validated rows is an error (default: %(default)s, as data.min_rows)")
+    fetch.add_argument("--start", default="", metavar="DATE", help="first date kept (as data.start)")
+    fetch.add_argument("--end", default="", metavar="DATE",
+                       help="last date kept (as data.end; a yfinance refetch asks for the same bars)")
+    fetch.add_argument("--sha256", default="", metavar="HASH",
+                       help="refuse data whose content hash differs (as data.sha256)")
     fetch.set_defaults(handler=_fetch)
     ver = dsub.add_parser("verify", help="re-hash every stored dataset; exit 1 if any changed")
     add_json_arg(ver)
@@ -38,9 +43,10 @@ def register(sub) -> None:
 def _fetch(args) -> int:
     data_dir = resolve_data_dir(data_dir_arg(args))
     e = fetch_dataset(args.source, data_dir, name=args.name, adjusted=args.adjusted,
-                      min_rows=args.min_rows)
+                      min_rows=args.min_rows, start=args.start, end=args.end, sha256=args.sha256)
     console.print(f"stored {data_dir / e['path']}: {e['rows']:,} rows {e['first_date']}..{e['last_date']} "
                   f"from {e['source']}, sha256 {e['sha256'][:16]}")
+    console.print(f"content sha256 {e['content_sha256']} (pin it: data.sha256 = \"{e['content_sha256']}\")")
     return 0
 
 

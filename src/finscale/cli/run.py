@@ -6,8 +6,9 @@ import shlex
 import sys
 
 from finscale.cli.commands import COMMANDS
-from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
-from finscale.cli.progress import ProgressPrinter, fmt_seconds
+from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args
+from finscale.cli.dryrun import print_plan
+from finscale.cli.progress import ProgressPrinter
 from finscale.runner import PHASES
 
 
@@ -28,6 +29,11 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan of the work left (parameters, FLOPs, memory, estimated "
                         "time; finished units are skipped) and exit; offline")
+    p.add_argument("--gpu", choices=("H100", "H200", "A100"), default=None,
+                   help="--dry-run: cost the plan on this GPU class (default for a study with "
+                        "model.device = \"cuda\": H100)")
+    p.add_argument("--mfu", type=float, default=None, metavar="F",
+                   help="--dry-run: model FLOP utilisation assumed for GPU hours (default 0.35)")
     p.add_argument("--replicates", type=int, default=None, metavar="K",
                    help="train the final phase for K disjoint seed sets (study key `replicates`; "
                         "replicate 0 = the study's seeds, HPO shared) and report how often each "
@@ -89,29 +95,6 @@ def parse_only_axes(items: list[str], cfg) -> dict:
     return axes
 
 
-def print_plan(cfg, budgets, horizons, data_dir, axes=None) -> int:
-    from finscale.model.compute import format_bytes
-    from finscale.runner.plan import build_plan, remaining_plan
-
-    rows, finished = remaining_plan(cfg, build_plan(cfg, only_budgets=budgets, only_horizons=horizons,
-                                                    data_dir=data_dir, only_axes=axes))
-    exact = rows[0].extra.get("windows_exact") if rows else True
-    print_table(f"plan for study {cfg.name!r} ({cfg.hpo.mode} mode): work left",
-                ["phase", "cell", "seed/trials", "architecture", "params", "non-emb", "train GFLOP/sample",
-                 "memory", "est. time", "note"],
-                [[r.phase, r.extra.get("cell", f"{r.budget}-h{r.horizon}"), r.seed, r.arch, r.params, r.non_embedding,
-                  None if r.train_flops is None else r.train_flops / 1e9, "" if r.memory is None else format_bytes(r.memory),
-                  fmt_seconds(r.est_s), r.problem or r.run_id] for r in rows])
-    total = sum(r.est_s or 0 for r in rows)
-    done = f" ({finished} finished unit(s) skipped)" if finished else ""
-    console.print(f"{len(rows)} units of work left{done}; estimated total {fmt_seconds(total)} on this machine"
-                  + ("" if exact else " (window counts estimated from dates: data not stored)"))
-    problems = {r.extra.get("cell", f"{r.budget}-h{r.horizon}"): r.problem for r in rows if r.problem}
-    for cell, problem in problems.items():
-        console.print(f"MISSES BUDGET / INVALID: cell {cell}: {problem}")
-    return 1 if problems else 0
-
-
 def resume_command(args) -> str:
     """The command line that was run: rerunning it resumes (runs are idempotent)."""
     return " ".join(shlex.quote(a) for a in ["finscale", *sys.argv[1:]])
@@ -140,7 +123,9 @@ def _run(args) -> int:
     budgets, horizons = parse_only(args.only, cfg)
     axes = parse_only_axes(args.only, cfg)
     if args.dry_run:
-        return print_plan(cfg, budgets, horizons, data_dir_arg(args), axes)
+        if args.mfu is not None and not 0 < args.mfu <= 1:
+            raise ValueError(f"--mfu {args.mfu}: expected a fraction in (0, 1], e.g. 0.35")
+        return print_plan(cfg, budgets, horizons, data_dir_arg(args), axes, args.gpu, args.mfu)
     tracking.check_available(cfg)  # before any work: never run untracked by mistake
     try:
         with ProgressPrinter() as on_event:

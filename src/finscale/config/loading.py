@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -142,6 +143,7 @@ def _check_study(cfg: StudyConfig) -> None:
     for i, budget in enumerate(m.budgets):
         check_name(f"model.budgets[{i}]", budget)
     _check_dates(cfg.splits)
+    _check_data_pin(cfg)
 
 
 def _parse_date(key: str, value: str) -> datetime.date | None:
@@ -162,6 +164,27 @@ def _check_dates(s: SplitsConfig) -> None:
         if d2 < d1 or (d2 == d1 and k2 != "test_end"):
             raise ConfigError(f"splits.{k2}: {d2.isoformat()} is not after splits.{k1} "
                               f"{d1.isoformat()} (expected {' < '.join(keys)})")
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_data_pin(cfg: StudyConfig) -> None:
+    """data.sha256 is 64 lowercase hex digits and pins one dataset; data.start < data.end;
+    a test period that ends after the data's end names the gap."""
+    d = cfg.data
+    if d.sha256 and not _SHA256.fullmatch(d.sha256):
+        raise ConfigError(f"data.sha256: {d.sha256!r} is not a sha256 (expected 64 lowercase "
+                          "hex digits, as `finscale data fetch` prints it, or empty)")
+    if d.sha256 and not isinstance(d.source, str):
+        raise ConfigError("data.sha256: pins one dataset, but data.source is a list (a panel)")
+    start, end = _parse_date("data.start", d.start), _parse_date("data.end", d.end)
+    if start and end and end <= start:
+        raise ConfigError(f"data.end: {d.end} is not after data.start {d.start}")
+    test_end = _parse_date("splits.test_end", cfg.splits.test_end)
+    if end and test_end and test_end > end:
+        raise ConfigError(f"splits.test_end: {cfg.splits.test_end} is after data.end {d.end} "
+                          "(the test period would have no data at its end)")
 
 
 # A searched HPO value that a fixed training value would silently replace (guard 8):

@@ -50,6 +50,9 @@ class DataConfig:
     data_dir: str = _opt("", doc="data directory; `--data-dir` beats it, then `$FINSCALE_DATA`, then `./data`")
     adjusted: bool = _opt(False, doc="file sources: scale Open/High/Low/Close by `Adj Close / Close`")
     min_rows: int = _opt(250, min=1, doc="fewer validated rows is an error")
+    start: str = _opt("", doc="first date kept (ISO `YYYY-MM-DD`; empty = the first bar); yfinance asks for bars from it")
+    end: str = _opt("", doc="last date kept (ISO; empty = up to today): an explicit end makes a yfinance refetch ask for the same bars (Yahoo may still restate adjusted prices; `sha256` catches that)")
+    sha256: str = _opt("", doc="pin: the content hash the dataset must have (64 hex digits; the dates and float64 OHLCV values, independent of file format and source; `finscale data fetch` prints it). Checked at fetch, before anything is written, and again before training; a mismatch names both hashes. Empty = not pinned")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +100,7 @@ class ModelConfig:
     stride: int = _opt(8, min=1, doc="days between patch starts")
     budgets: tuple[str, ...] = _opt(("cpu-s", "cpu-m", "cpu-l", "cpu-xl"),
                                     doc='parameter budgets: ladder names (`cpu-s` 5k, `cpu-m` 25k, `cpu-l` 100k, `cpu-xl` 500k; `2M`, `20M`, `200M`, `2B`) or sizes like `"150k"`')
-    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused")
+    budget_tolerance: float = _opt(0.25, min=0.0, max=10.0, doc="measured total parameters must lie within ±25% of the budget, or the run is refused; in fixed mode (`hpo.mode = \"fixed\"`, e.g. a published table) the shape runs as given and the miss is flagged in the plan, `finscale doctor` and the report")
     architectures: dict = _opt({}, doc="explicit shapes per budget: `[model.architectures.cpu-l] d_model = 48, num_layers = 3` (checked against the budget)")
     normalization: str = _opt("revin", choices=("none", "zscore", "revin", "zscore+revin", "revin_stats", "zscore+revin_stats"), doc="`none`, `zscore` (train-only statistics), `revin` (per-window, in the model), `zscore+revin`; `revin_stats` / `zscore+revin_stats`: RevIN whose per-window (mean, log std) are given back to the model as one extra token, so the level and volatility RevIN divides out stay visible")
     positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from finscale.config import DataConfig
+from finscale.data.pin import content_sha256
 from finscale.data.sources import fetch, parse_source
 from finscale.data.validate import DataError
 
@@ -64,13 +65,15 @@ def ensure_panel(cfg: DataConfig, data_dir: Path) -> list[tuple[str, dict]]:
                                 f"but the study names {text}")
             continue
         try:
-            pending[name] = (spec, fetch(spec, adjusted=cfg.adjusted, min_rows=cfg.min_rows))
+            pending[name] = (spec, fetch(spec, adjusted=cfg.adjusted, min_rows=cfg.min_rows,
+                                         start=cfg.start, end=cfg.end))
         except DataError as exc:
             raise DataError(f"asset {name!r}: {exc}") from None
     for name, (spec, frame) in pending.items():
         extra = synthetic_entry(spec.target) if spec.kind == "synthetic" else {}
         entry = store_frame(Path(data_dir), raw_path(name), frame, {
-            "name": name, "kind": "raw", "source": str(spec), "adjusted": cfg.adjusted, **extra})
+            "name": name, "kind": "raw", "source": str(spec), "adjusted": cfg.adjusted,
+            "content_sha256": content_sha256(frame), "start": cfg.start, "end": cfg.end, **extra})
         log.info("stored asset %s: %d rows %s..%s", name, entry["rows"], entry["first_date"],
                  entry["last_date"])
     return [(name, dataset_entry(data_dir, name)) for name in names]

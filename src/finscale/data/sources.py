@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from finscale.data import synthetic
+from finscale.data.pin import clip_dates
 from finscale.data.validate import DataError, validate_ohlcv
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,27 @@ def _check_csv_header(path: Path) -> None:
         seen[key] = col
 
 
-def download_yfinance(ticker: str) -> pd.DataFrame:
-    """Full daily history from Yahoo Finance, adjusted (yfinance's default auto_adjust)."""
+def yfinance_args(start: str = "", end: str = "") -> dict:
+    """Keyword arguments of ``Ticker.history`` for the inclusive date range ``start..end``
+    (empty: from the first bar / up to today). yfinance's ``end`` is exclusive, so the day
+    after ``end`` is passed; an explicit end makes a refetch ask for the same bars."""
+    kwargs = {"period": "max", "interval": "1d", "auto_adjust": True, "timeout": YF_TIMEOUT_S}
+    if start:
+        kwargs["start"] = pd.Timestamp(start).date().isoformat()
+    if end:
+        kwargs["end"] = (pd.Timestamp(end) + pd.Timedelta(days=1)).date().isoformat()
+    return kwargs
+
+
+def download_yfinance(ticker: str, start: str = "", end: str = "") -> pd.DataFrame:
+    """Daily history from Yahoo Finance (``start..end`` inclusive, default all of it),
+    adjusted (yfinance's default auto_adjust)."""
     try:
         import yfinance as yf
     except ImportError as exc:  # pragma: no cover - yfinance is a core dependency
         raise DataError("yfinance is not installed: pip install yfinance") from exc
     try:
-        frame = yf.Ticker(ticker).history(period="max", interval="1d", auto_adjust=True,
-                                          timeout=YF_TIMEOUT_S, raise_errors=True)
+        frame = yf.Ticker(ticker).history(**yfinance_args(start, end), raise_errors=True)
     except Exception as exc:  # yfinance raises many unrelated types for network trouble
         raise DataError(f"yfinance:{ticker}: download failed ({type(exc).__name__}: {exc}); "
                         "check the network connection and the ticker") from exc
@@ -112,21 +125,25 @@ def download_yfinance(ticker: str) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def fetch(spec: SourceSpec, *, adjusted: bool = False, min_rows: int = 1) -> pd.DataFrame:
-    """Load and validate the frame a source spec names."""
+def fetch(spec: SourceSpec, *, adjusted: bool = False, min_rows: int = 1, start: str = "",
+          end: str = "") -> pd.DataFrame:
+    """Load and validate the frame a source spec names, cut to ``start..end`` (inclusive)."""
     if spec.kind == "sample":
         frame = load_sample(spec.target)
     elif spec.kind == "synthetic":
         market = synthetic.generate(synthetic.parse_synthetic(spec.target))
         frame = validate_ohlcv(market.frame, origin=str(spec))
     elif spec.kind == "yfinance":
-        raw = download_yfinance(spec.target)
+        raw = download_yfinance(spec.target, start, end)
         # Index tickers (e.g. ^GSPC) report zero volume everywhere: declared volume-less.
         volume_optional = spec.target.startswith("^")
         frame = validate_ohlcv(raw, origin=str(spec), volume_optional=volume_optional)
     else:
         frame = validate_ohlcv(read_file(Path(spec.target)), origin=f"file {spec.target}",
                                adjusted=adjusted)
+    if start or end:
+        frame = clip_dates(frame, start, end)
     if len(frame) < min_rows:
-        raise DataError(f"{spec}: {len(frame)} rows, fewer than the minimum {min_rows} (data.min_rows)")
+        cut = f" in {start or 'first'}..{end or 'last'} (data.start/data.end)" if start or end else ""
+        raise DataError(f"{spec}: {len(frame)} rows{cut}, fewer than the minimum {min_rows} (data.min_rows)")
     return frame

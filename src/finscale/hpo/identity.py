@@ -12,6 +12,7 @@ other budgets and horizons, evaluation, monitoring, tracking) and ``hpo.trials``
 from __future__ import annotations
 
 from finscale.config import StudyConfig, config_hash, config_to_dict
+from finscale.data.pin import identity_fields
 from finscale.spec import cell_name, cfg_cell
 
 # hpo.trials is left out on purpose: raising it extends a finished search (its first trials
@@ -29,7 +30,7 @@ def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
     target.pop("horizons")
     hpo = {k: v for k, v in config_to_dict(cfg.hpo).items() if k not in _HPO_IGNORED}
     hpo["fixed"] = cfg.hpo.fixed.get(cell, cfg.hpo.fixed.get(cell_name(budget, horizon)))
-    data = config_to_dict(cfg.data)
+    data = identity_fields(config_to_dict(cfg.data))
     data.pop("data_dir")
     return {"budget": budget, "horizon": horizon, "data": data,
             "features": config_to_dict(cfg.features), "target": target,

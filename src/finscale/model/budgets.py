@@ -47,7 +47,7 @@ from finscale.model.patchtst import ModelArgs, build_model
 __all__ = [
     "ARCH_KEYS", "LADDERS", "parse_budget", "architectures_for_budget",
     "default_architecture", "default_heads", "model_args_for", "measured_parameters",
-    "check_budget", "revin_flags",
+    "check_budget", "budget_miss", "revin_flags",
 ]
 
 # Named ladders: data, not code. Budgets are TOTAL measured parameters.
@@ -173,15 +173,27 @@ def check_budget(args: ModelArgs, budget_name: str, tolerance: float) -> int:
     return total
 
 
+def budget_miss(total: int, budget_name: str, tolerance: float) -> str:
+    """"" when ``total`` measured parameters lie within ``tolerance`` of the budget, else a
+    one-line flag naming both numbers (e.g. "measured 35.7M = 1.79x the 20M label")."""
+    budget = parse_budget(budget_name)
+    if abs(total - budget) <= tolerance * budget:
+        return ""
+    return (f"measured {total:,} parameters = {total / budget:.2f}x the {budget_name} label "
+            f"(outside ±{tolerance:.0%})")
+
+
 # The four values that fix a PatchTST shape (with "params", the keys of an explicit entry).
 ARCH_KEYS = ("d_model", "num_layers", "num_heads", "d_ff")
 _ARCH_KEYS = {*ARCH_KEYS, "params"}
 
 
 def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
-                   arch: dict | None = None) -> ModelArgs:
+                   arch: dict | None = None, *, enforce_budget: bool = True) -> ModelArgs:
     """ModelArgs for a budget: ``arch`` if given, else ``model_cfg.architectures[budget]``,
-    else the default grid choice; always checked against the budget's tolerance."""
+    else the default grid choice; checked against the budget's tolerance unless
+    ``enforce_budget`` is False (fixed-table reproduction: a published shape is run as
+    published and its miss is flagged by :func:`budget_miss`, never hidden)."""
     budget = parse_budget(budget_name)
     revin, revin_stats = revin_flags(model_cfg.normalization)
     base = _base_args(n_inputs, model_cfg.context_len, model_cfg.patch_len, model_cfg.stride,
@@ -196,7 +208,8 @@ def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
             d_ff_ratios=(model_cfg.d_ff_ratio,), positional=base.positional, revin=base.revin,
             revin_stats=base.revin_stats)
     args = base.replace(**_arch_fields(arch, budget_name, model_cfg.d_ff_ratio))
-    check_budget(args, budget_name, model_cfg.budget_tolerance)
+    if enforce_budget:
+        check_budget(args, budget_name, model_cfg.budget_tolerance)
     return args
 
 

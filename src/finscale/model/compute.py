@@ -15,18 +15,47 @@ one block of in-flight backward memory. ``max_micro_batch`` keeps 10% headroom o
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from finscale.model.params import estimate_parameters
 from finscale.model.patchtst import ModelArgs, patch_layout
 
 __all__ = ["flops_per_sample", "memory_estimate", "max_micro_batch", "parse_memory", "format_bytes",
-           "PRECISIONS", "DEVICE_TYPES"]
+           "PRECISIONS", "DEVICE_TYPES", "GPU_CLASSES", "GpuClass", "ASSUMED_MFU",
+           "GPU_LAYER_STEP_S"]
 
 PRECISIONS = ("fp32", "bf16")
 DEVICE_TYPES = ("cuda", "cpu")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class GpuClass:
+    """A GPU for time and memory planning: dense bf16 tensor peak (no sparsity) and memory."""
+
+    name: str
+    bf16_flops: float
+    memory_bytes: int
+
+
+# Vendor datasheet numbers (SXM parts). H100 and H200 share the Hopper tensor cores (989
+# TFLOP/s dense bf16); the H200 has 141 GB of HBM3e instead of 80 GB.
+GPU_CLASSES = {
+    "H100": GpuClass("H100", 989e12, 80 * 10**9),
+    "H200": GpuClass("H200", 989e12, 141 * 10**9),
+    "A100": GpuClass("A100", 312e12, 80 * 10**9),
+}
+# Model FLOP utilisation assumed for time estimates until benchmarks/gpu.py has measured it:
+# well-tuned large transformer training reaches 40-50 % on Hopper; small-sequence PatchTST
+# steps (11 tokens) launch many small kernels, so the plan takes a cautious 35 %.
+ASSUMED_MFU = 0.35
+# Kernel-launch floor per encoder layer per optimiser step (forward + backward, ~30 kernels
+# of a few microseconds): PatchTST sequences are ~11 tokens, so small models are launch-bound
+# and a FLOP-only estimate would read "0 hours". An assumption until benchmarks/gpu.py measures it.
+GPU_LAYER_STEP_S = 1.5e-4
+
 # Headroom kept free by max_micro_batch: allocator fragmentation, CUDA context, workspaces.
 RESERVE_FRACTION = 0.10
 

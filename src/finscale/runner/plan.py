@@ -4,7 +4,7 @@ Consumes: the study config (and the stored or bundled data when available, read-
 Produces: :class:`PlanRow` per unit of work for ``--dry-run`` and ``finscale status``.
 Guarantees: works offline and without stored data (window counts are then estimated from
 the split dates and say so); entries that miss their budget are flagged with both numbers
-instead of aborting the plan.
+instead of aborting the plan (fixed mode runs them as given and keeps the flag).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
-from finscale.model.budgets import ARCH_KEYS, measured_parameters, parse_budget
+from finscale.model.budgets import ARCH_KEYS, budget_miss, measured_parameters, parse_budget
 from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
 
 log = logging.getLogger(__name__)
 
-TRADING_DAYS_PER_YEAR = 252
 # Fraction of the matmul peak a small transformer reaches in training, for time estimates
 # only (measured 0.1-0.5 on CPU in benchmarks/bench_model.py; we take the cautious end).
 UTILISATION = 0.15
@@ -74,13 +73,10 @@ def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool
 
 
 def _estimated_counts(cfg: StudyConfig) -> dict[int, int]:
-    s = cfg.splits
-    end = pd.Timestamp(s.val_start) if s.val_start else pd.Timestamp.today()
-    start = pd.Timestamp(s.train_start) if s.train_start else end - pd.DateOffset(years=25)
-    if s.train_years:
-        start = max(start, end - pd.DateOffset(years=s.train_years))
-    days = int((end - start).days / 365.25 * TRADING_DAYS_PER_YEAR)
-    return {h: max(0, days - 250 - cfg.model.context_len - h) for h in cfg.target.horizons}
+    """Training windows per horizon estimated from the split dates (NYSE sessions)."""
+    from finscale.runner.periods import estimated_periods
+
+    return next(p.windows for p in estimated_periods(cfg) if p.region == "train")
 
 
 _PEAK: dict[str, float] = {}
@@ -120,10 +116,16 @@ def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label, repli
     precision = "bf16" if device_type == "cuda" else "fp32"
     mem = memory_estimate(spec.model_args, spec.train.batch_size, precision,
                           cfg.model.activation_checkpointing, device_type=device_type)["total"]
-    return PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
-                   counts["non_embedding"], flops, mem,
-                   _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
-                   run_id=spec.run_id if phase == "final" else cfg_cell(cfg, budget, h))
+    row = PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
+                  counts["non_embedding"], flops, mem,
+                  _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
+                  run_id=spec.run_id if phase == "final" else cfg_cell(cfg, budget, h))
+    # Guard 10 in fixed (reproduction) mode: a table shape is run as given, its measured
+    # count beside the label, and a miss is flagged here (search mode refuses it above).
+    row.extra.update(model_args=spec.model_args, epochs=spec.train.max_epochs,
+                     batch_size=spec.train.batch_size, grad_accum=spec.train.grad_accum,
+                     budget_flag=budget_miss(counts["total"], budget, cfg.model.budget_tolerance))
+    return row
 
 
 def _has_cuda() -> bool:
@@ -170,6 +172,7 @@ def _variant_plan(cfg: StudyConfig, counts: dict, only_budgets, only_horizons) -
                            f"{cfg.hpo.trials} trials")
                 if row.est_s is not None:
                     row.est_s *= cfg.hpo.trials
+                row.extra["units"] = cfg.hpo.trials
                 rows.append(row)
             params, _source = _plan_params(cfg, budget, h)
             for replicate, seeds in enumerate(seed_sets(cfg)):
