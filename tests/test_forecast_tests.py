@@ -157,3 +157,17 @@ def test_paired_percentile_is_the_inverted_interval():
     assert ci[0] > 0 and p == pytest.approx(2 * 4 / 200)
     with pytest.raises(ValueError, match="alpha"):
         paired_percentile(boot, 1.5)
+
+
+def test_mcs_with_identical_candidates_keeps_both_together():
+    """A tuned baseline can equal another exactly (window_logistic with k = 1 is the day-t
+    logistic regression): arch's MCS fails on the zero-variance difference, so twins are
+    folded into one candidate and share its fate."""
+    from finscale.evaluate.forecast_tests import model_confidence_set
+
+    rng = np.random.default_rng(0)
+    good = rng.normal(0.30, 0.05, 400)
+    out = model_confidence_set({"a": good, "twin": good.copy(), "bad": good + 0.05}, 5, 200, 0)
+    assert out["twins"] == {"twin": "a"}
+    assert set(out["included"]) == {"a", "twin"} and out["excluded"] == ["bad"]
+    assert out["pvalues"]["twin"] == out["pvalues"]["a"]

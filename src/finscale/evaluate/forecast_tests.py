@@ -166,11 +166,28 @@ def model_confidence_set(losses: dict[str, np.ndarray], block_len: int, reps: in
 
     if len(losses) < 2:
         raise ValueError(f"the model confidence set needs >= 2 candidates, got {len(losses)}")
-    mcs = MCS(_loss_frame(losses), size=alpha, reps=int(reps), block_size=int(block_len),
+    # Candidates with identical losses (e.g. a tuned window baseline that chose k = 1, which is
+    # the day-t logistic regression) have a zero-variance difference, on which arch's MCS fails:
+    # the set is computed over distinct series, and a twin shares its original's fate.
+    twins, distinct = {}, {}
+    for name, series in losses.items():
+        same = next((d for d, v in distinct.items() if np.array_equal(v, series)), None)
+        if same is None:
+            distinct[name] = series
+        else:
+            twins[name] = same
+    if len(distinct) < 2:
+        names = sorted(losses)
+        return {"included": names, "excluded": [], "pvalues": dict.fromkeys(names, 1.0), "twins": twins,
+                "alpha": alpha, "block_len": int(block_len), "reps": int(reps),
+                "bootstrap": "stationary", "method": "R"}
+    mcs = MCS(_loss_frame(distinct), size=alpha, reps=int(reps), block_size=int(block_len),
               method="R", bootstrap="stationary", seed=int(seed))
     mcs.compute()
     pvalues = {str(k): float(v) for k, v in mcs.pvalues["Pvalue"].items()}
-    return {"included": sorted(str(m) for m in mcs.included),
-            "excluded": sorted(str(m) for m in mcs.excluded), "pvalues": pvalues,
-            "alpha": alpha, "block_len": int(block_len), "reps": int(reps),
+    pvalues.update({t: pvalues[o] for t, o in twins.items()})
+    included = {str(m) for m in mcs.included}
+    included |= {t for t, o in twins.items() if o in included}
+    return {"included": sorted(included), "excluded": sorted(set(losses) - included), "pvalues": pvalues,
+            "twins": twins, "alpha": alpha, "block_len": int(block_len), "reps": int(reps),
             "bootstrap": "stationary", "method": "R"}
