@@ -159,7 +159,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate", "axes")}
     identity["data"] = identity_fields(identity["data"])
     identity["splits"] = {k: v for k, v in identity["splits"].items()
-                          if k != "min_train_windows" and not (k == "train_years" and v == 0)}
+                          if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
     identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
     digest = config_hash(identity)

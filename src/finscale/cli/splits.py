@@ -40,7 +40,9 @@ def _load_frame(cfg, data_dir_flag):
 
 
 def _splits_for(scheme: str, dates, label_ok, cfg, horizon: int) -> list[Split]:
-    L = cfg.model.context_len
+    from finscale.prepare import window_context
+
+    L = window_context(cfg)  # the windows every design of the study shares
     if scheme == "contiguous":
         return [final_split(dates, label_ok, cfg.splits, L, horizon)]
     from finscale.features import set_lookback
@@ -68,11 +70,13 @@ def _show(args) -> int:
             for split in splits:
                 rows += [[horizon, r["split"], r["region"], r["windows"], r["first_date"],
                           r["last_date"], r["base_rate"]] for r in split_report(split, dates, labels)]
+    from finscale.prepare import window_context
+
     out = Output(args.json)
-    out.value(study=cfg.name, context_len=cfg.model.context_len, embargo_days=cfg.splits.embargo_days,
+    out.value(study=cfg.name, context_len=window_context(cfg), embargo_days=cfg.splits.embargo_days,
               rows=len(frame), first_date=str(dates[0])[:10], last_date=str(dates[-1])[:10])
     if rows or args.json:
-        out.table("regions", f"splits of study {cfg.name!r} (context_len {cfg.model.context_len}, "
+        out.table("regions", f"splits of study {cfg.name!r} (context_len {window_context(cfg)}, "
                   f"embargo_days {cfg.splits.embargo_days}, {len(frame):,} rows "
                   f"{str(dates[0])[:10]}..{str(dates[-1])[:10]})",
                   ["horizon", "split", "region", "windows", "first", "last", "base rate"], rows)

@@ -41,7 +41,7 @@ def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
 def _splits(cfg: StudyConfig) -> dict:
     """The splits section without the guard minimum and an unset data size (ids unchanged)."""
     return {k: v for k, v in config_to_dict(cfg.splits).items()
-            if k != "min_train_windows" and not (k == "train_years" and v == 0)}
+            if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
 
 
 def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:

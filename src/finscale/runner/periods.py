@@ -29,6 +29,7 @@ from pandas.tseries.holiday import (
 )
 
 from finscale.config import StudyConfig
+from finscale.prepare import window_context
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _exact(cfg: StudyConfig, frame: pd.DataFrame) -> list[Period]:
     for h in cfg.target.horizons:
         y = labels.make_labels(frame, cfg.target, h)
         try:
-            s = splits.final_split(frame["Date"], np.isfinite(y), cfg.splits, cfg.model.context_len, h)
+            s = splits.final_split(frame["Date"], np.isfinite(y), cfg.splits, window_context(cfg), h)
         except ValueError as exc:  # guard 4 (or bad dates): shown in the plan, not raised
             for p in out.values():
                 p.problem = p.problem or str(exc)
@@ -130,7 +131,7 @@ def estimated_periods(cfg: StudyConfig) -> list[Period]:
     for region, (lo, hi) in _bounds(cfg).items():
         days = trading_days(lo, hi)
         embargo = cfg.splits.embargo_days if region != "test" else 0
-        counts = {h: max(0, len(days) - embargo - cfg.model.context_len - h + 1)
+        counts = {h: max(0, len(days) - embargo - window_context(cfg) - h + 1)
                   for h in cfg.target.horizons}
         p = Period(region, str(lo.date()), str(hi.date()), counts)
         small = [h for h, n in counts.items() if n < cfg.splits.min_eval_windows]

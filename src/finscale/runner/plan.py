@@ -21,6 +21,7 @@ from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import ARCH_KEYS, budget_miss, measured_parameters, parse_budget
+from finscale.prepare import window_context
 from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool
     counts = {}
     for h in cfg.target.horizons:
         y = labels.make_labels(frame, cfg.target, h)
-        s = splits.final_split(frame["Date"], np.isfinite(y), cfg.splits, cfg.model.context_len, h)
+        s = splits.final_split(frame["Date"], np.isfinite(y), cfg.splits, window_context(cfg), h)
         counts[h] = len(s.train)
     return counts, True
 
