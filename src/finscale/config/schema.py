@@ -102,7 +102,8 @@ class ModelConfig:
     positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")
     head_dropout: float = _opt(0.0, min=0.0, max=0.95, doc="dropout before the classification head")
     d_ff_ratio: int = _opt(4, min=1, max=16, doc="MLP width = ratio × d_model for grid architectures")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"), doc="`auto` (cuda > mps > cpu), `cpu`, `cuda`, `mps`; bf16 autocast on CUDA only")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"), doc="`auto` (cuda > mps > cpu), `cpu`, `cuda`, `mps`; precision: see `precision`")
+    precision: str = _opt("bf16-cuda", choices=("bf16-cuda", "auto", "fp32", "bf16"), doc="`bf16-cuda` (default: bf16 autocast on CUDA, fp32 elsewhere), `auto` (bf16 also on CPUs with native bf16: avx512_bf16, AMX, ARM bf16), `fp32`, `bf16`; autocast around the forward only, loss and metrics in fp32. Resolved to fp32/bf16 on the planning machine; a bf16 run has its own run id. CPU bf16 measured no faster at 5k-25k parameters, 1.2-1.5x from 100k (docs/performance.md)")
     compile: bool = _opt(False, doc="`torch.compile` on CUDA")
     activation_checkpointing: bool = _opt(False, doc="recompute blocks in backward (large models on one GPU)")
 
