@@ -12,6 +12,9 @@ Timing: ONE torch thread and ``time.process_time`` (CPU seconds of this process)
 a few steps, variants interleaved: on a machine shared with other jobs wall-clock time
 measures the neighbours; CPU time of a one-thread process measures the work.
 Targets: bf16/fp32 >= 1.6x at ~2M; ours (bf16) >= 1.5x HF at ~2M.
+A second table times the default study's CPU ladder (mixed mode, context 80, batch 128,
+cpu-s 5k ... cpu-xl 500k) the same way: the measurement behind ``model.precision``'s default
+(fp32 on CPU: bf16 does not pay at the smallest sizes).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.bench_model import CONTEXT, INPUTS, SIZES, our_args
-from finscale.model import build_model, count_parameters, cpu_bf16_support, flops_per_sample
+from finscale.cli.common import resolve_study_path
+from finscale.config import load_study
+from finscale.model import build_model, count_parameters, cpu_bf16_support, flops_per_sample, model_args_for
 
 BATCH = {"0.2M": 64, "2M": 64, "20M": 16}
 TARGET_BF16, TARGET_HF = 1.6, 1.5
@@ -58,7 +63,9 @@ def hf_peer(args):
 
 def step_fn(model: torch.nn.Module, precision: str, batch: int):
     torch.manual_seed(0)
-    x, y = torch.randn(batch, CONTEXT, INPUTS), (torch.rand(batch) < 0.3).float()
+    args = getattr(model, "args", None)
+    context, inputs = (args.context_len, args.n_inputs) if args is not None else (CONTEXT, INPUTS)
+    x, y = torch.randn(batch, context, inputs), (torch.rand(batch) < 0.3).float()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     model.train()
 
@@ -106,6 +113,16 @@ def rows(console: Console):
         yield row
 
 
+def ladder_rows():
+    """bf16/fp32 on the default study's CPU ladder (its model section, 25 inputs, batch 128)."""
+    model_cfg = load_study(resolve_study_path("default")).model
+    for budget in ("cpu-s", "cpu-m", "cpu-l", "cpu-xl"):
+        args = model_args_for(model_cfg, budget, 25, 0.1)
+        res = measure({p: step_fn(build_model(args), p, 128) for p in ("fp32", "bf16")}, 128, 10, 3)
+        yield [budget, f"{count_parameters(build_model(args))['total']:,}", f"{res['fp32']:,.0f}",
+               f"{res['bf16']:,.0f}", f"{res['bf16'] / res['fp32']:.2f}x"]
+
+
 def main() -> None:
     torch.set_num_threads(1)
     console = Console(width=200)
@@ -123,6 +140,12 @@ def main() -> None:
     for row in rows(console):
         table.add_row(*row)
     console.print(table)
+    ladder = Table(title="default study's CPU ladder (mixed, context 80, batch 128), samples/s")
+    for col in ("budget", "params", "fp32", "bf16", "bf16/fp32"):
+        ladder.add_column(col, justify="right")
+    for row in ladder_rows():
+        ladder.add_row(*row)
+    console.print(ladder)
     console.print(f"targets: bf16/fp32 >= {TARGET_BF16}x at 2M; ours bf16 >= {TARGET_HF}x HF bf16 at 2M. "
                   "'vs HF' = ours / HF in the same precision.")
 
