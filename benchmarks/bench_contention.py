@@ -9,7 +9,9 @@ the "browser tab" or second study of a shared laptop. Policies:
   (libgomp spins before it sleeps), obtained with ``OMP_WAIT_POLICY=`` (empty: ignored);
 - ``passive``: all cores, ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep at once);
 - ``threads=1``: ``run.threads = 1``;
-- ``default``: whatever finscale does when nothing is set (the chosen policy, repro.py).
+- ``default``: whatever finscale does when nothing is set (the chosen policy, repro.py:
+  passive, set by the CLI itself; ``FINSCALE_BENCH_POLICIES`` picks others, default
+  ``spin,default,threads=1``).
 
 Slowdown = wall beside k busy processes / wall beside none, measured in the same round; each
 round is repeated (``FINSCALE_BENCH_ROUNDS``, default 2) and both rounds are printed, since
@@ -89,7 +91,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "finscale", "run", "smoke", "--phase", "data", "--phase",
                         "features", "--set", f"output_dir={json.dumps(str(tmp / 'prep'))}",
                         "--data-dir", str(data)], check=True, capture_output=True)
-        chosen = os.environ.get("FINSCALE_BENCH_POLICIES", ",".join(POLICIES)).split(",")
+        # passive is what default does now (repro.THREAD_ENV_DEFAULTS): named on request only
+        chosen = os.environ.get("FINSCALE_BENCH_POLICIES", "spin,default,threads=1").split(",")
         policies = {p: POLICIES[p] for p in chosen}
         rows = measure(tmp, data, rounds, policies)
     table = Table(title=f"smoke final phase beside busy processes, {os.cpu_count()} cores "
