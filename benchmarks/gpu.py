@@ -58,7 +58,7 @@ def train_steps(model, batch: int, steps: int, device) -> float:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with autocast_for(device):
+        with autocast_for(device, "bf16"):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0].float(), y)
         loss.backward()
         opt.step()

@@ -177,3 +177,18 @@ def test_disk_estimate_matches_a_real_step_checkpoint(tmp_path):
     assert per_run >= (4 + 2 * STEP_BYTES_PER_PARAM) * 1_000_000  # best.pt + two step checkpoints
     hpo = [PlanRow("hpo", "x", 1, "8 trials", "", 1_000_000, 0, 0, 0, 0)]
     assert estimate_disk(cfg, hpo) == estimate_disk(cfg, one) + (cfg.hpo.trials - 1) * per_run
+
+
+def test_doctor_reports_cpu_bf16_support_and_warns_on_emulated_bf16():
+    from finscale.doctor import check_cpu_bf16
+    from finscale.model import cpu_bf16_support
+
+    flag = cpu_bf16_support()
+    row = check_cpu_bf16(None)
+    assert row.status == OK and (flag in row.detail if flag else "no native bf16" in row.detail)
+    cfg = load_study(resolve_study_path("smoke"), ['model.device="cpu"', 'model.precision="bf16"'])
+    row = check_cpu_bf16(cfg)
+    assert "trains in bf16 on cpu" in row.detail
+    assert row.status == (OK if flag else WARNING)
+    auto = check_cpu_bf16(load_study(resolve_study_path("smoke"), ['model.device="cpu"', 'model.precision="auto"']))
+    assert auto.status == OK and f"trains in {'bf16' if flag else 'fp32'} on cpu" in auto.detail

@@ -32,7 +32,7 @@ from finscale.config import MonitorConfig, StudyConfig
 from finscale.model.compute import format_bytes
 
 __all__ = ["Check", "OK", "WARNING", "ERROR", "OPTIONAL_PACKAGES", "run_checks", "exit_code",
-           "estimate_disk", "format_bytes", "check_python", "check_torch", "check_talib", "check_optional",
+           "estimate_disk", "format_bytes", "check_python", "check_torch", "check_cpu_bf16", "check_talib", "check_optional",
            "check_sensors", "check_resources", "check_data", "check_storage"]
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def check_torch(cfg: StudyConfig | None) -> list[Check]:
     if len(devices) == 1:
         built = "CUDA build, no GPU visible" if torch.version.cuda else "CPU-only build"
         checks.append(Check("accelerator", OK, f"none ({built}); training runs on the CPU"))
+    checks.append(check_cpu_bf16(cfg))
     if cfg is not None:
         from finscale.model import select_device
 
@@ -116,6 +117,28 @@ def check_torch(cfg: StudyConfig | None) -> list[Check]:
             checks.append(Check("study device", ERROR, str(exc),
                                 "set model.device = \"auto\" or run on a machine with that device"))
     return checks
+
+
+def check_cpu_bf16(cfg: StudyConfig | None) -> Check:
+    """Whether this CPU has native bf16 (so ``model.precision = "auto"`` trains CPU runs in
+    bf16); a warning when the study asks for bf16 on a CPU without it (emulated: slow)."""
+    from finscale.model import cpu_bf16_support, device_type, resolve_precision
+
+    flag = cpu_bf16_support()
+    detail = (f"native bf16 ({flag}): precision \"auto\" trains CPU runs in bf16" if flag else
+              "no native bf16 in the CPU flags (avx512_bf16, amx_bf16, ARM bf16): CPU runs stay fp32 under \"auto\"")
+    if cfg is None:
+        return Check("cpu bf16", OK, detail)
+    try:
+        kind = device_type(cfg.model.device)
+        precision = resolve_precision(cfg.model.precision, kind)
+    except ValueError as exc:
+        return Check("cpu bf16", ERROR, str(exc), "set model.precision = \"fp32\" or \"auto\"")
+    detail += f"; this study trains in {precision} on {kind}"
+    if kind == "cpu" and precision == "bf16" and not flag:
+        return Check("cpu bf16", WARNING, detail + " (bf16 emulated in software: slower than fp32)",
+                     "set model.precision = \"auto\" (fp32 on this CPU) or \"fp32\"")
+    return Check("cpu bf16", OK, detail)
 
 
 def _device_op(torch, dev: str) -> Check:

@@ -21,6 +21,34 @@ import numpy as np
 PACKAGES = ("finscale", "torch", "numpy", "pandas", "optuna", "scikit-learn", "scipy", "ta-lib")
 
 
+# The thread policy (docs/performance.md): idle OpenMP threads sleep at once instead of
+# spinning. libgomp's default spin made the smoke study's training 2.5-6x slower on a 2-core
+# machine shared with other jobs (a spinning thread holds a core another thread of the same
+# parallel region needs); PASSIVE kept the slowdown beside one busy process at ~1.6x and costs
+# nothing measurable alone. Read by the OpenMP runtime when torch loads: set before import.
+THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def apply_thread_env(environ: dict | None = None) -> dict:
+    """Put the thread-runtime defaults into ``environ`` (default ``os.environ``) where the user
+    has not set them (their value wins). Effective only before torch is imported (the CLI
+    calls it first thing); returns the values in effect."""
+    environ = os.environ if environ is None else environ
+    for key, value in THREAD_ENV_DEFAULTS.items():
+        environ.setdefault(key, value)
+    return {k: environ[k] for k in THREAD_ENV_DEFAULTS}
+
+
+def worker_env(threads: int) -> dict:
+    """The environment of a worker process that runs units with ``threads`` torch threads:
+    this process's, the thread-runtime defaults, and OMP/MKL pools of ``threads`` from the
+    start (the worker also calls ``torch.set_num_threads(threads)``)."""
+    env = dict(os.environ)
+    apply_thread_env(env)
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
 def unit_threads(threads: int, workers: int) -> int:
     """Torch threads for one unit: ``threads`` (``run.threads``) when pinned, else the cores
     shared among ``workers`` processes. CPU float results depend on the thread count, so a
@@ -102,7 +130,8 @@ def device_record() -> dict:
     import torch
 
     rec = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     if torch.cuda.is_available():
         rec["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     rec["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

@@ -49,6 +49,13 @@ class Run:
     device: torch.device = torch.device("cpu")
 
     @property
+    def precision(self) -> str:
+        """The forward's precision the run trained in (its stored predictions were made in
+        it); fp32 for runs from before the key and on MPS (no bf16 autocast there)."""
+        recorded = self.serving.get("precision", "fp32")
+        return recorded if self.device.type in ("cpu", "cuda") else "fp32"
+
+    @property
     def assets(self) -> list[str] | None:
         """The asset names of a run trained on a panel (each has its own normaliser), else None."""
         per_asset = self.serving["normalizer"].get("per_asset")
@@ -90,7 +97,8 @@ class Run:
         y = make_labels(frame, target, s["horizon"])
         ends = _window_ends(frame["Date"], s["context_len"], start, end)
         ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"])
-        prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device)
+        prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device,
+                             self.precision)
         return pd.DataFrame({"date": frame["Date"].to_numpy()[ends], "end": ends, "prob": prob,
                              "label": y[ends]})
 

@@ -16,7 +16,7 @@ from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.data.pin import identity_fields
 from finscale.features import input_columns
-from finscale.model import ARCH_KEYS, ModelArgs, model_args_for
+from finscale.model import ARCH_KEYS, ModelArgs, device_type, model_args_for, resolve_precision
 from finscale.prepare import PreparedData, window_context
 from finscale.repro import environment_record, replicate_seed_sets
 from finscale.rundir import RunDir, make_run_id
@@ -112,6 +112,11 @@ class RunSpec:
         return make_run_id(self.budget, self.horizon, self.seed, self.digest, self.replicate, self.tag)
 
     @property
+    def precision(self) -> str:
+        """The concrete precision the run trains and predicts in ("fp32" or "bf16")."""
+        return self.config["model"]["precision"]
+
+    @property
     def cell(self) -> str:
         return cell_name(self.budget, self.horizon, self.tag)
 
@@ -129,6 +134,19 @@ def seed_sets(cfg: StudyConfig) -> list[tuple[int, ...]]:
         raise ValueError(f"study {cfg.name!r}: {exc}") from None
 
 
+def run_precision(cfg: StudyConfig) -> str:
+    """The concrete precision ("fp32"/"bf16") of the study's runs on the device they name:
+    what actually runs, not the preference, so "auto" never enters an id or config.json."""
+    return resolve_precision(cfg.model.precision, device_type(cfg.model.device))
+
+
+def model_identity(model: dict, precision: str) -> dict:
+    """The model section as it enters an id: the resolved precision replaces the preference;
+    fp32, what every run trained in before precision was a key, is left out so those ids hold."""
+    out = {k: v for k, v in model.items() if k != "precision"}
+    return out if precision == "fp32" else {**out, "precision": precision}
+
+
 def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: dict | None = None,
               *, max_epochs: int | None = None, replicate: int = 0) -> RunSpec:
     """Resolve one run: study sections + cell parameters -> model args, train config, id."""
@@ -142,11 +160,12 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     # the plan and the report. Search mode keeps the tolerance guard.
     margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None,
                            enforce_budget=cfg.hpo.mode != "fixed")
+    precision = run_precision(cfg)
     run_cfg = {
         "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
         "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),
         "target": {**config_to_dict(cfg.target), "horizon": horizon},
-        "splits": config_to_dict(cfg.splits), "model": config_to_dict(cfg.model),
+        "splits": config_to_dict(cfg.splits), "model": {**config_to_dict(cfg.model), "precision": precision},
         "model_args": margs.to_dict(), "train": config_to_dict(train), "params": params,
         "replicate": replicate,
     }
@@ -154,14 +173,15 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     if axes:
         run_cfg["axes"] = axes
     # The id must not change with presentation-only keys (name lists of other budgets/horizons,
-    # the axes naming values already in the sections, guard minima, an unset data size); the
+    # the axes naming values already in the sections, guard minima, an unset data size, fp32); the
     # replicate is named in the id's readable part (the seed already tells runs apart).
     identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate", "axes")}
     identity["data"] = identity_fields(identity["data"])
     identity["splits"] = {k: v for k, v in identity["splits"].items()
                           if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
-    identity["model"] = {k: v for k, v in identity["model"].items() if k not in ("budgets", "architectures")}
+    identity["model"] = model_identity({k: v for k, v in identity["model"].items()
+                                        if k not in ("budgets", "architectures")}, precision)
     digest = config_hash(identity)
     return RunSpec(budget, horizon, seed, margs, train, params, run_cfg, digest, replicate, axis_tag(cfg))
 

@@ -126,27 +126,29 @@ def loss_fn(cfg: TrainConfig, device: torch.device):
     pos_weight = torch.tensor([cfg.pos_weight], device=device) if cfg.pos_weight > 0 else None
 
     def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y, pos_weight=pos_weight)
+        # fp32 whatever the forward ran in: bf16 logits (8 mantissa bits) would round the loss.
+        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), y, pos_weight=pos_weight)
     return bce
 
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
-                  device: torch.device) -> np.ndarray:
-    """Probabilities for every window of ``ds``: the one place a sigmoid is applied."""
+                  device: torch.device, precision: str = "fp32") -> np.ndarray:
+    """Probabilities for every window of ``ds``: the one place a sigmoid is applied (in fp32;
+    ``precision`` is the forward's, the run's own)."""
     model.eval()
     out = np.empty(len(ds), dtype=np.float64)
     for i in range(0, len(ds), batch_size):
         x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
-        with autocast_for(device):
+        with autocast_for(device, precision):
             logits = model(x.to(device, non_blocking=True))
         out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
     return out
 
 
 def evaluate_split(model, ds: WindowDataset, prior: float, cfg: TrainConfig,
-                   device: torch.device) -> dict:
-    prob = predict_proba(model, ds, cfg.eval_batch_size, device)
+                   device: torch.device, precision: str = "fp32") -> dict:
+    prob = predict_proba(model, ds, cfg.eval_batch_size, device, precision)
     return classification_metrics(ds.labels_at_ends, prob, prior=prior, threshold=prior)
 
 
@@ -158,10 +160,11 @@ class Trainer:
     def __init__(self, run: RunDir, *, model_args: ModelArgs, cfg: TrainConfig, data: RunData,
                  seed: int, config_hash: str, device: torch.device | None = None,
                  callbacks: Sequence[EpochCallback] = (), controls: Controls | None = None,
-                 checkpointing: bool = False, compile: bool = False):
+                 checkpointing: bool = False, compile: bool = False, precision: str = "fp32"):
         self.run, self.args, self.cfg, self.data = run, model_args, cfg, data
         self.seed, self.config_hash = seed, config_hash
         self.device = device or torch.device("cpu")
+        self.precision = precision  # concrete "fp32"/"bf16" (spec.precision): the forward's only
         self.callbacks, self.controls = list(callbacks), controls or Controls()
         torch.manual_seed(seed)
         self.model = build_model(model_args).to(self.device)
@@ -187,12 +190,13 @@ class Trainer:
 
     def _run_config(self) -> dict:
         """What a resume must match, readable: named in the refusal when the hash differs."""
-        return {"model_args": self.args.to_dict(), "train": config_to_dict(self.cfg)}
+        return {"model_args": self.args.to_dict(), "train": config_to_dict(self.cfg),
+                "precision": self.precision}
 
     def _serving(self) -> str:
         """best.pt's recipe for scoring new data (JSON text: loads with weights_only=True)."""
         return json.dumps({**self.data.serving, "normalizer": self.data.normalizer,
-                           "eval_batch_size": self.cfg.eval_batch_size})
+                           "eval_batch_size": self.cfg.eval_batch_size, "precision": self.precision})
 
     def save_step(self) -> None:
         save_checkpoint(self._checkpoint_state(), self.run.ckpt / f"step-{self.state['step']}.pt")
@@ -271,13 +275,15 @@ class Trainer:
             compute_s += time.perf_counter() - t2
             self._emit("batch", batch=st["batch"], batches=len(batches))
         train_s = time.perf_counter() - t0
-        metrics = evaluate_split(self.model, self.data.val, self.data.prior, cfg, self.device)
+        metrics = evaluate_split(self.model, self.data.val, self.data.prior, cfg, self.device,
+                                 self.precision)
         self._end_epoch(metrics, train_s, data_s, compute_s, time.perf_counter() - t0)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
         st, cfg = self.state, self.cfg
-        with autocast_for(self.device):
-            loss = self.loss(self.forward(x), y)
+        with autocast_for(self.device, self.precision):
+            logits = self.forward(x)
+        loss = self.loss(logits, y)  # fp32: outside autocast, on float logits
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "
                                  f"{st['epoch'] + 1}, batch {st['batch'] + 1}")
@@ -353,7 +359,8 @@ class Trainer:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
         best = load_checkpoint(self.run.ckpt / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
-        metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device)
+        metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device,
+                                 self.precision)
         collapsed, why = is_collapsed(metrics, self.cfg.collapse_std)
         converged = self._convergence()
         final = {"event": "final", "best_epoch": best["epoch"] + 1,

@@ -22,6 +22,7 @@ import sys
 
 from finscale.cli.commands import COMMANDS
 from finscale.control import quiet_thread_failures
+from finscale.repro import apply_thread_env
 
 VALUE_OPTIONS = ("--data-dir",)   # global options that take a value (for finding the command)
 
@@ -109,6 +110,7 @@ class _CurrentStderr(logging.StreamHandler):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    apply_thread_env()  # before any command imports torch (OpenMP reads it at load)
     command = find_command(argv)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)

@@ -106,7 +106,8 @@ class ModelConfig:
     positional: str = _opt("learned", choices=("learned", "sinusoidal"), doc="`learned` or `sinusoidal` positions")
     head_dropout: float = _opt(0.0, min=0.0, max=0.95, doc="dropout before the classification head")
     d_ff_ratio: int = _opt(4, min=1, max=16, doc="MLP width = ratio × d_model for grid architectures")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"), doc="`auto` (cuda > mps > cpu), `cpu`, `cuda`, `mps`; bf16 autocast on CUDA only")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"), doc="`auto` (cuda > mps > cpu), `cpu`, `cuda`, `mps`; precision: see `precision`")
+    precision: str = _opt("bf16-cuda", choices=("bf16-cuda", "auto", "fp32", "bf16"), doc="`bf16-cuda` (default: bf16 autocast on CUDA, fp32 elsewhere), `auto` (bf16 also on CPUs with native bf16: avx512_bf16, AMX, ARM bf16), `fp32`, `bf16`; autocast around the forward only, loss and metrics in fp32. Resolved to fp32/bf16 on the planning machine; a bf16 run has its own run id. CPU bf16 measured no faster at 5k-25k parameters, 1.2-1.5x from 100k (docs/performance.md)")
     compile: bool = _opt(False, doc="`torch.compile` on CUDA")
     activation_checkpointing: bool = _opt(False, doc="recompute blocks in backward (large models on one GPU)")
 
@@ -192,7 +193,7 @@ class RunConfig:
     # How the study is executed, never what it computes: none of these keys enters a run id
     # or an HPO study name (runs/<study>/... are the same whichever executor trained them).
     workers: int = _opt(1, min=1, doc="local worker processes for HPO cells, final runs and evaluations (`--workers`); results do not depend on it (see `threads`)")
-    threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts, executors and machines. On a machine shared with other jobs, more threads than free cores make OpenMP spin and slow small models many-fold (measured: a two-replicate smoke study took 173 s with 2 threads beside other jobs, 43 s with 1): pin 1 there")
+    threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts, executors and machines. On a machine shared with other jobs, more threads than free cores made OpenMP spin and slowed small models many-fold (measured: a two-replicate smoke study took 173 s with 2 threads beside other jobs, 43 s with 1); finscale now sets `OMP_WAIT_POLICY=PASSIVE` (unless set) so idle threads sleep, which keeps all cores usable beside other work (docs/performance.md)")
     executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see README \"Running on a cluster\")")
     address: str = _opt("", doc="Ray cluster address (`--address`, e.g. `auto` or `10.0.0.1:6379`); empty = `$RAY_ADDRESS`, else a local Ray instance")
     retries: int = _opt(2, min=0, doc="times a unit whose worker died (crash, kill, lost node) is restarted; it resumes from its checkpoint")

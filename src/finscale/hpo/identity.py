@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.data.pin import identity_fields
-from finscale.spec import cell_name, cfg_cell
+from finscale.spec import cell_name, cfg_cell, model_identity, run_precision
 
 # hpo.trials is left out on purpose: raising it extends a finished search (its first trials
 # stay as they were sampled), which is how workers join with more trials.
@@ -26,6 +26,7 @@ def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
     model = config_to_dict(cfg.model)
     model["architectures"] = model.pop("architectures").get(budget)
     model.pop("budgets")
+    model = model_identity(model, run_precision(cfg))
     target = config_to_dict(cfg.target)
     target.pop("horizons")
     hpo = {k: v for k, v in config_to_dict(cfg.hpo).items() if k not in _HPO_IGNORED}

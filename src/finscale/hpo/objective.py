@@ -163,7 +163,7 @@ class Objective:
                           config_hash=spec.digest, device=self.device, callbacks=[report],
                           controls=self.controls,
                           checkpointing=self.cfg.model.activation_checkpointing,
-                          compile=self.cfg.model.compile)
+                          compile=self.cfg.model.compile, precision=spec.precision)
         if fold == 0:
             _record_params(trial, count_parameters(trainer.model))
         if self.on_trainer is not None:

@@ -218,8 +218,10 @@ def worker_main() -> None:
 
 def _start_worker(job: WorkerJob) -> subprocess.Popen:
     # A fresh interpreter (not multiprocessing): nothing of the caller's __main__ is re-run.
+    from finscale.repro import unit_threads, worker_env
+
     proc = subprocess.Popen([sys.executable, "-c", "from finscale.hpo.study import worker_main; worker_main()"],
-                            stdin=subprocess.PIPE)
+                            stdin=subprocess.PIPE, env=worker_env(unit_threads(job.cfg.run.threads, job.workers)))
     proc.stdin.write(pickle.dumps(job))
     proc.stdin.close()
     return proc

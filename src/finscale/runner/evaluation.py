@@ -211,9 +211,9 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
     data, test = final_data(prepared_for(prep, run_cfg), run_cfg, h)
     device = select_device(cfg.model.device)
     model, ckpt = load_best_model(run, device)
-    prob_val = predict_proba(model, data.val, spec.train.eval_batch_size, device)
+    prob_val = predict_proba(model, data.val, spec.train.eval_batch_size, device, spec.precision)
     threshold = choose_threshold(data.val.labels_at_ends, prob_val)
-    prob = predict_proba(model, test, spec.train.eval_batch_size, device)
+    prob = predict_proba(model, test, spec.train.eval_batch_size, device, spec.precision)
     y = test.labels_at_ends
     val_prior = float(np.mean(data.val.labels_at_ends))
     baselines, chosen = horizon_baselines(cfg, prep, h, data, test)

@@ -35,7 +35,8 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
     trainer = Trainer(run, model_args=spec.model_args, cfg=spec.train, data=data, seed=spec.seed,
                       config_hash=spec.digest, device=select_device(cfg.model.device),
                       callbacks=callbacks, controls=controls,
-                      checkpointing=cfg.model.activation_checkpointing, compile=cfg.model.compile)
+                      checkpointing=cfg.model.activation_checkpointing, compile=cfg.model.compile,
+                      precision=spec.precision)
     return trainer.fit(), False
 
 

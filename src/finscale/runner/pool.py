@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from finscale.config import StudyConfig
+from finscale.repro import worker_env
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class _Worker:
 
     def __init__(self, job: PhaseJob, command: list[str], events: queue.Queue):
         read_fd, write_fd = os.pipe()
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(write_fd,))
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                                     env=worker_env(job.threads))  # the thread policy, set before torch loads
         os.close(write_fd)
         self.proc.stdin.write(pickle.dumps(replace(job, events_fd=write_fd)))
         self.proc.stdin.close()
