@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from finscale.cli.commands import COMMANDS
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.common import add_study_args, console, open_study_from_args, print_table
 from finscale.report import build_report
 from finscale.report.render import fmt_cell
 from finscale.report.tables import RESULT_METRICS
@@ -19,7 +19,7 @@ def register(sub) -> None:
                     "first), a self-contained report.html, figures/*.png, tables/*.csv, "
                     "results.parquet and predictions.parquet. Nothing is retrained or refitted: "
                     "run `finscale run STUDY --phase scaling` to (re)fit the scaling laws.")
-    add_study_args(p)
+    add_study_args(p, reads_runs=True)
     p.set_defaults(handler=_report)
 
 
@@ -63,7 +63,7 @@ def print_results(folder) -> None:
 
 
 def _report(args) -> int:
-    cfg = load_study_from_args(args)
+    cfg = open_study_from_args(args)
     path = build_report(cfg)
     print_findings(path.parent)
     print_results(path.parent)

@@ -118,9 +118,6 @@ def resume_command(args) -> str:
 
 
 def _run(args) -> int:
-    from finscale import tracking
-    from finscale.runner.study import RunOptions, StudyStopped, run_study
-
     if args.require_sensor:
         args.overrides.append("monitor.require_sensor=true")
     if args.mlflow:
@@ -133,7 +130,9 @@ def _run(args) -> int:
             raise ValueError(f"--replicates {args.replicates}: expected an integer >= 1 "
                              "(1 = the study's seeds only)")
         args.overrides.append(f"replicates={args.replicates}")
-    cfg = load_study_from_args(args)
+    cfg = load_study_from_args(args)  # bad keys and values fail here, before torch loads
+    from finscale import tracking
+    from finscale.runner.study import RunOptions, StudyStopped, run_study
     from finscale.spec import seed_sets
 
     seed_sets(cfg)  # colliding replicate seed sets: a one-line error before any work
