@@ -6,6 +6,7 @@ One tiny real study (one budget, one seed, one epoch) is trained once for the mo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,30 @@ def test_a_set_typo_offers_the_key_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["1", "False"]
     assert "unknown key train.learnrate; did you mean train.lr?" in out.stderr
+
+
+def test_a_run_log_has_timestamps_one_line_per_unit_and_a_study_eta():
+    import io
+
+    from rich.console import Console
+
+    from finscale.cli.progress import ProgressPrinter, StudyTotals
+
+    log = Console(file=io.StringIO(), force_terminal=False, width=200)
+    totals = StudyTotals({"hpo": 4, "final": 2, "evaluate": 2})
+    with ProgressPrinter(console=log, totals=totals, epochs=False) as on_event:
+        on_event("phase", phase="hpo")
+        totals.started["hpo"] -= 60  # as if the phase began a minute ago: the ETA is not 0
+        on_event("hpo_trials", cell="a-h1", done=0, total=2)
+        for done in (1, 2):
+            on_event("epoch", run="t", epoch=1, max_epochs=1, train_loss=0.5, val_log_loss=0.4, epoch_s=0.1)
+            on_event("trial", cell="a-h1", number=done - 1, state="complete", value=0.4, done=done, total=2)
+        on_event("hpo_trials", cell="a-h1", done=2, total=2)  # a second worker meets the finished cell
+        on_event("phase", phase="final")
+        on_event("final_run", index=0, total=2, run_id="a-h1-s0", eta_s=None, state="pending")
+    lines = log.file.getvalue().splitlines()
+    assert all(re.match(r"\d\d:\d\d:\d\d ", ln) for ln in lines)
+    assert not [ln for ln in lines if "already done" in ln or " epoch " in ln or "ETA 0m00s" in ln]
+    assert len([ln for ln in lines if " trial " in ln]) == 2
+    assert "study ETA" in lines[-1]  # 2 trials left, then 2 runs and 2 evaluations estimated
+    assert totals.done == {"hpo": 2} and totals.eta() > 0

@@ -357,6 +357,13 @@ def test_cli_report_and_evaluate(study, capsys):
     assert out.index("findings:") < out.index("final results") and "h=1: " in out
     assert "final results" in out and "cpu-l" in out
     assert "scaling verdicts:" in out and "h1 log_loss vs params_total:" in out
+    assert "improvement over the strongest baseline" in out and "│ strongest baseline │" in out
+    # `finscale run` ends the same way: the answer, findings and the table, then the report path
+    assert main(["run", "smoke", "--phase", "report", "--no-monitor", *args]) == 0
+    out = capsys.readouterr().out
+    assert "\nfindings:\n" in out and "\nAnswer: " in out
+    assert out.index("findings:") < out.index("improvement over the strongest baseline") < out.index("report: ")
+    assert out.rstrip().endswith(f"report: {study['html'].resolve()}")
     assert main(["evaluate", "smoke", *args]) == 0
     out = capsys.readouterr().out
     for run_id in eval_docs(study["cfg"]):

@@ -7,7 +7,7 @@ import sys
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
-from finscale.cli.progress import ProgressPrinter, fmt_seconds
+from finscale.cli.progress import ProgressPrinter, StudyTotals, fmt_seconds
 from finscale.runner import PHASES
 
 
@@ -112,6 +112,25 @@ def print_plan(cfg, budgets, horizons, data_dir, axes=None) -> int:
     return 1 if problems else 0
 
 
+def study_totals(cfg, phases, budgets, horizons, axes) -> StudyTotals:
+    """Units of work of the selected phases (HPO trials, final runs, evaluations), for the
+    whole-study ETA of the progress lines (finished units are discounted as they are met)."""
+    from finscale.axes import variants
+    from finscale.spec import cells, seed_sets
+
+    units, n_cells, n_runs = {}, 0, 0
+    for var in variants(cfg, axes or None):
+        n = len(cells(var, budgets, horizons))
+        n_cells += n
+        n_runs += n * sum(len(seeds) for seeds in seed_sets(var))
+    if "hpo" in phases and cfg.hpo.mode == "search":
+        units["hpo"] = n_cells * cfg.hpo.trials
+    for phase in ("final", "evaluate"):
+        if phase in phases:
+            units[phase] = n_runs
+    return StudyTotals(units)
+
+
 def resume_command(args) -> str:
     """The command line that was run: rerunning it resumes (runs are idempotent)."""
     return " ".join(shlex.quote(a) for a in ["finscale", *sys.argv[1:]])
@@ -141,8 +160,9 @@ def _run(args) -> int:
     if args.dry_run:
         return print_plan(cfg, budgets, horizons, data_dir_arg(args), axes)
     tracking.check_available(cfg)  # before any work: never run untracked by mistake
+    totals = study_totals(cfg, tuple(args.phase) or PHASES, budgets, horizons, axes)
     try:
-        with ProgressPrinter() as on_event:
+        with ProgressPrinter(totals=totals, epochs=False) as on_event:
             opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons, axes=axes,
                               data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
             summary = run_study(cfg, opts)
@@ -157,6 +177,10 @@ def _run(args) -> int:
     for run_id in summary.failed:
         console.print(f"FAILED: {run_id} (see its status.json)")
     if summary.report:
+        from finscale.cli.report import print_findings, print_versus_baseline
+
+        print_findings(summary.report.parent)
+        print_versus_baseline(summary.report.parent)
         console.print(f"report: {summary.report.resolve()}")
     if tracking.enabled(cfg):
         console.print(f"MLflow: {tracking.ui_command(cfg)}")
