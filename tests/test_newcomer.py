@@ -109,3 +109,18 @@ def test_a_run_log_has_timestamps_one_line_per_unit_and_a_study_eta():
     assert len([ln for ln in lines if " trial " in ln]) == 2
     assert "study ETA" in lines[-1]  # 2 trials left, then 2 runs and 2 evaluations estimated
     assert totals.done == {"hpo": 2} and totals.eta() > 0
+
+
+def test_the_notebook_example_loads_results_and_plots_them(tiny, tmp_path):
+    from pathlib import Path
+
+    from PIL import Image
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "results.py"
+    out = tmp_path / "results.png"
+    r = subprocess.run([sys.executable, str(script), str(tiny.study_dir), "--out", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "cpu-s-h1-s0-" in r.stdout and f"figure: {out}" in r.stdout
+    with Image.open(out) as img:
+        assert img.width >= 300 and img.height >= 200

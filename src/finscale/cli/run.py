@@ -44,7 +44,7 @@ def register(sub) -> None:
                         "(run.workers; results do not depend on N, see run.threads)")
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="local processes (default) or Ray tasks on a cluster (run.executor; needs "
-                        "pip install 'finscale[ray]'; see README 'Running on a cluster')")
+                        "pip install 'finscale[ray]'; see docs/usage.md 'Running on a cluster')")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster address, e.g. auto or HEAD_IP:6379 (run.address)")
     p.set_defaults(handler=_run)
