@@ -132,7 +132,7 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
 .scroll{overflow-x:auto;margin:.6em 0}
 table{border-collapse:collapse;font-size:12px}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top;white-space:normal;
-max-width:28em;overflow-wrap:anywhere}
+max-width:28em;overflow-wrap:break-word}
 th{overflow-wrap:normal;word-break:normal;hyphens:none}
 td.num{text-align:right;white-space:nowrap}
 th{background:#f2f2f2}caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
