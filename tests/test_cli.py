@@ -166,6 +166,7 @@ def test_json_of_data_list_doctor_model_and_config(capsys, data_dir):
 
 def test_json_of_status_splits_and_hpo_summary(capsys, data_dir, tmp_path):
     sets = tiny(tmp_path)
+    (tmp_path / "smoke").mkdir()  # a study directory with nothing run yet: every run pending
     code, doc = main_json(capsys, "status", "smoke", "--json", *sets)
     assert code == 0 and doc["hpo_split"] == "scattered" and doc["final_split"] == "contiguous"
     assert doc["hpo_cells"][0]["cell"] == "cpu-s-h1" and doc["hpo_cells"][0]["best_val_log_loss"] is None
@@ -180,6 +181,7 @@ def test_json_of_status_splits_and_hpo_summary(capsys, data_dir, tmp_path):
 
 
 def test_status_names_the_split_of_each_validation_loss(capsys, tmp_path):
+    (tmp_path / "smoke").mkdir()
     assert cli.main(["status", "smoke", *tiny(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "best val log-loss (scattered split)" in out and "val log-loss (contiguous split)" in out
