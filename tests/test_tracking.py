@@ -240,3 +240,20 @@ def test_unreachable_tracking_uri_warns_and_the_study_completes(tmp_path, study)
     assert "final runs trained: 2" in r.stdout
     finals = sorted((tmp_path / "runs" / "smoke" / "final").iterdir())
     assert len(finals) == 2 and all(RunDir(d).state == "done" for d in finals)
+
+
+def test_the_study_run_holds_the_answer_and_the_report(study, monkeypatch):
+    from finscale.runner.study import RunOptions, run_study
+
+    cfg, client, _ = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    for _ in range(2):  # rebuilding the report updates the same study run
+        summary = run_study(cfg, RunOptions(phases=("report",), monitor=False))
+    found = json.loads((summary.report.parent / "findings.json").read_text())
+    (run,) = children(client, cfg, **{"finscale.kind": "study"})
+    assert "mlflow.parentRunId" not in run.data.tags and run.info.status == "FINISHED"
+    assert run.data.tags["finscale.answer"] == found["answer"] and found["answer"].startswith("Answer:")
+    assert run.data.tags["finscale.verdict.h1"] == str(found["horizons"][0]["verdict"])
+    assert run.data.metrics["h1.improvement"] == pytest.approx(found["horizons"][0]["improvement"])
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.html", "report/findings.json"} <= names

@@ -310,6 +310,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             from finscale.report import build_report
 
             summary.report = build_report(cfg)
+            from finscale import tracking
+
+            if tracking.enabled(cfg):  # the study-level run: answer, verdicts, report.html
+                tracking.track_study(cfg, summary.report.parent)
     return summary
 
 
