@@ -257,3 +257,24 @@ def test_the_study_run_holds_the_answer_and_the_report(study, monkeypatch):
     assert run.data.metrics["h1.improvement"] == pytest.approx(found["horizons"][0]["improvement"])
     names = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.html", "report/findings.json"} <= names
+
+
+def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study):
+    import mlflow
+
+    from finscale.data import load_sample
+    from finscale.serving import load_run
+
+    cfg, client, runs = study
+    (kid,) = children(client, cfg, **{"finscale.run_id": runs[0].name})
+    uri = kid.data.tags["finscale.pyfunc_uri"]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking.default_uri(cfg))  # the study's store, as a user would
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    bars = load_sample("sp500").iloc[-300:]
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(model.predict(bars), load_run(runs[0]).predict(bars))

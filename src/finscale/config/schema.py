@@ -178,6 +178,7 @@ class EvalConfig:
 class TrackingConfig:
     mlflow: bool = _opt(False, doc="log runs to MLflow (optional extra `finscale[mlflow]`)")
     uri: str = _opt("", doc="tracking URI; default a file store under the study directory")
+    pyfunc: bool = _opt(True, doc="with `mlflow`: also log each final run's model as an MLflow pyfunc wrapping `Run.predict` (`mlflow.pyfunc.load_model(uri).predict(bars)`; several seconds per run)")
 
 
 @dataclass(frozen=True)

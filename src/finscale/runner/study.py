@@ -111,7 +111,11 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
     from finscale import tracking
 
     if tracking.enabled(cfg):
-        tracking.track_final_run(cfg, run.path)
+        child = tracking.track_final_run(cfg, run.path)
+        if run.state == "done" and (run.path / "eval.json").exists():  # once, when evaluated
+            from finscale.tracking_model import log_pyfunc
+
+            log_pyfunc(cfg, run.path, child)
 
 
 def _selected(opts: RunOptions, unit: str) -> bool:
