@@ -67,6 +67,7 @@ def test_experiment_parent_and_nested_children(study):
     assert (cfg.study_dir / "mlruns" / "mlflow.db").is_file()
     exp = client.get_experiment_by_name("smoke")
     assert exp is not None and exp.lifecycle_stage == "active"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training layout
     parents = children(client, cfg, **{"finscale.kind": "cell"})
     assert [p.data.tags["finscale.cell"] for p in parents] == ["cpu-s-h1"]
     assert parents[0].data.params == {"budget": "cpu-s", "horizon": "1"}

@@ -62,6 +62,8 @@ BATCH_PARAMS, BATCH_METRICS = 100, 1000  # MLflow's per-request limits
 STATUS = {"done": "FINISHED", "complete": "FINISHED", "failed": "FAILED", "fail": "FAILED",
           "pruned": "KILLED", "stopped": "KILLED", "thermal_stop": "KILLED"}
 
+# MLflow 3 opens an experiment without this tag in its GenAI layout; ours is model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _sessions: dict[tuple[str, str], tuple[Any, str]] = {}   # (uri, study) -> (client, experiment id)
 _off: set[str] = set()                                   # stores that could not be opened
 _warned: set[str] = set()
@@ -257,11 +259,13 @@ def _session(cfg: StudyConfig, uri: str) -> tuple[Any, str]:
     if exp is None:
         try:
             exp_id = client.create_experiment(cfg.name, artifact_location=location,
-                                              tags={"finscale.study": cfg.name})
+                                              tags={"finscale.study": cfg.name, **EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by another worker
             exp_id = client.get_experiment_by_name(cfg.name).experiment_id
     else:
         exp_id = exp.experiment_id
+        if not set(EXPERIMENT_KIND) & set(exp.tags):  # a kind chosen in the UI is left alone
+            client.set_experiment_tag(exp_id, *next(iter(EXPERIMENT_KIND.items())))
         if exp.lifecycle_stage == "deleted":
             log.info("MLflow: restoring the deleted experiment %r", cfg.name)
             client.restore_experiment(exp_id)
