@@ -124,3 +124,16 @@ def test_the_notebook_example_loads_results_and_plots_them(tiny, tmp_path):
     assert "cpu-s-h1-s0-" in r.stdout and f"figure: {out}" in r.stdout
     with Image.open(out) as img:
         assert img.width >= 300 and img.height >= 200
+
+
+def test_results_of_several_studies_side_by_side(tiny, tmp_path):
+    import shutil
+
+    other = tmp_path / "runs" / "smoke"
+    shutil.copytree(tiny.study_dir, other)  # the same study, moved: its run directory still reads
+    both = finscale.results([tiny.study_dir, other])
+    assert list(both.columns[:2]) == ["study", "run_id"] and len(both) == 2
+    assert set(both["study"]) == {str(tiny.study_dir.resolve()), str(other.resolve())}
+    assert both.loc[0, "log_loss"] == both.loc[1, "log_loss"]
+    with pytest.raises(ValueError, match="no such study directory"):
+        finscale.results([other, tmp_path / "runs" / "nope"])

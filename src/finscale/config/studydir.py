@@ -65,6 +65,8 @@ def open_study(study: Any = None, overrides: list[str] | tuple = (), *, must_exi
         path = Path(str(study)) if study is not None else None
         if path is not None and _is_run_directory(path):
             cfg = _from_run_directory(path, list(overrides))
+        elif path is not None and not path.exists() and len(path.parts) > 1 and path.suffix != ".toml":
+            raise ConfigError(f"{path.absolute()}: no such study directory (nor a study file)")
         else:
             cfg = load_study(resolve_study_path(study), list(overrides))
     if must_exist and not cfg.study_dir.is_dir():
