@@ -260,7 +260,7 @@ def test_the_study_run_holds_the_answer_and_the_report(study, monkeypatch):
     assert {"report/report.html", "report/findings.json"} <= names
 
 
-def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study):
+def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study, monkeypatch):
     import mlflow
 
     from finscale.data import load_sample
@@ -269,12 +269,8 @@ def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study):
     cfg, client, runs = study
     (kid,) = children(client, cfg, **{"finscale.run_id": runs[0].name})
     uri = kid.data.tags["finscale.pyfunc_uri"]
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking.default_uri(cfg))  # the study's store, as a user would
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.default_uri(cfg))  # the study's store
+    model = mlflow.pyfunc.load_model(uri)
     bars = load_sample("sp500").iloc[-300:]
     import pandas as pd
 

@@ -362,7 +362,7 @@ def _apply_override(raw: dict, keys: list[str], value: Any) -> None:
 def resolve_study_path(study: str | Path | None) -> Path:
     """A path as given, or a shipped study by name (``default`` when omitted)."""
     study = str(study) if study is not None else None
-    if study and Path(study).exists():
+    if study and Path(study).is_file():  # a folder named like a shipped study does not shadow it
         return Path(study)
     name = study or "default"
     if name.endswith(".toml") and study and not Path(name).name == name:
