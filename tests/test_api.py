@@ -114,3 +114,18 @@ def test_predict_refuses_short_data_and_different_columns(trained, capsys):
         run.predict(raw.drop(columns=["Close"]))
     assert main(["predict", str(run.path.parent / "nope"), "--data", "sample:sp500"]) == 1
     assert "no best checkpoint" in capsys.readouterr().err
+
+
+def test_predict_takes_a_date_index_or_column_and_names_every_column(trained):
+    cfg, _ = trained
+    run = finscale.load_run(finscale.results(cfg)["path"].item())
+    bars = load_sample("sp500").iloc[-400:]
+    by_column = run.predict(bars)
+    assert list(by_column.columns) == ["date", "run_id", "horizon", "prob", "label", "end"]
+    assert (by_column["run_id"] == run.path.name).all() and (by_column["horizon"] == 1).all()
+    yf = bars.set_index(pd.DatetimeIndex(bars["Date"]).tz_localize("America/New_York")).drop(columns="Date")
+    yf["Adj Close"] = yf["Close"]  # as yfinance returns them: dates as a zoned index, one ticker level
+    yf.columns = pd.MultiIndex.from_product([yf.columns, ["SPY"]], names=["Price", "Ticker"])
+    pd.testing.assert_frame_equal(run.predict(yf), by_column)
+    lower = bars.rename(columns={"Date": "date"})
+    pd.testing.assert_frame_equal(run.predict(lower), by_column)

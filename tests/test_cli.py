@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,7 @@ def test_json_of_data_list_doctor_model_and_config(capsys, data_dir):
 
 def test_json_of_status_splits_and_hpo_summary(capsys, data_dir, tmp_path):
     sets = tiny(tmp_path)
+    (tmp_path / "smoke").mkdir()  # a study directory with nothing run yet: every run pending
     code, doc = main_json(capsys, "status", "smoke", "--json", *sets)
     assert code == 0 and doc["hpo_split"] == "scattered" and doc["final_split"] == "contiguous"
     assert doc["hpo_cells"][0]["cell"] == "cpu-s-h1" and doc["hpo_cells"][0]["best_val_log_loss"] is None
@@ -179,6 +181,7 @@ def test_json_of_status_splits_and_hpo_summary(capsys, data_dir, tmp_path):
 
 
 def test_status_names_the_split_of_each_validation_loss(capsys, tmp_path):
+    (tmp_path / "smoke").mkdir()
     assert cli.main(["status", "smoke", *tiny(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "best val log-loss (scattered split)" in out and "val log-loss (contiguous split)" in out
@@ -192,10 +195,11 @@ def test_hpo_progress_in_a_log_is_plain_lines(data_dir, tmp_path):
     lines = r.stdout.splitlines()
     assert "\x1b[" not in r.stdout and "\r" not in r.stdout  # no cursor control in CI logs
     epochs = [ln for ln in lines if " epoch 1/1: train loss " in ln]
-    trials = [ln for ln in lines if ln.strip().startswith("cpu-s-h1 trial ")]
-    assert len(epochs) == 2 and all("val log-loss 0." in ln and "ETA" in ln for ln in epochs)
+    trials = [ln for ln in lines if " cpu-s-h1 trial " in ln]
+    assert len(epochs) == 2 and all("val log-loss 0." in ln for ln in epochs)
+    assert all(re.match(r"\d\d:\d\d:\d\d ", ln) for ln in [*epochs, *trials])  # timestamped
     assert len(trials) == 2
-    assert "(1/2 done, ETA " in trials[0] and "(2/2 done, ETA 0m00s)" in trials[1]
+    assert "(1/2 done, ETA " in trials[0] and trials[1].endswith("(2/2 done)")  # never "ETA 0m00s"
     assert "complete: val log-loss 0." in trials[0]
     # Optuna names the objective for optuna-dashboard
     import optuna

@@ -38,6 +38,7 @@ LAYERS = (
     "spec",         # run specifications and run-directory start (HPO trials and final runs)
     "serving",      # a finished run from its directory: load, predict
     "tracking",     # optional MLflow logging of runs and trials
+    "tracking_model",  # a final run's model as an MLflow pyfunc (wraps serving)
     "hpo",
     "evaluate",
     "collect",      # a study's run directories as tidy tables (read by scaling and report)

@@ -77,36 +77,42 @@ def test_findings_come_first_and_say_what_was_found(study):
     assert html.index('<section id="findings">') < html.index('<section id="study-configuration')
 
 
-def test_baseline_bands_and_hollow_markers_on_scaling_panels(study):
+def test_scaling_panels_draw_the_strongest_baseline_and_hollow_markers(study):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from finscale.report.figures import _baseline_bands, _scaling_panel
+    from finscale.report.figures import _baseline_bands, _scaling_panel, _y_on_points
     from finscale.report.sections import scaling_overlays
 
     sr = collect(study["cfg"])
+    strongest = sr.evals.loc[sr.evals["horizon"] == 1, "strongest_baseline"].iloc[0]
     extra = scaling_overlays(sr, 1)
-    bands = extra["baselines"]
-    assert set(bands["baseline"]) >= {"constant", "logistic"} and set(bands["quantity"]) == {"log_loss", "auc_error"}
+    bands = extra["baselines"]  # the strongest baseline only: the others are in the table
+    assert set(bands["baseline"]) == {strongest} and set(bands["quantity"]) == {"log_loss", "auc_error"}
     assert (bands["lo"] <= bands["value"]).all() and (bands["value"] <= bands["hi"]).all()
     hs = read_scaling(study["cfg"])[0]
     af = hs.fits[0]
     fig, ax = plt.subplots()
     _scaling_panel(ax, af, {}, frozenset(af.points["run_id"][:1]))
+    _y_on_points(ax, af)
+    lo, hi = ax.get_ylim()
     _baseline_bands(ax, af.quantity, bands)
+    assert ax.get_ylim() == (lo, hi)  # the y-range is the points', not the baseline's
+    assert lo <= af.points["y"].min() and af.points["y"].max() <= hi
     labels = ax.get_legend_handles_labels()[1]
-    assert "baseline: logistic" in labels and "no-scaling fit (mean)" in labels
+    assert f"strongest baseline: {strongest}" in labels and "no-scaling fit (mean)" in labels
     assert any("(not converged)" in lab for lab in labels)
-    spans = [p for p in ax.patches]  # one shaded interval per baseline of this quantity
-    assert len(spans) >= len(bands[bands["quantity"] == af.quantity])
+    assert not ax.patches  # no shaded band tints the panel
+    fit_x = ax.get_lines()[0].get_xdata()  # the fit is drawn over the measured sizes only
+    assert fit_x.min() == pytest.approx(af.points["x"].min()) and fit_x.max() == pytest.approx(af.points["x"].max())
     plt.close(fig)
 
 
 def test_every_figure_is_a_real_image(study):
     names = {p.name for p in (study["dir"] / "figures").glob("*.png")}
-    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")}
+    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")} | {"headline.png"}
     for name in names:
         with Image.open(study["dir"] / "figures" / name) as img:
             img.verify()
@@ -351,12 +357,19 @@ def test_cli_report_and_evaluate(study, capsys):
     assert out.index("findings:") < out.index("final results") and "h=1: " in out
     assert "final results" in out and "cpu-l" in out
     assert "scaling verdicts:" in out and "h1 log_loss vs params_total:" in out
+    assert "improvement over the strongest baseline" in out and "│ strongest baseline │" in out
+    # `finscale run` ends the same way: the answer, findings and the table, then the report path
+    assert main(["run", "smoke", "--phase", "report", "--no-monitor", *args]) == 0
+    out = capsys.readouterr().out
+    assert "\nfindings:\n" in out and "\nAnswer: " in out
+    assert out.index("findings:") < out.index("improvement over the strongest baseline") < out.index("report: ")
+    assert out.rstrip().endswith(f"report: {study['html'].resolve()}")
     assert main(["evaluate", "smoke", *args]) == 0
     out = capsys.readouterr().out
     for run_id in eval_docs(study["cfg"]):
         assert run_id in out
     assert main(["report", "smoke", "--set", "output_dir=/nonexistent/runs"]) == 1
-    assert "no final run directories" in capsys.readouterr().err
+    assert "/nonexistent/runs/smoke: no such study directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -374,9 +387,11 @@ def test_html_opens_in_headless_chromium(study, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in dom.stdout
-    # the findings section is the first one rendered, and tables render with their cells
+    # the answer comes first, then the contents; findings is the first section after them
     first = dom.stdout.index("<section")
-    assert dom.stdout[first:].startswith('<section id="findings">')
+    assert dom.stdout[first:].startswith('<section id="answer">')
+    after_nav = dom.stdout.index("<section", dom.stdout.index("</nav>"))
+    assert dom.stdout[after_nav:].startswith('<section id="findings">')
     assert dom.stdout.count("<td") > 20 and "<caption>" in dom.stdout
     assert dom.stdout.count("<img") == len(list((study["dir"] / "figures").glob("*.png")))
     shot = tmp_path / "shot.png"
@@ -433,3 +448,52 @@ def test_report_shows_dm_and_holm_corrected_p_and_the_study_level_tests(study):
     inference = pd.read_csv(study["dir"] / "tables" / "inference.csv")
     assert inference["SPA p"].iloc[0] == pytest.approx(doc["spa"]["p"])
     assert inference["SPA benchmark"].iloc[0] == doc["spa"]["benchmark"]
+
+
+FIRST_SCREEN = (1280, 900)
+_MEASURE = """<script>
+const r = (el) => el.getBoundingClientRect();
+const answer = document.querySelector("section#answer p"), img = document.querySelector("section#answer img");
+const nav = document.querySelector("nav");
+document.body.dataset.layout = JSON.stringify({answer: r(answer), img: r(img), nav: r(nav),
+  imgLoaded: img.complete && img.naturalWidth > 0, text: answer.textContent});
+</script></body>"""
+
+
+@pytest.mark.slow
+def test_first_screen_holds_the_answer_and_the_headline_figure(study, tmp_path):
+    """A 1280x900 window shows the one-sentence answer and the whole headline figure before
+    the contents list; measured in Chromium (layout from the DOM, pixels from a screenshot)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (Debian package `chromium`)")
+        pytest.skip("chromium not installed (Debian: apt-get install chromium); CI is not set")
+    page = tmp_path / "report.html"  # a copy with a script that records where things landed
+    page.write_text(study["html"].read_text().replace("</body>", _MEASURE, 1))
+    w, h = FIRST_SCREEN
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={w},{h}"]
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    import html as html_lib
+    import re
+
+    layout = json.loads(html_lib.unescape(re.search(r'data-layout="([^"]*)"', dom.stdout).group(1)))
+    found = json.loads((study["dir"] / "findings.json").read_text())
+    assert layout["text"] == found["answer"] and found["answer"].startswith("Answer:")
+    assert layout["imgLoaded"]
+    assert 0 <= layout["answer"]["top"] and layout["answer"]["bottom"] <= layout["img"]["top"]
+    assert layout["img"]["bottom"] <= h and layout["img"]["height"] > 150  # the whole figure, not a sliver
+    assert layout["img"]["bottom"] <= layout["nav"]["top"]  # before the contents list
+    shot = tmp_path / "first_screen.png"
+    res = subprocess.run([*base, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    with Image.open(shot) as img:
+        assert img.size == (w, h)
+        box = layout["img"]
+        figure = np.asarray(img.convert("L").crop((int(box["left"]), int(box["top"]), int(box["right"]),
+                                                    int(box["bottom"]))), dtype=np.float64)
+    assert figure.std() > 20  # the headline figure is painted there (axes, points, text)

@@ -189,6 +189,9 @@ def test_unreadable_sensor_is_unavailable_not_normal(tmp_path, shared_data):
 
 def test_status_lists_every_run(tmp_path, shared_data):
     overrides = tiny(tmp_path, shared_data)
+    r = run_cli("status", "smoke", *sets(overrides))  # never ran here: one line naming the directory
+    assert r.returncode == 1 and f"{tmp_path / 'smoke'}: no such study directory" in r.stderr
+    (tmp_path / "smoke").mkdir()
     r = run_cli("status", "smoke", *sets(overrides))
     assert r.returncode == 0 and "pending" in r.stdout and "0/1 final runs done" in r.stdout
     assert run_cli("run", "smoke", "--phase", "final", "--no-monitor", *sets(overrides)).returncode == 0

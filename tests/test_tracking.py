@@ -67,6 +67,7 @@ def test_experiment_parent_and_nested_children(study):
     assert (cfg.study_dir / "mlruns" / "mlflow.db").is_file()
     exp = client.get_experiment_by_name("smoke")
     assert exp is not None and exp.lifecycle_stage == "active"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training layout
     parents = children(client, cfg, **{"finscale.kind": "cell"})
     assert [p.data.tags["finscale.cell"] for p in parents] == ["cpu-s-h1"]
     assert parents[0].data.params == {"budget": "cpu-s", "horizon": "1"}
@@ -240,3 +241,37 @@ def test_unreachable_tracking_uri_warns_and_the_study_completes(tmp_path, study)
     assert "final runs trained: 2" in r.stdout
     finals = sorted((tmp_path / "runs" / "smoke" / "final").iterdir())
     assert len(finals) == 2 and all(RunDir(d).state == "done" for d in finals)
+
+
+def test_the_study_run_holds_the_answer_and_the_report(study, monkeypatch):
+    from finscale.runner.study import RunOptions, run_study
+
+    cfg, client, _ = study
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    for _ in range(2):  # rebuilding the report updates the same study run
+        summary = run_study(cfg, RunOptions(phases=("report",), monitor=False))
+    found = json.loads((summary.report.parent / "findings.json").read_text())
+    (run,) = children(client, cfg, **{"finscale.kind": "study"})
+    assert "mlflow.parentRunId" not in run.data.tags and run.info.status == "FINISHED"
+    assert run.data.tags["finscale.answer"] == found["answer"] and found["answer"].startswith("Answer:")
+    assert run.data.tags["finscale.verdict.h1"] == str(found["horizons"][0]["verdict"])
+    assert run.data.metrics["h1.improvement"] == pytest.approx(found["horizons"][0]["improvement"])
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.html", "report/findings.json"} <= names
+
+
+def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study, monkeypatch):
+    import mlflow
+
+    from finscale.data import load_sample
+    from finscale.serving import load_run
+
+    cfg, client, runs = study
+    (kid,) = children(client, cfg, **{"finscale.run_id": runs[0].name})
+    uri = kid.data.tags["finscale.pyfunc_uri"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.default_uri(cfg))  # the study's store
+    model = mlflow.pyfunc.load_model(uri)
+    bars = load_sample("sp500").iloc[-300:]
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(model.predict(bars), load_run(runs[0]).predict(bars))

@@ -63,20 +63,26 @@ def run_study(cfg: StudyConfig, *, phases: tuple[str, ...] | None = None, budget
                                 horizons=tuple(horizons), data_dir=data_dir, monitor=monitor))
 
 
-def results(study: StudyConfig | str | Path) -> pd.DataFrame:
-    """One row per final run of the study's current config found on disk: identity (run_id,
-    budget, horizon, seed, path), state, measured parameters, validation log-loss and, once
-    evaluated, the test metrics with their CIs. ``study`` is a config or a study path/name."""
-    from finscale.collect import collect
+def results(study: StudyConfig | str | Path | list | tuple) -> pd.DataFrame:
+    """One row per final run of the study's current config found on disk, smallest model
+    first within each horizon: identity (run_id, budget, horizon, seed, replicate, path),
+    state, measured parameters, validation log-loss and, once evaluated, the test metrics with
+    their CIs (``<metric>_lo``/``_hi``). ``study``: a config, a study's run directory
+    (``runs/<study>``), a study file or a shipped study's name; a list of them puts the
+    studies side by side (one frame, a first column ``study`` naming each run's study
+    directory). A study that has not run there raises ``ValueError`` naming the missing
+    directory."""
+    from finscale.collect import results_table
+    from finscale.config.studydir import open_study
 
-    cfg = study if not isinstance(study, (str, bytes)) and hasattr(study, "study_dir") \
-        else load_study(study)
-    sr = collect(cfg)
-    runs = sr.current(sr.runs)
-    if runs.empty or sr.evals.empty:
-        return runs.reset_index(drop=True)
-    evals = sr.evals.drop(columns=["budget", "horizon", "seed"])
-    return runs.merge(evals, on="run_id", how="left").reset_index(drop=True)
+    if isinstance(study, (list, tuple)):
+        import pandas as pd
+
+        cfgs = [open_study(s) for s in study]
+        frames = [results_table(c).assign(study=str(c.study_dir)) for c in cfgs]
+        out = pd.concat(frames, ignore_index=True)
+        return out[["study", *[c for c in out.columns if c != "study"]]]
+    return results_table(open_study(study))
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu") -> Run:

@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from finscale.config import StudyConfig
-from finscale.hpo.results import final_specs, results_frame
-from finscale.model import ModelArgs, flops_per_sample, parse_budget
 from finscale.rundir import RunDir
-from finscale.train import read_final
+
+# The model, HPO and training code (torch, sklearn, Optuna: seconds to import) is imported only
+# where it is needed, so ``results()`` on a recorded study reads JSON files and nothing more.
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class StudyRuns:
 
 def expected_run_ids(cfg: StudyConfig) -> list[str] | None:
     """Run ids of the current config's final runs (None if the config cannot resolve them)."""
+    from finscale.hpo.results import final_specs
+
     try:
         return [spec.run_id for spec in final_specs(cfg)]
     except ValueError as exc:  # e.g. fixed mode without an entry: list every run instead
@@ -89,6 +91,8 @@ def collect(cfg: StudyConfig) -> StudyRuns:
             tables[key] = tables[key].drop_duplicates(ignore_index=True)
     present = set(tables["runs"]["run_id"]) if not tables["runs"].empty else set()
     missing = [r for r in (expected or []) if r not in present]
+    from finscale.hpo.results import results_frame
+
     inference = read_inference(cfg.study_dir)
     tables["comparisons"] = _with_holm(tables["comparisons"], inference)
     return StudyRuns(study_dir=cfg.study_dir, equity=equity, hpo=results_frame(cfg),
@@ -122,9 +126,7 @@ def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict)
         log.warning("%s: no config.json; not a run directory, skipped", run.path)
         return
     run_id = run.path.name
-    key = {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
-           "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0)),
-           **{f"axis:{k}": v for k, v in (config.get("axes") or {}).items()}}
+    key = _key(run_id, config)
     final = read_final(run)
     ev = run.read_json("eval.json")
     current = expected is None or run_id in expected
@@ -137,8 +139,23 @@ def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict)
         _read_eval(ev, key, rows, equity)
 
 
+def _key(run_id: str, config: dict) -> dict:
+    """The identity columns of a run: id, budget, horizon, seed, replicate, axis values."""
+    return {"run_id": run_id, "budget": config["budget"], "horizon": int(config["horizon"]),
+            "seed": int(config["seed"]), "replicate": int(config.get("replicate", 0)),
+            **{f"axis:{k}": v for k, v in (config.get("axes") or {}).items()}}
+
+
+def read_final(run: RunDir) -> dict | None:
+    """The ``final`` line of a finished run's metrics.jsonl, if any (as train.read_final)."""
+    finals = [m for m in run.read_metrics() if m.get("event") == "final"]
+    return finals[-1] if finals else None
+
+
 def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key: dict,
              current: bool) -> dict:
+    from finscale.model import ModelArgs, flops_per_sample, parse_budget
+
     status = run.status()
     margs = ModelArgs.from_dict(config["model_args"])
     params = (final or {}).get("params", {})
@@ -281,3 +298,71 @@ def hardware_summary(path: Path) -> dict:
             "unavailable_samples": int((states == "unavailable").sum()),
             "backend": ",".join(backends) or None,
             "states": ", ".join(f"{k} {v}" for k, v in states.value_counts().sort_index().items())}
+
+
+# --------------------------------------------------------------------------- results()
+
+RESULT_RUN_COLUMNS = ("state", "reason", "path", "params_total", "params_non_embedding", "d_model",
+                      "num_layers", "num_heads", "d_ff", "train_windows", "epochs_run", "best_epoch",
+                      "converged", "convergence_reason", "val_log_loss")
+
+
+def recorded_run_ids(cfg: StudyConfig) -> list[str] | None:
+    """The final run ids ``finscale run`` recorded in ``runs/<study>/study.json`` for exactly
+    this config (None when there is no record or it is of another config)."""
+    from finscale.config import config_to_dict
+    from finscale.config.studydir import STUDY_RECORD
+
+    path = cfg.study_dir / STUDY_RECORD
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return None
+    if record.get("final_runs") is None:
+        return None
+    mine = config_to_dict(cfg)
+    theirs = {**record.get("study", {}), "output_dir": mine["output_dir"], "name": mine["name"]}
+    return list(record["final_runs"]) if theirs == mine else None
+
+
+def results_table(cfg: StudyConfig) -> pd.DataFrame:
+    """One row per final run of the current config found on disk, smallest model first (per
+    horizon): identity, state, measured parameters, validation log-loss and, once evaluated,
+    the test metrics with CIs (``collapsed``/``collapse_reason``: validation, from training;
+    ``test_collapsed``/``test_collapse_reason``: test). Reads only JSON files of the run
+    directories; the model code is imported only when study.json does not list the runs."""
+    expected = recorded_run_ids(cfg)
+    if expected is None:
+        expected = expected_run_ids(cfg)
+    root = cfg.study_dir / "final"
+    names = expected if expected is not None else sorted(p.name for p in root.iterdir() if p.is_dir())
+    rows = [row for name in names if (row := _result_row(RunDir(root / name))) is not None]
+    if not rows:
+        return pd.DataFrame(columns=["run_id", "budget", "horizon", "seed", "replicate",
+                                     *RESULT_RUN_COLUMNS])
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["horizon", "params_total", "replicate", "seed"], kind="stable",
+                             na_position="last", ignore_index=True)
+
+
+def _result_row(run: RunDir) -> dict | None:
+    config = run.read_json("config.json")
+    if config is None:  # expected but not started
+        return None
+    status, final, ev = run.status(), read_final(run) or {}, run.read_json("eval.json")
+    arch, params = config.get("model_args", {}), final.get("params", {})
+    row = {**_key(run.path.name, config), "state": status["state"], "reason": status.get("reason", ""),
+           "path": str(run.path), "params_total": params.get("total"),
+           "params_non_embedding": params.get("non_embedding"),
+           **{k: arch.get(k) for k in ("d_model", "num_layers", "num_heads", "d_ff")},
+           **{k: final.get(k) for k in ("train_windows", "epochs_run", "best_epoch", "converged",
+                                        "convergence_reason", "val_log_loss", "collapsed",
+                                        "collapse_reason")}}
+    if ev is not None:
+        test = _metric_row(ev["test"])
+        test["test_collapsed"], test["test_collapse_reason"] = test.pop("collapsed"), test.pop("collapse_reason")
+        row.update(test, strongest_baseline=ev.get("strongest_baseline"),
+                   test_windows=ev.get("test_windows"), train_base_rate=ev.get("train_base_rate"),
+                   val_base_rate=ev.get("val_base_rate"), test_first_date=ev.get("test_first_date"),
+                   test_last_date=ev.get("test_last_date"))
+    return row

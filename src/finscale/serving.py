@@ -45,7 +45,7 @@ class Run:
     serving: dict                       # best.pt's recipe (inputs, normaliser, label rule, data)
     metrics: pd.DataFrame               # one row per epoch (metrics.jsonl)
     final: dict | None                  # the final line (validation metrics of the best weights)
-    predictions: pd.DataFrame | None    # test predictions (date, end, label, prob[, asset]) once evaluated
+    predictions: pd.DataFrame | None    # test predictions (date, end, prob, label[, asset]) once evaluated
     device: torch.device = torch.device("cpu")
 
     @property
@@ -63,12 +63,26 @@ class Run:
 
     def predict(self, ohlcv: pd.DataFrame, *, start: str | None = None, end: str | None = None,
                 batch_size: int | None = None, asset: str | None = None) -> pd.DataFrame:
-        """Probability of the run's target for every window of ``ohlcv`` (daily bars with
-        Date, Open, High, Low, Close[, Volume]) ending between ``start`` and ``end``
-        (ISO dates, inclusive; default: every window). Returns columns date, prob and label
-        (NaN where the next ``horizon`` days are not in the data). A run trained on a panel
-        needs ``asset``: which of its assets these bars are (its normaliser statistics)."""
-        raw = validate_ohlcv(ohlcv, origin="data to score", volume_optional="Volume" not in ohlcv)
+        """Probability of the run's target for every window of ``ohlcv`` ending between
+        ``start`` and ``end`` (ISO dates, inclusive; default: every window).
+
+        ``ohlcv``: daily bars with Open, High, Low, Close[, Volume] and the dates either as a
+        ``Date`` (or ``date``) column or as a DatetimeIndex (what ``yfinance`` returns; its
+        one-ticker column MultiIndex is accepted too). Returns one row per window:
+
+        - ``date``: the day of the window's last bar (the forecast is made at its close);
+        - ``run_id``: the run that scored it; ``horizon``: the target's horizon in days;
+        - ``prob``: the predicted probability that the target happens over the next
+          ``horizon`` days (e.g. the High reaches Close x (1 + threshold));
+        - ``label``: whether it did (1.0/0.0), NaN where the next ``horizon`` days are not in
+          the data yet;
+        - ``end``: the row of the window's last bar among the bars left after the features'
+          warm-up (what ``Run.predictions`` records, to match windows exactly).
+
+        A run trained on a panel needs ``asset``: which of its assets these bars are (its
+        normaliser statistics); the frame then has an ``asset`` column too."""
+        bars = as_bars(ohlcv)
+        raw = validate_ohlcv(bars, origin="data to score", volume_optional="Volume" not in bars)
         return self._score(raw, start, end, batch_size, asset)
 
     def _normalizer(self, asset: str | None) -> Normalizer:
@@ -99,8 +113,11 @@ class Run:
         ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"])
         prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device,
                              self.precision)
-        return pd.DataFrame({"date": frame["Date"].to_numpy()[ends], "end": ends, "prob": prob,
-                             "label": y[ends]})
+        out = pd.DataFrame({"date": frame["Date"].to_numpy()[ends], "run_id": self.path.name,
+                            "horizon": int(s["horizon"]), "prob": prob, "label": y[ends], "end": ends})
+        if asset is not None:
+            out["asset"] = asset
+        return out
 
     def _features(self, raw: pd.DataFrame) -> pd.DataFrame:
         s = self.serving
@@ -121,6 +138,27 @@ class Run:
         self._normalizer(kw.get("asset"))  # a panel run without its asset: fail before fetching
         raw = fetch(parse_source(source), adjusted=bool(self.serving["data"].get("adjusted")))
         return self._score(raw, kw.get("start"), kw.get("end"), kw.get("batch_size"), kw.get("asset"))
+
+
+def as_bars(ohlcv: pd.DataFrame) -> pd.DataFrame:
+    """Daily bars with a ``Date`` column, from a frame that has one (``Date`` or ``date``) or
+    that is indexed by date; a yfinance one-ticker column MultiIndex (Price, Ticker) is
+    flattened. Anything else is left for validation to name."""
+    frame = ohlcv
+    if isinstance(frame.columns, pd.MultiIndex):
+        tickers = frame.columns.get_level_values(-1).unique()
+        if len(tickers) != 1:
+            raise ValueError(f"data to score: columns for {len(tickers)} tickers "
+                             f"({', '.join(map(str, tickers[:5]))}); pass one ticker's bars")
+        frame = frame.droplevel(-1, axis=1)
+    if "Date" not in frame.columns:
+        if "date" in frame.columns:
+            frame = frame.rename(columns={"date": "Date"})
+        elif isinstance(frame.index, pd.DatetimeIndex):
+            frame = frame.rename_axis("Date").reset_index()
+            if frame["Date"].dt.tz is not None:  # yfinance dates carry the exchange's zone
+                frame["Date"] = frame["Date"].dt.tz_localize(None)
+    return frame
 
 
 def _window_ends(dates: pd.Series, context_len: int, start, end) -> np.ndarray:

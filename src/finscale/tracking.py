@@ -16,6 +16,8 @@ nested child run per final seed or HPO trial (tag ``finscale.run_id``) holding
   predictions.npz (test/validation probabilities and labels, written by evaluation) and any PNG
   figures; for final runs also the model, ``model/best.pt`` (the restored best weights with
   their ``model_args``; load with :func:`finscale.checkpoint.load_checkpoint`).
+A study-level run (tag ``finscale.kind = study``, :func:`track_study`) holds the report's
+answer, verdicts and improvements and the report itself once it is built.
 Guarantees: the run directories stay the source of truth — tracking only reads them.
 Re-tracking a run directory updates its child run (found by tag) and logs only what is new
 (epochs beyond those logged, eval.json once it exists, changed artifacts), so it is
@@ -46,7 +48,7 @@ from typing import Any
 from finscale.config import StudyConfig
 
 __all__ = ["enabled", "tracking_uri", "default_uri", "ui_command", "track_final_run",
-           "track_hpo_trial", "optuna_callback", "check_available", "INSTALL_HINT"]
+           "track_hpo_trial", "track_study", "optuna_callback", "check_available", "INSTALL_HINT"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ BATCH_PARAMS, BATCH_METRICS = 100, 1000  # MLflow's per-request limits
 STATUS = {"done": "FINISHED", "complete": "FINISHED", "failed": "FAILED", "fail": "FAILED",
           "pruned": "KILLED", "stopped": "KILLED", "thermal_stop": "KILLED"}
 
+# MLflow 3 opens an experiment without this tag in its GenAI layout; ours is model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _sessions: dict[tuple[str, str], tuple[Any, str]] = {}   # (uri, study) -> (client, experiment id)
 _off: set[str] = set()                                   # stores that could not be opened
 _warned: set[str] = set()
@@ -164,7 +168,49 @@ def optuna_callback(cfg: StudyConfig, cell: str):
     return callback
 
 
-def _guarded(cfg: StudyConfig, run_dir: Path, make_unit) -> str | None:
+STUDY_ARTIFACTS = ("report.html", "findings.json", "scaling.json", "tables/strongest_baseline.csv",
+                   "tables/final_results.csv")
+
+
+def track_study(cfg: StudyConfig, report_dir: Path) -> str | None:
+    """Log the study itself, once its report exists: a top-level run tagged
+    ``finscale.kind = study`` holding the answer and each horizon's verdict as tags
+    (``finscale.answer``, ``finscale.verdict.h<h>``), each horizon's improvement of the best
+    size over the best baseline as a metric (``h<h>.improvement``, baseline - model) and the
+    report (``report.html``, ``findings.json``, ``scaling.json``, key tables) as artifacts
+    under ``report/``. Idempotent like the others: re-logged when the report changes."""
+    report_dir = Path(report_dir)
+    return _guarded(cfg, report_dir, None, lambda client, exp_id: _track_study(client, exp_id, cfg, report_dir))
+
+
+def _track_study(client, exp_id: str, cfg: StudyConfig, report_dir: Path) -> str:
+    from mlflow.entities import Metric
+
+    found = _read_json(report_dir / "findings.json") or {}
+    run, _ = _find_or_create(client, exp_id, {"finscale.kind": "study", "finscale.study": cfg.name},
+                             name=f"{cfg.name} (study)", tags={})
+    run_id, now = run.info.run_id, int(time.time() * 1000)
+    tags = {"finscale.answer": str(found.get("answer", ""))[:MAX_PARAM_LEN],
+            **{f"finscale.verdict.h{h['horizon']}": str(h.get("verdict")) for h in found.get("horizons", [])}}
+    metrics = [Metric(f"h{h['horizon']}.improvement", float(h["improvement"]), now, 0)
+               for h in found.get("horizons", []) if _is_number(h.get("improvement"))]
+    _log(client, run_id, [], metrics, tags)
+    logged = json.loads(run.data.tags.get("finscale.artifacts", "{}"))
+    current = dict(logged)
+    for name in STUDY_ARTIFACTS:
+        path = report_dir / name
+        if path.is_file() and logged.get(name) != (digest := _sha(path)):
+            where = "report/" + name.rpartition("/")[0] if "/" in name else "report"
+            client.log_artifact(run_id, str(path), artifact_path=where.rstrip("/"))
+            current[name] = digest
+    if current != logged:
+        client.set_tag(run_id, "finscale.artifacts", json.dumps(current, sort_keys=True))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _guarded(cfg: StudyConfig, run_dir: Path, make_unit, work=None) -> str | None:
+    """Run ``work(client, experiment_id)`` (default: track ``make_unit()``) without ever raising."""
     if not enabled(cfg):
         return None
     uri = tracking_uri(cfg)
@@ -188,7 +234,7 @@ def _guarded(cfg: StudyConfig, run_dir: Path, make_unit) -> str | None:
                     uri, type(exc).__name__, _first_line(exc))
         return None
     try:
-        return _track(client, exp_id, cfg, make_unit())
+        return work(client, exp_id) if work is not None else _track(client, exp_id, cfg, make_unit())
     except Exception as exc:
         log.warning("MLflow tracking of %s failed (%s: %s); the run itself is unaffected",
                     run_dir, type(exc).__name__, _first_line(exc))
@@ -213,11 +259,13 @@ def _session(cfg: StudyConfig, uri: str) -> tuple[Any, str]:
     if exp is None:
         try:
             exp_id = client.create_experiment(cfg.name, artifact_location=location,
-                                              tags={"finscale.study": cfg.name})
+                                              tags={"finscale.study": cfg.name, **EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by another worker
             exp_id = client.get_experiment_by_name(cfg.name).experiment_id
     else:
         exp_id = exp.experiment_id
+        if not set(EXPERIMENT_KIND) & set(exp.tags):  # a kind chosen in the UI is left alone
+            client.set_experiment_tag(exp_id, *next(iter(EXPERIMENT_KIND.items())))
         if exp.lifecycle_stage == "deleted":
             log.info("MLflow: restoring the deleted experiment %r", cfg.name)
             client.restore_experiment(exp_id)

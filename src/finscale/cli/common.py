@@ -21,14 +21,18 @@ from finscale.config import StudyConfig, load_study, resolve_study_path, shipped
 console = Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 STUDY_HELP = "study file, or the name of a shipped study (default, smoke, phase6a); default: default"
+READ_STUDY_HELP = ("study file, shipped study name (default, smoke, ...) or a study's run directory "
+                   "(runs/<study>); default: default")
 
 
-def add_study_args(parser: argparse.ArgumentParser, *, deprecated_flag: bool = False) -> None:
+def add_study_args(parser: argparse.ArgumentParser, *, deprecated_flag: bool = False,
+                   reads_runs: bool = False) -> None:
     """STUDY positional (optional) and repeated ``--set KEY=VALUE``.
 
     ``deprecated_flag``: also accept the old ``--study STUDY`` (hidden from help; warns).
     """
-    parser.add_argument("study", nargs="?", default=None, metavar="STUDY", help=STUDY_HELP)
+    parser.add_argument("study", nargs="?", default=None, metavar="STUDY",
+                        help=READ_STUDY_HELP if reads_runs else STUDY_HELP)
     if deprecated_flag:
         parser.add_argument("--study", dest="study_flag", default=None, metavar="STUDY",
                             help=argparse.SUPPRESS)
@@ -56,6 +60,14 @@ def study_arg(args: argparse.Namespace) -> str | None:
 
 def load_study_from_args(args: argparse.Namespace) -> StudyConfig:
     return load_study(resolve_study_path(study_arg(args)), args.overrides)
+
+
+def open_study_from_args(args: argparse.Namespace) -> StudyConfig:
+    """For commands that read a study's runs (status, report): STUDY may also be its run
+    directory (runs/<study>); a study that never ran is a one-line error naming the path."""
+    from finscale.config.studydir import open_study
+
+    return open_study(study_arg(args), args.overrides)
 
 
 def data_dir_arg(args: argparse.Namespace) -> str | None:

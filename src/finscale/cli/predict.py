@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="SOURCE",
                    help="sample:sp500, sample:nasdaq, file:PATH (CSV/Parquet), yfinance:TICKER or synthetic:...")
     p.add_argument("--out", default=None, metavar="FILE.parquet",
-                   help="write the predictions (date, end, prob, label) here; default: print the last rows")
+                   help="write the predictions (date, run_id, horizon, prob, label, end) here; default: print the last rows")
     p.add_argument("--asset", default=None, metavar="NAME",
                    help="for a run trained on a panel: which of its assets SOURCE holds (its "
                         "normaliser statistics); the error lists the run's assets")

@@ -6,14 +6,19 @@ the trainer (``train_start``, ``batch``, ``epoch``, ``train_end``; see
 :class:`finscale.train.Controls`). Produces, when stdout is a terminal, live bars for the
 units of the current phase (HPO trials of a cell, final runs), the epochs of the current
 run and the batches of the current epoch, each with its ETA; otherwise (CI logs, pipes)
-one plain line per phase, cell, unit, trial and epoch, with the ETA in the line, and
-nothing per batch. ETAs are measured in this process: mean time per finished unit (trial,
-epoch) times the units left; an early-stopped run ends sooner than its epoch ETA says.
+one timestamped plain line per phase, cell and unit (trial, final run, evaluation) and, for
+single-run commands (``epochs=True``), per epoch; nothing per batch. ETAs are measured in
+this process: mean time per finished unit (trial, epoch) times the units left; an
+early-stopped run ends sooner than its epoch ETA says. Given the study's unit counts
+(:class:`StudyTotals`), lines also carry a whole-study ETA: the units left in every phase
+times the time per unit measured so far (a phase not yet measured is estimated from the one
+before it: a final run as a trial, an evaluation as a fifth of a final run).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -45,16 +50,64 @@ class _Rate:
         return (time.monotonic() - self.t0) / finished * max(0, total - done)
 
 
-class ProgressPrinter:
-    """``with ProgressPrinter() as on_event:`` pass ``on_event`` to the runner / HPO / trainer."""
+# Relative cost of a unit of a phase not yet measured, from the phase before it.
+FALLBACK_COST = {"final": ("hpo", 1.0), "evaluate": ("final", 0.2)}
 
-    def __init__(self, console: Console | None = None, live: bool | None = None):
+
+@dataclass
+class StudyTotals:
+    """Units of work of a whole ``finscale run`` (selected phases only) and the ETA over them."""
+
+    units: dict[str, int]                                 # phase -> trials, runs, evaluations
+    done: dict[str, int] = field(default_factory=dict)    # finished or skipped so far
+    worked: dict[str, int] = field(default_factory=dict)  # finished by work in this run
+    started: dict[str, float] = field(default_factory=dict)
+
+    def start(self, phase: str) -> None:
+        self.started.setdefault(phase, time.monotonic())
+
+    def finish(self, phase: str, worked: bool = True) -> None:
+        self.done[phase] = self.done.get(phase, 0) + 1
+        self.worked[phase] = self.worked.get(phase, 0) + worked
+
+    def _per_unit(self, phase: str | None) -> float | None:
+        n = self.worked.get(phase, 0)
+        if n and phase in self.started:
+            return (time.monotonic() - self.started[phase]) / n
+        before, ratio = FALLBACK_COST.get(phase, (None, 0.0))
+        cost = self._per_unit(before) if before in self.units else None
+        return None if cost is None else cost * ratio
+
+    def eta(self) -> float | None:
+        """Seconds left for the whole study (None until a unit of work has been timed)."""
+        total = 0.0
+        for phase, n in self.units.items():
+            left = max(0, n - self.done.get(phase, 0))
+            if left:
+                cost = self._per_unit(phase)
+                if cost is None:
+                    return None
+                total += left * cost
+        return total
+
+
+class ProgressPrinter:
+    """``with ProgressPrinter() as on_event:`` pass ``on_event`` to the runner / HPO / trainer.
+
+    ``totals``: the study's unit counts (``finscale run``), for a whole-study ETA in the lines;
+    ``epochs``: also one plain line per epoch (single-run commands; ``run`` logs units only)."""
+
+    def __init__(self, console: Console | None = None, live: bool | None = None,
+                 totals: StudyTotals | None = None, epochs: bool = True):
         self.console = console or default_console
         self.live = self.console.is_terminal if live is None else live
         self.bars: Progress | None = None
         self.tasks: dict[str, Any] = {}
         self.units, self.epochs = _Rate(), _Rate()
         self.unit_label = ""
+        self.totals, self.epoch_lines = totals, epochs
+        self.seen_trials: set[str] = set()   # cells whose trials this process has seen
+        self.training: str | None = None     # the phase of the unit now being worked on
 
     # ---- context -----------------------------------------------------------------------
     def __enter__(self) -> ProgressPrinter:
@@ -71,9 +124,23 @@ class ProgressPrinter:
             self.bars = None
 
     def print(self, text: str) -> None:
-        # as given: "[hpo 1/4]" is not markup, numbers are not recoloured
+        # as given: "[hpo 1/4]" is not markup, numbers are not recoloured; a log gets the time
+        if self.bars is None:
+            text = f"{time.strftime('%H:%M:%S')} {text}"
         (self.bars.console if self.bars is not None else self.console).print(text, markup=False,
                                                                                highlight=False)
+
+    def _study_eta(self) -> str:
+        if self.totals is None:
+            return ""
+        eta = self.totals.eta()  # HPO, final and evaluate units; the scaling fits and report follow
+        return "" if eta is None or eta < 1 else f"; study ETA {fmt_seconds(eta)} + scaling, report"
+
+    def _unit_ended(self) -> None:
+        """The unit worked on before this event (a final run or an evaluation) has finished."""
+        if self.totals is not None and self.training is not None:
+            self.totals.finish(self.training)
+        self.training = None
 
     def __call__(self, kind: str, **info: Any) -> None:
         handler = getattr(self, f"_on_{kind}", None)
@@ -99,7 +166,10 @@ class ProgressPrinter:
     # ---- runner events ---------------------------------------------------------------------
     def _on_phase(self, phase: str, **_) -> None:
         self._drop("units", "epochs", "batches")
-        self.print(f"== {phase}")
+        self._unit_ended()
+        if self.totals is not None:
+            self.totals.start(phase)
+        self.print(f"== {phase}{self._study_eta()}")
 
     def _on_phase_skip(self, phase: str, reason: str, **_) -> None:
         self.print(f"== {phase}: skipped ({reason})")
@@ -109,27 +179,43 @@ class ProgressPrinter:
 
     def _on_final_run(self, index: int, total: int, run_id: str, eta_s: float | None, state: str, **_) -> None:
         note = "" if state == "pending" else f" ({state})"
-        self.print(f"[final {index + 1}/{total}] {run_id}{note}  ETA {fmt_seconds(eta_s)}")
+        self._unit_ended()
+        if state == "done" and self.totals is not None:
+            self.totals.finish("final", worked=False)  # skipped: finished in an earlier run
+        elif state != "done":
+            self.training = "final"
+        eta = f", phase ETA {fmt_seconds(eta_s)}" if eta_s else ""
+        self.print(f"[final {index + 1}/{total}] {run_id}{note}{eta}{self._study_eta()}")
         self._bar("units", "final runs", index, total, eta_s)
 
     def _on_evaluate_run(self, index: int, total: int, run_id: str, **_) -> None:
-        self.print(f"[evaluate {index + 1}/{total}] {run_id}")
+        self._unit_ended()
+        self.training = "evaluate"
+        self.print(f"[evaluate {index + 1}/{total}] {run_id}{self._study_eta()}")
         self._bar("units", "evaluate", index, total, None)
 
     # ---- hpo events ------------------------------------------------------------------------
     def _on_hpo_trials(self, cell: str, done: int, total: int, **_) -> None:
         self.units.start(done)
         self.unit_label = f"{cell} trials"
-        if done:
+        # Another worker of this run may have just finished the cell: that is not news.
+        if done and cell not in self.seen_trials:
             self.print(f"  {cell}: {done}/{total} trials already done")
+            if self.totals is not None:
+                self.totals.done["hpo"] = self.totals.done.get("hpo", 0) + done
+        self.seen_trials.add(cell)
         self._bar("units", self.unit_label, done, total, None)
 
     def _on_trial(self, cell: str, number: int | None, state: str, value: float | None, done: int,
                   total: int, **_) -> None:
         eta = self.units.eta(done, total)
+        self.seen_trials.add(cell)
+        if self.totals is not None:
+            self.totals.finish("hpo")
         what = f"trial {number} {state}" if number is not None else "trial finished"
         loss = f": val log-loss {value:.4f}" if value is not None else ""
-        self.print(f"  {cell} {what}{loss} ({done}/{total} done, ETA {fmt_seconds(eta)})")
+        cell_eta = f", ETA {fmt_seconds(eta)}" if done < total and eta and eta >= 1 else ""  # no "0m00s"
+        self.print(f"  {cell} {what}{loss} ({done}/{total} done{cell_eta}{self._study_eta()})")
         self._bar("units", self.unit_label or f"{cell} trials", done, total, eta)
 
     # ---- trainer events ----------------------------------------------------------------------
@@ -144,9 +230,10 @@ class ProgressPrinter:
                   val_log_loss: float | None, epoch_s: float, **_) -> None:
         eta = self.epochs.eta(epoch, max_epochs)
         val = "?" if val_log_loss is None else f"{val_log_loss:.4f}"
-        if self.bars is None:  # on a terminal the bar shows it; in logs, one line per epoch
+        if self.bars is None and self.epoch_lines:  # a terminal has the bar; a run log, units only
+            left = f", ETA {fmt_seconds(eta)}" if epoch < max_epochs and eta and eta >= 1 else ""
             self.print(f"    {run} epoch {epoch}/{max_epochs}: train loss {train_loss:.4f}, "
-                       f"val log-loss {val} ({epoch_s:.1f}s, ETA {fmt_seconds(eta)})")
+                       f"val log-loss {val} ({epoch_s:.1f}s{left})")
         self._bar("epochs", f"{run} epochs", epoch, max_epochs, eta)
 
     def _on_train_end(self, **_) -> None:

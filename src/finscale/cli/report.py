@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from finscale.cli.commands import COMMANDS
-from finscale.cli.common import add_study_args, console, load_study_from_args, print_table
+from finscale.cli.common import add_study_args, console, open_study_from_args, print_table
 from finscale.report import build_report
 from finscale.report.render import fmt_cell
 from finscale.report.tables import RESULT_METRICS
@@ -19,7 +19,7 @@ def register(sub) -> None:
                     "first), a self-contained report.html, figures/*.png, tables/*.csv, "
                     "results.parquet and predictions.parquet. Nothing is retrained or refitted: "
                     "run `finscale run STUDY --phase scaling` to (re)fit the scaling laws.")
-    add_study_args(p)
+    add_study_args(p, reads_runs=True)
     p.set_defaults(handler=_report)
 
 
@@ -32,14 +32,60 @@ def _with_ci(frame: pd.DataFrame, metric: str) -> list[str]:
 
 
 def print_findings(folder) -> None:
-    """The report's findings (its first section), one sentence per line."""
+    """The report's answer and findings (its first screen and section), one sentence per line."""
     import json
 
     path = folder / "findings.json"
     if path.exists():
+        doc = json.loads(path.read_text())
         console.print("findings:", markup=False)
-        for line in json.loads(path.read_text())["lines"]:
+        for line in doc["lines"]:
             console.print(f"  {line}", markup=False, highlight=False)
+        if doc.get("answer"):
+            console.print(doc["answer"], markup=False, highlight=False)
+
+
+def _signed(v: float) -> str:
+    text = fmt_cell(float(v))
+    return text if text.startswith("-") else f"+{text}"
+
+
+def print_versus_baseline(folder) -> None:
+    """Budget x horizon: each size's mean test log-loss and its improvement over the strongest
+    baseline (baseline - model, > 0 = PatchTST better) with the 95% interval over seeds and how
+    many seeds' paired intervals exclude 0; the baseline's own log-loss in the last row."""
+    tables = folder / "tables"
+    if not (tables / "strongest_baseline.csv").exists() or not (tables / "final_results.csv").exists():
+        return
+    vs, res = pd.read_csv(tables / "strongest_baseline.csv"), pd.read_csv(tables / "final_results.csv")
+    base = pd.read_csv(tables / "baselines.csv") if (tables / "baselines.csv").exists() else pd.DataFrame()
+    horizons = sorted(vs["horizon"].unique())
+    budgets = list(dict.fromkeys(res.sort_values("params_total")["budget"]))
+    rows = []
+    for budget in budgets:
+        params = res.loc[res["budget"] == budget, "params_total"].median()
+        row = [f"{budget} ({int(params):,})" if pd.notna(params) else budget]
+        for h in horizons:
+            v = vs[(vs["budget"] == budget) & (vs["horizon"] == h)]
+            m = res[(res["budget"] == budget) & (res["horizon"] == h)]
+            if v.empty or m.empty:
+                row.append("")
+                continue
+            v = v.iloc[0]
+            ci = "" if pd.isna(v["improvement_lo"]) else \
+                f" [{_signed(v['improvement_lo'])}, {_signed(v['improvement_hi'])}]"
+            row.append(f"{fmt_cell(m['log_loss'].iloc[0])}\n{_signed(v['improvement'])}{ci}\n"
+                       f"{int(v['seeds_better'])} better, {int(v['seeds_worse'])} worse of {int(v['seeds'])}")
+        rows.append(row)
+    last = ["strongest baseline"]
+    for h in horizons:
+        name = vs.loc[vs["horizon"] == h, "baseline"].iloc[0]
+        loss = base.loc[(base["horizon"] == h) & (base["baseline"] == name), "log_loss"] if not base.empty else []
+        last.append(f"{name}\n{fmt_cell(loss.iloc[0])}" if len(loss) else name)
+    rows.append(last)
+    print_table("test log-loss per budget x horizon, and the improvement over the strongest baseline "
+                "(baseline - model, > 0 = PatchTST better; mean [95% CI over seeds]; seeds whose "
+                "paired interval excludes 0)", ["budget (params)", *(f"h={h}" for h in horizons)], rows)
 
 
 def print_results(folder) -> None:
@@ -63,9 +109,10 @@ def print_results(folder) -> None:
 
 
 def _report(args) -> int:
-    cfg = load_study_from_args(args)
+    cfg = open_study_from_args(args)
     path = build_report(cfg)
     print_findings(path.parent)
+    print_versus_baseline(path.parent)
     print_results(path.parent)
     console.print(f"report: {path.resolve()}")
     return 0

@@ -8,7 +8,7 @@ import sys
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args
 from finscale.cli.dryrun import print_plan
-from finscale.cli.progress import ProgressPrinter
+from finscale.cli.progress import ProgressPrinter, StudyTotals
 from finscale.runner import PHASES
 
 
@@ -50,7 +50,7 @@ def register(sub) -> None:
                         "(run.workers; results do not depend on N, see run.threads)")
     p.add_argument("--executor", choices=("local", "ray"), default=None,
                    help="local processes (default) or Ray tasks on a cluster (run.executor; needs "
-                        "pip install 'finscale[ray]'; see README 'Running on a cluster')")
+                        "pip install 'finscale[ray]'; see docs/usage.md 'Running on a cluster')")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="Ray cluster address, e.g. auto or HEAD_IP:6379 (run.address)")
     p.set_defaults(handler=_run)
@@ -95,15 +95,31 @@ def parse_only_axes(items: list[str], cfg) -> dict:
     return axes
 
 
+def study_totals(cfg, phases, budgets, horizons, axes) -> StudyTotals:
+    """Units of work of the selected phases (HPO trials, final runs, evaluations), for the
+    whole-study ETA of the progress lines (finished units are discounted as they are met)."""
+    from finscale.axes import variants
+    from finscale.spec import cells, seed_sets
+
+    units, n_cells, n_runs = {}, 0, 0
+    for var in variants(cfg, axes or None):
+        n = len(cells(var, budgets, horizons))
+        n_cells += n
+        n_runs += n * sum(len(seeds) for seeds in seed_sets(var))
+    if "hpo" in phases and cfg.hpo.mode == "search":
+        units["hpo"] = n_cells * cfg.hpo.trials
+    for phase in ("final", "evaluate"):
+        if phase in phases:
+            units[phase] = n_runs
+    return StudyTotals(units)
+
+
 def resume_command(args) -> str:
     """The command line that was run: rerunning it resumes (runs are idempotent)."""
     return " ".join(shlex.quote(a) for a in ["finscale", *sys.argv[1:]])
 
 
 def _run(args) -> int:
-    from finscale import tracking
-    from finscale.runner.study import RunOptions, StudyStopped, run_study
-
     if args.require_sensor:
         args.overrides.append("monitor.require_sensor=true")
     if args.mlflow:
@@ -116,7 +132,9 @@ def _run(args) -> int:
             raise ValueError(f"--replicates {args.replicates}: expected an integer >= 1 "
                              "(1 = the study's seeds only)")
         args.overrides.append(f"replicates={args.replicates}")
-    cfg = load_study_from_args(args)
+    cfg = load_study_from_args(args)  # bad keys and values fail here, before torch loads
+    from finscale import tracking
+    from finscale.runner.study import RunOptions, StudyStopped, run_study
     from finscale.spec import seed_sets
 
     seed_sets(cfg)  # colliding replicate seed sets: a one-line error before any work
@@ -127,8 +145,9 @@ def _run(args) -> int:
             raise ValueError(f"--mfu {args.mfu}: expected a fraction in (0, 1], e.g. 0.35")
         return print_plan(cfg, budgets, horizons, data_dir_arg(args), axes, args.gpu, args.mfu)
     tracking.check_available(cfg)  # before any work: never run untracked by mistake
+    totals = study_totals(cfg, tuple(args.phase) or PHASES, budgets, horizons, axes)
     try:
-        with ProgressPrinter() as on_event:
+        with ProgressPrinter(totals=totals, epochs=False) as on_event:
             opts = RunOptions(phases=tuple(args.phase) or PHASES, budgets=budgets, horizons=horizons, axes=axes,
                               data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
             summary = run_study(cfg, opts)
@@ -143,6 +162,10 @@ def _run(args) -> int:
     for run_id in summary.failed:
         console.print(f"FAILED: {run_id} (see its status.json)")
     if summary.report:
+        from finscale.cli.report import print_findings, print_versus_baseline
+
+        print_findings(summary.report.parent)
+        print_versus_baseline(summary.report.parent)
         console.print(f"report: {summary.report.resolve()}")
     if tracking.enabled(cfg):
         console.print(f"MLflow: {tracking.ui_command(cfg)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finscale.cli.commands import COMMANDS
-from finscale.cli.common import Output, add_json_arg, add_study_args, load_study_from_args
+from finscale.cli.common import Output, add_json_arg, add_study_args, open_study_from_args
 
 
 def register(sub) -> None:
@@ -14,7 +14,7 @@ def register(sub) -> None:
                                    "validation log-loss on the final split (splits.scheme) and "
                                    "test log-loss. The two validation losses come from different "
                                    "splits and are not comparable.")
-    add_study_args(p)
+    add_study_args(p, reads_runs=True)
     add_json_arg(p)
     p.set_defaults(handler=_status)
 
@@ -62,7 +62,7 @@ def tuning_split_name(cfg) -> str:
 
 
 def _status(args) -> int:
-    cfg = load_study_from_args(args)
+    cfg = open_study_from_args(args)
     out = Output(args.json)
     tuning, final = tuning_split_name(cfg), cfg.splits.scheme
     out.line(f"study {cfg.name!r} in {cfg.study_dir}", study=cfg.name, study_dir=str(cfg.study_dir),

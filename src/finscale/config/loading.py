@@ -289,7 +289,10 @@ def check_axes(file_raw: dict, overrides: list[tuple[list[str], Any]]) -> None:
 # --------------------------------------------------------------------------- loading
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value``; the value is read as TOML, else as a bare string."""
+    """Parse ``section.key=value``; the value is read as TOML, else as a bare string, and then
+    as the key's type: a string key keeps the text as typed (``splits.val_start=2015-01-01``
+    is the string "2015-01-01", not a TOML date). An unknown key is an error that offers the
+    closest known key; nothing heavy is imported, so a typo fails at once."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected section.key=value")
     path, raw = text.split("=", 1)
@@ -300,7 +303,74 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    tp = _override_type(keys)
+    if _wants_text(tp, value):
+        value = raw.strip()
+    if tp is not None:  # a bad value names the --set, not the study file
+        try:
+            _coerce(".".join(keys), tp, value, _override_meta(keys))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text.strip()}: {exc}") from None
     return keys, value
+
+
+def _override_meta(keys: list[str]) -> dict:
+    cls = StudyConfig
+    for part in keys[:-1]:
+        cls = typing.get_type_hints(cls)[part]
+    return dict({f.name: f for f in fields(cls)}[keys[-1]].metadata)
+
+
+def _wants_text(tp: Any, value: Any) -> bool:
+    """True when the key holds a string and TOML read the typed text as something else."""
+    if isinstance(value, (str, list, dict)) or tp is None:
+        return False
+    if typing.get_origin(tp) is types.UnionType:
+        return str in typing.get_args(tp)
+    return tp is str
+
+
+def study_keys(cls: type = StudyConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of the study schema (``train.lr``, ``splits.val_start``, ...)."""
+    hints, out = typing.get_type_hints(cls), []
+    for f in fields(cls):
+        tp = hints[f.name]
+        out += study_keys(tp, f"{prefix}{f.name}.") if _is_section(tp) else [prefix + f.name]
+    return out
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, study_keys(), n=1, cutoff=0.6)
+    if not close:  # a right key in the wrong section: match on the last part
+        tails = {k.rpartition(".")[2]: k for k in study_keys()}
+        close = [tails[t] for t in difflib.get_close_matches(key.rpartition(".")[2], tails, n=1, cutoff=0.8)]
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _override_type(keys: list[str]) -> Any:
+    """The type of the study key ``keys`` (None: a whole section or a free-form table entry);
+    ConfigError naming an unknown key, with the closest known one."""
+    cls = StudyConfig
+    for i, part in enumerate(keys):
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        dotted = ".".join(keys[:i + 1])
+        if part not in known:
+            raise ConfigError(f"--set {'.'.join(keys)}: unknown key {dotted}{_did_you_mean('.'.join(keys))}")
+        tp = hints[part]
+        if _is_section(tp):
+            if i == len(keys) - 1:
+                return None
+            cls = tp
+            continue
+        if i < len(keys) - 1:
+            if tp is dict:  # e.g. hpo.fixed.<cell>.<key>: checked when the study is built
+                return None
+            raise ConfigError(f"--set {'.'.join(keys)}: {dotted} is a key, not a section")
+        return tp
+    return None
 
 
 def _apply_override(raw: dict, keys: list[str], value: Any) -> None:
@@ -315,7 +385,7 @@ def _apply_override(raw: dict, keys: list[str], value: Any) -> None:
 def resolve_study_path(study: str | Path | None) -> Path:
     """A path as given, or a shipped study by name (``default`` when omitted)."""
     study = str(study) if study is not None else None
-    if study and Path(study).exists():
+    if study and Path(study).is_file():  # a folder named like a shipped study does not shadow it
         return Path(study)
     name = study or "default"
     if name.endswith(".toml") and study and not Path(name).name == name:
@@ -332,6 +402,15 @@ def shipped_studies() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def _anchor_output_dir(raw: dict, path: Path) -> None:
+    """A relative ``output_dir`` written in a study file is relative to that file (as paths in
+    a config file are), not to wherever the command runs; ``--set output_dir=`` and the default
+    (``runs``, unset in the file) stay relative to the working directory."""
+    value = raw.get("output_dir")
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        raw["output_dir"] = str(path.resolve().parent / value)
+
+
 def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """Load a study: defaults, then the TOML file (if any), then ``--set`` overrides."""
     raw: dict = {}
@@ -343,6 +422,7 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"study file {p}: invalid TOML: {exc}") from exc
+        _anchor_output_dir(raw, p)
     parsed = [parse_override(text) for text in overrides]
     try:
         check_axes(raw, parsed)

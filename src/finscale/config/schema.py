@@ -45,7 +45,7 @@ def _opt(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: str | tuple[str, ...] = _opt("sample:sp500", doc="one source or a list of them (a **panel** of assets: features, labels and normalisation per asset, one calendar cut for all; see README). `sample:sp500`, `sample:nasdaq` (bundled, offline, 1999-2018), `yfinance:TICKER` (live, full adjusted history), `file:PATH` (CSV/Parquet), `synthetic:null|planted?key=value&...` (seeded synthetic market, see README)")
+    source: str | tuple[str, ...] = _opt("sample:sp500", doc="one source or a list of them (a **panel** of assets: features, labels and normalisation per asset, one calendar cut for all; see docs/data.md). `sample:sp500`, `sample:nasdaq` (bundled, offline, 1999-2018), `yfinance:TICKER` (live, full adjusted history), `file:PATH` (CSV/Parquet), `synthetic:null|planted?key=value&...` (seeded synthetic market, see docs/data.md)")
     name: str = _opt("", doc="dataset name in the store (default: from the source, e.g. `sp500`, `SPY`)")
     data_dir: str = _opt("", doc="data directory; `--data-dir` beats it, then `$FINSCALE_DATA`, then `./data`")
     adjusted: bool = _opt(False, doc="file sources: scale Open/High/Low/Close by `Adj Close / Close`")
@@ -186,6 +186,7 @@ class EvalConfig:
 class TrackingConfig:
     mlflow: bool = _opt(False, doc="log runs to MLflow (optional extra `finscale[mlflow]`)")
     uri: str = _opt("", doc="tracking URI; default a file store under the study directory")
+    pyfunc: bool = _opt(True, doc="with `mlflow`: also log each final run's model as an MLflow pyfunc wrapping `Run.predict` (`mlflow.pyfunc.load_model(uri).predict(bars)`; several seconds per run)")
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class RunConfig:
     # or an HPO study name (runs/<study>/... are the same whichever executor trained them).
     workers: int = _opt(1, min=1, doc="local worker processes for HPO cells, final runs and evaluations (`--workers`); results do not depend on it (see `threads`)")
     threads: int = _opt(0, min=0, doc="torch intra-op threads (and Ray CPUs) per unit; 0 = all cores when serial, cores ÷ `workers` with local workers, 1 per Ray task. CPU results can depend on the thread count: pin it (e.g. 1) for metrics identical across worker counts, executors and machines. On a machine shared with other jobs, more threads than free cores made OpenMP spin and slowed small models many-fold (measured: a two-replicate smoke study took 173 s with 2 threads beside other jobs, 43 s with 1); finscale now sets `OMP_WAIT_POLICY=PASSIVE` (unless set) so idle threads sleep, which keeps all cores usable beside other work (docs/performance.md)")
-    executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see README \"Running on a cluster\")")
+    executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see docs/usage.md \"Running on a cluster\")")
     address: str = _opt("", doc="Ray cluster address (`--address`, e.g. `auto` or `10.0.0.1:6379`); empty = `$RAY_ADDRESS`, else a local Ray instance")
     retries: int = _opt(2, min=0, doc="times a unit whose worker died (crash, kill, lost node) is restarted; it resumes from its checkpoint")
 
@@ -216,7 +217,7 @@ class StudyConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    axes: dict = _opt({}, doc='`[axes]`: study keys that vary across the matrix, each a list of values, e.g. `"model.normalization" = ["revin", "zscore"]`, `"splits.train_years" = [2, 4, 8, 0]`; runs = budgets × horizons × seeds × the product of the axes (see README "Axes")')
+    axes: dict = _opt({}, doc='`[axes]`: study keys that vary across the matrix, each a list of values, e.g. `"model.normalization" = ["revin", "zscore"]`, `"splits.train_years" = [2, 4, 8, 0]`; runs = budgets × horizons × seeds × the product of the axes (see docs/studies.md "Axes")')
 
     @property
     def study_dir(self) -> Path:

@@ -100,5 +100,6 @@ def _row(best: dict, trials: pd.DataFrame | None) -> dict:
             "importance_note": best.get("importance_note") or ("" if imp else "not recorded"),
             "hpo_flags": list(best.get("hpo_flags") or []),
             "hpo_flag_notes": "; ".join(best.get("hpo_flag_notes") or []),
+            "hpo_flag_note_list": list(best.get("hpo_flag_notes") or []),  # one warning each
             # one column per chosen hyperparameter (readable and sortable, unlike JSON)
             **{f"hp_{k}": v for k, v in sorted((best.get("params") or {}).items())}}

@@ -81,14 +81,36 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     parts.append(S.warnings_section(sr, notes)[0])
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"
+    lead, answer = _lead(sr, found, colors, fig_dir)
     write_tables(parts, out / "tables")
     write_tidy(sr, out)
     if stability is not None:  # how often each finding holds across replicate seed sets
         stability_frame(stability).to_csv(out / "stability.csv", index=False)
-    (out / "findings.json").write_text(json.dumps(found.to_dict(), indent=1, default=float))
+    (out / "findings.json").write_text(json.dumps({"answer": answer, **found.to_dict()}, indent=1,
+                                                  default=float))
     (out / "scaling.json").write_text(json.dumps(scaling_json(scaling or []), indent=1, default=float))
-    (out / "report.md").write_text(render_markdown(title, parts), encoding="utf-8")
-    (out / "report.html").write_text(render_html(title, parts, out), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(title, parts, lead), encoding="utf-8")
+    (out / "report.html").write_text(render_html(title, parts, out, lead), encoding="utf-8")
+
+
+def _lead(sr: StudyRuns, found, colors: dict, fig_dir: Path) -> tuple[list, str]:
+    """The first screen: the one-sentence answer and the headline figure (before the contents)."""
+    from finscale.report import headline
+    from finscale.report.figures import EmptyFigure
+    from finscale.report.render import Figure, Text
+
+    frame = headline.headline_frame(sr)
+    answer = headline.answer_sentence(found, frame)
+    blocks = [Text(answer)]
+    try:
+        headline.headline_figure(frame, colors, fig_dir / headline.HEADLINE_FIGURE)
+        blocks.append(Figure(Path(fig_dir.name) / headline.HEADLINE_FIGURE,
+                             "Headline: each size's test log-loss improvement over the strongest baseline "
+                             "(baseline minus model; > 0 = PatchTST better), per horizon and seed with "
+                             "paired block-bootstrap 95% intervals"))
+    except EmptyFigure as exc:
+        blocks.append(Text(f"No headline figure: {exc}."))
+    return blocks, answer
 
 
 def scaling_json(results: list[HorizonScaling]) -> list[dict]:

@@ -118,19 +118,27 @@ def _comparison_blocks(rows: list[dict]) -> list:
     if not rows:
         return []
     frame = pd.DataFrame(rows)
-    shown = frame[["axis", "value", "reference", "horizon", "budget", "n_pairs"]].copy()
-    for col in ("mean_diff", "p_value", "n"):
-        shown[col] = frame[col] if col in frame else None
+    # One sign convention in the whole report: improvement = reference - value (the stored
+    # difference is value - reference), positive = the value has the lower test log-loss.
+    if "mean_diff" in frame:
+        frame["improvement"] = -frame.pop("mean_diff")
     if "ci" in frame:
-        shown["diff CI"] = frame["ci"].map(lambda c: "" if not isinstance(c, list) or c[0] is None
-                                           else f"[{c[0]:.4g}, {c[1]:.4g}]")
+        frame["improvement_ci"] = frame["ci"].map(lambda c: None if not isinstance(c, list) or c[0] is None
+                                                  else [-c[1], -c[0]])
+    shown = frame[["axis", "value", "reference", "horizon", "budget", "n_pairs"]].copy()
+    for col in ("improvement", "p_value", "n"):
+        shown[col] = frame[col] if col in frame else None
+    if "improvement_ci" in frame:
+        shown["improvement CI"] = frame["improvement_ci"].map(
+            lambda c: "" if c is None else f"[{c[0]:.4g}, {c[1]:.4g}]")
     shown["note"] = frame.get("reason", "")
     return [Text("Paired tests per axis: each value against the axis's first value, per horizon and "
                  "budget, on the test windows every paired run scored (moving-block bootstrap of the "
-                 "mean per-window log-loss difference value − reference; each side averages the "
-                 "predictions of its runs over seeds and the other axes' values). Negative: the value "
-                 "has the lower (better) test log-loss."),
-            Table(frame.drop(columns=[c for c in ("ci",) if c in frame]), "Paired tests between axis values",
+                 "improvement, i.e. the mean per-window test log-loss of the reference minus that of "
+                 "the value; each side averages the predictions of its runs over seeds and the other "
+                 "axes' values). Positive: the value has the lower (better) test log-loss."),
+            Table(frame.drop(columns=[c for c in ("ci", "improvement_ci") if c in frame]),
+                  "Paired tests between axis values",
                   "axis_tests.csv", shown=shown)]
 
 

@@ -20,10 +20,11 @@ matplotlib.use("Agg")  # before pyplot: headless, deterministic rendering
 
 import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from finscale.scaling import HorizonScaling, predict_power_law, prediction_band  # noqa: E402
+from finscale.scaling import HorizonScaling, predict_power_law  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ class EmptyFigure(ValueError):
 
 
 def budget_colors(budgets: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("viridis")
-    n = max(len(budgets) - 1, 1)
-    return {b: cmap(0.85 * i / n) for i, b in enumerate(budgets)}
+    """Distinct colours per budget (tab10, in size order; a colormap's neighbours look alike)."""
+    cmap = plt.get_cmap("tab10")
+    return {b: cmap(i % 10) for i, b in enumerate(budgets)}
 
 
 def _ordered(frame: pd.DataFrame, colors: dict) -> pd.DataFrame:
@@ -79,14 +80,26 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
                              layout="constrained")
     for ax, af in zip(axes.ravel(), hs.fits):
         _scaling_panel(ax, af, colors, not_converged)
+        _y_on_points(ax, af)  # before the reference lines: they must not stretch the axis
         _baseline_bands(ax, af.quantity, baselines)
         _optimum_line(ax, af.quantity, optimum)
-        ax.legend(fontsize=6)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)
-    fig.suptitle(f"Scaling, horizon {hs.horizon} (band: {hs.fits[0].boot['level']:.0%} bootstrap "
-                 f"over seeds and test-day blocks of {hs.block_len})", fontsize=10)
+    _shared_legend(fig, axes.ravel()[:len(hs.fits)])
+    fig.suptitle(f"Scaling, horizon {hs.horizon}: runs (one point per seed), budget means and the "
+                 f"fit over the measured sizes (alpha with its {hs.fits[0].boot['level']:.0%} interval "
+                 "in the table)", fontsize=10)
     return save(fig, path)
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend for every panel, outside them (on the right): it never covers data."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside right upper", fontsize=7)
 
 
 def _optimum_line(ax, quantity: str, optimum: float | None) -> None:
@@ -95,15 +108,36 @@ def _optimum_line(ax, quantity: str, optimum: float | None) -> None:
         ax.axhline(optimum, color="black", ls=":", lw=1.2, label="optimal log-loss (known)")
 
 
+def _y_on_points(ax, af) -> None:
+    """The y-range of the runs' points (padded), not of bands or reference lines."""
+    ys = np.concatenate([np.asarray(af.points["y"], float), np.asarray(af.budget_points["y"], float)])
+    ys = ys[np.isfinite(ys)]
+    if ys.size:
+        lo, hi = float(ys.min()), float(ys.max())
+        pad = max(hi - lo, 1e-3 * max(abs(hi), 1e-9)) * 0.35
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def _baseline_bands(ax, quantity: str, baselines: pd.DataFrame | None) -> None:
-    """Each baseline's test value as a horizontal line with its interval as a band."""
+    """The strongest baseline's test value as a horizontal line, its interval as dotted lines;
+    a baseline outside the points' range is named at the panel's edge instead."""
     if baselines is None or baselines.empty:
         return
+    lo_y, hi_y = ax.get_ylim()
     for _, b in baselines[baselines["quantity"] == quantity].iterrows():
         color = BASELINE_STYLES.get(str(b["baseline"]).split("_")[0], "tab:purple")
-        ax.axhline(b["value"], color=color, lw=1, label=f"baseline: {b['baseline']}")
+        label = f"strongest baseline: {b['baseline']}"
+        if not lo_y <= b["value"] <= hi_y:
+            where = "below" if b["value"] < lo_y else "above"
+            ax.annotate(f"{label} {b['value']:.4g} ({where} this range)",
+                        xy=(0.02, 0.03 if where == "below" else 0.95), xycoords="axes fraction",
+                        fontsize=6, color=color)
+            ax.plot([], [], color=color, lw=1.2, label=label)
+            continue
+        ax.axhline(b["value"], color=color, lw=1.2, label=label)
         if np.isfinite(b["lo"]) and np.isfinite(b["hi"]):
-            ax.axhspan(b["lo"], b["hi"], color=color, alpha=0.12)
+            for edge in (b["lo"], b["hi"]):
+                ax.axhline(edge, color=color, lw=0.7, ls=":")
 
 
 def _scaling_panel(ax, af, colors: dict, not_converged: frozenset = frozenset()) -> None:
@@ -116,19 +150,19 @@ def _scaling_panel(ax, af, colors: dict, not_converged: frozenset = frozenset())
                    label=f"{budget} (not converged)")
     ax.scatter(af.budget_points["x"], af.budget_points["y"], s=60, marker="D", facecolors="none",
                edgecolors="black", label="budget mean")
-    grid = np.geomspace(pts["x"].min() / 1.5, pts["x"].max() * 1.5, 100)
-    samples = af.boot["samples"]
-    if np.isfinite(samples["alpha"]).sum() >= 2:
-        lo, hi = prediction_band(samples, grid, af.boot["level"])
-        ax.fill_between(grid, lo, hi, color="tab:blue", alpha=0.2, label="fit CI band")
-    ax.plot(grid, predict_power_law(fit, grid), color="tab:blue",
-            label=f"E + A·N^-α, α={fit['alpha']:.2g}")
+    # The fit only where there is data. No bootstrap band of the level: every size shares one
+    # test set, so its level uncertainty would fill the panel and hide the differences between
+    # sizes (those are in the headline figure, paired); alpha's interval is in the table.
+    grid = np.geomspace(pts["x"].min(), pts["x"].max(), 100)
+    ax.plot(grid, predict_power_law(fit, grid), color="tab:blue", label="fit E + A·N^-α")
+    ax.set_xlim(pts["x"].min() / 1.3, pts["x"].max() * 1.3)
     ax.axhline(pts["y"].mean(), color="gray", ls="--", label="no-scaling fit (mean)")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # 2x10^8, 3x10^8... overlap
     ax.set_xlabel(af.x_label, fontsize=8)
     ax.set_ylabel({"log_loss": "test log-loss (nats)", "auc_error": "1 - test AUC",
                    "log_loss_refinement": "test refinement log-loss (nats)"}[af.quantity], fontsize=8)
-    ax.set_title(af.verdict, fontsize=8)
+    ax.set_title(f"{af.verdict} (α={fit['alpha']:.2g})", fontsize=8)
 
 
 def stability_figure(doc: dict, path: Path) -> Path:

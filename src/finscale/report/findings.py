@@ -296,13 +296,16 @@ def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFr
     for row in (stability or {}).get("rows", []):
         by_h.setdefault(int(row["horizon"]), {})[row["finding"]] = row
     verdicts = {int(r["horizon"]): r for r in headline}
-    params = runs.groupby("budget")["params_total"].median().to_dict() if "params_total" in runs else {}
     out, caveats = [], []
     for h in sorted(int(x) for x in evals["horizon"].unique()) if not evals.empty else []:
         at = {name: t[t["horizon"] == h] if not t.empty and "horizon" in t else t
               for name, t in (("runs", runs), ("evals", evals), ("baselines", baselines),
                               ("comparisons", comparisons), ("hpo", hpo))}
-        text, numbers = compare_best(h, at["evals"], at["baselines"], at["comparisons"], params, at["runs"])
+        # The horizon's own runs: a budget's architecture (and so its count) differs by horizon.
+        params = at["runs"].groupby("budget")["params_total"].median().to_dict() \
+            if "params_total" in at["runs"] else {}
+        text, numbers = compare_best(h, at["evals"], at["baselines"], at["comparisons"], params,
+                                     at["runs"])
         fit = verdicts.get(h, {})
         verdict_text = fit.get("text") or "No scaling fit (too few sizes or runs)."
         hf = HorizonFinding(h, fit.get("verdict"), verdict_text, text,

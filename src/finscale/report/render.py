@@ -113,8 +113,9 @@ def _md_block(block) -> str:
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def render_markdown(title: str, sections: list[Section]) -> str:
-    parts = [f"# {title}", "## Contents",
+def render_markdown(title: str, sections: list[Section], lead: list | None = None) -> str:
+    """``lead``: blocks shown before the contents (the answer and the headline figure)."""
+    parts = [f"# {title}", *(_md_block(b) for b in lead or []), "## Contents",
              "\n".join(f"{i}. [{s.title}](#{s.anchor})" for i, s in enumerate(sections, 1))]
     for s in sections:
         parts.append(f"## {s.title}")
@@ -131,12 +132,16 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
 .scroll{overflow-x:auto;margin:.6em 0}
 table{border-collapse:collapse;font-size:12px}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top;white-space:normal;
-max-width:28em;overflow-wrap:anywhere}
+max-width:28em;overflow-wrap:break-word}
+th{overflow-wrap:normal;word-break:normal;hyphens:none}
 td.num{text-align:right;white-space:nowrap}
 th{background:#f2f2f2}caption{caption-side:top;text-align:left;font-style:italic;padding:.3em 0}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-style:italic;font-size:13px}
 code{background:#f4f4f4;padding:0 3px}
 section#findings{background:#f7f9fc;border:1px solid #cdd7e5;padding:0 1em 1em}
+section#answer{background:#fffbea;border:1px solid #e6d690;padding:.2em 1em}
+section#answer p:first-child{font-size:17px;font-weight:600}
+section#answer figure{margin:.4em 0}
 """
 
 
@@ -148,9 +153,19 @@ def _is_number(value) -> bool:
         (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
 
 
+def inline(text: str) -> str:
+    """Escaped text with `code spans` as <code> (the report's texts quote commands that way)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _header(name) -> str:
+    """A column header that wraps only between words or after an underscore, never mid-word."""
+    return html.escape(str(name)).replace("_", "_<wbr>")
+
+
 def _html_rows(frame: pd.DataFrame) -> str:
     """Table rows: text left-aligned and wrapped, numbers right-aligned (class ``num``)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{_header(c)}</th>" for c in frame.columns)
     rows = []
     for raw in frame.itertuples(index=False):
         cells = "".join(f"<td{NUM_CLASS if _is_number(v) else ''}>{html.escape(fmt_cell(v))}</td>"
@@ -166,15 +181,15 @@ def _html_table(block: Table) -> str:
     frame = block.display
     if frame.empty:
         return f"<p><em>{html.escape(block.caption)}</em>: no rows.</p>" if block.caption else ""
-    caption = f"<caption>{html.escape(block.caption)}{where}</caption>" if block.caption else ""
+    caption = f"<caption>{inline(block.caption)}{where}</caption>" if block.caption else ""
     return f'<div class="scroll"><table>{caption}{_html_rows(frame)}</table></div>'
 
 
 def _html_block(block, root: Path) -> str:
     if isinstance(block, Text):
-        return f"<p>{html.escape(block.text)}</p>"
+        return f"<p>{inline(block.text)}</p>"
     if isinstance(block, Bullets):
-        return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>"
+        return "<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>"
     if isinstance(block, Table):
         return _html_table(block)
     if isinstance(block, Figure):
@@ -185,9 +200,13 @@ def _html_block(block, root: Path) -> str:
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def render_html(title: str, sections: list[Section], root: Path) -> str:
+def render_html(title: str, sections: list[Section], root: Path, lead: list | None = None) -> str:
+    """``lead``: blocks on the first screen, before the contents (``<section id="answer">``)."""
     toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
-    body = [f"<h1>{html.escape(title)}</h1>", f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if lead:
+        body.append('<section id="answer">' + "".join(_html_block(b, root) for b in lead) + "</section>")
+    body.append(f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>")
     for s in sections:
         inner = "".join(_html_block(b, root) for b in s.blocks)
         body.append(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{inner}</section>')

@@ -145,9 +145,10 @@ def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
     return Section(SECTIONS[3], [
         Text(f"Optuna search per cell on the tuning split ({cfg.hpo.split}); the objective is "
              "validation log-loss. Importances are shown where the HPO stage recorded them."),
-        Table(sr.hpo.drop(columns=["best_params", "hpo_flags"], errors="ignore"),
+        Table(sr.hpo.drop(columns=["best_params", "hpo_flags", "hpo_flag_note_list"], errors="ignore"),
               "Best trial per cell (hp_*: the chosen hyperparameters)", "hpo.csv",
-              shown=sr.hpo.drop(columns=["best_params", "hpo_flags", "importance_note"], errors="ignore")
+              shown=sr.hpo.drop(columns=["best_params", "hpo_flags", "hpo_flag_note_list", "importance_note"],
+                                errors="ignore")
               .rename(columns=lambda c: c[3:] if c.startswith("hp_") else c))])
 
 
@@ -236,9 +237,10 @@ def baselines_section(sr: StudyRuns) -> Section:
                    "(past returns). The strongest baseline of a horizon is the one with the lowest "
                    "VALIDATION log-loss (chosen before the test split is read; constant_val, fitted "
                    "on the validation labels, is never a candidate). Paired "
-                   "tests: mean per-window log-loss difference model - baseline (negative = model "
-                   "better) with a paired block-bootstrap interval whose p-value inverts it; 'seeds "
-                   "better/worse' count seeds whose interval excludes 0. 'median DM p': the "
+                   "tests: the improvement, i.e. the mean per-window test log-loss of the baseline "
+                   "minus that of the model (positive = PatchTST better, as everywhere in this "
+                   "report), with its interval over seeds; 'seeds better/worse' count seeds whose "
+                   "paired block-bootstrap interval (whose p-value inverts it) excludes 0. 'median DM p': the "
                    "Diebold-Mariano test on per-day differentials (Newey-West variance, bandwidth = "
                    "block length, Harvey-Leybourne-Newbold correction); 'median DM p (Holm)': the same, "
                    "Holm-corrected across every model-vs-baseline comparison of the study — the test "
@@ -254,15 +256,17 @@ def baselines_section(sr: StudyRuns) -> Section:
     cmp = tables.comparison_summary(sr)
     cmp_shown = cmp[["horizon", "budget", "baseline", "seeds"]].copy() if not cmp.empty else cmp
     if not cmp.empty:
-        cmp_shown["mean diff [CI over seeds]"] = with_ci(cmp, "mean_diff")
+        cmp_shown["improvement [CI over seeds]"] = with_ci(cmp, "improvement")
         cmp_shown[["seeds better", "seeds worse", "median p"]] = cmp[["seeds_better", "seeds_worse", "median_p"]]
         cmp_shown[["median DM p", "median DM p (Holm)"]] = cmp[["median_dm_p", "median_dm_p_holm"]]
     strongest = _strongest_rows(sr, cmp)
     if not strongest.empty:
         blocks.append(Table(strongest, "Models vs the strongest baseline per horizon",
                             "strongest_baseline.csv",
-                            shown=strongest[["horizon", "budget", "baseline", "seeds", "mean_diff", "seeds_better",
-                                             "seeds_worse", "median_p", "median_dm_p", "median_dm_p_holm"]]))
+                            shown=strongest[["horizon", "budget", "baseline", "seeds"]].assign(
+                                **{"improvement [CI over seeds]": with_ci(strongest, "improvement")},
+                                **strongest[["seeds_better", "seeds_worse", "median_p", "median_dm_p",
+                                             "median_dm_p_holm"]])))
     blocks += inference_blocks(sr)
     blocks += [Table(base, "Baselines per horizon (block-bootstrap CIs)", "baselines.csv", shown=shown),
                Table(cmp, "Paired tests, model vs baseline (summary over seeds)",
@@ -367,8 +371,9 @@ def _optimum_text(sr: StudyRuns, horizon: int, optimum: float) -> str:
 
 
 def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
-    """Baseline bands (test log-loss and 1 - AUC with their intervals), not-converged runs and
-    the known optimal log-loss of a synthetic market (recorded in eval.json)."""
+    """The strongest baseline's line (test log-loss and 1 - AUC with their intervals; the others
+    are in the baselines table), not-converged runs and the known optimal log-loss of a
+    synthetic market (recorded in eval.json)."""
     if sr is None or sr.baselines.empty:
         return {}
     optimum = None
@@ -377,6 +382,10 @@ def scaling_overlays(sr: StudyRuns | None, horizon: int) -> dict:
         known = evals.loc[evals["horizon"] == horizon, "optimal_log_loss"].dropna()
         optimum = float(known.iloc[0]) if len(known) else None
     base = sr.baselines[sr.baselines["horizon"] == horizon].groupby("baseline", as_index=False).first()
+    strongest = evals.loc[evals["horizon"] == horizon, "strongest_baseline"].dropna() \
+        if "strongest_baseline" in evals else pd.Series(dtype=object)
+    if len(strongest):  # the figures draw the strongest baseline only; the table lists them all
+        base = base[base["baseline"] == strongest.iloc[0]]
     rows = [{"baseline": b["baseline"], "quantity": "log_loss", "value": b["log_loss"],
              "lo": b.get("log_loss_lo"), "hi": b.get("log_loss_hi")} for _, b in base.iterrows()]
     rows += [{"baseline": b["baseline"], "quantity": "auc_error", "value": 1 - b["auc"],

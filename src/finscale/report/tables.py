@@ -73,17 +73,19 @@ def final_results(sr: StudyRuns) -> pd.DataFrame:
 
 
 def comparison_summary(sr: StudyRuns) -> pd.DataFrame:
-    """Per cell and baseline: mean log-loss difference (model - baseline) over seeds, how
-    many seeds' paired-bootstrap intervals lie wholly below / above zero, and the median over
-    seeds of the bootstrap, Diebold-Mariano and Holm-corrected DM p-values."""
+    """Per cell and baseline: the mean improvement over seeds (baseline test log-loss - model
+    test log-loss: positive = PatchTST better, the report's one sign convention) with its
+    interval over seeds, how many seeds' paired-bootstrap intervals lie wholly on the
+    better / worse side of zero, and the median over seeds of the bootstrap, Diebold-Mariano
+    and Holm-corrected DM p-values."""
     cmp = sr.current(sr.comparisons)
     if cmp.empty:
         return pd.DataFrame()
     rows = []
     for (h, budget, base), g in cmp.groupby(["horizon", "budget", "baseline"], sort=False):
-        mean, lo, hi, n = mean_ci(g["mean_diff"])
+        mean, lo, hi, n = mean_ci(-g["mean_diff"])  # eval.json records model - baseline
         rows.append({"horizon": int(h), "budget": budget, "baseline": base, "seeds": n,
-                     "mean_diff": mean, "mean_diff_lo": lo, "mean_diff_hi": hi,
+                     "improvement": mean, "improvement_lo": lo, "improvement_hi": hi,
                      "seeds_better": int((g["diff_hi"] < 0).sum()),
                      "seeds_worse": int((g["diff_lo"] > 0).sum()),
                      "median_p": float(g["p_value"].median()),
@@ -186,7 +188,8 @@ def warnings_table(sr: StudyRuns, notes: list | tuple = ()) -> pd.DataFrame:
         for _, r in runs[~runs["current"]].iterrows():
             add("stale", r["run_id"], "run directory from another config; excluded from the report")
     for _, c in sr.hpo.iterrows() if not sr.hpo.empty and "hpo_flags" in sr.hpo else []:
-        for note in filter(None, str(c.get("hpo_flag_notes") or "").split("; ")):
+        # the notes as recorded (a note may itself contain "; ": never split the joined text)
+        for note in filter(None, c.get("hpo_flag_note_list") or []):
             add("hpo flagged", c["cell"], note)
     hw = sr.current(sr.hardware)
     for _, r in hw[hw["unavailable_samples"] > 0].iterrows() if not hw.empty else []:

@@ -10,6 +10,7 @@ trials already in storage), interrupted runs resume from checkpoints; a stop req
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import sys
@@ -110,7 +111,11 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
     from finscale import tracking
 
     if tracking.enabled(cfg):
-        tracking.track_final_run(cfg, run.path)
+        child = tracking.track_final_run(cfg, run.path)
+        if run.state == "done" and (run.path / "eval.json").exists():  # once, when evaluated
+            from finscale.tracking_model import log_pyfunc
+
+            log_pyfunc(cfg, run.path, child)
 
 
 def _selected(opts: RunOptions, unit: str) -> bool:
@@ -248,6 +253,28 @@ def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
             raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
 
 
+def _record_study(cfg: StudyConfig, final_run_ids: list[str] | None = None) -> None:
+    """``runs/<study>/study.json``: the resolved study, so ``finscale status|report RUNS_DIR`` and
+    ``finscale.results(RUNS_DIR)`` read it back from any working directory; once the final
+    phase starts, also the final run ids the study expects (``results()`` then needs no model
+    code to tell current runs from stale ones)."""
+    from finscale.config.studydir import STUDY_RECORD, study_record
+    from finscale.files import atomic_write_json
+
+    path = cfg.study_dir / STUDY_RECORD
+    record = study_record(cfg)
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        old = None
+    if old is not None and old.get("study") == record["study"]:
+        if final_run_ids is None or old.get("final_runs") == final_run_ids:
+            return
+    if final_run_ids is not None:
+        record["final_runs"] = final_run_ids
+    atomic_write_json(record, path)
+
+
 def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
     opts = opts or RunOptions()
     unknown = [p for p in opts.phases if p not in PHASES]
@@ -261,6 +288,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         torch.set_num_threads(cfg.run.threads)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    _record_study(cfg)
     with StopRequest(cfg.study_dir / "STOP") as stop:
         prep = None
         if any(p in opts.phases for p in ("data", "features", "hpo", "final", "evaluate")):
@@ -269,6 +297,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
                 check_data_sizes(cfg, prep, opts)
         for phase in (p for p in PARALLEL_PHASES if p in opts.phases):
+            if phase == "final" and not (opts.budgets or opts.horizons or opts.axes or opts.units):
+                _record_study(cfg, [spec.run_id for _, spec in _variant_specs(cfg, opts)])
             opts.on_event("phase", phase=phase)
             if cfg.run.executor == "ray" or cfg.run.workers > 1:
                 run_parallel(cfg, phase, opts, stop, summary)
@@ -288,6 +318,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             from finscale.report import build_report
 
             summary.report = build_report(cfg)
+            from finscale import tracking
+
+            if tracking.enabled(cfg):  # the study-level run: answer, verdicts, report.html
+                tracking.track_study(cfg, summary.report.parent)
     return summary
 
 
