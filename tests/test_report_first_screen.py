@@ -25,7 +25,8 @@ def study_runs(diff_ci: dict, params=None) -> StudyRuns:
             key = {"run_id": rid, "budget": budget, "horizon": h, "seed": seed}
             runs.append({**key, "params_total": n, "current": True, "converged": True, "collapsed": False,
                          "state": "done", "budget_params": n, "evaluated": True, "reason": "",
-                         "collapse_reason": "", "budget_tolerance": None})
+                         "collapse_reason": "", "budget_tolerance": None,
+                         "val_log_loss": 0.30 if budget == "s" else 0.31})
             evals.append({**key, "log_loss": 0.3, "strongest_baseline": "logistic", "collapsed": False,
                           "collapse_reason": ""})
             lo, hi = diff_ci[(budget, h)]
@@ -33,8 +34,8 @@ def study_runs(diff_ci: dict, params=None) -> StudyRuns:
                          "diff_hi": hi, "p_value": 0.01})
     empty = pd.DataFrame()
     return StudyRuns(study_dir=Path("."), runs=pd.DataFrame(runs), epochs=empty, evals=pd.DataFrame(evals),
-                     baselines=pd.DataFrame([{"horizon": h, "baseline": "logistic", "log_loss": 0.28}
-                                             for h in (1, 3)]),
+                     baselines=pd.DataFrame([{"horizon": h, "baseline": "logistic", "log_loss": 0.28,
+                                              "val_log_loss": 0.29} for h in (1, 3)]),
                      comparisons=pd.DataFrame(cmps), backtests=empty, calibration=empty)
 
 
