@@ -48,8 +48,8 @@ from finscale.config import StudyConfig
 from finscale.model import ModelArgs, flops_per_sample
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
-from finscale.scaling.joint import _REFIT_OPTIONS, _Problem, fit_joint, optimal_allocation
-from finscale.scaling.laws import bootstrap_fit, compare_to_constant, decide_verdict, prediction_band
+from finscale.scaling.joint import _REFIT_OPTIONS, EXPONENT_MAX, _Problem, fit_joint, optimal_allocation
+from finscale.scaling.laws import at_bound, bootstrap_fit, compare_to_constant, prediction_band
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,12 @@ def fit_envelope(points: pd.DataFrame, *, n_resamples: int, seed: int, level: fl
     fit = boot["fit"]
     grid = np.geomspace(C.min(), C.max(), GRID)
     lo, hi = prediction_band(boot["samples"], grid, level)
-    verdict = decide_verdict(boot["alpha_ci"], boot["slope_ci"], comparison["preferred"])
     out.update(fit={"E": fit["E"], "A": fit["A"], "gamma": fit["alpha"], "drop": fit["drop"],
                     "log_slope": fit["log_slope"], "n_points": fit["n_points"]},
                ci={"gamma": boot["alpha_ci"], "E": boot["E_ci"], "A": boot["A_ci"], "drop": boot["drop_ci"]},
                level=level, n_resamples=n_resamples, n_failed=boot["n_failed"],
                comparison={k: comparison[k] for k in ("lobo_rmse_power", "lobo_rmse_const", "delta_bic")},
-               verdict=verdict, band={"C": _floats(grid), "lo": _floats(lo), "hi": _floats(hi)},
+               band={"C": _floats(grid), "lo": _floats(lo), "hi": _floats(hi)},
                text=_envelope_text(fit, boot, len(points)))
     return out
 
@@ -159,6 +158,11 @@ def compute_optimal(points: pd.DataFrame, *, n_resamples: int, seed: int, level:
     kappa = float(np.median(C / (6.0 * N * D)))
     grid = np.geomspace(C.min(), C.max(), GRID)
     base = {"fit": fit.to_dict(), "kappa": kappa, "C": _floats(grid), "reason": ""}
+    bounded = [k for k in ("alpha", "beta") if at_bound(getattr(fit, k))]
+    if bounded:  # a step between the smallest sizes, not a power law: no allocation to read
+        return {**base, "reason": f"{' and '.join(bounded)} at the bound {EXPONENT_MAX:g} (L(N, D) = "
+                                  f"{fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + {fit.B:.4g}·D^-{fit.beta:.3g}): "
+                                  "a step between the smallest sizes, so N_opt(C) is not identified"}
     try:
         n_opt, d_opt = optimal_allocation(fit, grid / kappa)
     except ValueError as exc:

@@ -74,9 +74,19 @@ def _scale_money(cfg: StudyConfig) -> None:
     """``compute.json`` (envelope over compute, N_opt, HPO compute) and ``economics.json``
     (Sharpe vs N and C, cost sweep, panel IC) over every final run of the study."""
     from finscale.scaling.compute import compute_path, compute_results
+    from finscale.scaling.economics import economics_path, economics_results
 
     sr = collect(cfg)
     atomic_write_json(compute_results(cfg, sr), compute_path(cfg))
+    atomic_write_json(economics_results(cfg, sr), economics_path(cfg))
+
+
+def read_money(cfg: StudyConfig) -> tuple[dict | None, dict | None]:
+    """The stored ``compute.json`` and ``economics.json`` (None before the stage wrote them)."""
+    from finscale.scaling.compute import compute_path
+    from finscale.scaling.economics import economics_path
+
+    return _read_json(compute_path(cfg)), _read_json(economics_path(cfg))
 
 
 def read_axes(cfg: StudyConfig) -> dict | None:
