@@ -125,3 +125,59 @@ def test_topk_costs_split_open_and_close():
     # day 1 opens 2 of notional (5 bp); day 2 closes 2 (15 bp) and opens 2 (5 bp)
     assert out["daily"] == pytest.approx([-2 * 5e-4, -2 * 15e-4 - 2 * 5e-4])
     assert out["turnover"] == pytest.approx((2 + 4) / 2)
+
+
+def test_ceiling_fit_recovers_a_planted_sharpe_ceiling():
+    from finscale.scaling.economics import fit_ceiling
+
+    C = np.repeat(np.geomspace(1e8, 1e12, 6), 2)
+    S = 1.5 - 40.0 * C**-0.2
+    fit = fit_ceiling(C, S)
+    assert fit["identified"]
+    assert fit["S_inf"] == pytest.approx(1.5, abs=1e-3) and fit["b"] == pytest.approx(0.2, abs=1e-3)
+    assert fit["gain_25pct"] == pytest.approx(40 * 1e12**-0.2 * (1 - 1.25**-0.2), rel=1e-3)
+
+
+def test_ceiling_on_a_straight_line_is_not_identified():
+    from finscale.scaling.economics import fit_ceiling
+
+    C = np.geomspace(1e8, 1e12, 5)
+    assert not fit_ceiling(C, 0.1 * np.log(C))["identified"]
+
+
+def _run_docs(n_runs=6, seed=0):
+    """eval.json-like backtests of runs scored on the same days (larger N, more skill)."""
+    close, dates, _ = _market(n=300, seed=seed)
+    rng = np.random.default_rng(seed)
+    up = np.r_[close[1:] > close[:-1], False]
+    rows, docs = [], {}
+    for i in range(n_runs):
+        budget, N = ("s", 1e3) if i < n_runs // 2 else ("l", 1e5)
+        p = np.where(rng.uniform(size=close.size) < (0.55 if budget == "s" else 0.75), up, ~up) * 0.8 + 0.1
+        p[-1:] = np.nan
+        bt = backtest(close, dates, p, 0.5, 1, 5.0)
+        bt["cost_sweep"] = cost_sweep(close, dates, p, 0.5, 1, (0, 5, 20))
+        docs[f"r{i}"] = {"backtest": bt, "block_length": {"block_len": 5}}
+        rows.append({"run_id": f"r{i}", "budget": budget, "seed": i, "params_total": N * (1 + i),
+                     "train_flops": 6 * N * (1 + i) * 1e4})
+    return pd.DataFrame(rows).set_index("run_id"), docs
+
+
+def test_economics_per_size_is_paired_and_matches_the_backtests():
+    from finscale.scaling.economics import horizon_economics
+
+    runs, docs = _run_docs()
+    out = horizon_economics(runs, docs, n_resamples=200, seed=0)
+    assert out["paired"] and out["cost_levels"] == [0.0, 5.0, 20.0]
+    at5 = {r["run_id"]: r for r in out["runs"] if r["cost_bps"] == 5.0}
+    for rid, doc in docs.items():
+        assert at5[rid]["sharpe"] == pytest.approx(doc["backtest"]["strategy"]["sharpe"], rel=1e-10)
+        assert 0 <= at5[rid]["dsr"] <= 1
+    large = next(b for b in out["budgets"] if b["budget"] == "l" and b["cost_bps"] == 5.0)
+    assert large["sharpe_ci"][0] <= large["sharpe"] <= large["sharpe_ci"][1]
+    diff = next(d for d in out["differences"] if d["cost_bps"] == 5.0)
+    assert diff["largest"] == "l" and diff["diff"] > 0 and diff["ci"][0] > 0  # planted skill gap
+    sharpe_by_cost = [next(b["sharpe"] for b in out["budgets"] if b["budget"] == "l" and b["cost_bps"] == c)
+                      for c in (0.0, 5.0, 20.0)]
+    assert sharpe_by_cost == sorted(sharpe_by_cost, reverse=True)
+    assert set(out["ceiling"]) == {"C", "N"}

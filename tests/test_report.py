@@ -106,7 +106,8 @@ def test_baseline_bands_and_hollow_markers_on_scaling_panels(study):
 
 def test_every_figure_is_a_real_image(study):
     names = {p.name for p in (study["dir"] / "figures").glob("*.png")}
-    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")}
+    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest",
+                                                                   "compute", "economics")}
     for name in names:
         with Image.open(study["dir"] / "figures" / name) as img:
             img.verify()

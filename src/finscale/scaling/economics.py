@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 from scipy.stats import kurtosis, skew
 
 from finscale.collect import StudyRuns, collect
@@ -50,6 +49,7 @@ ECONOMICS_NAME = "economics.json"
 TRADING_DAYS = 252
 B_MAX = 5.0
 B_MIN = 0.01
+B_GRID = np.r_[np.geomspace(1e-4, 0.05, 40), np.linspace(0.05, B_MAX, 991)[1:]]  # 0.005 steps
 MAX_FIT_RESAMPLES = 200
 
 
@@ -67,33 +67,31 @@ def sharpe(returns: np.ndarray, axis: int = -1) -> np.ndarray:
 # --------------------------------------------------------------------------- ceiling fit
 
 def fit_ceiling(x, S) -> dict:
-    """S(x) = S_inf - a·x^-b by bounded least squares (x centred in logs for conditioning)."""
+    """S(x) = S_inf - a·x^-b by least squares, profiled over b: for each b on a fine grid in
+    [0, B_MAX] the fit is linear in (S_inf, a) with a >= 0 (closed form), and the b with the
+    smallest residual wins. Robust where S_inf and a run off together (b -> 0)."""
     x, S = np.asarray(x, dtype=np.float64), np.asarray(S, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(S) & (x > 0)
     x, S = x[ok], S[ok]
     if np.unique(x).size < 3:
         raise ValueError(f"a ceiling fit needs >= 3 distinct sizes; got {np.unique(x).size}")
-    lx = np.log(x) - np.log(x).mean()
-
-    def resid(theta):
-        s_inf, a_c, b = theta
-        return s_inf - a_c * np.exp(-b * lx) - S
-
-    best = None
-    for b0 in (0.1, 0.5, 1.5):
-        spread = max(float(np.ptp(S)), 1e-6)
-        res = least_squares(resid, [S.max(), spread, b0], bounds=([-np.inf, 0.0, 0.0], [np.inf, np.inf, B_MAX]))
-        if best is None or res.cost < best.cost:
-            best = res
-    s_inf, a_c, b = (float(v) for v in best.x)
-    a = a_c * math.exp(b * float(np.log(x).mean()))  # a·x^-b = a_c·exp(-b·lx)
+    mean_lx = float(np.log(x).mean())
+    Z = np.exp(-B_GRID[:, None] * (np.log(x) - mean_lx)[None, :])    # (grid, n): x^-b, centred
+    zc, sc = Z - Z.mean(axis=1, keepdims=True), S - S.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_c = np.clip(-(zc @ sc) / np.einsum("ij,ij->i", zc, zc), 0.0, None)
+    s_inf = S.mean() + a_c * Z.mean(axis=1)
+    rss = np.sum((s_inf[:, None] - a_c[:, None] * Z - S[None, :]) ** 2, axis=1)
+    i = int(np.nanargmin(rss))
+    b = float(B_GRID[i])
+    a = float(a_c[i]) * math.exp(b * mean_lx)  # a·x^-b = a_c·exp(-b·(log x - mean))
     x_max = float(x.max())
-    gain = a * x_max**-b * (1 - 1.25**-b)
     # b near 0 makes S_inf - a·x^-b a straight line in log x (S_inf and a run off together);
     # near B_MAX a step between the smallest sizes: either way there is no ceiling to read.
-    identified = B_MIN < b < 0.9 * B_MAX
-    return {"S_inf": s_inf, "a": a, "b": b, "gain_25pct": gain, "x_max": x_max, "n_points": int(x.size),
-            "rmse": float(np.sqrt(np.mean(best.fun**2))), "identified": bool(identified)}
+    identified = bool(B_MIN < b < 0.9 * B_MAX and a_c[i] > 0)
+    return {"S_inf": float(s_inf[i]), "a": a, "b": b, "gain_25pct": a * x_max**-b * (1 - 1.25**-b),
+            "x_max": x_max, "n_points": int(x.size), "rmse": float(math.sqrt(rss[i] / x.size)),
+            "identified": identified}
 
 
 def _ceiling_with_ci(x, S_point, S_reps, level: float = 0.95) -> dict:
