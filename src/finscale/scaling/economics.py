@@ -244,6 +244,10 @@ def economics_results(cfg: StudyConfig, sr: StudyRuns | None = None) -> dict:
     sr = sr or collect(cfg)
     runs = sr.current(sr.runs)
     runs = runs[runs["evaluated"]] if not runs.empty else runs
+    axis_cols = [c for c in runs.columns if c.startswith("axis:")]
+    if axis_cols and not runs.empty:  # with [axes] a "size" is a budget in one axis variant
+        runs = runs.assign(budget=runs["budget"] + runs[axis_cols].astype(str).apply(
+            lambda r: "".join(f" {c[5:].split('.')[-1]}={v}" for c, v in r.items()), axis=1))
     out = []
     for h in sorted(cfg.target.horizons):
         hr = runs[runs["horizon"] == h].set_index("run_id") if not runs.empty else runs
