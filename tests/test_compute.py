@@ -111,3 +111,20 @@ def test_hpo_compute_sums_trials_per_cell(tmp_path):
         run.append_metrics({"event": "epoch", "epoch": 2, "train_flops": flops})
     rows = hpo_compute(cfg)
     assert rows == [{"cell": "cpu-s-h1", "trials": 2, "trials_counted": 2, "flops": 42.0}]
+
+
+def test_isoflop_slice_finds_the_planted_optimal_size():
+    from finscale.scaling.compute import isoflop_slices
+
+    sizes = np.geomspace(1e3, 1e5, 5)
+    rows = [{"run_id": f"r{i}-{s}", "budget": f"b{i}", "params_total": N, "train_flops": 1e10,
+             "val_log_loss": 0.5 + 0.01 * (np.log(N) - np.log(1e4)) ** 2 + 1e-4 * s}
+            for i, N in enumerate(sizes) for s in (0, 1)]
+    runs = pd.DataFrame(rows)
+    (out,) = isoflop_slices(runs, pd.Series(1e10, index=runs.index), n_resamples=50, seed=0)
+    assert out["N_opt"] == pytest.approx(1e4, rel=1e-6) and out["inside"] and out["best_size"] == "b2"
+    assert out["N_opt_ci"][0] <= 1e4 <= out["N_opt_ci"][1]
+    # loss falling monotonically with size: no convex minimum, no N_opt
+    mono = runs.assign(val_log_loss=0.5 - 0.01 * np.log(runs["params_total"]))
+    (flat,) = isoflop_slices(mono, pd.Series(1e10, index=runs.index), n_resamples=20, seed=0)
+    assert flat["best_size"] == "b4" and (flat["N_opt"] is None or not flat["inside"])

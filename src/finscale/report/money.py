@@ -74,6 +74,13 @@ def compute_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
             _add(blocks, notes, lambda p, h=h: compute_figure(h, p), fig_dir / f"compute_h{h['horizon']}.png",
                  f"Validation-loss envelope over training compute and N_opt(C), horizon {h['horizon']}")
     blocks.append(Table(pd.DataFrame(summary), "Compute envelope fits per horizon", "compute_fits.csv"))
+    iso = _isoflop_rows(doc)
+    if not iso.empty:
+        blocks += [Text("IsoFLOP slices (`train.compute_budget`): at each training-compute budget, the best "
+                        "validation log-loss per size (mean over seeds) and N_opt from a parabola in log N "
+                        "(Hoffmann et al. 2022, approach 2; interval from resampling seeds within sizes, "
+                        "given only when the point fit is convex; 'inside' = within the sizes run)."),
+                   Table(iso, "IsoFLOP slices", "compute_isoflop.csv")]
     hpo = pd.DataFrame(doc.get("hpo", []))
     blocks.append(Text(f"Training compute of the final runs: {doc.get('final_flops_total', 0):.3g} FLOPs; "
                        f"of the hyperparameter search (all trials, pruned included, every fold): "
@@ -81,6 +88,18 @@ def compute_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
     if not hpo.empty:
         blocks.append(Table(hpo, "HPO compute per cell", "compute_hpo.csv"))
     return Section(COMPUTE, blocks)
+
+
+def _isoflop_rows(doc: dict) -> pd.DataFrame:
+    rows = []
+    for h in doc.get("horizons", []):
+        for s in h.get("isoflop") or []:
+            sizes = s["sizes"]
+            rows.append({"horizon": h["horizon"], "compute_budget": s["compute_budget"],
+                         "val_log_loss per size": ", ".join(f"{b} {v:.4f}" for b, v in zip(sizes["budget"], sizes["L"])),
+                         "best_size": s["best_size"], "N_opt": s["N_opt"], "N_opt_ci": _ci(s.get("N_opt_ci")),
+                         "inside": s.get("inside"), "convex_share": s.get("convex_share")})
+    return pd.DataFrame(rows)
 
 
 def _summary_row(h: dict) -> dict:

@@ -213,6 +213,45 @@ def _optimal_text(fit, kappa: float, a_ok: np.ndarray, q) -> str:
             f"= {kappa:.3g} x 6·N·D. Intermediate epochs are not tuned for their own D: indicative only.")
 
 
+# --------------------------------------------------------------------------- IsoFLOP slices
+
+def isoflop_slices(runs: pd.DataFrame, budget_of_run: pd.Series, *, n_resamples: int, seed: int) -> list[dict]:
+    """Per configured compute budget (``train.compute_budget``): per size the mean over seeds
+    of the best validation log-loss, the measured compute, and N_opt from a parabola in log N
+    (Hoffmann et al. 2022, approach 2) with an interval from resampling runs within sizes;
+    None where the parabola is not convex (the minimum is not inside the sizes)."""
+    runs = runs.assign(compute_budget=budget_of_run).dropna(subset=["compute_budget", "val_log_loss"])
+    out = []
+    rng = np.random.default_rng(seed)
+    for level, g in runs.groupby("compute_budget"):
+        sizes = g.groupby("budget").agg(N=("params_total", "mean"), L=("val_log_loss", "mean"),
+                                        C=("train_flops", "mean"), runs=("run_id", "size")).sort_values("N")
+        entry = {"compute_budget": float(level), "sizes": {k: (_floats(v) if k != "budget" else list(v))
+                                                           for k, v in sizes.reset_index().to_dict("list").items()},
+                 "best_size": str(sizes["L"].idxmin()), "N_opt": None, "N_opt_ci": None}
+        if len(sizes) >= 3:
+            entry["N_opt"] = _parabola_min(g["params_total"].to_numpy(float), g["val_log_loss"].to_numpy(float))
+            groups = [grp.index.to_numpy() for _, grp in g.reset_index(drop=True).groupby("budget")]
+            x, y = g["params_total"].to_numpy(float), g["val_log_loss"].to_numpy(float)
+            draws = [_parabola_min(x[i], y[i]) for i in (np.concatenate([rng.choice(k, k.size) for k in groups])
+                                                         for _ in range(min(n_resamples, 1000)))]
+            ok = np.array([d for d in draws if d is not None], dtype=float)
+            # an interval only around a convex point fit, over the resamples that stay convex
+            entry["N_opt_ci"] = _floats(np.quantile(ok, [0.025, 0.975])) if ok.size and entry["N_opt"] else None
+            entry["convex_share"] = ok.size / max(1, len(draws))
+            entry["inside"] = entry["N_opt"] is not None and bool(x.min() <= entry["N_opt"] <= x.max())
+        out.append(entry)
+    return out
+
+
+def _parabola_min(N: np.ndarray, L: np.ndarray) -> float | None:
+    """argmin of the least-squares parabola of L in log N, if convex (else None)."""
+    a, b, _ = np.polyfit(np.log(N), L, 2)
+    if a <= 0 or abs(b / (2 * a)) > 700:  # concave, or a vertex beyond any float size
+        return None
+    return float(math.exp(-b / (2 * a)))
+
+
 # --------------------------------------------------------------------------- HPO compute
 
 def hpo_compute(cfg: StudyConfig) -> list[dict]:
@@ -271,11 +310,26 @@ def compute_results(cfg: StudyConfig, sr: StudyRuns | None = None) -> dict:
         entry.update(fit_envelope(ph, n_resamples=resamples, seed=derive_seed("compute", cfg.name, h)))
         entry["optimal"] = compute_optimal(ph, n_resamples=resamples, seed=derive_seed("n_opt", cfg.name, h))
         entry["final_flops"] = float(ph.groupby("run_id")["C"].max().sum())
+        entry["isoflop"] = _isoflop(cfg, sr, h, resamples)
         horizons.append(entry)
     hpo = hpo_compute(cfg)
     return {"formula": FORMULA, "horizons": horizons, "hpo": hpo,
             "final_flops_total": float(points.groupby("run_id")["C"].max().sum()) if len(points) else 0.0,
             "hpo_flops_total": float(sum(r["flops"] for r in hpo))}
+
+
+def _isoflop(cfg: StudyConfig, sr: StudyRuns, h: int, resamples: int) -> list[dict]:
+    """IsoFLOP slices of horizon ``h`` when the study sets ``train.compute_budget`` (a key or an axis)."""
+    runs = sr.current(sr.runs)
+    runs = runs[(runs["horizon"] == h) & runs["val_log_loss"].notna()].reset_index(drop=True)
+    col = "axis:train.compute_budget"
+    if col in runs:
+        level = runs[col].astype(float)
+    elif cfg.train.compute_budget > 0:
+        level = pd.Series(cfg.train.compute_budget, index=runs.index)
+    else:
+        return []
+    return isoflop_slices(runs, level, n_resamples=resamples, seed=derive_seed("isoflop", cfg.name, h))
 
 
 def _floats(values) -> list:
