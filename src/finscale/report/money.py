@@ -201,7 +201,10 @@ def _economics_blocks(h: dict, fig_dir: Path, notes: list) -> list:
         blocks.append(Table(diffs.assign(ci=diffs["ci"].map(_ci))[["cost_bps", "largest", "smallest", "diff", "ci"]],
                             f"Largest minus smallest budget, paired on the same days, horizon {hz}",
                             f"economics_diff_h{hz}.csv"))
-    blocks.append(Table(pd.DataFrame(h.get("runs", [])), f"Sharpe, DSR and turnover per run, horizon {hz}",
+    per_run = pd.DataFrame(h.get("runs", []))
+    first = ["run_id", "budget", "seed", "cost_bps", "N", "C", "sharpe", "dsr", "turnover", "total_return"]
+    per_run = per_run[[c for c in first if c in per_run] + [c for c in per_run if c not in first]]
+    blocks.append(Table(per_run, f"Sharpe, DSR and turnover per run, horizon {hz}",
                         f"economics_runs_h{hz}.csv", show=False))
     if h.get("ic"):
         blocks += _ic_blocks(h["ic"], hz)
@@ -214,10 +217,13 @@ def _ic_blocks(ic: dict, hz: int) -> list:
                 "of the predicted probability against the realised h-day return; t = ICIR·sqrt(days), "
                 "t_hac with Newey–West errors (h - 1 lags, overlapping returns); top-k long-short with "
                 "qlib costs (5 bp open, 15 bp close).")]
+    order = ["run_id", "budget", "seed", "N", "mean", "t", "t_hac", "icir", "rank_ic", "rank_t", "rank_t_hac",
+             "rank_icir", "n_days", "topk_sharpe", "topk_sharpe_gross", "topk_turnover"]
     if not runs.empty:
+        runs = runs[[c for c in order if c in runs] + [c for c in runs if c not in order]]
         out.append(Table(runs, f"IC, Rank IC and top-k long-short per run, horizon {hz}", f"ic_h{hz}.csv"))
     if not budgets.empty:
-        out.append(Table(budgets.assign(ci=budgets["ci"].map(_ci)),
+        out.append(Table(budgets.assign(ci=budgets["ci"].map(_ci))[["budget", "N", "metric", "mean", "ci"]],
                          f"Mean daily IC per budget with block-bootstrap CIs, horizon {hz}", f"ic_budgets_h{hz}.csv"))
     return out
 
