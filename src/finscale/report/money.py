@@ -43,6 +43,20 @@ def _log_x(ax, y: bool = False) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _ci_table(frame: pd.DataFrame, caption: str, csv: str, cols: list[str]) -> Table:
+    """A table whose interval columns (lists [lo, hi]) are numeric ``<col>_lo``/``<col>_hi``
+    in the CSV and '[lo, hi]' text in the document."""
+    data, shown = frame.copy(), frame.copy()
+    for col in cols:
+        pairs = [v if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None) for v in frame[col]]
+        at = list(data.columns).index(col)
+        data = data.drop(columns=col)
+        data.insert(at, f"{col}_hi", pd.to_numeric([p[1] for p in pairs], errors="coerce"))
+        data.insert(at, f"{col}_lo", pd.to_numeric([p[0] for p in pairs], errors="coerce"))
+        shown[col] = frame[col].map(_ci)
+    return Table(data, caption, csv, shown=shown)
+
+
 def _ci(ci) -> str:
     return "n/a" if not ci or ci[0] is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
 
@@ -73,14 +87,15 @@ def compute_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
         if h.get("points"):
             _add(blocks, notes, lambda p, h=h: compute_figure(h, p), fig_dir / f"compute_h{h['horizon']}.png",
                  f"Validation-loss envelope over training compute and N_opt(C), horizon {h['horizon']}")
-    blocks.append(Table(pd.DataFrame(summary), "Compute envelope fits per horizon", "compute_fits.csv"))
+    blocks.append(_ci_table(pd.DataFrame(summary), "Compute envelope fits per horizon", "compute_fits.csv",
+                            ["gamma_ci", "a_exp_ci"]))
     iso = _isoflop_rows(doc)
     if not iso.empty:
         blocks += [Text("IsoFLOP slices (`train.compute_budget`): at each training-compute budget, the best "
                         "validation log-loss per size (mean over seeds) and N_opt from a parabola in log N "
                         "(Hoffmann et al. 2022, approach 2; interval from resampling seeds within sizes, "
                         "given only when the point fit is convex; 'inside' = within the sizes run)."),
-                   Table(iso, "IsoFLOP slices", "compute_isoflop.csv")]
+                   _ci_table(iso, "IsoFLOP slices", "compute_isoflop.csv", ["N_opt_ci"])]
     hpo = pd.DataFrame(doc.get("hpo", []))
     blocks.append(Text(f"Training compute of the final runs: {doc.get('final_flops_total', 0):.3g} FLOPs; "
                        f"of the hyperparameter search (all trials, pruned included, every fold): "
@@ -97,7 +112,7 @@ def _isoflop_rows(doc: dict) -> pd.DataFrame:
             sizes = s["sizes"]
             rows.append({"horizon": h["horizon"], "compute_budget": s["compute_budget"],
                          "val_log_loss per size": ", ".join(f"{b} {v:.4f}" for b, v in zip(sizes["budget"], sizes["L"])),
-                         "best_size": s["best_size"], "N_opt": s["N_opt"], "N_opt_ci": _ci(s.get("N_opt_ci")),
+                         "best_size": s["best_size"], "N_opt": s["N_opt"], "N_opt_ci": s.get("N_opt_ci"),
                          "inside": s.get("inside"), "convex_share": s.get("convex_share")})
     return pd.DataFrame(rows)
 
@@ -106,8 +121,8 @@ def _summary_row(h: dict) -> dict:
     fit, ci, opt = h.get("fit") or {}, h.get("ci") or {}, h.get("optimal") or {}
     return {"horizon": h["horizon"], "runs": h.get("n_runs"), "points": h.get("n_points"),
             "envelope_points": len((h.get("envelope") or {}).get("C", [])), "E": fit.get("E"),
-            "A": fit.get("A"), "gamma": fit.get("gamma"), "gamma_ci": _ci(ci.get("gamma")),
-            "a_exp (N_opt ∝ C^a)": opt.get("a_exp"), "a_exp_ci": _ci(opt.get("a_exp_ci")),
+            "A": fit.get("A"), "gamma": fit.get("gamma"), "gamma_ci": ci.get("gamma"),
+            "a_exp (N_opt ∝ C^a)": opt.get("a_exp"), "a_exp_ci": opt.get("a_exp_ci"),
             "final_flops": h.get("final_flops"), "reason": h.get("reason") or opt.get("reason", "")}
 
 
@@ -193,14 +208,14 @@ def _economics_blocks(h: dict, fig_dir: Path, notes: list) -> list:
     _add(blocks, notes, lambda p: economics_figure(h, p), fig_dir / f"economics_h{hz}.png",
          f"Sharpe vs size across the cost sweep, horizon {hz}")
     if not budgets.empty:
-        shown = budgets.assign(sharpe_ci=budgets["sharpe_ci"].map(_ci))[
-            ["budget", "cost_bps", "N", "C", "sharpe", "sharpe_ci", "dsr"]]
-        blocks.append(Table(shown, f"Sharpe per budget and cost level, horizon {hz}", f"economics_h{hz}.csv"))
+        blocks.append(_ci_table(budgets[["budget", "cost_bps", "N", "C", "sharpe", "sharpe_ci", "dsr"]],
+                                f"Sharpe per budget and cost level, horizon {hz}", f"economics_h{hz}.csv",
+                                ["sharpe_ci"]))
     diffs = pd.DataFrame(h.get("differences", []))
     if not diffs.empty:
-        blocks.append(Table(diffs.assign(ci=diffs["ci"].map(_ci))[["cost_bps", "largest", "smallest", "diff", "ci"]],
-                            f"Largest minus smallest budget, paired on the same days, horizon {hz}",
-                            f"economics_diff_h{hz}.csv"))
+        blocks.append(_ci_table(diffs[["cost_bps", "largest", "smallest", "diff", "ci"]],
+                                f"Largest minus smallest budget, paired on the same days, horizon {hz}",
+                                f"economics_diff_h{hz}.csv", ["ci"]))
     per_run = pd.DataFrame(h.get("runs", []))
     first = ["run_id", "budget", "seed", "cost_bps", "N", "C", "sharpe", "dsr", "turnover", "total_return"]
     per_run = per_run[[c for c in first if c in per_run] + [c for c in per_run if c not in first]]
@@ -223,8 +238,9 @@ def _ic_blocks(ic: dict, hz: int) -> list:
         runs = runs[[c for c in order if c in runs] + [c for c in runs if c not in order]]
         out.append(Table(runs, f"IC, Rank IC and top-k long-short per run, horizon {hz}", f"ic_h{hz}.csv"))
     if not budgets.empty:
-        out.append(Table(budgets.assign(ci=budgets["ci"].map(_ci))[["budget", "N", "metric", "mean", "ci"]],
-                         f"Mean daily IC per budget with block-bootstrap CIs, horizon {hz}", f"ic_budgets_h{hz}.csv"))
+        out.append(_ci_table(budgets[["budget", "N", "metric", "mean", "ci"]],
+                             f"Mean daily IC per budget with block-bootstrap CIs, horizon {hz}",
+                             f"ic_budgets_h{hz}.csv", ["ci"]))
     return out
 
 

@@ -134,8 +134,10 @@ def _cost_rows(runs: pd.DataFrame, docs: dict, cost: float, returns: dict, idx: 
     """(rows per run at this cost, per-run resampled Sharpe (runs x R) or None)."""
     rows = []
     for rid, r in runs.iterrows():
-        sweep = {x["cost_bps"]: x for x in docs[rid]["backtest"].get("cost_sweep", [])}
-        row = sweep.get(cost, {})
+        bt = docs[rid]["backtest"]
+        sweep = {x["cost_bps"]: x for x in bt.get("cost_sweep", [])}
+        # an eval.json written before the sweep existed still has its own cost's backtest
+        row = sweep.get(cost) or (bt["strategy"] if cost == float(bt["cost_bps"]) else {})
         rows.append({"run_id": rid, "budget": r["budget"], "seed": int(r["seed"]), "N": r["params_total"],
                      "C": r["train_flops"], "cost_bps": cost, "sharpe": row.get("sharpe"),
                      "turnover": row.get("turnover"), "total_return": row.get("total_return")})
