@@ -137,6 +137,8 @@ def test_pooled_sp500_nasdaq_study_runs_end_to_end(tmp_path, cli):
     assert set(ev["per_asset"]) == {"sp500", "nasdaq"}
     assert sum(b["test_windows"] for b in ev["per_asset"].values()) == ev["test_windows"]
     assert ev["backtest"]["assets"] == ["sp500", "nasdaq"]
+    assert len(ev["backtest"]["cost_sweep"]) >= 4 and ev["topk"]["k"] == 1
+    assert "reason" in ev["ic"]  # two assets: a cross-sectional correlation needs >= 3
     report = (tmp_path / "runs" / "smoke" / "report" / "report.md").read_text()
     assert "Per-asset test metrics" in report and "| nasdaq |" in report
     assert (tmp_path / "runs" / "smoke" / "report" / "tables" / "final_assets.csv").exists()

@@ -112,7 +112,8 @@ def test_scaling_panels_draw_the_strongest_baseline_and_hollow_markers(study):
 
 def test_every_figure_is_a_real_image(study):
     names = {p.name for p in (study["dir"] / "figures").glob("*.png")}
-    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest")} | {"headline.png"}
+    assert names == {f"{kind}_h1.png" for kind in ("scaling", "learning", "calibration", "backtest",
+                                                   "compute", "economics")} | {"headline.png"}
     for name in names:
         with Image.open(study["dir"] / "figures" / name) as img:
             img.verify()
@@ -497,3 +498,23 @@ def test_first_screen_holds_the_answer_and_the_headline_figure(study, tmp_path):
         figure = np.asarray(img.convert("L").crop((int(box["left"]), int(box["top"]), int(box["right"]),
                                                     int(box["bottom"]))), dtype=np.float64)
     assert figure.std() > 20  # the headline figure is painted there (axes, points, text)
+
+
+def test_compute_and_economics_come_from_the_runs(study):
+    cfg = study["cfg"]
+    for ev in eval_docs(cfg).values():  # eval.json carries the cost sweep (>= 4 levels)
+        sweep = {r["cost_bps"]: r for r in ev["backtest"]["cost_sweep"]}
+        assert {0.0, 1.0, 5.0, 10.0, 20.0} <= set(sweep)
+        assert sweep[ev["backtest"]["cost_bps"]]["total_return"] == pytest.approx(
+            ev["backtest"]["strategy"]["total_return"], rel=1e-12)
+    compute = json.loads((cfg.study_dir / "scaling" / "compute.json").read_text())
+    (h,) = compute["horizons"]
+    assert h["n_runs"] == 6 and h["n_points"] == 6  # one epoch each: the envelope of 6 points
+    finals = {m.parent.name: [json.loads(x) for x in m.read_text().splitlines()]
+              for m in (cfg.study_dir / "final").glob("*/metrics.jsonl")}
+    recorded = sorted(line["train_flops"] for lines in finals.values() for line in lines if line["event"] == "epoch")
+    assert sorted(h["points"]["C"]) == pytest.approx(recorded)
+    econ = json.loads((cfg.study_dir / "scaling" / "economics.json").read_text())
+    assert {b["budget"] for b in econ["horizons"][0]["budgets"]} == set(BUDGETS)
+    md = (study["dir"] / "report.md").read_text()
+    assert "## Compute" in md and "## Economics" in md and "validation log-loss envelope" in md

@@ -189,7 +189,7 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
 
 def _epoch_row(m: dict) -> dict:
     return {k: m.get(k) for k in ("epoch", "train_loss", "val_log_loss", "val_auc", "val_skill",
-                                  "lr", "epoch_s", "samples_per_s", "improved")}
+                                  "lr", "epoch_s", "samples_per_s", "improved", "train_flops")}
 
 
 def _provenance_row(env: dict) -> dict:

@@ -180,6 +180,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     identity["splits"] = {k: v for k, v in identity["splits"].items()
                           if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
+    identity["train"] = {k: v for k, v in identity["train"].items() if not (k == "compute_budget" and v == 0)}
     identity["model"] = model_identity({k: v for k, v in identity["model"].items()
                                         if k not in ("budgets", "architectures")}, precision)
     digest = config_hash(identity)

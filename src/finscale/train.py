@@ -16,6 +16,7 @@ fails the run with its reason (never a sentinel value); a collapsed model is fla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from finscale.config import TrainConfig, config_to_dict
 from finscale.convergence import run_convergence
 from finscale.metrics import classification_metrics, is_collapsed
 from finscale.model import ModelArgs, autocast_for, build_model, count_parameters, patch_layout, prepare_model
+from finscale.model.compute import flops_per_sample
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
 
@@ -104,6 +106,15 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
+def fit_compute_budget(cfg: TrainConfig, args: ModelArgs, n_train: int) -> TrainConfig:
+    """``train.compute_budget`` > 0 (IsoFLOP studies): max_epochs = the whole number of epochs
+    whose training FLOPs come closest to the budget (at least 1); otherwise ``cfg`` unchanged."""
+    if cfg.compute_budget <= 0:
+        return cfg
+    per_epoch = flops_per_sample(args)["train"] * n_train
+    return dataclasses.replace(cfg, max_epochs=max(1, round(cfg.compute_budget / per_epoch)))
+
+
 def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
     return math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)
 
@@ -161,6 +172,7 @@ class Trainer:
                  seed: int, config_hash: str, device: torch.device | None = None,
                  callbacks: Sequence[EpochCallback] = (), controls: Controls | None = None,
                  checkpointing: bool = False, compile: bool = False, precision: str = "fp32"):
+        cfg = fit_compute_budget(cfg, model_args, len(data.train))
         self.run, self.args, self.cfg, self.data = run, model_args, cfg, data
         self.seed, self.config_hash = seed, config_hash
         self.device = device or torch.device("cpu")
@@ -336,7 +348,9 @@ class Trainer:
                 "lr": self.sched.get_last_lr()[0], "epoch_s": epoch_s, "train_s": train_s,
                 "data_s": data_s, "compute_s": compute_s,
                 "samples_per_s": len(self.data.train) / max(train_s, 1e-9),
-                "improved": improved, **{f"val_{k}": v for k, v in metrics.items()}}
+                "improved": improved, **{f"val_{k}": v for k, v in metrics.items()},
+                # cumulative training FLOPs after this epoch (docs/compute.md)
+                "train_flops": self._epoch_flops() * (st["epoch"] + 1)}
         st.update(epoch=st["epoch"] + 1, batch=0, loss_sum=0.0, loss_n=0)
         self.run.append_metrics(line)  # before the checkpoint: resume truncates to it
         if st["epoch"] % cfg.checkpoint_every == 0 or st["epoch"] == cfg.max_epochs:
@@ -350,6 +364,11 @@ class Trainer:
     def _emit(self, kind: str, **info) -> None:
         if self.controls.on_event is not None:
             self.controls.on_event(kind, run=self.run.path.name, **info)
+
+    def _epoch_flops(self) -> int:
+        """Training FLOPs of one epoch: matmul FLOPs per sample (forward + backward,
+        :func:`finscale.model.flops_per_sample`) x training windows."""
+        return flops_per_sample(self.args)["train"] * len(self.data.train)
 
     def _patches_per_window(self) -> int:
         a = self.args

@@ -132,6 +132,7 @@ class TrainConfig:
     collapse_std: float = _opt(1e-3, min=0.0, doc="predictions with a smaller std are flagged collapsed (guard 12)")
     eval_batch_size: int = _opt(1024, min=1, doc="batch size for validation/test prediction")
     checkpoint_every: int = _opt(1, min=1, doc="epochs between resumable checkpoints")
+    compute_budget: float = _opt(0.0, min=0.0, doc="IsoFLOP studies: training FLOPs per run (e.g. `3e12`); each run trains the whole number of epochs closest to it (≥ 1, overriding `max_epochs`), so compute is held fixed across sizes; 0 = off. Set `patience` ≥ the epochs so early stopping does not cut it short (docs/compute.md)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,14 @@
 JSON-ready dicts out). The lead wires these to run directories; see each module's docstring.
 """
 
-from finscale.evaluate.backtest import backtest, deflated_sharpe_ratio, pool_backtests
+from finscale.evaluate.backtest import (
+    COST_SWEEP_BPS,
+    backtest,
+    cost_sweep,
+    daily_returns_at,
+    deflated_sharpe_ratio,
+    pool_backtests,
+)
 from finscale.evaluate.baselines import BASELINES, CONSTANT_BASELINES, fit_baselines
 from finscale.evaluate.blocklen import choose_block_len, politis_white
 from finscale.evaluate.bootstrap import (
@@ -44,6 +51,9 @@ __all__ = [
     "recalibrated",
     "score_decomposition",
     "backtest",
+    "COST_SWEEP_BPS",
+    "cost_sweep",
+    "daily_returns_at",
     "pool_backtests",
     "block_bootstrap_indices",
     "panel_block_indices",

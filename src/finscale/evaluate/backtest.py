@@ -12,6 +12,10 @@ Rules (simple, conservative, documented):
   (no interest on cash) and decide again at t+1.
 - Every holding period is a round trip: ``cost_bps`` of notional is charged at entry and
   again at exit, even when one period ends where the next begins.
+- Turnover: traded notional as a multiple of capital; each entry and each exit trades the
+  whole position once, so the strategy's net return is its gross return less about
+  cost x turnover. ``cost_sweep`` reruns the same positions at several cost levels
+  (0, 1, 5, 10, 20 bp and the study's own): positions never depend on the cost.
 - Buy-and-hold buys at Close[0] and sells at Close[T-1], paying the same costs once each.
 - The equity curve starts from capital 1 before day 0 and is marked at each close after
   that day's trades; daily returns are equity[s]/equity[s-1] - 1 for s = 1..T-1 (the day-0
@@ -29,6 +33,8 @@ import pandas as pd
 from scipy import stats as sps
 
 TRADING_DAYS = 252
+COST_SWEEP_BPS = (0.0, 1.0, 5.0, 10.0, 20.0)
+SWEEP_STATS = ("total_return", "cagr", "sharpe", "max_drawdown", "n_trades")
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -136,6 +142,49 @@ def backtest(close, dates, signal_prob, threshold: float, horizon: int, cost_bps
     }
 
 
+def cost_sweep(close, dates, signal_prob, threshold: float, horizon: int,
+               costs_bps=COST_SWEEP_BPS) -> list[dict]:
+    """The strategy of :func:`backtest` at each cost level (same positions): per level
+    cost_bps, total_return, cagr, sharpe, max_drawdown, n_trades, ``turnover`` (one-way
+    traded notional per year, in multiples of capital) and ``daily_turnover`` (per day)."""
+    close, days, prob, horizon = _check_inputs(close, dates, signal_prob, threshold, horizon, 0.0)
+    held, n_costs, trades = _positions(prob, threshold, horizon)
+    gross = close[[b for _, b in trades]] / close[[a for a, _ in trades]] if trades else np.zeros(0)
+    out = []
+    for bps in sorted({float(c) for c in costs_bps}):
+        if bps < 0:
+            raise ValueError(f"cost_sweep: cost {bps!r} bp; expected >= 0")
+        cost = bps / 1e4
+        stats = _summary(_equity(close, held, n_costs, cost), days, held, gross * (1 - cost) ** 2 - 1)
+        out.append({"cost_bps": bps, **{k: stats[k] for k in SWEEP_STATS}, **_turnover(n_costs)})
+    return out
+
+
+def _turnover(n_costs: np.ndarray) -> dict:
+    daily = float(n_costs.sum()) / max(1, n_costs.size - 1)
+    return {"daily_turnover": daily, "turnover": daily * TRADING_DAYS}
+
+
+def cost_counts(bt: dict) -> np.ndarray:
+    """Per day of ``bt["dates"]`` the number of entries/exits charged (from its trades)."""
+    index = {d: i for i, d in enumerate(bt["dates"])}
+    n_costs = np.zeros(len(bt["dates"]), dtype=np.int64)
+    for t in bt["trades"]:
+        n_costs[index[t["entry"]]] += 1
+        n_costs[index[t["exit"]]] += 1
+    return n_costs
+
+
+def daily_returns_at(bt: dict, cost_bps: float) -> np.ndarray:
+    """The strategy's daily returns (days 1..T-1) of a single-asset :func:`backtest` result
+    recomputed at another cost: each day's growth rescaled by ((1 - c) / (1 - c0))^charges."""
+    equity = np.asarray(bt["strategy"]["equity"], dtype=np.float64)
+    growth = equity / np.r_[1.0, equity[:-1]]
+    c0, c = bt["cost_bps"] / 1e4, cost_bps / 1e4
+    growth = growth * ((1 - c) / (1 - c0)) ** cost_counts(bt)
+    return np.r_[growth[0] * growth[1], growth[2:]] - 1.0
+
+
 def deflated_sharpe_ratio(sharpe: float, sharpe_trials, n_obs: int, skew: float, kurtosis: float,
                           *, periods_per_year: float = TRADING_DAYS) -> float:
     """Deflated Sharpe ratio (Bailey & Lopez de Prado 2014), as a probability.
@@ -171,7 +220,9 @@ def pool_backtests(parts: dict[str, dict]) -> dict:
 
     Each day's return is the mean of the returns of the assets trading that day (the
     strategy's net of costs, and buy-and-hold's); the result has the shape of
-    :func:`backtest` plus ``"assets"``. Trades keep their asset's name.
+    :func:`backtest` plus ``"assets"``. Trades keep their asset's name. When every part
+    carries a ``cost_sweep``, the pooled one is the same portfolio at each cost level
+    (turnover: the mean of the assets').
     """
     names = list(parts)
     per_asset_days = {n: pd.DatetimeIndex(parts[n]["dates"]) for n in names}
@@ -193,9 +244,34 @@ def pool_backtests(parts: dict[str, dict]) -> dict:
         summary["exposure"] = float(np.mean([parts[n][side]["exposure"] for n in names]))
         out[side] = summary
     first = parts[names[0]]
+    if all("cost_sweep" in parts[n] for n in names):
+        out["cost_sweep"] = _pooled_sweep(parts, days, per_asset_days)
     return {**out, "dates": [str(d) for d in days.values],
             "trades": [{"asset": n, **t} for n in names for t in parts[n]["trades"]],
             "threshold": first["threshold"], "horizon": first["horizon"], "cost_bps": first["cost_bps"],
             "n_days": int(len(days)), "n_no_signal": int(sum(parts[n]["n_no_signal"] for n in names)),
             "assets": names}
 
+
+
+def _pooled_sweep(parts: dict[str, dict], days: pd.DatetimeIndex, per_asset_days: dict) -> list[dict]:
+    """The equal-weight portfolio of :func:`pool_backtests` at each swept cost level."""
+    names = list(parts)
+    out = []
+    for level in parts[names[0]]["cost_sweep"]:
+        bps = level["cost_bps"]
+        rets = np.full((len(days), len(names)), np.nan)
+        for j, n in enumerate(names):
+            bt = parts[n]
+            eq = np.asarray(bt["strategy"]["equity"], dtype=np.float64)
+            growth = eq / np.r_[1.0, eq[:-1]] * ((1 - bps / 1e4) / (1 - bt["cost_bps"] / 1e4)) ** cost_counts(bt)
+            rets[days.get_indexer(per_asset_days[n]), j] = growth - 1.0
+        count = np.isfinite(rets).sum(axis=1)
+        mean = np.divide(np.nansum(rets, axis=1), count, out=np.zeros(len(days)), where=count > 0)
+        trades = [t["gross_return"] for n in names for t in parts[n]["trades"]]
+        net = (1 + np.asarray(trades, dtype=np.float64)) * (1 - bps / 1e4) ** 2 - 1
+        stats = _summary(np.cumprod(1.0 + mean), days.values, np.full(len(days), True), net)
+        turnover = {k: float(np.mean([next(x[k] for x in parts[n]["cost_sweep"] if x["cost_bps"] == bps)
+                                      for n in names])) for k in ("daily_turnover", "turnover")}
+        out.append({"cost_bps": bps, **{k: stats[k] for k in SWEEP_STATS}, **turnover})
+    return out

@@ -24,11 +24,13 @@ from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
 from finscale.report.axes import axes_section
 from finscale.report.figures import budget_colors
+from finscale.report.money import compute_section, economics_section
 from finscale.report.render import render_html, render_markdown, write_tables
 from finscale.report.sections import SECTIONS
 from finscale.report.tables import budget_order
 from finscale.report.tidy import write_tidy
 from finscale.scaling import HorizonScaling, read_axes, read_scaling, read_study_stability, stability_frame
+from finscale.scaling.store import read_money
 
 __all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
 
@@ -78,6 +80,8 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
              S.backtest_section(sr, horizons, colors, fig_dir, notes), S.hardware_section(sr),
              axes_section(read_axes(cfg) if axes_on else None, axes_on, fig_dir, notes)]
+    compute_doc, economics_doc = read_money(cfg)
+    parts += [compute_section(compute_doc, fig_dir, notes), economics_section(economics_doc, fig_dir, notes)]
     parts.append(S.warnings_section(sr, notes)[0])
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"

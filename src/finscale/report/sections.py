@@ -24,7 +24,7 @@ from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stabil
 SECTIONS = (
     "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
     "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
-    "Calibration", "Backtest", "Hardware", "Axes and data scaling", "Warnings",
+    "Calibration", "Backtest", "Hardware", "Axes and data scaling", "Compute", "Economics", "Warnings",
 )
 
 

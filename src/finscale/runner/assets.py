@@ -19,6 +19,7 @@ import numpy as np
 from finscale.config import StudyConfig
 from finscale.data.panel import source_list
 from finscale.evaluate import evaluate_predictions, per_sample_log_loss
+from finscale.evaluate.signal import ic_summary, topk_long_short
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,21 @@ def per_asset(prep, test, y: np.ndarray, prob: np.ndarray, baselines: dict, stro
         block["backtest"] = backtest_of(mask)
         out[name] = block
     return out
+
+
+def panel_signal(prep, test, prob: np.ndarray, horizon: int, common: dict) -> dict:
+    """``ic`` (daily IC / Rank IC / ICIR with t-statistics against the realised h-day return)
+    and ``topk`` (the top-k long-short with qlib costs, k = a fifth of the assets, at least 1)
+    of :mod:`finscale.evaluate.signal`. Test windows have labels, so t + h stays in the asset."""
+    close = prep.frame["price_close"].to_numpy(dtype=np.float64)
+    ends = test.ends
+    days = prep.dates.to_numpy()[ends].astype("datetime64[D]")
+    assets = prep.asset_index[ends]
+    ic = ic_summary(days, prob, close[ends + horizon] / close[ends] - 1.0, horizon=horizon,
+                    block_len=common["block_len"], n_resamples=common["n_resamples"], seed=common["seed"])
+    k = max(1, round(len(prep.assets) / 5))
+    topk = topk_long_short(days, assets, prob, close[ends + 1] / close[ends] - 1.0, k=k)
+    return {"ic": ic, "topk": topk}
 
 
 @functools.lru_cache(maxsize=32)

@@ -25,10 +25,12 @@ import numpy as np
 from finscale.checkpoint import load_checkpoint
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.evaluate import (
+    COST_SWEEP_BPS,
     backtest,
     choose_block_len,
     choose_threshold,
     compare_forecasts,
+    cost_sweep,
     evaluate_predictions,
     fit_baselines,
     fit_window_baselines,
@@ -47,7 +49,7 @@ from finscale.prepare import (
 )
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
-from finscale.runner.assets import optimal_log_loss, per_asset
+from finscale.runner.assets import optimal_log_loss, panel_signal, per_asset
 from finscale.spec import RunSpec, design_cfg, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
@@ -185,7 +187,10 @@ def _backtest(prep: PreparedData, ends: np.ndarray, prob: np.ndarray, threshold:
     close = prep.frame["price_close"].to_numpy()[first:last + 1]
     days = prep.dates.to_numpy()[first:last + 1]
     signal = np.concatenate([prob, np.full(horizon, np.nan)])
-    return backtest(close, days, signal, threshold, horizon, cost_bps)
+    out = backtest(close, days, signal, threshold, horizon, cost_bps)
+    # the same positions at 0, 1, 5, 10, 20 bp and the study's cost (docs/compute.md)
+    out["cost_sweep"] = cost_sweep(close, days, signal, threshold, horizon, (*COST_SWEEP_BPS, cost_bps))
+    return out
 
 
 # Baselines whose validation score is in-sample (fitted on the validation labels): never
@@ -251,6 +256,7 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         extra["per_asset"] = per_asset(prep, test, y, prob, baselines, strongest, data.train.ends,
                                        data.train.labels, common, backtest_of)
         bt = pool_backtests({n: b["backtest"] for n, b in extra["per_asset"].items()})
+        extra.update(panel_signal(prep, test, prob, h, common))  # ic, topk (evaluate/signal.py)
     else:
         bt = _backtest(prep, test.ends, prob, threshold, h, ev.cost_bps)
     optimum = optimal_log_loss(cfg, prep, test, y, h)

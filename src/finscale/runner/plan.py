@@ -117,13 +117,16 @@ def _row(cfg, phase, budget, h, seed, params, windows, epochs, seed_label, repli
     precision = "bf16" if device_type == "cuda" else "fp32"
     mem = memory_estimate(spec.model_args, spec.train.batch_size, precision,
                           cfg.model.activation_checkpointing, device_type=device_type)["total"]
+    from finscale.train import fit_compute_budget  # train.compute_budget sets the epochs
+
+    epochs_run = fit_compute_budget(spec.train, spec.model_args, windows).max_epochs
     row = PlanRow(phase, budget, h, seed_label, arch_label(spec.model_args), counts["total"],
                   counts["non_embedding"], flops, mem,
-                  _estimate_seconds(spec, flops, windows, spec.train.max_epochs),
+                  _estimate_seconds(spec, flops, windows, epochs_run),
                   run_id=spec.run_id if phase == "final" else cfg_cell(cfg, budget, h))
     # Guard 10 in fixed (reproduction) mode: a table shape is run as given, its measured
     # count beside the label, and a miss is flagged here (search mode refuses it above).
-    row.extra.update(model_args=spec.model_args, epochs=spec.train.max_epochs,
+    row.extra.update(model_args=spec.model_args, epochs=epochs_run,
                      batch_size=spec.train.batch_size, grad_accum=spec.train.grad_accum,
                      budget_flag=budget_miss(counts["total"], budget, cfg.model.budget_tolerance))
     return row

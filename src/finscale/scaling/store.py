@@ -59,12 +59,34 @@ def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
     L(N, D) fit, per-axis comparisons and curves); returns the first variant's results."""
     vars_ = variants(cfg)
     if not axis_values(vars_[0]):
-        return _scale_one(cfg)
-    results = [_scale_one(var) for var in vars_]
-    from finscale.scaling.axes import axes_results
+        results = _scale_one(cfg)
+    else:
+        results = [_scale_one(var) for var in vars_]
+        from finscale.scaling.axes import axes_results
 
-    atomic_write_json(axes_results(cfg), axes_path(cfg))
-    return results[0]
+        atomic_write_json(axes_results(cfg), axes_path(cfg))
+        results = results[0]
+    _scale_money(cfg)
+    return results
+
+
+def _scale_money(cfg: StudyConfig) -> None:
+    """``compute.json`` (envelope over compute, N_opt, HPO compute) and ``economics.json``
+    (Sharpe vs N and C, cost sweep, panel IC) over every final run of the study."""
+    from finscale.scaling.compute import compute_path, compute_results
+    from finscale.scaling.economics import economics_path, economics_results
+
+    sr = collect(cfg)
+    atomic_write_json(compute_results(cfg, sr), compute_path(cfg))
+    atomic_write_json(economics_results(cfg, sr), economics_path(cfg))
+
+
+def read_money(cfg: StudyConfig) -> tuple[dict | None, dict | None]:
+    """The stored ``compute.json`` and ``economics.json`` (None before the stage wrote them)."""
+    from finscale.scaling.compute import compute_path
+    from finscale.scaling.economics import economics_path
+
+    return _read_json(compute_path(cfg)), _read_json(economics_path(cfg))
 
 
 def read_axes(cfg: StudyConfig) -> dict | None:
