@@ -45,9 +45,9 @@ class PhaseJob:
 
     cfg: StudyConfig
     phase: str                               # hpo | final | evaluate
-    budgets: tuple[str, ...] = ()
-    horizons: tuple[int, ...] = ()
-    units: tuple[str, ...] = ()              # cells / run ids; empty = all of the phase
+    # The resolved units (runner.study.phase_units: Cells, or (variant, spec) per final run),
+    # never the --only filters: a worker trains exactly what the parent selected.
+    units: tuple = ()
     data_dir: str | None = None
     monitor: bool = True
     threads: int = 1
@@ -77,6 +77,18 @@ class PhaseResult:
         """A unit one worker trained and another then found done counts as done."""
         self.skipped = [u for u in self.skipped if u not in self.done and u not in self.failed]
         return self
+
+
+def pool_size(cfg: StudyConfig) -> int:
+    """Local worker processes of the one pool: ``run.workers`` (``--workers`` of ``finscale run``
+    and ``finscale hpo``). The deprecated ``hpo.workers`` is read as the same setting when
+    ``run.workers`` is left at 1."""
+    return cfg.run.workers if cfg.run.workers > 1 else cfg.hpo.workers
+
+
+def unit_name(unit) -> str:
+    """A unit's name in events and results: an HPO cell's name or a final run's id."""
+    return unit.name if hasattr(unit, "name") else unit[1].run_id
 
 
 def event_writer(fd: int | None) -> Callable[..., None]:
