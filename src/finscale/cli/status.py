@@ -45,7 +45,7 @@ def final_rows(cfg) -> list[list]:
         run = RunDir(final_dir(cfg, spec))
         st = run.status()
         final = read_final(run) if st["state"] == "done" else None
-        ev = run.read_json("eval.json")
+        ev = run.read_eval()
         rows.append([spec.run_id, st["state"], st.get("epoch"),
                      final and final["val_log_loss"],
                      ev and ev["test"]["metrics"]["log_loss"],

@@ -106,7 +106,7 @@ def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
         return nullcontext(None)
     from finscale.monitor import HardwareMonitor
 
-    return HardwareMonitor(cfg.monitor, run.file("hardware.jsonl"))
+    return HardwareMonitor(cfg.monitor, run.hardware)
 
 
 def _track_final(cfg: StudyConfig, run: RunDir) -> None:

@@ -27,6 +27,7 @@ from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig, flatten_axes
 from finscale.evaluate.bootstrap import default_block_len, paired_bootstrap_test
 from finscale.repro import derive_seed
+from finscale.rundir import RunDir
 from finscale.scaling.joint import analyze_joint, optimal_allocation, predict_joint
 from finscale.scaling.laws import fit_power_law
 
@@ -115,7 +116,7 @@ def _floats(values) -> list:
 # --------------------------------------------------------------------------- comparisons
 
 def _predictions(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(f"{path}/predictions.npz") as z:
+    with np.load(RunDir(path).predictions) as z:
         return z["ends"], z["y"].astype(np.float64), z["prob"].astype(np.float64)
 
 
