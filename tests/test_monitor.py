@@ -222,6 +222,8 @@ def test_stop_event_ends_pause(sysfs):
     with HardwareMonitor(mcfg(sysfs)) as mon:
         waiter, result = in_background(mon.wait_until_cool, stop_event=stop, poll_s=0.02)
         wait_for(lambda: mon.summary()["pauses"] == 1)
+        seen = mon.summary()["samples"]
+        wait_for(lambda: mon.summary()["samples"] >= seen + 2)   # hot readings keep arriving
         assert waiter.is_alive() and not result   # still hot: still paused
         stop.set()
         waiter.join(30)
