@@ -8,7 +8,6 @@ metrics.jsonl, ckpt/). Idempotent: a finished run is skipped, an interrupted one
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.model import select_device
@@ -36,6 +35,3 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
                       checkpointing=cfg.model.activation_checkpointing, compile=cfg.model.compile)
     return trainer.fit(), False
 
-
-def run_path(cfg: StudyConfig, spec: RunSpec) -> Path:
-    return final_dir(cfg, spec)

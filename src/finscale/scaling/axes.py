@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from finscale.axes import axis_tag, axis_values, variants
+from finscale.axes import axis_values, variants
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig, flatten_axes
 from finscale.evaluate.bootstrap import default_block_len, paired_bootstrap_test
@@ -192,11 +192,6 @@ def axis_curves(runs: pd.DataFrame, key: str, values: list) -> list[dict]:
             row["fit"] = {k: float(f[k]) for k in ("E", "A", "alpha")}
         out.append(row)
     return out
-
-
-def variant_configs(cfg: StudyConfig) -> list[tuple[str, StudyConfig]]:
-    """(tag, variant) of every combination of the study's axes."""
-    return [(axis_tag(v), v) for v in variants(cfg)]
 
 
 def has_axes(cfg: StudyConfig) -> bool:
