@@ -97,3 +97,9 @@ def test_hpo_on_an_axes_study_searches_the_cells_the_final_runs_use(tmp_path, sh
         assert f"hpo {spec.cell}" in r.stdout
     searched = sorted(d.name for d in (tmp_path / "out" / "ax" / "hpo").iterdir() if d.is_dir())
     assert searched == ["cpu-s-h1-revin", "cpu-s-h1-zscore"]
+
+
+def test_hpo_in_fixed_mode_points_to_the_table_it_reads(tmp_path):
+    r = run_cli("hpo", "smoke", "--set", 'hpo.mode="fixed"', "--set", f"output_dir={json.dumps(str(tmp_path))}")
+    assert r.returncode == 0, r.stderr
+    assert "cells use their [hpo.table] parameters; nothing to search" in r.stdout
