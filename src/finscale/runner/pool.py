@@ -1,9 +1,10 @@
-"""A local pool of worker processes for one phase of a study (``finscale run --workers N``).
+"""The one local pool of worker processes (``--workers N`` of ``finscale run`` and ``finscale hpo``).
 
-Consumes: a :class:`PhaseJob` (the study, one phase, the run filters) and the command that
-starts a worker (a fresh interpreter running :func:`finscale.runner.study.worker_main`).
+Consumes: a :class:`PhaseJob` (the study, one phase, the phase's resolved units: HPO cells,
+or final runs to train or evaluate) and the command that starts a worker (a fresh
+interpreter running :func:`finscale.runner.study.worker_main`, the only worker entry point).
 Produces: the merged :class:`PhaseResult` of N worker processes, each of which claims units
-of the phase with the per-unit locks (:func:`~finscale.runner.study.claimed`) until every
+of the job with the per-unit locks (:func:`~finscale.runner.study.claimed`) until every
 unit has been handled; their progress events are forwarded to ``on_event`` in this process.
 Guarantees:
 - no unit is trained twice (the locks), and a unit's result does not depend on N: each worker
