@@ -333,8 +333,10 @@ def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopReque
 
         result = run_on_ray(job, execute_job, should_stop=stop.reason, on_event=opts.on_event)
     else:
-        result = run_pool(job, workers, WORKER_COMMAND, should_stop=stop.reason, on_event=opts.on_event,
-                          retries=cfg.run.retries)
+        # No more processes than units (a process costs an interpreter and a torch import);
+        # each unit keeps the threads of an N-worker pool, so results do not change.
+        result = run_pool(job, min(workers, len(units)), WORKER_COMMAND, should_stop=stop.reason,
+                          on_event=opts.on_event, retries=cfg.run.retries)
     summary.done += result.done
     summary.skipped += result.skipped
     summary.failed += result.failed
