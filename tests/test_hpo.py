@@ -257,6 +257,13 @@ def two_machines(tmp_path: Path, data_dir: Path, storage: str, trials: int) -> N
         assert p.returncode == 0 and "Traceback" not in err, err
 
 
+def assert_refused(led) -> None:
+    """Two machines racing for the last slot: the loser's trial is refused (marked surplus,
+    failed, never trained or counted); exactly N counted trials hold either way."""
+    assert all(t.user_attrs.get("surplus") and t.state == TrialState.FAIL and "run_dir" not in t.user_attrs
+               for t in led.surplus)
+
+
 @pytest.mark.slow
 def test_two_machines_share_sqlite_exactly_n_trials(tmp_path, data_dir):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -264,7 +271,7 @@ def test_two_machines_share_sqlite_exactly_n_trials(tmp_path, data_dir):
     cfg = smoke(tmp_path, data_dir)
     trials = study_trials(cfg, url)
     led = assert_exactly_n(trials, 4)
-    assert not led.surplus
+    assert_refused(led)
     # rerunning a finished cell runs nothing; raising N runs only the difference
     again = run_cell(cfg, "cpu-s", 1, trials=4, storage=url)
     assert len(study_trials(cfg, url)) == len(trials) and again["done"]
@@ -348,7 +355,7 @@ def test_two_workers_against_postgresql(tmp_path, data_dir, postgres_url):
     summary = run_cell(cfg, "cpu-s", 1, trials=3, storage=postgres_url)
     assert summary["done"] and summary["storage"].startswith("postgresql+psycopg2://postgres:***@")
     led = assert_exactly_n(study_trials(cfg, postgres_url), 3)
-    assert not led.surplus
+    assert_refused(led)
     best = json.loads(best_params_path(cfg, "cpu-s", 1).read_text())
     assert "secret" not in json.dumps(best) and best["study_name"] == study_name(cfg, "cpu-s", 1)
     # a second "machine" joining the same study with more trials runs only the difference
