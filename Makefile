@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-bench
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m mypy
 
 verify: $(VENV)/.installed-base
 	$(BIN)/finscale doctor

@@ -36,6 +36,7 @@ LAYERS = (
     "train",
     "prepare",      # study -> a run's data (features, labels, splits, windows)
     "spec",         # run specifications and run-directory start (HPO trials and final runs)
+    "selection",    # the cells and runs a study expands into, for a filter (pure)
     "serving",      # a finished run from its directory: load, predict
     "tracking",     # optional MLflow logging of runs and trials
     "tracking_model",  # a final run's model as an MLflow pyfunc (wraps serving)

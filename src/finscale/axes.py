@@ -86,7 +86,3 @@ def _check_only(axes: dict, only: dict) -> None:
             if not any(_matches(v, [t]) for v in axes[key]):
                 raise ValueError(f"--only {key}={t}: not one of the axis values {axes[key]!r}")
 
-
-def split_only(filters: dict) -> dict:
-    """The axis filters among ``--only`` filters (keys with a dot)."""
-    return {k: v for k, v in filters.items() if "." in k}

@@ -121,20 +121,20 @@ def _with_holm(comparisons: pd.DataFrame, inference: dict) -> pd.DataFrame:
 
 
 def _read_run(run: RunDir, expected: list[str] | None, rows: dict, equity: dict) -> None:
-    config = run.read_json("config.json")
+    config = run.read_config()
     if config is None:
         log.warning("%s: no config.json; not a run directory, skipped", run.path)
         return
     run_id = run.path.name
     key = _key(run_id, config)
     final = read_final(run)
-    ev = run.read_json("eval.json")
+    ev = run.read_eval()
     current = expected is None or run_id in expected
     rows["runs"].append(_run_row(run, config, final, ev, key, current))
     rows["epochs"] += [{**key, **_epoch_row(m)} for m in run.read_metrics() if m.get("event") == "epoch"]
-    rows["splits"] += [{"horizon": key["horizon"], **r} for r in run.read_json("splits.json") or []]
-    rows["provenance"].append(_provenance_row(run.read_json("env.json") or {}))
-    rows["hardware"].append({**key, **hardware_summary(run.file("hardware.jsonl"))})
+    rows["splits"] += [{"horizon": key["horizon"], **r} for r in run.read_json(run.SPLITS) or []]
+    rows["provenance"].append(_provenance_row(run.read_json(run.ENV) or {}))
+    rows["hardware"].append({**key, **hardware_summary(run.hardware)})
     if ev is not None:
         _read_eval(ev, key, rows, equity)
 
@@ -182,7 +182,7 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
         "collapsed": (final or {}).get("collapsed"),
         "collapse_reason": (final or {}).get("collapse_reason", ""),
         "val_log_loss": (final or {}).get("val_log_loss"),
-        "evaluated": ev is not None, "has_predictions": run.file("predictions.npz").exists(),
+        "evaluated": ev is not None, "has_predictions": run.predictions.exists(),
         "lr": config.get("train", {}).get("lr"), "batch_size": config.get("train", {}).get("batch_size"),
     }
 

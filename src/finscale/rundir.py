@@ -1,9 +1,11 @@
 """One run directory (DESIGN §3): the files every stage writes and the report reads.
 
 ``runs/<study>/<phase>/<run_id>/`` holds config.json, env.json, status.json,
-metrics.jsonl, hardware.jsonl, splits.json, ckpt/ and (final phase) eval.json. JSON files
-are written atomically; metrics.jsonl is append-only except that a resumed run truncates
-the epochs its checkpoint has not seen.
+metrics.jsonl, hardware.jsonl, splits.json, ckpt/ (step-N.pt, best.pt) and (final phase,
+after evaluation) eval.json and predictions.npz. :class:`RunDir` owns these names: other
+modules use its members, never the literals. JSON files are written atomically;
+metrics.jsonl is append-only except that a resumed run truncates the epochs its checkpoint
+has not seen.
 """
 
 from __future__ import annotations
@@ -96,12 +98,41 @@ class UnitLock:
 
 
 class RunDir:
+    """One run directory: its file names, and readers/writers of its documents."""
+
+    CONFIG = "config.json"        # the fully resolved run config (+ config_hash)
+    ENV = "env.json"              # versions, device, git sha, data hashes
+    SPLITS = "splits.json"        # the split report (sizes, dates, base rates)
+    STATUS = "status.json"        # pending|running|done|failed|... (kept current)
+    METRICS = "metrics.jsonl"     # one line per epoch / eval / final
+    HARDWARE = "hardware.jsonl"   # sensor readings
+    EVAL = "eval.json"            # test metrics (final phase, evaluate stage)
+    PREDICTIONS = "predictions.npz"   # test window ends, labels, probabilities
+    BEST = "best.pt"              # under ckpt/: the best-validation weights
+    # The files a tracker copies as artifacts (everything but checkpoints and the status).
+    ARTIFACTS = (CONFIG, ENV, SPLITS, METRICS, HARDWARE, EVAL, PREDICTIONS)
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
 
     @property
     def ckpt(self) -> Path:
         return self.path / "ckpt"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.ckpt / self.BEST
+
+    def step_ckpt(self, step: int) -> Path:
+        return self.ckpt / f"step-{step}.pt"
+
+    @property
+    def hardware(self) -> Path:
+        return self.file(self.HARDWARE)
+
+    @property
+    def predictions(self) -> Path:
+        return self.file(self.PREDICTIONS)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -118,12 +149,27 @@ class RunDir:
         path = self.file(name)
         return json.loads(path.read_text()) if path.exists() else None
 
+    def read_config(self) -> dict | None:
+        return self.read_json(self.CONFIG)
+
+    def read_eval(self) -> dict | None:
+        """eval.json (None before the run was evaluated)."""
+        return self.read_json(self.EVAL)
+
+    def write_eval(self, doc: dict) -> None:
+        self.write_json(self.EVAL, doc)
+
+    def write_predictions(self, **arrays: Any) -> None:
+        import numpy as np
+
+        np.savez(self.predictions, **arrays)
+
     def write_status(self, state: str, **extra: Any) -> None:
         assert state in STATES, state
-        self.write_json("status.json", {"state": state, "updated_at": now_iso(), **extra})
+        self.write_json(self.STATUS, {"state": state, "updated_at": now_iso(), **extra})
 
     def status(self) -> dict:
-        return self.read_json("status.json") or {"state": "pending"}
+        return self.read_json(self.STATUS) or {"state": "pending"}
 
     @property
     def state(self) -> str:
@@ -131,13 +177,13 @@ class RunDir:
 
     # ---- metrics.jsonl ---------------------------------------------------------------
     def append_metrics(self, line: dict) -> None:
-        with open(self.file("metrics.jsonl"), "a") as fh:
+        with open(self.file(self.METRICS), "a") as fh:
             fh.write(json.dumps(line, default=_jsonable) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def read_metrics(self) -> list[dict]:
-        path = self.file("metrics.jsonl")
+        path = self.file(self.METRICS)
         if not path.exists():
             return []
         lines = []
@@ -153,7 +199,7 @@ class RunDir:
         kept = [m for m in self.read_metrics()
                 if m.get("event") == "epoch" and m["epoch"] <= epochs_done]
         text = "".join(json.dumps(m, default=_jsonable) + "\n" for m in kept)
-        atomic_write_bytes(text.encode(), self.file("metrics.jsonl"))
+        atomic_write_bytes(text.encode(), self.file(self.METRICS))
 
 
 def _jsonable(value: Any) -> Any:

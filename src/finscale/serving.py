@@ -181,27 +181,35 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     Raises ValueError naming the file when the run has no best checkpoint, or one written
     before checkpoints carried their serving recipe."""
     run = RunDir(Path(run_dir))
-    path = run.ckpt / "best.pt"
-    if not path.exists():
-        raise ValueError(f"{path}: no best checkpoint; is {run.path} a trained run directory?")
     device = torch.device(device)
-    ckpt = load_checkpoint(path, map_location=device)
+    model, ckpt = load_best_model(run, device)
     if "serving" not in ckpt:
-        raise ValueError(f"{path}: written without the serving recipe (feature columns, "
+        raise ValueError(f"{run.best_ckpt}: written without the serving recipe (feature columns, "
                          "normaliser); retrain the run with this finscale version to serve it")
-    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
-    model.load_state_dict(ckpt["model"])
     lines = run.read_metrics()
     finals = [m for m in lines if m.get("event") == "final"]
-    return Run(path=run.path, config=run.read_json("config.json") or {}, model=model.eval(),
+    return Run(path=run.path, config=run.read_config() or {}, model=model,
                serving=json.loads(ckpt["serving"]),
                metrics=pd.DataFrame([m for m in lines if m.get("event") == "epoch"]),
                final=finals[-1] if finals else None, predictions=_stored_predictions(run),
                device=device)
 
 
+def load_best_model(run: RunDir, device) -> tuple[torch.nn.Module, dict]:
+    """The run's best-validation model (``ckpt/best.pt``), in eval mode, and its checkpoint;
+    a ValueError naming the file when there is none. The one loader of a trained model: the
+    evaluate stage and serving both use it (guard 9: reported metrics come from these weights)."""
+    path = run.best_ckpt
+    if not path.exists():
+        raise ValueError(f"{path}: no best checkpoint; is {run.path} a trained run directory?")
+    ckpt = load_checkpoint(path, map_location=device)
+    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
 def _stored_predictions(run: RunDir) -> pd.DataFrame | None:
-    path = run.file("predictions.npz")
+    path = run.predictions
     if not path.exists():
         return None
     with np.load(path) as z:

@@ -194,8 +194,8 @@ def final_dir(cfg: StudyConfig, spec: RunSpec) -> Path:
 def start_run_dir(run: RunDir, spec: RunSpec, prep: PreparedData, split_report: list) -> None:
     """Write config/env/splits once, when the run directory is first created."""
     run.create()
-    if run.read_json("config.json") is None:
-        run.write_json("config.json", {**spec.config, "config_hash": spec.digest})
-        run.write_json("env.json", environment_record({"dataset": prep.name, **prep.hashes}))
-        run.write_json("splits.json", split_report)
+    if run.read_config() is None:
+        run.write_json(run.CONFIG, {**spec.config, "config_hash": spec.digest})
+        run.write_json(run.ENV, environment_record({"dataset": prep.name, **prep.hashes}))
+        run.write_json(run.SPLITS, split_report)
         run.write_status("pending")

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from finscale.config import StudyConfig
+from finscale.rundir import RunDir
 
 __all__ = ["enabled", "tracking_uri", "default_uri", "ui_command", "track_final_run",
            "track_hpo_trial", "track_study", "optuna_callback", "check_available", "INSTALL_HINT"]
@@ -53,9 +54,8 @@ __all__ = ["enabled", "tracking_uri", "default_uri", "ui_command", "track_final_
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'finscale[mlflow]'"
-ARTIFACTS = ("config.json", "env.json", "splits.json", "metrics.jsonl", "hardware.jsonl", "eval.json",
-             "predictions.npz")
-MODEL_ARTIFACT = ("ckpt/best.pt", "model")   # final runs: (file in the run dir, artifact folder)
+ARTIFACTS = RunDir.ARTIFACTS
+MODEL_ARTIFACT = (f"ckpt/{RunDir.BEST}", "model")   # final runs: (file in the run dir, artifact folder)
 MAX_PARAM_LEN = 6000        # MLflow's limit on a param value
 BATCH_PARAMS, BATCH_METRICS = 100, 1000  # MLflow's per-request limits
 # status.json state / Optuna trial state -> MLflow run status
@@ -127,10 +127,10 @@ def track_final_run(cfg: StudyConfig, run_dir: Path) -> str | None:
     run_dir = Path(run_dir)
 
     def unit() -> _Unit:
-        conf = _read_json(run_dir / "config.json")
+        conf = _read_json(run_dir / RunDir.CONFIG)
         if conf is None:
-            raise ValueError(f"{run_dir}: no config.json (not a run directory)")
-        state = (_read_json(run_dir / "status.json") or {}).get("state", "running")
+            raise ValueError(f"{run_dir}: no {RunDir.CONFIG} (not a run directory)")
+        state = (_read_json(run_dir / RunDir.STATUS) or {}).get("state", "running")
         cell = f"{conf.get('budget')}-h{conf.get('horizon')}"
         return _Unit(run_dir.name, run_dir.name, "final", cell, run_dir, [("", run_dir)],
                      STATUS.get(state, "RUNNING"), {"finscale.seed": str(conf.get("seed"))})
@@ -317,7 +317,7 @@ def _track(client, exp_id: str, cfg: StudyConfig, unit: _Unit) -> str:
         client, exp_id, {"finscale.run_id": unit.key, "finscale.kind": "unit"}, name=unit.name,
         tags={"mlflow.parentRunId": parent, "finscale.phase": unit.phase, "finscale.cell": unit.cell,
               "finscale.study": cfg.name, "finscale.run_dir": str(unit.root.resolve()), **unit.tags},
-        start_time=_mtime_ms(first_dir / "config.json"))
+        start_time=_mtime_ms(first_dir / RunDir.CONFIG))
     run_id, done, now, tags = run.info.run_id, run.data.tags, int(time.time() * 1000), dict(unit.tags)
     # MLflow params are write-once: log only keys not there yet (e.g. counts of a run that
     # was tracked when it failed and finished later).
@@ -327,7 +327,7 @@ def _track(client, exp_id: str, cfg: StudyConfig, unit: _Unit) -> str:
         metrics += _new_metrics(folder, label, done, tags, now)
     _log(client, run_id, params, metrics, tags)
     _log_artifacts(client, run_id, unit, done)
-    client.set_terminated(run_id, unit.status, end_time=_mtime_ms(first_dir / "status.json"))
+    client.set_terminated(run_id, unit.status, end_time=_mtime_ms(first_dir / RunDir.STATUS))
     client.set_terminated(parent, "FINISHED")
     return run_id
 
@@ -353,7 +353,7 @@ def _new_metrics(folder: Path, label: str, done: dict, tags: dict, now: int) -> 
     if final is not None and final_key not in done:
         out += [Metric(prefix + k, v, now, 0) for k, v in _final_metrics(final).items()]
         tags[final_key] = "1"
-    ev = _read_json(folder / "eval.json")
+    ev = _read_json(folder / RunDir.EVAL)
     eval_key = f"finscale.eval_logged{suffix}"
     if ev is not None and eval_key not in done:
         out += [Metric(prefix + k, v, now, 0) for k, v in _eval_metrics(ev).items()]
@@ -398,8 +398,8 @@ def _log_artifacts(client, run_id: str, unit: _Unit, done: dict) -> None:
 # --------------------------------------------------------------------------- run dir -> params/metrics
 
 def _params(folder: Path) -> dict[str, str]:
-    params = _flatten(_read_json(folder / "config.json") or {})
-    params.update(_flatten(_read_json(folder / "env.json") or {}, "env."))
+    params = _flatten(_read_json(folder / RunDir.CONFIG) or {})
+    params.update(_flatten(_read_json(folder / RunDir.ENV) or {}, "env."))
     lines = [m for m in _read_metrics(folder) if m.get("event") == "final"]
     if lines:
         params.update({f"measured.params_{k}": str(v) for k, v in lines[-1].get("params", {}).items()})

@@ -211,7 +211,7 @@ class Trainer:
                            "eval_batch_size": self.cfg.eval_batch_size, "precision": self.precision})
 
     def save_step(self) -> None:
-        save_checkpoint(self._checkpoint_state(), self.run.ckpt / f"step-{self.state['step']}.pt")
+        save_checkpoint(self._checkpoint_state(), self.run.step_ckpt(self.state['step']))
         prune_step_checkpoints(self.run.ckpt)
 
     def _resume(self) -> bool:
@@ -340,7 +340,7 @@ class Trainer:
             save_checkpoint({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
                              "epoch": st["epoch"], "metrics": json.dumps(metrics),
                              "config_hash": self.config_hash, "serving": self._serving()},
-                            self.run.ckpt / "best.pt")
+                            self.run.best_ckpt)
         else:
             st["bad_epochs"] += 1
         line = {"event": "epoch", "epoch": st["epoch"] + 1, "step": st["step"],
@@ -376,7 +376,7 @@ class Trainer:
 
     def _finish(self) -> dict:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
-        best = load_checkpoint(self.run.ckpt / "best.pt", map_location=self.device)
+        best = load_checkpoint(self.run.best_ckpt, map_location=self.device)
         self.model.load_state_dict(best["model"])
         metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device,
                                  self.precision)

@@ -13,7 +13,7 @@ from finscale.cli.common import (
     print_table,
 )
 from finscale.cli.progress import ProgressPrinter
-from finscale.control import StopRequest, resume_command
+from finscale.control import resume_command
 
 
 def register(sub) -> None:
@@ -22,9 +22,10 @@ def register(sub) -> None:
         description="Run the study's Optuna search for each budget x horizon cell (default: "
                     "every cell) on the tuning split, never the test period. A cell ends with "
                     "exactly --trials counted trials (COMPLETE + PRUNED + FAIL); rerunning the "
-                    "command resumes it, and K workers (here or on other machines sharing "
-                    "--storage) split the trials. Writes runs/<study>/hpo/<cell>/best_params.json, "
-                    "trials.csv and trials.parquet.")
+                    "command resumes it. --workers N searches N cells at once on this machine; "
+                    "processes on other machines sharing --storage split a cell's trials. With "
+                    "[axes], every variant's cells (those its final runs use). Writes "
+                    "runs/<study>/hpo/<cell>/best_params.json, trials.csv and trials.parquet.")
     add_study_args(p)
     p.add_argument("--budget", action="append", default=None, metavar="NAME",
                    help="only this budget (repeatable); default: all of model.budgets")
@@ -32,7 +33,8 @@ def register(sub) -> None:
                    help="only this horizon (repeatable); default: all of target.horizons")
     p.add_argument("--trials", type=int, default=None, metavar="N", help="trials per cell (default: hpo.trials)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="local worker processes per cell (default: hpo.workers)")
+                   help="local worker processes, each searching one cell at a time (run.workers, "
+                        "as for finscale run; results do not depend on N, see run.threads)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db, postgresql://user@host/db, or "
                         "journal:<path> (default: hpo.storage, else sqlite:///runs/<study>/optuna.db)")
@@ -44,7 +46,10 @@ def register(sub) -> None:
     p.set_defaults(handler=_hpo)
 
 
-def _cells(cfg, budgets, horizons) -> list[tuple[str, int]]:
+def _selection(cfg, budgets, horizons):
+    """The --budget/--horizon filter, checked against the study."""
+    from finscale.selection import Selection
+
     for b in budgets or ():
         if b not in cfg.model.budgets:
             raise ValueError(f"--budget {b!r}: not in the study's model.budgets ({', '.join(cfg.model.budgets)})")
@@ -52,7 +57,7 @@ def _cells(cfg, budgets, horizons) -> list[tuple[str, int]]:
         if h not in cfg.target.horizons:
             raise ValueError(f"--horizon {h}: not in the study's target.horizons "
                              f"({', '.join(map(str, cfg.target.horizons))})")
-    return [(b, h) for b in (budgets or cfg.model.budgets) for h in (horizons or cfg.target.horizons)]
+    return Selection(tuple(budgets or ()), tuple(horizons or ()))
 
 
 def _print_cell(s: dict) -> None:
@@ -75,15 +80,24 @@ def _print_cell(s: dict) -> None:
 
 
 def _hpo(args) -> int:
+    import json
+
     from finscale import tracking
-    from finscale.hpo import hpo_summary, run_cell
+    from finscale.hpo import hpo_summary
+    from finscale.runner.study import RunOptions, StudyStopped, run_study
 
     if args.mlflow:
         args.overrides.append("tracking.mlflow=true")
+    # One meaning of --workers, --trials and --storage: the study keys (as `finscale run` reads them).
+    for value, key in ((args.workers, "run.workers"), (args.trials, "hpo.trials")):
+        if value is not None:
+            args.overrides.append(f"{key}={value}")
+    if args.storage is not None:
+        args.overrides.append(f"hpo.storage={json.dumps(args.storage)}")
     cfg = load_study_from_args(args)
-    cells = _cells(cfg, args.budget, args.horizon)
+    sel = _selection(cfg, args.budget, args.horizon)
     if args.summary:
-        summaries = [s for s in hpo_summary(cfg, storage=args.storage) if (s["budget"], s["horizon"]) in cells]
+        summaries = hpo_summary(cfg, sel=sel)
         if args.json:
             out = Output(True)
             out.value(study=cfg.name, metric="val_log_loss", tuning_split=cfg.hpo.split,
@@ -95,24 +109,21 @@ def _hpo(args) -> int:
     if args.json:
         raise ValueError("--json: only with --summary (a search prints progress, then its summary)")
     if cfg.hpo.mode != "search":
-        console.print("hpo.mode is 'fixed': cells use their [hpo.fixed] parameters; nothing to search")
+        console.print("hpo.mode is 'fixed': cells use their [hpo.table] parameters; nothing to search")
         return 0
     tracking.check_available(cfg)
-    missing = []
-    with StopRequest(cfg.study_dir / "STOP") as stop:
-        for budget, horizon in cells:
-            console.print(f"cell {budget}-h{horizon}: searching ...")
-            with ProgressPrinter() as on_event:
-                s = run_cell(cfg, budget, horizon, trials=args.trials, workers=args.workers,
-                             storage=args.storage, data_dir=data_dir_arg(args), should_stop=stop.reason,
-                             on_event=on_event)
-            _print_cell(s)
-            if s["stopped"]:
-                hint = resume_command(cfg.study_dir / "STOP", "the same command")
-                console.print(f"stopped: {s['stopped']}. Resume with: {hint}")
-                return 3
-            if s["best_trial"] is None:
-                missing.append(s["cell"])
+    try:
+        with ProgressPrinter() as on_event:
+            run_study(cfg, RunOptions(phases=("hpo",), budgets=sel.budgets, horizons=sel.horizons,
+                                      data_dir=data_dir_arg(args), on_event=on_event))
+    except StudyStopped as exc:
+        hint = resume_command(cfg.study_dir / "STOP", "the same command")
+        console.print(f"stopped: {exc}. Resume with: {hint}")
+        return 3
+    summaries = hpo_summary(cfg, sel=sel)
+    for s in summaries:
+        _print_cell(s)
+    missing = [s["cell"] for s in summaries if s["best_trial"] is None]
     if missing:
         console.print(f"no complete trial in cell(s) {', '.join(missing)}: see their trials.csv")
         return 1

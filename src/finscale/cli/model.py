@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import Output, add_json_arg, add_study_args, load_study_from_args
@@ -109,11 +108,12 @@ def _machine(cfg: StudyConfig, args: argparse.Namespace) -> tuple[str, str, int,
 def trained_architectures(cfg: StudyConfig, budget: str) -> list[tuple[str, ModelArgs]]:
     """(source, model args) of the architectures the study trained for ``budget``: its final
     runs' config.json (grouped by architecture), else its HPO cells' best parameters."""
-    from finscale.hpo.results import best_params_path
+    from finscale.hpo.results import read_best
+    from finscale.rundir import RunDir
 
     found: dict[tuple, tuple[list[str], ModelArgs]] = {}
-    for path in sorted((cfg.study_dir / "final").glob("*/config.json")):
-        conf = json.loads(path.read_text())
+    for path in sorted((cfg.study_dir / "final").glob(f"*/{RunDir.CONFIG}")):
+        conf = RunDir(path.parent).read_config() or {}
         if conf.get("budget") != budget or not conf.get("model_args"):
             continue
         margs = ModelArgs(**conf["model_args"])
@@ -123,9 +123,9 @@ def trained_architectures(cfg: StudyConfig, budget: str) -> list[tuple[str, Mode
         return [(f"final runs {', '.join(runs)}", margs) for runs, margs in found.values()]
     out = []
     for h in cfg.target.horizons:
-        path = best_params_path(cfg, budget, h)
-        if path.exists():
-            params = json.loads(path.read_text()).get("params") or {}
+        best = read_best(cfg, budget, h)
+        if best is not None:
+            params = best.get("params") or {}
             arch = {k: params[k] for k in ("d_model", "num_layers", "num_heads", "d_ff") if k in params}
             if len(arch) == 4:
                 out.append((f"HPO best h{h}", arch))

@@ -83,7 +83,7 @@ def parse_only(items: list[str], cfg) -> tuple[tuple[str, ...], tuple[int, ...]]
 
 def parse_only_axes(items: list[str], cfg) -> dict:
     """``--only model.normalization=zscore``: {axis key: [value text, ...]}, checked."""
-    from finscale.axes import variants
+    from finscale.selection import Selection, selected_cells
 
     axes: dict = {}
     for item in items:
@@ -91,7 +91,7 @@ def parse_only_axes(items: list[str], cfg) -> dict:
         if "." in key and sep:
             axes.setdefault(key, []).extend(value.split(","))
     if axes:
-        variants(cfg, axes)  # raises naming an unknown axis key or value
+        selected_cells(cfg, Selection(axes=axes))  # raises naming an unknown axis key or value
     return axes
 
 

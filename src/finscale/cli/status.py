@@ -20,19 +20,17 @@ def register(sub) -> None:
 
 
 def hpo_rows(cfg) -> list[list]:
-    from finscale.axes import variants
     from finscale.hpo.results import results_frame
-    from finscale.spec import cells, cfg_cell
+    from finscale.selection import selected_cells
 
     frame = results_frame(cfg)
     recorded = {r["cell"]: r for r in frame.to_dict("records")} if not frame.empty else {}
     rows = []
-    for var in variants(cfg):
-        for budget, h in cells(var):
-            r = recorded.get(cfg_cell(var, budget, h), {})
-            value = r.get("best_value")
-            rows.append([cfg_cell(var, budget, h), f"{r.get('trial_states') or 'not started'} "
-                         f"(of {var.hpo.trials})", None if value is None or value != value else value])
+    for c in selected_cells(cfg):
+        r = recorded.get(c.name, {})
+        value = r.get("best_value")
+        rows.append([c.name, f"{r.get('trial_states') or 'not started'} (of {c.cfg.hpo.trials})",
+                     None if value is None or value != value else value])
     return rows
 
 
@@ -47,7 +45,7 @@ def final_rows(cfg) -> list[list]:
         run = RunDir(final_dir(cfg, spec))
         st = run.status()
         final = read_final(run) if st["state"] == "done" else None
-        ev = run.read_json("eval.json")
+        ev = run.read_eval()
         rows.append([spec.run_id, st["state"], st.get("epoch"),
                      final and final["val_log_loss"],
                      ev and ev["test"]["metrics"]["log_loss"],

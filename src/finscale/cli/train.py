@@ -37,8 +37,8 @@ def _train(args) -> int:
     from finscale.control import StopRequest
     from finscale.hpo.results import cell_params
     from finscale.prepare import prepare
-    from finscale.runner.final import execute_final, run_path
-    from finscale.spec import make_spec
+    from finscale.runner.final import execute_final
+    from finscale.spec import final_dir, make_spec
     from finscale.train import Controls, RunInterrupted, TrainingFailed
 
     cfg = load_study_from_args(args)
@@ -46,7 +46,7 @@ def _train(args) -> int:
     seed = cfg.seeds[0] if args.seed is None else args.seed
     params, source = cell_params(cfg, args.budget, args.horizon)
     spec = make_spec(cfg, args.budget, args.horizon, seed, params)
-    path = run_path(cfg, spec)
+    path = final_dir(cfg, spec)
     console.print(f"run {path} (parameters: {source})")
     prep = prepare(cfg, data_dir_arg(args))
     with StopRequest(cfg.study_dir / "STOP") as stop, ProgressPrinter() as on_event:

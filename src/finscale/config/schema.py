@@ -144,7 +144,7 @@ class HpoConfig:
     storage: str = _opt("", doc="Optuna storage URL (`sqlite:///…`, `postgresql://…`, `journal:PATH`); default `sqlite:///<study dir>/optuna.db`")
     pruner: str = _opt("median", choices=("median", "hyperband", "none"), doc="`median`, `hyperband` or `none`")
     sampler_seed: int = _opt(0, min=0, doc="seed of the TPE sampler and of trial seeds")
-    workers: int = _opt(1, min=1, doc="local worker processes sharing the storage")
+    workers: int = _opt(1, min=1, doc="deprecated: read as `run.workers` when that is 1 (one worker pool runs HPO cells, final runs and evaluations; see docs/architecture.md)")
     heartbeat_s: int = _opt(10, min=1, doc="SQL storages: trial heartbeat; a killed worker's trial is re-queued (every worker of a storage must agree)")
     grace_s: int = _opt(0, min=0, doc="seconds without a heartbeat before that happens (0 = 3 × `heartbeat_s`)")
     max_epochs: int = _opt(0, min=0, doc="epochs per trial (0 = `train.max_epochs`)")

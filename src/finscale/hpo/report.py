@@ -30,7 +30,8 @@ from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
 from finscale.hpo.results import best_params_path
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
-from finscale.spec import cells, cfg_cell
+from finscale.selection import Selection, selected_cells
+from finscale.spec import cfg_cell
 
 log = logging.getLogger(__name__)
 
@@ -148,25 +149,25 @@ def cell_outputs(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
     return {**summary, "outputs": paths}
 
 
-def hpo_summary(cfg: StudyConfig, storage: str | None = None) -> list[dict]:
-    """One summary per budget x horizon cell of the study, read from its storage (no writes).
-
-    Cells whose study does not exist yet have ``"started": False``.
+def hpo_summary(cfg: StudyConfig, storage: str | None = None, sel: Selection = Selection()) -> list[dict]:
+    """One summary per selected cell of the study (axis variants included), read from its
+    storage (no writes). Cells whose study does not exist yet have ``"started": False``.
     """
     spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir)
+    todo = selected_cells(cfg, sel)
     if spec.kind in ("sqlite", "journal") and not _storage_file(spec).exists():
-        return [_not_started(cfg, b, h, spec) for b, h in cells(cfg)]
+        return [_not_started(c.cfg, c.budget, c.horizon, spec) for c in todo]
     store = open_storage(spec)
     names = set(optuna.study.get_all_study_names(store))
     out = []
-    for b, h in cells(cfg):
-        name = study_name(cfg, b, h)
+    for c in todo:
+        name = study_name(c.cfg, c.budget, c.horizon)
         if name not in names:
-            out.append(_not_started(cfg, b, h, spec))
+            out.append(_not_started(c.cfg, c.budget, c.horizon, spec))
             continue
         study = optuna.load_study(study_name=name, storage=store)
-        n = int(study.user_attrs.get("n_trials", cfg.hpo.trials))
-        out.append({**cell_summary(cfg, b, h, study, spec, n), "started": True})
+        n = int(study.user_attrs.get("n_trials", c.cfg.hpo.trials))
+        out.append({**cell_summary(c.cfg, c.budget, c.horizon, study, spec, n), "started": True})
     return out
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.axes import axis_values, variants
+from finscale.axes import axis_values
 from finscale.config import StudyConfig
-from finscale.spec import RunSpec, cell_name, cells, cfg_cell, make_spec, seed_sets
+from finscale.selection import Selection, selected_cells, selected_runs
+from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec
 
 
 def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:
@@ -61,30 +62,35 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
     return {}, "study defaults (no HPO result yet)"
 
 
-def final_specs(cfg: StudyConfig, budgets: tuple[str, ...] = (),
-                horizons: tuple[int, ...] = (), only: dict | None = None) -> list[RunSpec]:
-    """Every final run (axis variant x replicate x cell x seed) with the cell's chosen
-    parameters; replicate 0 (the study's ``seeds``) first, so an interrupted study has whole
-    replicates early."""
-    specs = []
-    for var in variants(cfg, only):
-        for replicate, seeds in enumerate(seed_sets(var)):
-            for budget, h in cells(var, budgets, horizons):
-                params, _ = cell_params(var, budget, h)
-                specs += [make_spec(var, budget, h, seed, params, replicate=replicate) for seed in seeds]
-    return specs
+def final_runs(cfg: StudyConfig, sel: Selection = Selection()) -> list[tuple[StudyConfig, RunSpec]]:
+    """``(axis variant, spec)`` of every selected final run (:func:`~finscale.selection.selected_runs`)
+    with its cell's chosen parameters, narrowed by ``sel.units`` (run ids)."""
+    params: dict = {}
+    out = []
+    for run in selected_runs(cfg, sel):
+        c = run.cell
+        if c.name not in params:
+            params[c.name] = cell_params(c.cfg, c.budget, c.horizon)[0]
+        spec = make_spec(c.cfg, c.budget, c.horizon, run.seed, params[c.name], replicate=run.replicate)
+        if sel.has_unit(spec.run_id):
+            out.append((c.cfg, spec))
+    return out
+
+
+def final_specs(cfg: StudyConfig, sel: Selection = Selection()) -> list[RunSpec]:
+    """Every selected final run's spec (axis variant x replicate x cell x seed), in order."""
+    return [spec for _, spec in final_runs(cfg, sel)]
 
 
 def results_frame(cfg: StudyConfig) -> pd.DataFrame:
     """One row per HPO cell of the current config that has outputs: trial counts by state,
     best value/trial/params and importances, exactly as the HPO stage recorded them."""
     rows = []
-    for var in variants(cfg):
-        for budget, h in cells(var):
-            best, trials = read_best(var, budget, h), read_trials(var, budget, h)
-            if best is not None or trials is not None:
-                rows.append({"cell": cfg_cell(var, budget, h), "budget": budget, "horizon": h,
-                             **axis_values(var), **_row(best or {}, trials)})
+    for c in selected_cells(cfg):
+        best, trials = read_best(c.cfg, c.budget, c.horizon), read_trials(c.cfg, c.budget, c.horizon)
+        if best is not None or trials is not None:
+            rows.append({"cell": c.name, "budget": c.budget, "horizon": c.horizon,
+                         **axis_values(c.cfg), **_row(best or {}, trials)})
     return pd.DataFrame(rows)
 
 

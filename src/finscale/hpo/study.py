@@ -1,7 +1,7 @@
-"""Optuna studies per (budget, horizon) cell: storage, sampler, pruner, workers, resume.
+"""Optuna studies per (budget, horizon) cell: storage, sampler, pruner, resume.
 
-Consumes: the study config, a cell, and optionally a trial count, worker count and storage
-(defaults from ``[hpo]``; storage default ``sqlite:///<study_dir>/optuna.db``).
+Consumes: the study config, a cell, and optionally a trial count and storage (defaults from
+``[hpo]``; storage default ``sqlite:///<study_dir>/optuna.db``).
 Produces: an Optuna study named ``<study>/<budget>-h<h>`` (so ``optuna-dashboard <storage>``
 lists one study per cell) holding exactly N counting trials (rule in
 :mod:`finscale.hpo.ledger`), and the cell's outputs (:mod:`finscale.hpo.report`).
@@ -10,12 +10,15 @@ Guarantees:
   trials; an interrupted trial (signal, STOP file) checkpoints and is re-queued, and a
   killed worker's trial is re-queued once its heartbeat lapses (relational storages) or its
   process is gone (journal files, same host), then resumes from its checkpoint;
-- K local worker processes (fresh interpreters) share the storage; workers on other machines join by
-  running the same command with the same ``--storage``;
+- this process runs the cell's trials one after another; local parallelism is across cells,
+  in the runner's one worker pool (:mod:`finscale.runner.pool`, ``--workers``); processes on
+  other machines join a cell by running the same command with the same ``--storage``, and the
+  storage's ledger splits the N trials between them (docs/architecture.md);
 - sampling depends only on (``hpo.sampler_seed``, cell, trial slot) and the finished trials
   before it: each trial gets a TPE sampler seeded from its slot (:class:`SlotSeededSampler`),
   so a search killed at any moment and resumed picks the same parameters as an uninterrupted
-  one; ``constant_liar`` is used whenever trials can run concurrently;
+  one; ``constant_liar`` is used on storages that other machines may join (server databases,
+  journal files), where trials of one cell can run concurrently;
 - the study's name carries a hash of the values that change trial results
   (:mod:`finscale.hpo.identity`), so changed settings start a new search;
 - storage failures (full disk, database outage) raise :class:`StorageError`, one line naming
@@ -25,14 +28,10 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import pickle
-import signal
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -54,8 +53,6 @@ from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
 
-EXIT_STOPPED = 3       # a worker process that checkpointed and stopped on request
-POLL_S = 0.5           # how often the parent checks its workers and stop requests
 METRIC_NAME = "val_log_loss"   # the objective, as optuna-dashboard labels it
 
 
@@ -96,17 +93,14 @@ def reap_stale(study: optuna.Study, storage) -> None:
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """Everything a worker needs; picklable so a spawned process can run it."""
+    """One process's share of a cell's search: the cell, its storage and trial count."""
 
     cfg: StudyConfig
     budget: str
     horizon: int
     storage: StorageSpec
     n_trials: int
-    workers: int
     prep: PreparedData
-    index: int = 0
-    log_level: int = logging.WARNING
 
 
 def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study:
@@ -114,7 +108,7 @@ def _worker_study(job: WorkerJob, storage, objective: Objective) -> optuna.Study
     cfg = job.cfg
     study = open_study(cfg, job.budget, job.horizon, storage)
     study.sampler = SlotSeededSampler(cfg, cfg_cell(job.cfg, job.budget, job.horizon), job.n_trials,
-                                      constant_liar=job.workers > 1 or job.storage.shared,
+                                      constant_liar=job.storage.shared or job.storage.kind == "journal",
                                       study=study)
     study.pruner = make_pruner(cfg, len(objective.folds) * (cfg.hpo.max_epochs or cfg.train.max_epochs))
     return study
@@ -194,105 +188,10 @@ def _requeue_interrupted(study: optuna.Study, number: int | None, cell: str) -> 
     log.warning("cell %s: trial %d interrupted; re-queued to resume from its checkpoint", cell, number)
 
 
-def worker_main() -> None:
-    """Entry point of a worker process: reads its pickled :class:`WorkerJob` from stdin."""
-    import torch
-
-    from finscale.control import StopRequest, quiet_thread_failures
-    from finscale.repro import unit_threads
-
-    job: WorkerJob = pickle.load(sys.stdin.buffer)
-    quiet_thread_failures()
-    logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
-    torch.set_num_threads(unit_threads(job.cfg.run.threads, job.workers))  # K workers share the cores
-    with StopRequest(job.cfg.study_dir / "STOP") as stop:
-        try:
-            status = work(job, controls=Controls(should_stop=stop.reason))
-        except Exception as exc:
-            if (err := storage_error(job.storage, exc)) is None:
-                raise
-            log.error("%s", err)
-            sys.exit(1)
-    sys.exit(EXIT_STOPPED if status == "stopped" else 0)
-
-
-def _start_worker(job: WorkerJob) -> subprocess.Popen:
-    # A fresh interpreter (not multiprocessing): nothing of the caller's __main__ is re-run.
-    from finscale.repro import unit_threads, worker_env
-
-    proc = subprocess.Popen([sys.executable, "-c", "from finscale.hpo.study import worker_main; worker_main()"],
-                            stdin=subprocess.PIPE, env=worker_env(unit_threads(job.cfg.run.threads, job.workers)))
-    proc.stdin.write(pickle.dumps(job))
-    proc.stdin.close()
-    return proc
-
-
-def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = None,
-                on_event: Callable[..., None] | None = None) -> str:
-    """K workers: in this process when K == 1, else K worker processes. "done"|"stopped".
-
-    ``on_event``: progress observer (:class:`~finscale.train.Controls`); with K processes only
-    finished-trial counts are reported (polled from the storage), not epochs.
-    """
-    if job.workers == 1:
-        return work(job, controls=Controls(should_stop=should_stop or (lambda: None), on_event=on_event))
-    report_progress = _poll_progress(job, on_event)  # before the workers hold the storage busy
-    procs = [_start_worker(replace(job, index=i)) for i in range(job.workers)]
-    signalled = False
-    try:
-        while any(p.poll() is None for p in procs):
-            report_progress()
-            if not signalled and should_stop is not None and should_stop():
-                for p in procs:  # ask our own workers to checkpoint and stop
-                    if p.poll() is None:
-                        p.send_signal(signal.SIGTERM)
-                signalled = True
-            time.sleep(POLL_S)
-    except BaseException:
-        for p in procs:  # never leave orphans behind
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait()
-        raise
-    report_progress(force=True)
-    codes = [p.returncode for p in procs]
-    stopping = signalled or (should_stop is not None and should_stop())
-    bad = [(i, c) for i, c in enumerate(codes) if c not in (0, EXIT_STOPPED)]
-    if bad and stopping:  # e.g. Ctrl-C reached a worker before it installed its handler
-        return "stopped"
-    if bad:
-        raise RuntimeError("HPO worker(s) failed: " + ", ".join(f"worker {i} exit code {c}" for i, c in bad)
-                           + " (see their log above)")
-    return "stopped" if EXIT_STOPPED in codes else "done"
-
-
-def _poll_progress(job: WorkerJob, on_event: Callable[..., None] | None) -> Callable[..., None]:
-    """A function that reports ("trial") when the cell's finished-trial count has changed."""
-    if on_event is None:
-        return lambda force=False: None
-    # load, not create: a read-only handle (run_cell created the study)
-    study = optuna.load_study(study_name=study_name(job.cfg, job.budget, job.horizon),
-                              storage=open_storage(job.storage))
-    last = {"done": _finished(study), "t": time.monotonic()}
-
-    def poll(force: bool = False) -> None:
-        if not force and time.monotonic() - last["t"] < 2.0:   # a storage query every 2 s at most
-            return
-        last["t"] = time.monotonic()
-        done = _finished(study)
-        if done != last["done"]:
-            last["done"] = done
-            on_event("trial", cell=cfg_cell(job.cfg, job.budget, job.horizon), number=None, state="finished",
-                     value=None, done=done, total=job.n_trials)
-
-    return poll
-
-
 # --------------------------------------------------------------------------- a cell
 
 def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None = None,
-             workers: int | None = None, storage: str | None = None, data_dir=None,
+             storage: str | None = None, data_dir=None,
              should_stop: Callable[[], str | None] | None = None, heartbeat_s: int | None = None,
              grace_s: int | None = None, on_event: Callable[..., None] | None = None) -> dict:
     """Run (or resume, or just report) the cell's search; write its outputs; return a summary.
@@ -305,9 +204,9 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
     if cfg.hpo.mode != "search":
         raise ValueError(f"hpo.mode is {cfg.hpo.mode!r}: cells use [hpo.table], there is nothing "
                          "to search (set hpo.mode = \"search\")")
-    n_trials, n_workers = trials or cfg.hpo.trials, workers or cfg.hpo.workers
-    if n_trials < 1 or n_workers < 1:
-        raise ValueError(f"--trials {n_trials} / --workers {n_workers}: expected positive numbers")
+    n_trials = trials or cfg.hpo.trials
+    if n_trials < 1:
+        raise ValueError(f"--trials {n_trials}: expected a positive number")
     spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir,
                            heartbeat_s=heartbeat_s or cfg.hpo.heartbeat_s,
                            grace_s=grace_s or cfg.hpo.grace_s or None)
@@ -315,7 +214,7 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
     prep = prepare(cfg, data_dir)
     _follow_verbosity()
     try:
-        return _search(cfg, budget, horizon, spec, prep, n_trials, n_workers, should_stop, on_event)
+        return _search(cfg, budget, horizon, spec, prep, n_trials, should_stop, on_event)
     except Exception as exc:
         if (err := storage_error(spec, exc)) is not None:
             raise err from None
@@ -323,14 +222,14 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
 
 
 def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep: PreparedData,
-            n_trials: int, n_workers: int, should_stop, on_event) -> dict:
-    """Run workers until the cell is done or stopped; write its outputs; return the summary."""
+            n_trials: int, should_stop, on_event) -> dict:
+    """Run trials here until the cell is done or stopped; write its outputs; return the summary."""
     store = open_storage(spec)
     study = open_study(cfg, budget, horizon, store)
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("cell", {"budget": budget, "horizon": horizon, "split": cfg.hpo.split})
-    job = WorkerJob(cfg, budget, horizon, spec, n_trials, n_workers, prep,
-                    log_level=logging.getLogger().getEffectiveLevel())
+    job = WorkerJob(cfg, budget, horizon, spec, n_trials, prep)
+    controls = Controls(should_stop=should_stop or (lambda: None), on_event=on_event)
     if on_event is not None:
         on_event("hpo_trials", cell=cfg_cell(cfg, budget, horizon), done=_finished(study), total=n_trials)
     t0, stopped = time.monotonic(), None
@@ -338,7 +237,7 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
         if should_stop is not None and (stopped := should_stop()):
             break
         if led.remaining(n_trials) or led.in_state(TrialState.WAITING):
-            if run_workers(job, should_stop, on_event) == "stopped":
+            if work(job, controls=controls) == "stopped":
                 stopped = (should_stop and should_stop()) or "a worker was stopped"
                 break
             continue
@@ -348,4 +247,4 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
         time.sleep(min(spec.heartbeat_s, 5))
         reap_stale(study, store)
     summary = cell_outputs(cfg, budget, horizon, study, spec, n_trials)
-    return {**summary, "workers": n_workers, "elapsed_s": time.monotonic() - t0, "stopped": stopped}
+    return {**summary, "elapsed_s": time.monotonic() - t0, "stopped": stopped}

@@ -139,7 +139,7 @@ def splits_section(sr: StudyRuns) -> Section:
 
 def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
     if sr.hpo.empty:
-        why = ("hpo.mode is 'fixed': parameters come from [hpo.fixed]" if cfg.hpo.mode == "fixed"
+        why = ("hpo.mode is 'fixed': parameters come from [hpo.table]" if cfg.hpo.mode == "fixed"
                else "no HPO results (best_params.json / trials.csv) in runs/<study>/hpo/")
         return Section(SECTIONS[3], [Text(f"No hyperparameter search recorded: {why}.")])
     return Section(SECTIONS[3], [

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from finscale.collect import CI_METRICS, METRICS, StudyRuns
+from finscale.rundir import RunDir
 
 RESULT_COLUMNS = ["run_id", "budget", "horizon", "seed", "params", "metric", "value", "lo", "hi"]
 PREDICTION_COLUMNS = ["date", "run_id", "budget", "horizon", "seed", "y", "prob"]
@@ -44,7 +45,7 @@ def predictions_long(sr: StudyRuns) -> pd.DataFrame:
     runs = sr.runs[sr.runs["current"] & sr.runs["has_predictions"]] if not sr.runs.empty else sr.runs
     parts = []
     for _, r in runs.iterrows():
-        with np.load(Path(r["path"]) / "predictions.npz", allow_pickle=False) as npz:
+        with np.load(RunDir(r["path"]).predictions, allow_pickle=False) as npz:
             parts.append(pd.DataFrame({"date": pd.to_datetime(npz["dates"]), "run_id": r["run_id"],
                                        "budget": r["budget"], "horizon": int(r["horizon"]),
                                        "seed": int(r["seed"]), "y": npz["y"].astype("int8"),

@@ -29,7 +29,7 @@ from pathlib import Path
 from finscale.config import StudyConfig, replace_section
 from finscale.data.store import resolve_data_dir
 from finscale.hpo.storage import resolve_storage
-from finscale.runner.pool import PhaseJob, PhaseResult
+from finscale.runner.pool import PhaseJob, PhaseResult, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,14 @@ def unit_resources(cfg: StudyConfig, memory: int | None, threads: int, has_gpus:
 
 
 def plan_memory(cfg: StudyConfig, job: PhaseJob) -> dict[str, int]:
-    """Memory estimate (bytes) per unit name, from the study plan."""
+    """Memory estimate (bytes) per unit name (cell name or run id), from the study plan."""
     from finscale.runner.plan import build_plan
-    from finscale.spec import cell_name
 
+    names = {unit_name(u) for u in job.units}
     memory = {}
-    for row in build_plan(cfg, only_budgets=job.budgets or None, only_horizons=job.horizons or None,
-                          data_dir=job.data_dir):
-        key = cell_name(row.budget, row.horizon) if row.phase == "hpo" else row.run_id
-        if row.memory:
+    for row in build_plan(cfg, data_dir=job.data_dir):
+        key = row.extra["cell"] if row.phase == "hpo" else row.run_id
+        if row.memory and key in names:
             memory[key] = row.memory
     return memory
 
@@ -106,25 +105,26 @@ def _run_unit(execute: Callable, job: PhaseJob) -> dict:
     return execute(job, lambda kind, **info: None)
 
 
-def run_on_ray(job: PhaseJob, units: list[str], execute: Callable, *,
+def run_on_ray(job: PhaseJob, execute: Callable, *,
                should_stop: Callable[[], str | None], on_event: Callable[..., None]) -> PhaseResult:
-    """One Ray task per unit; wait for all, forwarding a stop request; merge their results."""
+    """One Ray task per unit of the job (resolved with absolute paths: :func:`shared_paths`);
+    wait for all, forwarding a stop request; merge their results."""
     ray = connect(job.cfg)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     check_storage(job.cfg, len(nodes))
     cfg, data_dir = shared_paths(job.cfg, job.data_dir)
     cfg = replace(cfg, run=replace_section(cfg.run, executor="local", workers=1))
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    memory = plan_memory(cfg, replace(job, data_dir=data_dir)) if units else {}
+    memory = plan_memory(cfg, replace(job, data_dir=data_dir)) if job.units else {}
     stop_file = cfg.study_dir / f".stop-{uuid.uuid4().hex[:12]}"
     base = replace(job, cfg=cfg, data_dir=data_dir, stop_files=(str(stop_file),))
     task = ray.remote(_run_unit)
     threads = job.cfg.run.threads or 1   # Ray's own default: one CPU per task
     base = replace(base, threads=threads)
     pending = {}
-    for unit in units:
-        options = unit_resources(cfg, memory.get(unit), threads, has_gpus)
-        pending[task.options(**options).remote(execute, replace(base, units=(unit,)))] = unit
+    for unit in job.units:
+        options = unit_resources(cfg, memory.get(unit_name(unit)), threads, has_gpus)
+        pending[task.options(**options).remote(execute, replace(base, units=(unit,)))] = unit_name(unit)
     return _wait(ray, pending, job.phase, stop_file, should_stop, on_event)
 
 

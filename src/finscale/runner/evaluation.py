@@ -22,7 +22,6 @@ import logging
 
 import numpy as np
 
-from finscale.checkpoint import load_checkpoint
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.evaluate import (
     COST_SWEEP_BPS,
@@ -38,7 +37,7 @@ from finscale.evaluate import (
     pool_backtests,
 )
 from finscale.features import input_columns
-from finscale.model import ModelArgs, build_model, select_device
+from finscale.model import select_device
 from finscale.prepare import (
     STATIONARY_SET,
     PreparedData,
@@ -50,18 +49,12 @@ from finscale.prepare import (
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.runner.assets import optimal_log_loss, panel_signal, per_asset
+from finscale.serving import load_best_model
 from finscale.spec import RunSpec, design_cfg, final_dir
 from finscale.train import RunData, predict_proba
 from finscale.windows import WindowDataset
 
 log = logging.getLogger(__name__)
-
-
-def load_best_model(run: RunDir, device):
-    ckpt = load_checkpoint(run.ckpt / "best.pt", map_location=device)
-    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
 
 
 def _standardised_on_train(X: np.ndarray, train_ends: np.ndarray) -> np.ndarray:
@@ -207,7 +200,7 @@ def strongest_baseline(base_eval: dict) -> str:
 
 def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> dict:
     run = RunDir(final_dir(cfg, spec))
-    if (done := run.read_json("eval.json")) is not None:
+    if (done := run.read_eval()) is not None:
         return done
     if run.state != "done":
         raise ValueError(f"{run.path}: run is {run.state!r}, not done; train it before evaluating")
@@ -273,9 +266,9 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         **extra,
     }
     assets = {"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]} if prep.is_panel else {}
-    np.savez(run.file("predictions.npz"), ends=test.ends, y=y, prob=prob,
-             dates=dates.astype("datetime64[D]").astype(str), **assets)
-    run.write_json("eval.json", doc)
+    run.write_predictions(ends=test.ends, y=y, prob=prob,
+                          dates=dates.astype("datetime64[D]").astype(str), **assets)
+    run.write_eval(doc)
     log.info("%s: test log-loss %.4f (skill %.4f)", spec.run_id, result["metrics"]["log_loss"],
              result["metrics"]["skill"])
     return doc

@@ -16,12 +16,12 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
-from finscale.axes import variants
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
 from finscale.files import atomic_write_bytes
 from finscale.hpo.results import cell_params
 from finscale.runner.study import RunOptions
-from finscale.spec import cells, make_spec
+from finscale.selection import Cell, variant_cells
+from finscale.spec import make_spec
 from finscale.version import __version__
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
     date = datetime.now(UTC).date().isoformat()
     scripts = []
     opts = opts or RunOptions()
-    for var in variants(cfg, opts.axes):
-        scripts += _variant_scripts(var, out_dir, opts, date)
+    for var, var_cells in variant_cells(cfg, opts.selection()):
+        scripts += _variant_scripts(var, var_cells, out_dir, date)
     lines = ["#!/usr/bin/env bash",
              "# Every final run of the study, in order. Rerun to resume where it stopped.",
              'set -euo pipefail', 'cd "$(dirname "$0")"']
@@ -81,10 +81,10 @@ def export_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions | None = No
     return scripts
 
 
-def _variant_scripts(cfg: StudyConfig, out_dir: Path, opts: RunOptions, date: str) -> list[Path]:
-    """The scripts of one axis variant (the variant's resolved study is embedded)."""
+def _variant_scripts(cfg: StudyConfig, var_cells: list[Cell], out_dir: Path, date: str) -> list[Path]:
+    """The scripts of one axis variant's cells (the variant's resolved study is embedded)."""
     study, scripts = config_to_dict(cfg), []
-    for budget, h in cells(cfg, opts.budgets, opts.horizons):
+    for budget, h in ((c.budget, c.horizon) for c in var_cells):
         params, source = cell_params(cfg, budget, h)
         for seed in cfg.seeds:
             spec = make_spec(cfg, budget, h, seed, params)
@@ -126,13 +126,12 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
         raise ValueError(f"this finscale version resolves the run to {spec.run_id}, the script "
                          f"was exported as {run['run_id']}: install finscale as named in the header")
     prep = prepare(cfg, args["data_dir"])
-    opts = RunOptions(budgets=(run["budget"],), horizons=(run["horizon"],),
-                      monitor=not args["no_monitor"])
+    opts = RunOptions(monitor=not args["no_monitor"])
     one_seed = replace_section(cfg, seeds=(run["seed"],), replicates=1)  # this run only
     summary = StudySummary()
     with StopRequest(cfg.study_dir / "STOP") as stop:
         try:
-            run_final_phase(one_seed, prep, opts, stop, summary)
+            run_final_phase(one_seed, prep, opts, stop, summary, units=[(one_seed, spec)])
         except StudyStopped as exc:
             return {"status": exc.status, "run_id": spec.run_id,
                     "reason": f"{exc}; resume with: "

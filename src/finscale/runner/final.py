@@ -8,7 +8,6 @@ metrics.jsonl, ckpt/). Idempotent: a finished run is skipped, an interrupted one
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from finscale.config import StudyConfig
 from finscale.model import select_device
@@ -39,6 +38,3 @@ def execute_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, *,
                       precision=spec.precision)
     return trainer.fit(), False
 
-
-def run_path(cfg: StudyConfig, spec: RunSpec) -> Path:
-    return final_dir(cfg, spec)

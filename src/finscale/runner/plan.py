@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from finscale.axes import axis_values, variants
+from finscale.axes import axis_values
 from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import ARCH_KEYS, budget_miss, measured_parameters, parse_budget
 from finscale.prepare import window_context
+from finscale.selection import Cell, Selection, variant_cells
 from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,14 @@ def _arch_from_params(params: dict) -> str:
 
 def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_dir=None,
                only_axes: dict | None = None) -> list[PlanRow]:
-    """Every HPO cell and final run of the study (each axis variant), in execution order."""
+    """Every selected HPO cell and final run of the study (each axis variant), in execution order."""
+    for budget in cfg.model.budgets:
+        parse_budget(budget)   # a bad label is an error even when --only leaves it out
+    sel = Selection(tuple(only_budgets or ()), tuple(only_horizons or ()), dict(only_axes or {}))
     rows = []
-    for var in variants(cfg, only_axes):
+    for var, var_cells in variant_cells(cfg, sel):
         counts, exact = window_counts(var, data_dir)
-        var_rows = _variant_plan(var, counts, only_budgets, only_horizons)
+        var_rows = [row for c in var_cells for row in _cell_plan(c, counts[c.horizon])]
         for row in var_rows:
             row.extra["windows_exact"] = exact
             row.extra["train_windows"] = counts[row.horizon]
@@ -159,30 +163,22 @@ def build_plan(cfg: StudyConfig, *, only_budgets=None, only_horizons=None, data_
     return rows
 
 
-def _variant_plan(cfg: StudyConfig, counts: dict, only_budgets, only_horizons) -> list[PlanRow]:
-    rows = []
-    for budget in cfg.model.budgets:
-        parse_budget(budget)
-        if only_budgets and budget not in only_budgets:
-            continue
-        for h in cfg.target.horizons:
-            if only_horizons and h not in only_horizons:
-                continue
-            if cfg.hpo.mode == "search":
-                fixed = cfg.hpo.fixed.get(cfg_cell(cfg, budget, h), cfg.hpo.fixed.get(cell_name(budget, h), {}))
-                arch, _ = split_params(fixed, f"hpo.fixed.{cfg_cell(cfg, budget, h)}")
-                epochs = cfg.hpo.max_epochs or cfg.train.max_epochs
-                row = _row(cfg, "hpo", budget, h, cfg.seeds[0], arch, counts[h], epochs,
-                           f"{cfg.hpo.trials} trials")
-                if row.est_s is not None:
-                    row.est_s *= cfg.hpo.trials
-                row.extra["units"] = cfg.hpo.trials
-                rows.append(row)
-            params, _source = _plan_params(cfg, budget, h)
-            for replicate, seeds in enumerate(seed_sets(cfg)):
-                for seed in seeds:
-                    rows.append(_row(cfg, "final", budget, h, seed, params, counts[h], 0, str(seed),
-                                     replicate))
+def _cell_plan(c: Cell, windows: int) -> list[PlanRow]:
+    """The cell's HPO row (search mode), then one row per final run (replicate x seed)."""
+    cfg, budget, h, rows = c.cfg, c.budget, c.horizon, []
+    if cfg.hpo.mode == "search":
+        fixed = cfg.hpo.fixed.get(c.name, cfg.hpo.fixed.get(cell_name(budget, h), {}))
+        arch, _ = split_params(fixed, f"hpo.fixed.{c.name}")
+        epochs = cfg.hpo.max_epochs or cfg.train.max_epochs
+        row = _row(cfg, "hpo", budget, h, cfg.seeds[0], arch, windows, epochs, f"{cfg.hpo.trials} trials")
+        if row.est_s is not None:
+            row.est_s *= cfg.hpo.trials
+        row.extra["units"] = cfg.hpo.trials
+        rows.append(row)
+    params, _source = _plan_params(cfg, budget, h)
+    for replicate, seeds in enumerate(seed_sets(cfg)):
+        for seed in seeds:
+            rows.append(_row(cfg, "final", budget, h, seed, params, windows, 0, str(seed), replicate))
     return rows
 
 

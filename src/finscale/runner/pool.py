@@ -1,9 +1,10 @@
-"""A local pool of worker processes for one phase of a study (``finscale run --workers N``).
+"""The one local pool of worker processes (``--workers N`` of ``finscale run`` and ``finscale hpo``).
 
-Consumes: a :class:`PhaseJob` (the study, one phase, the run filters) and the command that
-starts a worker (a fresh interpreter running :func:`finscale.runner.study.worker_main`).
+Consumes: a :class:`PhaseJob` (the study, one phase, the phase's resolved units: HPO cells,
+or final runs to train or evaluate) and the command that starts a worker (a fresh
+interpreter running :func:`finscale.runner.study.worker_main`, the only worker entry point).
 Produces: the merged :class:`PhaseResult` of N worker processes, each of which claims units
-of the phase with the per-unit locks (:func:`~finscale.runner.study.claimed`) until every
+of the job with the per-unit locks (:func:`~finscale.runner.study.claimed`) until every
 unit has been handled; their progress events are forwarded to ``on_event`` in this process.
 Guarantees:
 - no unit is trained twice (the locks), and a unit's result does not depend on N: each worker
@@ -46,9 +47,9 @@ class PhaseJob:
 
     cfg: StudyConfig
     phase: str                               # hpo | final | evaluate
-    budgets: tuple[str, ...] = ()
-    horizons: tuple[int, ...] = ()
-    units: tuple[str, ...] = ()              # cells / run ids; empty = all of the phase
+    # The resolved units (runner.study.phase_units: Cells, or (variant, spec) per final run),
+    # never the --only filters: a worker trains exactly what the parent selected.
+    units: tuple = ()
     data_dir: str | None = None
     monitor: bool = True
     threads: int = 1
@@ -78,6 +79,18 @@ class PhaseResult:
         """A unit one worker trained and another then found done counts as done."""
         self.skipped = [u for u in self.skipped if u not in self.done and u not in self.failed]
         return self
+
+
+def pool_size(cfg: StudyConfig) -> int:
+    """Local worker processes of the one pool: ``run.workers`` (``--workers`` of ``finscale run``
+    and ``finscale hpo``). The deprecated ``hpo.workers`` is read as the same setting when
+    ``run.workers`` is left at 1."""
+    return cfg.run.workers if cfg.run.workers > 1 else cfg.hpo.workers
+
+
+def unit_name(unit) -> str:
+    """A unit's name in events and results: an HPO cell's name or a final run's id."""
+    return unit.name if hasattr(unit, "name") else unit[1].run_id
 
 
 def event_writer(fd: int | None) -> Callable[..., None]:

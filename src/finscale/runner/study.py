@@ -19,17 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finscale.axes import axis_values, variants
+from finscale.axes import axis_values
 from finscale.config import StudyConfig
 from finscale.control import StopRequest
-from finscale.hpo.results import cell_params, final_specs
+from finscale.hpo.results import cell_params, final_runs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool
-from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
+from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, pool_size, run_pool
+from finscale.selection import Cell, Selection, selected_cells, variant_cells
+from finscale.spec import RunSpec, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class RunOptions:
     data_dir: str | None = None
     on_event: Callable[..., None] = lambda kind, **info: None
     monitor: bool = True
+
+    def selection(self) -> Selection:
+        return Selection(self.budgets, self.horizons, self.axes, self.units)
 
 
 @dataclass
@@ -103,7 +107,7 @@ def _monitor(cfg: StudyConfig, run: RunDir, enabled: bool):
         return nullcontext(None)
     from finscale.monitor import HardwareMonitor
 
-    return HardwareMonitor(cfg.monitor, run.file("hardware.jsonl"))
+    return HardwareMonitor(cfg.monitor, run.hardware)
 
 
 def _track_final(cfg: StudyConfig, run: RunDir) -> None:
@@ -118,34 +122,28 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
             log_pyfunc(cfg, run.path, child)
 
 
-def _selected(opts: RunOptions, unit: str) -> bool:
-    return not opts.units or unit in opts.units
-
-
-def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest) -> None:
+def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
+                  units: list[Cell] | None = None) -> None:
+    """Search each cell (``units``, default: the selected ones), one claimed cell at a time."""
     if cfg.hpo.mode != "search":
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
         return
     from finscale.hpo import run_cell
     from finscale.hpo.objective import cell_dir
 
-    todo = [(var, b, h) for var in variants(cfg, opts.axes) for b, h in cells(var, opts.budgets, opts.horizons)
-            if _selected(opts, cfg_cell(var, b, h))]
-    for i, ((var, budget, h), lock) in enumerate(claimed(todo, lambda c: cell_dir(*c), stop)):
+    todo = selected_cells(cfg, opts.selection()) if units is None else units
+    for i, (c, lock) in enumerate(claimed(todo, lambda c: cell_dir(c.cfg, c.budget, c.horizon), stop)):
         with lock:
             if stop.reason():
                 raise StudyStopped("stopped", stop.reason())
-            opts.on_event("hpo_cell", index=i, total=len(todo), cell=cfg_cell(var, budget, h))
-            run_cell(var, budget, h, data_dir=opts.data_dir, should_stop=stop.reason,
+            opts.on_event("hpo_cell", index=i, total=len(todo), cell=c.name)
+            run_cell(c.cfg, c.budget, c.horizon, data_dir=opts.data_dir, should_stop=stop.reason,
                      on_event=opts.on_event)
             if stop.reason():
                 raise StudyStopped("stopped", stop.reason())
 
 
-def _variant_specs(cfg: StudyConfig, opts: RunOptions) -> list[tuple[StudyConfig, RunSpec]]:
-    """(axis variant, spec) of every final run the options select."""
-    return [(var, spec) for var in variants(cfg, opts.axes)
-            for spec in final_specs(var, opts.budgets, opts.horizons)]
+FinalUnit = tuple[StudyConfig, RunSpec]   # (axis variant, spec) of one final run
 
 
 class _Preps:
@@ -172,9 +170,10 @@ def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
 
 
 def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                    stop: StopRequest, summary: StudySummary) -> None:
+                    stop: StopRequest, summary: StudySummary, units: list[FinalUnit] | None = None) -> None:
+    """Train each final run (``units``, default: the selected ones), one claimed run at a time."""
     preps = _preps(cfg, prep, opts)
-    specs = [(v, s) for v, s in _variant_specs(cfg, opts) if _selected(opts, s.run_id)]
+    specs = final_runs(cfg, opts.selection()) if units is None else units
     t0, trained = time.monotonic(), 0
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:  # no other process trains this run while we hold it
@@ -211,12 +210,13 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
 
 
 def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                       stop: StopRequest) -> None:
+                       stop: StopRequest, units: list[FinalUnit] | None = None) -> None:
+    """Evaluate each trained final run (``units``, default: the selected ones)."""
     from finscale.runner.evaluation import evaluate_final_run
 
     preps = _preps(cfg, prep, opts)
-    specs = [(v, s) for v, s in _variant_specs(cfg, opts)
-             if _selected(opts, s.run_id) and RunDir(final_dir(v, s)).state == "done"]
+    specs = [(v, s) for v, s in (final_runs(cfg, opts.selection()) if units is None else units)
+             if RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
@@ -227,24 +227,24 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
 def check_cells(cfg: StudyConfig, opts: RunOptions) -> None:
     """Everything checkable from the config alone, before any file is written: the budget
     labels, the feature set, the search space or fixed table of every selected cell."""
-    for var in variants(cfg, opts.axes):
+    for var, var_cells in variant_cells(cfg, opts.selection()):
         searching = var.hpo.mode == "search" and "hpo" in opts.phases
-        for budget, h in cells(var, opts.budgets, opts.horizons):
-            make_spec(var, budget, h, var.seeds[0])  # unknown budget or feature set -> ValueError
+        for c in var_cells:
+            make_spec(var, c.budget, c.horizon, var.seeds[0])  # unknown budget or feature set -> ValueError
             if searching:
                 from finscale.hpo.space import cell_space
 
-                cell_space(var, budget, h)
+                cell_space(var, c.budget, c.horizon)
             elif var.hpo.mode == "fixed":
-                cell_params(var, budget, h)
+                cell_params(var, c.budget, c.horizon)
 
 
 def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
     """Guard 4 and the data-size minimum for every selected variant before any training: a
     ``splits.train_years`` (or any axis value) that leaves too few windows fails up front,
     naming the axis values."""
-    for var in variants(cfg, opts.axes):
-        horizons = sorted({h for _, h in cells(var, opts.budgets, opts.horizons)})
+    for var, var_cells in variant_cells(cfg, opts.selection()):
+        horizons = sorted({c.horizon for c in var_cells})
         try:
             check_splits(preps(var), var, horizons,
                          tuning="hpo" in opts.phases and var.hpo.mode == "search")
@@ -282,7 +282,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
     seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
-    if cfg.run.executor == "local" and cfg.run.workers == 1 and cfg.run.threads:
+    if cfg.run.executor == "local" and pool_size(cfg) == 1 and cfg.run.threads:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
@@ -298,9 +298,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
                 check_data_sizes(cfg, prep, opts)
         for phase in (p for p in PARALLEL_PHASES if p in opts.phases):
             if phase == "final" and not (opts.budgets or opts.horizons or opts.axes or opts.units):
-                _record_study(cfg, [spec.run_id for _, spec in _variant_specs(cfg, opts)])
+                _record_study(cfg, [spec.run_id for _, spec in final_runs(cfg, opts.selection())])
             opts.on_event("phase", phase=phase)
-            if cfg.run.executor == "ray" or cfg.run.workers > 1:
+            if cfg.run.executor == "ray" or pool_size(cfg) > 1:
                 run_parallel(cfg, phase, opts, stop, summary)
             else:
                 run_phase(cfg, phase, prep, opts, stop, summary)
@@ -328,43 +328,53 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
 # --------------------------------------------------------------------------- parallel phases
 
 def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: RunOptions,
-              stop: StopRequest, summary: StudySummary) -> None:
-    """One of :data:`PARALLEL_PHASES` in this process (claiming its units one by one)."""
+              stop: StopRequest, summary: StudySummary, units: list | None = None) -> None:
+    """One of :data:`PARALLEL_PHASES` in this process, claiming its units (default: the
+    selected ones) one by one."""
     if phase == "hpo":
-        run_hpo_phase(cfg, opts, stop)
+        run_hpo_phase(cfg, opts, stop, units)
     elif phase == "final":
-        run_final_phase(cfg, prep, opts, stop, summary)
+        run_final_phase(cfg, prep, opts, stop, summary, units)
     else:
-        run_evaluate_phase(cfg, prep, opts, stop)
+        run_evaluate_phase(cfg, prep, opts, stop, units)
 
 
-def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list[str]:
-    """The units of ``phase`` (cell names or run ids, axis variants included), one Ray task each."""
+def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list:
+    """The resolved units of ``phase`` the options select: :class:`~finscale.selection.Cell`
+    per HPO cell, ``(variant, spec)`` per final run (evaluate: trained runs only). Pool jobs
+    and Ray tasks carry these, never the filters (:func:`~finscale.runner.pool.unit_name`)."""
     if phase == "hpo":
-        return [cfg_cell(var, b, h) for var in variants(cfg, opts.axes)
-                for b, h in cells(var, opts.budgets, opts.horizons)] if cfg.hpo.mode == "search" else []
-    specs = _variant_specs(cfg, opts)
+        return selected_cells(cfg, opts.selection()) if cfg.hpo.mode == "search" else []
+    runs = final_runs(cfg, opts.selection())
     if phase == "evaluate":
-        specs = [(v, s) for v, s in specs if RunDir(final_dir(v, s)).state == "done"]
-    return [s.run_id for _, s in specs if _selected(opts, s.run_id)]
+        runs = [(v, s) for v, s in runs if RunDir(final_dir(v, s)).state == "done"]
+    return runs
 
 
 def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopRequest,
                  summary: StudySummary) -> None:
     """A phase on ``run.workers`` local processes or as Ray tasks; raises StudyStopped on a stop."""
-    workers = cfg.run.workers
+    workers = pool_size(cfg)
     if phase == "hpo" and cfg.hpo.mode == "search":
         _create_storage(cfg)
-    job = PhaseJob(cfg, phase, opts.budgets, opts.horizons, opts.units, opts.data_dir, opts.monitor,
+    if cfg.run.executor == "ray":
+        from finscale.runner.cluster import shared_paths
+
+        cfg = shared_paths(cfg, opts.data_dir)[0]   # units resolved with absolute paths
+    units = phase_units(cfg, phase, opts)
+    if not units:
+        return
+    job = PhaseJob(cfg, phase, tuple(units), opts.data_dir, opts.monitor,
                    threads=unit_threads(cfg.run.threads, workers), log_level=logging.getLogger().getEffectiveLevel())
     if cfg.run.executor == "ray":
         from finscale.runner.cluster import run_on_ray
 
-        result = run_on_ray(job, phase_units(cfg, phase, opts), execute_job, should_stop=stop.reason,
-                            on_event=opts.on_event)
+        result = run_on_ray(job, execute_job, should_stop=stop.reason, on_event=opts.on_event)
     else:
-        result = run_pool(job, workers, WORKER_COMMAND, should_stop=stop.reason, on_event=opts.on_event,
-                          retries=cfg.run.retries)
+        # No more processes than units (a process costs an interpreter and a torch import);
+        # each unit keeps the threads of an N-worker pool, so results do not change.
+        result = run_pool(job, min(workers, len(units)), WORKER_COMMAND, should_stop=stop.reason,
+                          on_event=opts.on_event, retries=cfg.run.retries)
     summary.done += result.done
     summary.skipped += result.skipped
     summary.failed += result.failed
@@ -403,14 +413,13 @@ def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
     _defer_level = logging.INFO
     torch.set_num_threads(job.threads)
     cfg = job.cfg
-    opts = RunOptions(phases=(job.phase,), budgets=job.budgets, horizons=job.horizons, units=job.units,
-                      data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
+    opts = RunOptions(phases=(job.phase,), data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
     summary, stopped = StudySummary(), None
     with StopRequest(cfg.study_dir / "STOP") as own:
         stop = _AnyStop(own, *(StopRequest(f) for f in job.stop_files))
         prep = prepare(cfg, job.data_dir) if job.phase != "hpo" else None
         try:
-            run_phase(cfg, job.phase, prep, opts, stop, summary)
+            run_phase(cfg, job.phase, prep, opts, stop, summary, list(job.units))
         except StudyStopped as exc:
             stopped = [exc.status, str(exc)]
     return {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed, "stopped": stopped}

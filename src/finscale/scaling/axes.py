@@ -22,11 +22,12 @@ import logging
 import numpy as np
 import pandas as pd
 
-from finscale.axes import axis_tag, axis_values, variants
+from finscale.axes import axis_values, variants
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig, flatten_axes
 from finscale.evaluate.bootstrap import default_block_len, paired_bootstrap_test
 from finscale.repro import derive_seed
+from finscale.rundir import RunDir
 from finscale.scaling.joint import analyze_joint, optimal_allocation, predict_joint
 from finscale.scaling.laws import fit_power_law
 
@@ -115,7 +116,7 @@ def _floats(values) -> list:
 # --------------------------------------------------------------------------- comparisons
 
 def _predictions(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(f"{path}/predictions.npz") as z:
+    with np.load(RunDir(path).predictions) as z:
         return z["ends"], z["y"].astype(np.float64), z["prob"].astype(np.float64)
 
 
@@ -191,11 +192,6 @@ def axis_curves(runs: pd.DataFrame, key: str, values: list) -> list[dict]:
             row["fit"] = {k: float(f[k]) for k in ("E", "A", "alpha")}
         out.append(row)
     return out
-
-
-def variant_configs(cfg: StudyConfig) -> list[tuple[str, StudyConfig]]:
-    """(tag, variant) of every combination of the study's axes."""
-    return [(axis_tag(v), v) for v in variants(cfg)]
 
 
 def has_axes(cfg: StudyConfig) -> bool:

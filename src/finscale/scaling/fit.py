@@ -48,6 +48,7 @@ from finscale.evaluate import (
 )
 from finscale.evaluate.bootstrap import resampled_auc
 from finscale.repro import derive_seed
+from finscale.rundir import RunDir
 from finscale.scaling.laws import (
     auc_to_error,
     bootstrap_fit,
@@ -336,7 +337,7 @@ def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
     window's asset) each window's day; NoFit if the test windows differ."""
     y, ends, days, probs = None, None, None, []
     for _, r in runs.iterrows():
-        with np.load(f"{r['path']}/predictions.npz") as z:
+        with np.load(RunDir(r["path"]).predictions) as z:
             if ends is None:
                 y, ends = z["y"].astype(np.float64), z["ends"]
                 days = z["dates"].astype("datetime64[D]") if "asset" in z.files else None

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, single_blas_thread
+from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, fmt_ci, single_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -415,10 +415,6 @@ def _leave_out_errors(N, D, L, full: dict, folds: int) -> tuple[dict, int]:
     return errs, skipped
 
 
-def _fmt_ci(ci) -> str:
-    return "n/a" if ci is None else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
-
-
 def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *,
                   quantity: str = "loss") -> tuple[str, str]:
     """One of JOINT_VERDICTS and a sentence with the numbers (rule in the module docstring)."""
@@ -441,7 +437,7 @@ def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *
         lead += (f" ({' and '.join(bounded)} at the bound {EXPONENT_MAX:g}: a step between the "
                  "smallest sizes, not a power law, so not counted as scaling)")
     text = (f"{verdict}: {lead}. L(N, D) = {fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + "
-            f"{fit.B:.4g}·D^-{fit.beta:.3g}; alpha CI {_fmt_ci(alpha_ci)}, beta CI {_fmt_ci(beta_ci)}; "
+            f"{fit.B:.4g}·D^-{fit.beta:.3g}; alpha CI {fmt_ci(alpha_ci)}, beta CI {fmt_ci(beta_ci)}; "
             f"leave-out RMSE ({comparison.n_folds} folds): {cv}; BIC: {bic}; "
             f"{fit.n_points} points at {fit.n_sizes} model sizes and {fit.n_data} data sizes.")
     return verdict, text

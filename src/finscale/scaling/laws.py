@@ -379,7 +379,8 @@ def _signed(value: float) -> str:
     return text if text.startswith("-") or text == "0" else f"+{text}"
 
 
-def _fmt_ci(ci) -> str:
+def fmt_ci(ci) -> str:
+    """A confidence interval in a sentence: "[lo, hi]" (4 significant digits) or "n/a"."""
     return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
@@ -433,9 +434,9 @@ def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
         lead += (f" (alpha sits at its bound {ALPHA_MAX:g}: the fit is a step between the "
                  "smallest sizes, not a power law, so it is not extrapolated)")
     text = (f"{lead}: L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, "
-            f"alpha {ci['level']:.0%} CI {_fmt_ci(alpha_ci)}; predicted improvement from "
+            f"alpha {ci['level']:.0%} CI {fmt_ci(alpha_ci)}; predicted improvement from "
             f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
-            f"(CI {_fmt_ci(ci.get('drop_ci'))}); log-log slope {_signed(fit['log_slope'])} "
-            f"(CI {_fmt_ci(slope_ci)}); {lobo}; BIC difference {comparison['delta_bic']:+.2f} "
+            f"(CI {fmt_ci(ci.get('drop_ci'))}); log-log slope {_signed(fit['log_slope'])} "
+            f"(CI {fmt_ci(slope_ci)}); {lobo}; BIC difference {comparison['delta_bic']:+.2f} "
             f"(negative favours the power law); {fit['n_points']} runs at {fit['n_sizes']} sizes.")
     return verdict, text
