@@ -32,7 +32,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -53,8 +53,9 @@ from finscale.scaling.laws import (
     bootstrap_fit,
     compare_to_constant,
     resample_replicates,
-    scaling_verdict,
 )
+from finscale.scaling.power import design_power, measure_design
+from finscale.scaling.wording import equivalence_bounds, fit_detail, scaling_verdict
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ AXES = {
     "train_flops": "training compute C (FLOPs)",
 }
 AUC_AXIS = "params_total"
+# Per fit (AxisFit.bounds, the scaling table) and, for the headline fit, per horizon (h<h>.json).
+BOUND_KEYS = ("max_fall_pct", "max_rise_pct", "max_fall_nats", "max_rise_nats", "min_detectable_slope",
+              "min_detectable_fall_pct")
+UNITS = {"params_total": "parameters", "params_non_embedding": "non-embedding parameters",
+         "train_flops": "FLOPs"}
 QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC",
               "log_loss_refinement": "test refinement log-loss (discrimination part)"}
 
@@ -85,6 +91,8 @@ class AxisFit:
     comparison: dict              # compare_to_constant output
     verdict: str
     text: str
+    detail: str = ""              # the fitted formula, or why it is omitted (degenerate fit)
+    bounds: dict = field(default_factory=dict)  # equivalence bounds and power (BOUND_KEYS, power)
 
     def row(self) -> dict:
         f, b, c = self.boot["fit"], self.boot, self.comparison
@@ -98,14 +106,16 @@ class AxisFit:
                 "bic_power": c["bic_power"], "bic_const": c["bic_const"], "delta_bic": c["delta_bic"],
                 "n_runs": len(self.points), "n_budgets": len(self.budget_points),
                 "n_resamples": b["n_resamples"], "n_failed": b["n_failed"],
-                "verdict": self.verdict, "text": self.text}
+                **{k: self.bounds.get(k) for k in BOUND_KEYS},
+                "verdict": self.verdict, "text": self.text, "detail": self.detail}
 
     def to_dict(self) -> dict:
         boot = dict(self.boot, samples={k: _json_floats(v) for k, v in self.boot["samples"].items()})
         return {"horizon": self.horizon, "axis": self.axis, "quantity": self.quantity,
                 "x_label": self.x_label, "points": self.points.to_dict("list"),
                 "budget_points": self.budget_points.to_dict("list"), "boot": _plain(boot),
-                "comparison": _plain(self.comparison), "verdict": self.verdict, "text": self.text}
+                "comparison": _plain(self.comparison), "verdict": self.verdict, "text": self.text,
+                "detail": self.detail, "bounds": _plain(self.bounds)}
 
     @classmethod
     def from_dict(cls, d: dict) -> AxisFit:
@@ -113,7 +123,8 @@ class AxisFit:
                                                       dtype=np.float64)
                                         for k, v in d["boot"]["samples"].items()})
         return cls(d["horizon"], d["axis"], d["quantity"], d["x_label"], pd.DataFrame(d["points"]),
-                   pd.DataFrame(d["budget_points"]), boot, d["comparison"], d["verdict"], d["text"])
+                   pd.DataFrame(d["budget_points"]), boot, d["comparison"], d["verdict"], d["text"],
+                   d.get("detail", ""), d.get("bounds", {}))
 
 
 @dataclass(frozen=True)
@@ -129,8 +140,15 @@ class HorizonScaling:
     # replicate_row() (replicate, quantity, axis, alpha with CI, verdict, n_runs, reason).
     replicates: tuple[dict, ...] = ()
 
+    def headline(self) -> AxisFit | None:
+        """The headline fit: test log-loss vs measured total parameters (None: not fitted)."""
+        return next((f for f in self.fits if f.quantity == "log_loss" and f.axis == AUC_AXIS), None)
+
     def to_dict(self) -> dict:
+        head = self.headline()
         return {"horizon": self.horizon, "reason": self.reason, "block_len": self.block_len,
+                # the headline fit's equivalence bounds and power, at the top for readers
+                **{k: (head.bounds.get(k) if head is not None else None) for k in BOUND_KEYS},
                 "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits],
                 "replicates": [_plain(r) for r in self.replicates]}
 
@@ -264,8 +282,22 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     if _has_refinement(evals):
         reps["log_loss_refinement"] = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
                                                 for p in probs])
-    fits = _fit_axes(runs, evals, reps, R, seed, h, cache)
+    ctx = {"seeds": len(cfg.seeds), **_strongest_baseline(sr, evals, h)}
+    fits = _fit_axes(runs, evals, reps, R, seed, h, cache, ctx)
     return block_len, fits, _fit_replicates(runs, evals, reps, R, seed, h, cache)
+
+
+def _strongest_baseline(sr: StudyRuns, evals: pd.DataFrame, h: int) -> dict:
+    """The strongest baseline the runs' eval.json name and its mean test log-loss ({}: none);
+    the power statement says what it takes to detect the slope that would close the gap."""
+    if "strongest_baseline" not in evals or sr.baselines.empty:
+        return {}
+    names = evals["strongest_baseline"].dropna()
+    if names.empty:
+        return {}
+    name = str(names.mode().iloc[0])
+    rows = sr.baselines[(sr.baselines["horizon"] == h) & (sr.baselines["baseline"] == name)]
+    return {"baseline": name, "baseline_loss": float(rows["log_loss"].mean())} if len(rows) else {}
 
 
 def _has_refinement(evals) -> bool:
@@ -274,19 +306,20 @@ def _has_refinement(evals) -> bool:
     return bool(np.all(np.isfinite(refinement)) and np.all(refinement > 0))
 
 
-def _fit_axes(runs, evals, reps: dict, R, seed, h, cache) -> list[AxisFit]:
+def _fit_axes(runs, evals, reps: dict, R, seed, h, cache, ctx: dict | None = None) -> list[AxisFit]:
     """Every fit of one set of runs: log-loss on each axis; on AUC_AXIS 1 - AUC and the
-    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R)."""
+    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R). ``ctx``
+    (pooled fits only): seeds per replicate and the strongest baseline, for the power."""
     fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), reps["log_loss"], R, seed,
-                      h, cache) for axis in AXES]
+                      h, cache, ctx) for axis in AXES]
     auc = evals["auc"].to_numpy(float)
     if np.all(np.isfinite(auc)):
         fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), reps["auc_error"], R, seed,
-                              h, cache))
+                              h, cache, ctx))
     if "log_loss_refinement" in reps:
         fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement",
                               evals["log_loss_refinement"].to_numpy(float), reps["log_loss_refinement"],
-                              R, seed, h, cache))
+                              R, seed, h, cache, ctx))
     return fits
 
 
@@ -358,7 +391,7 @@ def _budget_means(codes: np.ndarray, x: np.ndarray, L: np.ndarray, pick=None):
 
 
 def _fit_axis(runs: pd.DataFrame, axis: str, quantity: str, L: np.ndarray, L_reps: np.ndarray,
-              R: int, seed: int, h: int, cache: FitCache) -> AxisFit:
+              R: int, seed: int, h: int, cache: FitCache, ctx: dict | None = None) -> AxisFit:
     x = runs[axis].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(x) & (x > 0)):
         raise NoFit(f"{axis} is not recorded for every run (metrics.jsonl final line)")
@@ -373,10 +406,29 @@ def _fit_axis(runs: pd.DataFrame, axis: str, quantity: str, L: np.ndarray, L_rep
         cache.put(key, boot, comparison)
     else:
         boot, comparison = hit
-    verdict, text = scaling_verdict(boot["fit"], boot, comparison, quantity=QUANTITIES[quantity])
+    power = None if ctx is None else _power(x, L, L_reps, boot["level"], seed, ctx, quantity, axis, codes)
+    bounds = {**(equivalence_bounds(boot["fit"], boot.get("slope_ci"), boot["level"]) or {}), **(power or {})}
+    verdict, text = scaling_verdict(boot["fit"], boot, comparison, quantity=QUANTITIES[quantity], power=power,
+                                    size_unit=UNITS[axis])
     points = pd.DataFrame({"run_id": runs["run_id"].to_numpy(), "budget": runs["budget"].to_numpy(),
                            "seed": runs["seed"].to_numpy(), "x": x, "y": L})
     budget_points = pd.DataFrame({"budget": list(order), "x": xb, "y": lb})
-    return AxisFit(h, axis, quantity, AXES[axis], points, budget_points, boot, comparison, verdict, text)
+    return AxisFit(h, axis, quantity, AXES[axis], points, budget_points, boot, comparison, verdict, text,
+                   fit_detail(boot["fit"], boot), bounds)
+
+
+def _power(x, L, L_reps, level, seed, ctx: dict, quantity: str, axis: str, codes) -> dict:
+    """The fit's design power (:mod:`finscale.scaling.power`); on the headline fit also the
+    runs per size that halve it and that detect the slope closing the gap to the baseline."""
+    headline = quantity == "log_loss" and axis == AUC_AXIS
+    target = None
+    if headline and ctx.get("baseline_loss"):
+        small, large = codes == 0, codes == codes.max()
+        ratio = np.exp(np.log(x[large]).mean() - np.log(x[small]).mean())
+        gap = ctx["baseline_loss"] / L[small].mean()
+        target = float(np.log(gap) / np.log(ratio)) if gap < 1 and ratio > 1 else None
+    out = design_power(measure_design(x, L, L_reps, level=level), seed=seed, target_slope=target,
+                       grid=headline)
+    return {**out, "seeds": ctx["seeds"], "target_name": ctx.get("baseline")}
 
 

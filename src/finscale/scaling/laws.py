@@ -11,7 +11,8 @@ by minimising the mean Huber loss (delta = 1e-3) of log-residuals with L-BFGS-B 
 of starting points, keeping the best. alpha is constrained to [0, ALPHA_MAX]: a power law
 cannot describe a loss that RISES with size, so rising trends are detected separately by
 the least-squares slope of log L on log N (the "log-linear slope test"), bootstrapped with
-the same resamples. Verdicts (:func:`scaling_verdict`; the full rule with examples is in
+the same resamples. Verdicts (:func:`decide_verdict`; the sentences are composed by
+:mod:`finscale.scaling.wording`; the full rule with examples is in
 docs/verdicts.md). "Falling evidence" means the alpha CI excludes 0 AND the slope CI lies
 below 0; the leave-one-budget-out (LOBO) check then decides whether the law extrapolates:
 - FALLS_EXTRAPOLATES ("falls with size and extrapolates"): falling evidence, and LOBO
@@ -177,7 +178,9 @@ def _fit_power_law(N, L, loss: str, delta: float, grid, options=_LBFGSB_OPTIONS)
            "success": bool(res.success), "objective": float(res.fun), "message": str(res.message),
            "loss": loss, "delta": float(delta), "n_points": int(N.size),
            "n_sizes": int(np.unique(N).size), "n_min": float(N.min()), "n_max": float(N.max()),
-           "log_slope": float(np.polyfit(x, logL, 1)[0])}
+           "log_slope": float(np.polyfit(x, logL, 1)[0]),
+           # the centroid of the log-log points: the least-squares line passes through it
+           "log_n_mean": x_mean, "log_l_mean": float(logL.mean())}
     fit["drop"] = float(np.subtract(*predict_power_law(fit, [fit["n_min"], fit["n_max"]])))
     return fit
 
@@ -368,21 +371,6 @@ def compare_to_constant(N, L, *, loss: str = "huber", delta: float = 1e-3) -> di
     return out
 
 
-def _num(value: float) -> str:
-    """A number for a sentence: 4 significant digits, never "-0"."""
-    text = f"{value:.4g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def _signed(value: float) -> str:
-    text = _num(value)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
-def _fmt_ci(ci) -> str:
-    return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
-
-
 def at_bound(alpha: float) -> bool:
     """True when a fitted exponent sits at (or within 10% of) its upper bound ALPHA_MAX: the
     "law" is then a step between the smallest sizes (a 10x larger model would shrink the
@@ -406,36 +394,3 @@ def decide_verdict(alpha_ci, slope_ci, preferred: dict, *, alpha_at_bound: bool 
             return FLAT
         return FALLS_IN_RANGE
     return RISES if slope_ci[0] > 0 else FLAT
-
-
-def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
-                    quantity: str = "test log-loss") -> tuple[str, str]:
-    """One of VERDICTS plus a sentence with the numbers (rules in the module docstring).
-
-    ``fit`` from :func:`fit_power_law`, ``ci`` from :func:`bootstrap_fit`, ``comparison``
-    from :func:`compare_to_constant`; ``quantity`` names what was fitted (e.g. "1 - AUC").
-    Signs: "improvement" is the predicted DEcrease of the quantity from the smallest to the
-    largest size, so a positive improvement is better everywhere.
-    """
-    alpha_ci, slope_ci = ci.get("alpha_ci"), ci.get("slope_ci")
-    if alpha_ci is None or slope_ci is None:
-        return FLAT, f"{quantity}: no usable bootstrap resamples, so no scaling can be claimed."
-    bound = at_bound(fit["alpha"])
-    verdict = decide_verdict(alpha_ci, slope_ci, comparison["preferred"], alpha_at_bound=bound)
-    lobo = ("leave-one-budget-out check not run (needs >= 4 sizes)"
-            if comparison["lobo_rmse_power"] is None else
-            f"leave-one-budget-out RMSE {_num(comparison['lobo_rmse_power'])} (power law) vs "
-            f"{_num(comparison['lobo_rmse_const'])} (no-scaling model)")
-    lead = f"{quantity} {verdict}" if verdict != FLAT else f"no detectable scaling of {quantity}"
-    if verdict == FLAT and alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0:
-        lead += " (the intervals suggest a decline, but the no-scaling model predicts as well)"
-    if bound:
-        lead += (f" (alpha sits at its bound {ALPHA_MAX:g}: the fit is a step between the "
-                 "smallest sizes, not a power law, so it is not extrapolated)")
-    text = (f"{lead}: L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, "
-            f"alpha {ci['level']:.0%} CI {_fmt_ci(alpha_ci)}; predicted improvement from "
-            f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
-            f"(CI {_fmt_ci(ci.get('drop_ci'))}); log-log slope {_signed(fit['log_slope'])} "
-            f"(CI {_fmt_ci(slope_ci)}); {lobo}; BIC difference {comparison['delta_bic']:+.2f} "
-            f"(negative favours the power law); {fit['n_points']} runs at {fit['n_sizes']} sizes.")
-    return verdict, text
