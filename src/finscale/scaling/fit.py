@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import log1p
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
@@ -43,16 +44,18 @@ from finscale.evaluate import (
     block_bootstrap_indices,
     default_block_len,
     panel_block_indices,
-    per_sample_log_loss,
     recalibrated,
 )
 from finscale.evaluate.bootstrap import resampled_auc
+from finscale.metrics import PROB_EPS
 from finscale.repro import derive_seed
 from finscale.scaling.laws import (
     auc_to_error,
     bootstrap_fit,
     compare_to_constant,
     resample_replicates,
+    stable_exp,
+    stable_log,
 )
 from finscale.scaling.power import design_power, measure_design
 from finscale.scaling.wording import equivalence_bounds, fit_detail, scaling_verdict
@@ -275,12 +278,12 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     # Panels: blocks of calendar days with all their assets, as in the evaluate phase.
     idx = block_bootstrap_indices(y.size, block_len, R, rng) if days is None \
         else panel_block_indices(days, block_len, R, rng)
-    ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
+    ll_reps = np.stack([_window_log_loss(y, p)[idx].mean(axis=1) for p in probs])
     auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
     seed = derive_seed("scaling-fit", cfg.name, h)
     reps = {"log_loss": ll_reps, "auc_error": 1.0 - auc_reps}
     if _has_refinement(evals):
-        reps["log_loss_refinement"] = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
+        reps["log_loss_refinement"] = np.stack([_window_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
                                                 for p in probs])
     ctx = {"seeds": len(cfg.seeds), **_strongest_baseline(sr, evals, h)}
     fits = _fit_axes(runs, evals, reps, R, seed, h, cache, ctx)
@@ -298,6 +301,13 @@ def _strongest_baseline(sr: StudyRuns, evals: pd.DataFrame, h: int) -> dict:
     name = str(names.mode().iloc[0])
     rows = sr.baselines[(sr.baselines["horizon"] == h) & (sr.baselines["baseline"] == name)]
     return {"baseline": name, "baseline_loss": float(rows["log_loss"].mean())} if len(rows) else {}
+
+
+def _window_log_loss(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Per-window log-loss as ``finscale.metrics.per_sample_log_loss`` (same clipping), with
+    logs that give the same bits on every x86-64 CPU (np.log differs on AVX-512 machines)."""
+    p = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
+    return -(y * stable_log(p) + (1 - y) * log1p(-p))
 
 
 def _has_refinement(evals) -> bool:
@@ -385,7 +395,7 @@ def _budget_means(codes: np.ndarray, x: np.ndarray, L: np.ndarray, pick=None):
     xs, ls = [], []
     for b in range(codes.max() + 1):
         members = np.flatnonzero(codes == b) if pick is None else pick[b]
-        xs.append(np.exp(np.log(x[members]).mean()))
+        xs.append(stable_exp(stable_log(x[members]).mean()))
         ls.append(L[members].mean())
     return np.asarray(xs), np.asarray(ls)
 
@@ -424,9 +434,9 @@ def _power(x, L, L_reps, level, seed, ctx: dict, quantity: str, axis: str, codes
     target = None
     if headline and ctx.get("baseline_loss"):
         small, large = codes == 0, codes == codes.max()
-        ratio = np.exp(np.log(x[large]).mean() - np.log(x[small]).mean())
+        ratio = stable_exp(stable_log(x[large]).mean() - stable_log(x[small]).mean())
         gap = ctx["baseline_loss"] / L[small].mean()
-        target = float(np.log(gap) / np.log(ratio)) if gap < 1 and ratio > 1 else None
+        target = float(stable_log(gap) / stable_log(ratio)) if gap < 1 and ratio > 1 else None
     out = design_power(measure_design(x, L, L_reps, level=level), seed=seed, target_slope=target,
                        grid=headline)
     return {**out, "seeds": ctx["seeds"], "target_name": ctx.get("baseline")}

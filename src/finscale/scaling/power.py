@@ -26,7 +26,8 @@ the full rule's detection rate is from the power stated here. The slope of the r
 points is linear in log L, so every simulated study and resample is a few vectorised numpy
 operations, and a planted slope shifts every interval by exactly that slope: one simulation
 of a flat study gives the whole power curve.
-Guarantees: deterministic for a given ``seed``; a few hundred milliseconds per design.
+Guarantees: deterministic for a given ``seed``, the same bits on any x86-64 CPU (logs via
+:func:`~finscale.scaling.laws.stable_log`); a few hundred milliseconds per design.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
+
+from finscale.scaling.laws import stable_exp, stable_log
 
 POWER = 0.8
 # Runs per size the recommendations consider; 1 is left out: with one run per size the
@@ -75,8 +78,8 @@ def measure_design(N, L, L_reps, *, level: float = 0.95) -> Design:
     Seed spread: the pooled within-size variance of log L less the run-level test-day part it
     contains (0 when a size has a single run: no seed spread can be seen, nor resampled)."""
     N = np.asarray(N, dtype=np.float64).ravel()
-    logL = np.log(np.asarray(L, dtype=np.float64).ravel())
-    dev = np.log(np.asarray(L_reps, dtype=np.float64)) - logL[:, None]
+    logL = stable_log(np.asarray(L, dtype=np.float64).ravel())
+    dev = stable_log(np.asarray(L_reps, dtype=np.float64)) - logL[:, None]
     dev = dev - dev.mean(axis=0, keepdims=True)
     groups = [np.flatnonzero(N == n) for n in np.unique(N)]
     df = sum(g.size - 1 for g in groups)
@@ -86,7 +89,7 @@ def measure_design(N, L, L_reps, *, level: float = 0.95) -> Design:
     size_means = [float(np.mean(dev[g].mean(axis=0) ** 2)) * k / (k - 1) - var_run / g.size for g in groups]
     seed_within = sum(float(np.sum((logL[g] - logL[g].mean()) ** 2)) for g in groups)
     var_seed = seed_within / df - var_run if df else 0.0
-    return Design(tuple(float(np.exp(np.log(N[g]).mean())) for g in groups), tuple(g.size for g in groups),
+    return Design(tuple(float(stable_exp(stable_log(N[g]).mean())) for g in groups), tuple(g.size for g in groups),
                   math.sqrt(max(var_seed, 0.0)), math.sqrt(max(float(np.mean(size_means)), 0.0)),
                   math.sqrt(max(var_run, 0.0)), float(level))
 
@@ -104,7 +107,7 @@ def null_slope_intervals(design: Design, *, sims: int = 400, resamples: int = 30
     bootstrap resamples exactly as the scaling stage does: fresh test-day deviations for all
     runs (one column), then within each size the size's mean plus residuals drawn with
     replacement from the pool of all sizes' residuals (scaled by sqrt(n/(n-1)) and t_df/z)."""
-    x = np.log(np.repeat(np.asarray(design.sizes, dtype=np.float64), design.runs_per_size))
+    x = stable_log(np.repeat(np.asarray(design.sizes, dtype=np.float64), design.runs_per_size))
     g = np.repeat(np.arange(len(design.sizes)), design.runs_per_size)
     n_g = np.asarray(design.runs_per_size, dtype=np.float64)
     onehot = (g[:, None] == np.arange(n_g.size)[None, :]) / n_g[None, :]  # runs -> size means
