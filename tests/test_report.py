@@ -414,3 +414,17 @@ def test_report_states_block_lengths_both_skill_references_and_decomposition(stu
     assert "log_loss_discrimination" in md and "miscalibration" in md
     assert "Models vs the strongest baseline per horizon" in md
     assert (study["dir"] / "tables" / "strongest_baseline.csv").exists()
+
+
+def test_equivalence_bounds_and_power_reach_the_json_and_the_findings(study):
+    stored = json.loads((study["cfg"].study_dir / "scaling" / "h1.json").read_text())
+    keys = ("max_fall_pct", "max_rise_pct", "max_fall_nats", "max_rise_nats", "min_detectable_slope")
+    assert all(isinstance(stored[k], float) for k in keys), {k: stored.get(k) for k in keys}
+    assert stored["min_detectable_slope"] < 0 and stored["max_fall_pct"] > -stored["max_rise_pct"]
+    head = next(f for f in stored["fits"] if f["quantity"] == "log_loss" and f["axis"] == "params_total")
+    assert head["bounds"]["max_fall_pct"] == stored["max_fall_pct"] and "mds_by_runs" in head["bounds"]
+    assert "log-log slope" in head["text"].split(";")[0] and "L(N) =" not in head["text"]
+    assert head["detail"]
+    found = json.loads((study["dir"] / "findings.json").read_text())["horizons"][0]
+    assert {k: found[k] for k in keys} == {k: stored[k] for k in keys}
+    assert "detects a fall with 80% power" in found["sentences"][0]
