@@ -186,3 +186,11 @@ def _run_with_threads(n: int) -> str:
 def test_fits_are_byte_identical_under_one_and_two_threads():
     one, two = _run_with_threads(1), _run_with_threads(2)
     assert json.loads(one)["text"] and one == two
+
+
+def test_the_documented_example_bounds():
+    # docs/statistics.md and docs/verdicts.md quote the README's h=1 slope interval.
+    fit = {"n_min": 5.16e3, "n_max": 4.88e5, "log_slope": -0.005343, "log_n_mean": np.log(5e4),
+           "log_l_mean": np.log(0.33)}
+    b = equivalence_bounds(fit, (-0.03202, 0.02181), 0.95)
+    assert (round(b["max_fall_pct"], 1), round(b["max_rise_pct"], 1)) == (13.6, 10.4)
