@@ -428,3 +428,24 @@ def test_equivalence_bounds_and_power_reach_the_json_and_the_findings(study):
     found = json.loads((study["dir"] / "findings.json").read_text())["horizons"][0]
     assert {k: found[k] for k in keys} == {k: stored[k] for k in keys}
     assert "detects a fall with 80% power" in found["sentences"][0]
+
+
+@pytest.mark.slow
+def test_scaling_json_is_byte_identical_under_one_and_two_threads(study, tmp_path):
+    # The scaling stage of the same runs, in fresh processes with 1 and 2 BLAS/OpenMP threads
+    # and no fit cache: h1.json must not change by a bit.
+    from conftest import run_cli
+
+    out = {}
+    for threads in (1, 2):
+        root = tmp_path / f"t{threads}"
+        shutil.copytree(study["cfg"].study_dir, root / "runs" / study["cfg"].name)
+        (root / "runs" / study["cfg"].name / "scaling" / "cache.json").unlink()
+        sets = [a for o in study["overrides"] if not o.startswith("output_dir=") for a in ("--set", o)]
+        env = {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        proc = run_cli("run", "smoke", "--phase", "scaling", "--set", f"output_dir={root / 'runs'}", *sets,
+                       env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        out[threads] = (root / "runs" / study["cfg"].name / "scaling" / "h1.json").read_bytes()
+    assert out[1] == out[2]
