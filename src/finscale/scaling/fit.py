@@ -18,6 +18,11 @@ false "scaling" verdicts on flat data, the pooled one ~3%); each run's metric is
 on the resampled days from its predictions and the power law is refitted to the per-run
 points. The point fit and the constant-model comparison (leave-one-budget-out, AIC/BIC) use
 the per-run points of the recorded metrics; per-budget means are kept for the figures.
+Each pooled fit also carries (``AxisFit.bounds``) its equivalence bounds and the power of its
+design (:mod:`finscale.scaling.wording`, :mod:`finscale.scaling.power`; the headline fit's
+are repeated at the top of ``h<h>.json``), and ``AxisFit.detail`` the fitted formula (omitted
+when degenerate); the verdict sentence ``text`` leads with the slope and the bounds. The
+per-window log-loss of the resamples uses logs with the same bits on every CPU.
 A horizon with fewer than ``MIN_BUDGETS`` distinct budgets gets no fit, with the reason.
 Results are frozen :class:`HorizonScaling` / :class:`AxisFit` objects that round-trip through
 JSON (:meth:`HorizonScaling.to_dict` / :meth:`HorizonScaling.from_dict`), bootstrap samples
