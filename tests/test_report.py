@@ -518,3 +518,38 @@ def test_compute_and_economics_come_from_the_runs(study):
     assert {b["budget"] for b in econ["horizons"][0]["budgets"]} == set(BUDGETS)
     md = (study["dir"] / "report.md").read_text()
     assert "## Compute" in md and "## Economics" in md and "validation log-loss envelope" in md
+
+
+def test_equivalence_bounds_and_power_reach_the_json_and_the_findings(study):
+    stored = json.loads((study["cfg"].study_dir / "scaling" / "h1.json").read_text())
+    keys = ("max_fall_pct", "max_rise_pct", "max_fall_nats", "max_rise_nats", "min_detectable_slope")
+    assert all(isinstance(stored[k], float) for k in keys), {k: stored.get(k) for k in keys}
+    assert stored["min_detectable_slope"] < 0 and stored["max_fall_pct"] > -stored["max_rise_pct"]
+    head = next(f for f in stored["fits"] if f["quantity"] == "log_loss" and f["axis"] == "params_total")
+    assert head["bounds"]["max_fall_pct"] == stored["max_fall_pct"] and "mds_by_runs" in head["bounds"]
+    assert "log-log slope" in head["text"].split(";")[0] and "L(N) =" not in head["text"]
+    assert head["detail"]
+    found = json.loads((study["dir"] / "findings.json").read_text())["horizons"][0]
+    assert {k: found[k] for k in keys} == {k: stored[k] for k in keys}
+    assert "detects a fall with 80% power" in found["sentences"][0]
+
+
+@pytest.mark.slow
+def test_scaling_json_is_byte_identical_under_one_and_two_threads(study, tmp_path):
+    # The scaling stage of the same runs, in fresh processes with 1 and 2 BLAS/OpenMP threads
+    # and no fit cache: h1.json must not change by a bit.
+    from conftest import run_cli
+
+    out = {}
+    for threads in (1, 2):
+        root = tmp_path / f"t{threads}"
+        shutil.copytree(study["cfg"].study_dir, root / "runs" / study["cfg"].name)
+        (root / "runs" / study["cfg"].name / "scaling" / "cache.json").unlink()
+        sets = [a for o in study["overrides"] if not o.startswith("output_dir=") for a in ("--set", o)]
+        env = {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        proc = run_cli("run", "smoke", "--phase", "scaling", "--set", f"output_dir={root / 'runs'}", *sets,
+                       env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        out[threads] = (root / "runs" / study["cfg"].name / "scaling" / "h1.json").read_bytes()
+    assert out[1] == out[2]

@@ -58,6 +58,9 @@ class HorizonFinding:
     caveats: list[Caveat] = field(default_factory=list)
     stability: str = ""              # how often the verdict/comparison held across replicates
     pooled_verdict: str | None = None  # the pooled fit's verdict (verdict is UNSTABLE if it flips)
+    # The headline fit's equivalence bounds and power, as the scaling stage recorded them
+    # (max_fall_pct, max_rise_pct, their nats, min_detectable_slope, min_detectable_fall_pct).
+    bounds: dict = field(default_factory=dict)
 
     def sentences(self) -> list[str]:
         return [s for s in (self.verdict_text, self.comparison, self.beats_every_baseline,
@@ -75,8 +78,8 @@ class Findings:
                 "horizons": [{"horizon": hf.horizon, "verdict": hf.verdict,
                               "pooled_verdict": hf.pooled_verdict, "sentences": hf.sentences(),
                               "best_budget": hf.best_budget, "best_baseline": hf.best_baseline,
-                              "improvement": hf.improvement, "selected_on": hf.selected_on}
-                             for hf in self.horizons],
+                              "improvement": hf.improvement, "selected_on": hf.selected_on,
+                              **hf.bounds} for hf in self.horizons],
                 "caveats": [{"kind": c.kind, "text": c.text} for c in self.caveats]}
 
     def lines(self) -> list[str]:
@@ -290,7 +293,8 @@ def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFr
                    comparisons: pd.DataFrame, hpo: pd.DataFrame, headline: list[dict],
                    stability: dict | None = None) -> Findings:
     """Findings per horizon (see module docstring). ``headline``: one dict per horizon with
-    ``horizon``, ``verdict`` and ``text`` of the test log-loss vs total parameters fit;
+    ``horizon``, ``verdict``, ``text`` and (optional) ``bounds`` of the test log-loss vs total
+    parameters fit;
     ``stability``: the scaling stage's stability document (None: not available)."""
     by_h: dict[int, dict] = {}
     for row in (stability or {}).get("rows", []):
@@ -312,6 +316,7 @@ def build_findings(runs: pd.DataFrame, evals: pd.DataFrame, baselines: pd.DataFr
                             beats_every_baseline(at["comparisons"]), numbers.get("best_budget"),
                             numbers.get("best_baseline"), numbers.get("improvement"))
         hf.pooled_verdict = hf.verdict
+        hf.bounds = dict(fit.get("bounds") or {})
         hf.caveats = horizon_caveats(h, at["runs"], at["hpo"], hf.verdict, numbers)
         hf.caveats += apply_stability(hf, by_h.get(h, {}))
         caveats += hf.caveats

@@ -20,6 +20,7 @@ from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
+from finscale.scaling.fit import BOUND_KEYS
 
 SECTIONS = (
     "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",
@@ -63,7 +64,8 @@ def headline_fits(results: list[HorizonScaling] | None) -> list[dict]:
     for hs in results or []:
         for f in hs.fits:
             if f.quantity == "log_loss" and f.axis == "params_total":
-                out.append({"horizon": hs.horizon, "verdict": f.verdict, "text": f.text})
+                out.append({"horizon": hs.horizon, "verdict": f.verdict, "text": f.text,
+                            "bounds": {k: f.bounds.get(k) for k in BOUND_KEYS}})
     return out
 
 
@@ -332,7 +334,7 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
             notes.append(("no scaling fit", f"h{hs.horizon}", hs.reason))
             continue
         blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
-                               for f in hs.fits]))
+                               + (f" Fit: {f.detail}" if f.detail else "") for f in hs.fits]))
         extras = scaling_overlays(sr, hs.horizon)
         if extras.get("optimum") is not None:
             blocks.append(Text(_optimum_text(sr, hs.horizon, extras["optimum"])))
@@ -345,6 +347,9 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         shown[["LOBO power", "LOBO const"]] = fitted[["lobo_rmse_power", "lobo_rmse_const"]]
         shown["dAIC"] = fitted["aic_power"] - fitted["aic_const"]
         shown[["dBIC", "verdict"]] = fitted[["delta_bic", "verdict"]]
+        if "max_fall_pct" in fitted:  # equivalence bounds (%) and the 80%-power slope
+            shown[["max fall %", "max rise %", "min det. slope"]] = fitted[["max_fall_pct", "max_rise_pct",
+                                                                           "min_detectable_slope"]]
         blocks.append(Table(table, "Scaling-law fits", "scaling.csv", shown=shown))
     else:  # no horizon could be fitted: the CSV still records why, per horizon
         blocks.append(Table(table, "Scaling-law fits (none)", "scaling.csv", show=False))

@@ -18,6 +18,11 @@ false "scaling" verdicts on flat data, the pooled one ~3%); each run's metric is
 on the resampled days from its predictions and the power law is refitted to the per-run
 points. The point fit and the constant-model comparison (leave-one-budget-out, AIC/BIC) use
 the per-run points of the recorded metrics; per-budget means are kept for the figures.
+Each pooled fit also carries (``AxisFit.bounds``) its equivalence bounds and the power of its
+design (:mod:`finscale.scaling.wording`, :mod:`finscale.scaling.power`; the headline fit's
+are repeated at the top of ``h<h>.json``), and ``AxisFit.detail`` the fitted formula (omitted
+when degenerate); the verdict sentence ``text`` leads with the slope and the bounds. The
+per-window log-loss of the resamples uses logs with the same bits on every CPU.
 A horizon with fewer than ``MIN_BUDGETS`` distinct budgets gets no fit, with the reason.
 Results are frozen :class:`HorizonScaling` / :class:`AxisFit` objects that round-trip through
 JSON (:meth:`HorizonScaling.to_dict` / :meth:`HorizonScaling.from_dict`), bootstrap samples
@@ -32,10 +37,11 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import log1p
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
@@ -43,10 +49,10 @@ from finscale.evaluate import (
     block_bootstrap_indices,
     default_block_len,
     panel_block_indices,
-    per_sample_log_loss,
     recalibrated,
 )
 from finscale.evaluate.bootstrap import resampled_auc
+from finscale.metrics import PROB_EPS
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.scaling.laws import (
@@ -54,8 +60,11 @@ from finscale.scaling.laws import (
     bootstrap_fit,
     compare_to_constant,
     resample_replicates,
-    scaling_verdict,
+    stable_exp,
+    stable_log,
 )
+from finscale.scaling.power import design_power, measure_design
+from finscale.scaling.wording import equivalence_bounds, fit_detail, scaling_verdict
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,11 @@ AXES = {
     "train_flops": "training compute C (FLOPs)",
 }
 AUC_AXIS = "params_total"
+# Per fit (AxisFit.bounds, the scaling table) and, for the headline fit, per horizon (h<h>.json).
+BOUND_KEYS = ("max_fall_pct", "max_rise_pct", "max_fall_nats", "max_rise_nats", "min_detectable_slope",
+              "min_detectable_fall_pct")
+UNITS = {"params_total": "parameters", "params_non_embedding": "non-embedding parameters",
+         "train_flops": "FLOPs"}
 QUANTITIES = {"log_loss": "test log-loss", "auc_error": "1 - test AUC",
               "log_loss_refinement": "test refinement log-loss (discrimination part)"}
 
@@ -86,6 +100,8 @@ class AxisFit:
     comparison: dict              # compare_to_constant output
     verdict: str
     text: str
+    detail: str = ""              # the fitted formula, or why it is omitted (degenerate fit)
+    bounds: dict = field(default_factory=dict)  # equivalence bounds and power (BOUND_KEYS, power)
 
     def row(self) -> dict:
         f, b, c = self.boot["fit"], self.boot, self.comparison
@@ -99,14 +115,16 @@ class AxisFit:
                 "bic_power": c["bic_power"], "bic_const": c["bic_const"], "delta_bic": c["delta_bic"],
                 "n_runs": len(self.points), "n_budgets": len(self.budget_points),
                 "n_resamples": b["n_resamples"], "n_failed": b["n_failed"],
-                "verdict": self.verdict, "text": self.text}
+                **{k: self.bounds.get(k) for k in BOUND_KEYS},
+                "verdict": self.verdict, "text": self.text, "detail": self.detail}
 
     def to_dict(self) -> dict:
         boot = dict(self.boot, samples={k: _json_floats(v) for k, v in self.boot["samples"].items()})
         return {"horizon": self.horizon, "axis": self.axis, "quantity": self.quantity,
                 "x_label": self.x_label, "points": self.points.to_dict("list"),
                 "budget_points": self.budget_points.to_dict("list"), "boot": _plain(boot),
-                "comparison": _plain(self.comparison), "verdict": self.verdict, "text": self.text}
+                "comparison": _plain(self.comparison), "verdict": self.verdict, "text": self.text,
+                "detail": self.detail, "bounds": _plain(self.bounds)}
 
     @classmethod
     def from_dict(cls, d: dict) -> AxisFit:
@@ -114,7 +132,8 @@ class AxisFit:
                                                       dtype=np.float64)
                                         for k, v in d["boot"]["samples"].items()})
         return cls(d["horizon"], d["axis"], d["quantity"], d["x_label"], pd.DataFrame(d["points"]),
-                   pd.DataFrame(d["budget_points"]), boot, d["comparison"], d["verdict"], d["text"])
+                   pd.DataFrame(d["budget_points"]), boot, d["comparison"], d["verdict"], d["text"],
+                   d.get("detail", ""), d.get("bounds", {}))
 
 
 @dataclass(frozen=True)
@@ -130,8 +149,15 @@ class HorizonScaling:
     # replicate_row() (replicate, quantity, axis, alpha with CI, verdict, n_runs, reason).
     replicates: tuple[dict, ...] = ()
 
+    def headline(self) -> AxisFit | None:
+        """The headline fit: test log-loss vs measured total parameters (None: not fitted)."""
+        return next((f for f in self.fits if f.quantity == "log_loss" and f.axis == AUC_AXIS), None)
+
     def to_dict(self) -> dict:
+        head = self.headline()
         return {"horizon": self.horizon, "reason": self.reason, "block_len": self.block_len,
+                # the headline fit's equivalence bounds and power, at the top for readers
+                **{k: (head.bounds.get(k) if head is not None else None) for k in BOUND_KEYS},
                 "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits],
                 "replicates": [_plain(r) for r in self.replicates]}
 
@@ -258,15 +284,36 @@ def _fit_horizon(cfg: StudyConfig, sr: StudyRuns, runs: pd.DataFrame, h: int, ca
     # Panels: blocks of calendar days with all their assets, as in the evaluate phase.
     idx = block_bootstrap_indices(y.size, block_len, R, rng) if days is None \
         else panel_block_indices(days, block_len, R, rng)
-    ll_reps = np.stack([per_sample_log_loss(y, p)[idx].mean(axis=1) for p in probs])
+    ll_reps = np.stack([_window_log_loss(y, p)[idx].mean(axis=1) for p in probs])
     auc_reps = np.stack([resampled_auc(y, p, idx) for p in probs])
     seed = derive_seed("scaling-fit", cfg.name, h)
     reps = {"log_loss": ll_reps, "auc_error": 1.0 - auc_reps}
     if _has_refinement(evals):
-        reps["log_loss_refinement"] = np.stack([per_sample_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
+        reps["log_loss_refinement"] = np.stack([_window_log_loss(y, recalibrated(y, p))[idx].mean(axis=1)
                                                 for p in probs])
-    fits = _fit_axes(runs, evals, reps, R, seed, h, cache)
+    ctx = {"seeds": len(cfg.seeds), **_strongest_baseline(sr, evals, h)}
+    fits = _fit_axes(runs, evals, reps, R, seed, h, cache, ctx)
     return block_len, fits, _fit_replicates(runs, evals, reps, R, seed, h, cache)
+
+
+def _strongest_baseline(sr: StudyRuns, evals: pd.DataFrame, h: int) -> dict:
+    """The strongest baseline the runs' eval.json name and its mean test log-loss ({}: none);
+    the power statement says what it takes to detect the slope that would close the gap."""
+    if "strongest_baseline" not in evals or sr.baselines.empty:
+        return {}
+    names = evals["strongest_baseline"].dropna()
+    if names.empty:
+        return {}
+    name = str(names.mode().iloc[0])
+    rows = sr.baselines[(sr.baselines["horizon"] == h) & (sr.baselines["baseline"] == name)]
+    return {"baseline": name, "baseline_loss": float(rows["log_loss"].mean())} if len(rows) else {}
+
+
+def _window_log_loss(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Per-window log-loss as ``finscale.metrics.per_sample_log_loss`` (same clipping), with
+    logs that give the same bits on every x86-64 CPU (np.log differs on AVX-512 machines)."""
+    p = np.clip(prob, PROB_EPS, 1 - PROB_EPS)
+    return -(y * stable_log(p) + (1 - y) * log1p(-p))
 
 
 def _has_refinement(evals) -> bool:
@@ -275,19 +322,20 @@ def _has_refinement(evals) -> bool:
     return bool(np.all(np.isfinite(refinement)) and np.all(refinement > 0))
 
 
-def _fit_axes(runs, evals, reps: dict, R, seed, h, cache) -> list[AxisFit]:
+def _fit_axes(runs, evals, reps: dict, R, seed, h, cache, ctx: dict | None = None) -> list[AxisFit]:
     """Every fit of one set of runs: log-loss on each axis; on AUC_AXIS 1 - AUC and the
-    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R)."""
+    refinement log-loss. ``reps``: each quantity's test-day resamples (runs x R). ``ctx``
+    (pooled fits only): seeds per replicate and the strongest baseline, for the power."""
     fits = [_fit_axis(runs, axis, "log_loss", evals["log_loss"].to_numpy(float), reps["log_loss"], R, seed,
-                      h, cache) for axis in AXES]
+                      h, cache, ctx) for axis in AXES]
     auc = evals["auc"].to_numpy(float)
     if np.all(np.isfinite(auc)):
         fits.append(_fit_axis(runs, AUC_AXIS, "auc_error", auc_to_error(auc), reps["auc_error"], R, seed,
-                              h, cache))
+                              h, cache, ctx))
     if "log_loss_refinement" in reps:
         fits.append(_fit_axis(runs, AUC_AXIS, "log_loss_refinement",
                               evals["log_loss_refinement"].to_numpy(float), reps["log_loss_refinement"],
-                              R, seed, h, cache))
+                              R, seed, h, cache, ctx))
     return fits
 
 
@@ -353,13 +401,13 @@ def _budget_means(codes: np.ndarray, x: np.ndarray, L: np.ndarray, pick=None):
     xs, ls = [], []
     for b in range(codes.max() + 1):
         members = np.flatnonzero(codes == b) if pick is None else pick[b]
-        xs.append(np.exp(np.log(x[members]).mean()))
+        xs.append(stable_exp(stable_log(x[members]).mean()))
         ls.append(L[members].mean())
     return np.asarray(xs), np.asarray(ls)
 
 
 def _fit_axis(runs: pd.DataFrame, axis: str, quantity: str, L: np.ndarray, L_reps: np.ndarray,
-              R: int, seed: int, h: int, cache: FitCache) -> AxisFit:
+              R: int, seed: int, h: int, cache: FitCache, ctx: dict | None = None) -> AxisFit:
     x = runs[axis].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(x) & (x > 0)):
         raise NoFit(f"{axis} is not recorded for every run (metrics.jsonl final line)")
@@ -374,10 +422,29 @@ def _fit_axis(runs: pd.DataFrame, axis: str, quantity: str, L: np.ndarray, L_rep
         cache.put(key, boot, comparison)
     else:
         boot, comparison = hit
-    verdict, text = scaling_verdict(boot["fit"], boot, comparison, quantity=QUANTITIES[quantity])
+    power = None if ctx is None else _power(x, L, L_reps, boot["level"], seed, ctx, quantity, axis, codes)
+    bounds = {**(equivalence_bounds(boot["fit"], boot.get("slope_ci"), boot["level"]) or {}), **(power or {})}
+    verdict, text = scaling_verdict(boot["fit"], boot, comparison, quantity=QUANTITIES[quantity], power=power,
+                                    size_unit=UNITS[axis])
     points = pd.DataFrame({"run_id": runs["run_id"].to_numpy(), "budget": runs["budget"].to_numpy(),
                            "seed": runs["seed"].to_numpy(), "x": x, "y": L})
     budget_points = pd.DataFrame({"budget": list(order), "x": xb, "y": lb})
-    return AxisFit(h, axis, quantity, AXES[axis], points, budget_points, boot, comparison, verdict, text)
+    return AxisFit(h, axis, quantity, AXES[axis], points, budget_points, boot, comparison, verdict, text,
+                   fit_detail(boot["fit"], boot), bounds)
+
+
+def _power(x, L, L_reps, level, seed, ctx: dict, quantity: str, axis: str, codes) -> dict:
+    """The fit's design power (:mod:`finscale.scaling.power`); on the headline fit also the
+    runs per size that halve it and that detect the slope closing the gap to the baseline."""
+    headline = quantity == "log_loss" and axis == AUC_AXIS
+    target = None
+    if headline and ctx.get("baseline_loss"):
+        small, large = codes == 0, codes == codes.max()
+        ratio = stable_exp(stable_log(x[large]).mean() - stable_log(x[small]).mean())
+        gap = ctx["baseline_loss"] / L[small].mean()
+        target = float(stable_log(gap) / stable_log(ratio)) if gap < 1 and ratio > 1 else None
+    out = design_power(measure_design(x, L, L_reps, level=level), seed=seed, target_slope=target,
+                       grid=headline)
+    return {**out, "seeds": ctx["seeds"], "target_name": ctx.get("baseline")}
 
 

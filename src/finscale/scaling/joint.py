@@ -44,7 +44,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, fmt_ci, single_blas_thread
+from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, single_blas_thread
+from finscale.scaling.wording import fmt_ci
 
 log = logging.getLogger(__name__)
 

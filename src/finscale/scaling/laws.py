@@ -11,7 +11,8 @@ by minimising the mean Huber loss (delta = 1e-3) of log-residuals with L-BFGS-B 
 of starting points, keeping the best. alpha is constrained to [0, ALPHA_MAX]: a power law
 cannot describe a loss that RISES with size, so rising trends are detected separately by
 the least-squares slope of log L on log N (the "log-linear slope test"), bootstrapped with
-the same resamples. Verdicts (:func:`scaling_verdict`; the full rule with examples is in
+the same resamples. Verdicts (:func:`decide_verdict`; the sentences are composed by
+:mod:`finscale.scaling.wording`; the full rule with examples is in
 docs/verdicts.md). "Falling evidence" means the alpha CI excludes 0 AND the slope CI lies
 below 0; the leave-one-budget-out (LOBO) check then decides whether the law extrapolates:
 - FALLS_EXTRAPOLATES ("falls with size and extrapolates"): falling evidence, and LOBO
@@ -44,6 +45,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import exp2, xlogy
 from scipy.stats import norm
 from scipy.stats import t as student_t
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -66,6 +68,23 @@ _LBFGSB_OPTIONS = {"gtol": 1e-10, "ftol": 1e-12, "maxiter": 2000}
 # move by far more than 1e-6, and the tight point-fit tolerances made a refit take ~40 ms
 # (often the full iteration budget on flat data) instead of a few.
 _REFIT_OPTIONS = {"gtol": 1e-7, "ftol": 1e-10, "maxiter": 300}
+
+
+_LOG2E = 1.4426950408889634
+
+
+def stable_exp(x):
+    """exp that gives the same bits on every x86-64 CPU. numpy's np.exp/np.log dispatch to
+    AVX-512 code on CPUs that have it and differ from the scalar libm result in the last bit;
+    on a flat objective L-BFGS-B turns that into different endpoints (alpha's interval end
+    moved from 4.58 to 4.03 on the same points with NPY_DISABLE_CPU_FEATURES="X86_V4
+    AVX512_ICL"). scipy.special's exp2/xlogy run the same compiled code everywhere."""
+    return exp2(np.multiply(x, _LOG2E))
+
+
+def stable_log(x):
+    """log with the same bits on every x86-64 CPU (see :func:`stable_exp`)."""
+    return xlogy(1.0, x)
 
 
 def _check_points(N, L) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +113,8 @@ def predict_power_law(fit: dict, N) -> np.ndarray:
     N = np.asarray(N, dtype=np.float64)
     E, A, alpha = (np.asarray(fit[k], dtype=np.float64) for k in ("E", "A", "alpha"))
     if E.ndim == 0:
-        return E + A * N**-alpha
-    return E[:, None] + A[:, None] * N[None, :] ** -alpha[:, None]
+        return E + A * stable_exp(-alpha * stable_log(N))
+    return E[:, None] + A[:, None] * stable_exp(-alpha[:, None] * stable_log(N)[None, :])
 
 
 def _objective(theta, xc, logL, loss, delta):
@@ -106,7 +125,7 @@ def _objective(theta, xc, logL, loss, delta):
     u = a_c - alpha * xc
     log_pred = np.logaddexp(u, e)
     r = log_pred - logL
-    w = np.exp(u - log_pred)  # d log_pred / du; 1 - w = d log_pred / de
+    w = stable_exp(u - log_pred)  # d log_pred / du; 1 - w = d log_pred / de
     if loss == "huber":
         ar = np.abs(r)
         value = np.sum(np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta)))
@@ -164,7 +183,7 @@ def _fit_power_law(N, L, loss: str, delta: float, grid, options=_LBFGSB_OPTIONS)
     N, L = _check_points(N, L)
     if loss not in ("huber", "squared"):
         raise ValueError(f"loss={loss!r}; expected 'huber' or 'squared'")
-    x, logL = np.log(N), np.log(L)
+    x, logL = stable_log(N), stable_log(L)
     x_mean = float(x.mean())  # centring log N decouples a from alpha (conditioning)
     starts = _default_starts(L, x_mean, coarse=False) if grid is None else list(grid)
     if not starts:
@@ -177,7 +196,9 @@ def _fit_power_law(N, L, loss: str, delta: float, grid, options=_LBFGSB_OPTIONS)
            "success": bool(res.success), "objective": float(res.fun), "message": str(res.message),
            "loss": loss, "delta": float(delta), "n_points": int(N.size),
            "n_sizes": int(np.unique(N).size), "n_min": float(N.min()), "n_max": float(N.max()),
-           "log_slope": float(np.polyfit(x, logL, 1)[0])}
+           "log_slope": float(np.polyfit(x, logL, 1)[0]),
+           # the centroid of the log-log points: the least-squares line passes through it
+           "log_n_mean": x_mean, "log_l_mean": float(logL.mean())}
     fit["drop"] = float(np.subtract(*predict_power_law(fit, [fit["n_min"], fit["n_max"]])))
     return fit
 
@@ -193,7 +214,7 @@ def _draw_within_sizes(rng: np.random.Generator, groups: list[np.ndarray], L: np
     within-size resampling three possible means and half the variance. Sizes with one run
     contribute no residuals and keep their value.
     """
-    logL = np.log(L)
+    logL = stable_log(L)
     means = [logL[g].mean() for g in groups]
     pool = [math.sqrt(g.size / (g.size - 1)) * (logL[g] - m) for g, m in zip(groups, means) if g.size > 1]
     resid = inflate * np.concatenate(pool) if pool else np.zeros(0)
@@ -201,7 +222,7 @@ def _draw_within_sizes(rng: np.random.Generator, groups: list[np.ndarray], L: np
     pos = 0
     for g, m in zip(groups, means):
         draw = rng.choice(resid, size=g.size) if g.size > 1 and resid.size else logL[g] - m
-        out[pos : pos + g.size] = np.exp(m + draw)
+        out[pos : pos + g.size] = stable_exp(m + draw)
         pos += g.size
     return out
 
@@ -259,7 +280,7 @@ def _refit(Nr, Lr, point: dict, loss: str, delta: float) -> tuple[float, ...]:
     scaled to the resample (a resample is a small perturbation of the data: thousands of
     refits per report make more starts the dominant cost)."""
     grid = [(point["e"], point["a"], point["alpha"])]
-    grid += _default_starts(Lr, float(np.log(Nr).mean()), coarse=True)
+    grid += _default_starts(Lr, float(stable_log(Nr).mean()), coarse=True)
     fr = _fit_power_law(Nr, Lr, loss, delta, grid, _REFIT_OPTIONS)
     lo, hi = predict_power_law(fr, [point["n_min"], point["n_max"]])
     return fr["alpha"], fr["E"], fr["A"], lo - hi, fr["log_slope"]
@@ -335,7 +356,7 @@ def _lobo(N, L, loss, delta, point: dict) -> dict:
     for n in sizes:
         held = N == n
         grid = [(point["e"], point["a"], point["alpha"])]
-        grid += _default_starts(L[~held], float(np.log(N[~held]).mean()), coarse=True)
+        grid += _default_starts(L[~held], float(stable_log(N[~held]).mean()), coarse=True)
         fit = _fit_power_law(N[~held], L[~held], loss, delta, grid, _REFIT_OPTIONS)
         err_power.append(L[held] - predict_power_law(fit, N[held]))
         err_const.append(L[held] - L[~held].mean())
@@ -368,22 +389,6 @@ def compare_to_constant(N, L, *, loss: str = "huber", delta: float = 1e-3) -> di
     return out
 
 
-def _num(value: float) -> str:
-    """A number for a sentence: 4 significant digits, never "-0"."""
-    text = f"{value:.4g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def _signed(value: float) -> str:
-    text = _num(value)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
-def fmt_ci(ci) -> str:
-    """A confidence interval in a sentence: "[lo, hi]" (4 significant digits) or "n/a"."""
-    return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
-
-
 def at_bound(alpha: float) -> bool:
     """True when a fitted exponent sits at (or within 10% of) its upper bound ALPHA_MAX: the
     "law" is then a step between the smallest sizes (a 10x larger model would shrink the
@@ -407,36 +412,3 @@ def decide_verdict(alpha_ci, slope_ci, preferred: dict, *, alpha_at_bound: bool 
             return FLAT
         return FALLS_IN_RANGE
     return RISES if slope_ci[0] > 0 else FLAT
-
-
-def scaling_verdict(fit: dict, ci: dict, comparison: dict, *,
-                    quantity: str = "test log-loss") -> tuple[str, str]:
-    """One of VERDICTS plus a sentence with the numbers (rules in the module docstring).
-
-    ``fit`` from :func:`fit_power_law`, ``ci`` from :func:`bootstrap_fit`, ``comparison``
-    from :func:`compare_to_constant`; ``quantity`` names what was fitted (e.g. "1 - AUC").
-    Signs: "improvement" is the predicted DEcrease of the quantity from the smallest to the
-    largest size, so a positive improvement is better everywhere.
-    """
-    alpha_ci, slope_ci = ci.get("alpha_ci"), ci.get("slope_ci")
-    if alpha_ci is None or slope_ci is None:
-        return FLAT, f"{quantity}: no usable bootstrap resamples, so no scaling can be claimed."
-    bound = at_bound(fit["alpha"])
-    verdict = decide_verdict(alpha_ci, slope_ci, comparison["preferred"], alpha_at_bound=bound)
-    lobo = ("leave-one-budget-out check not run (needs >= 4 sizes)"
-            if comparison["lobo_rmse_power"] is None else
-            f"leave-one-budget-out RMSE {_num(comparison['lobo_rmse_power'])} (power law) vs "
-            f"{_num(comparison['lobo_rmse_const'])} (no-scaling model)")
-    lead = f"{quantity} {verdict}" if verdict != FLAT else f"no detectable scaling of {quantity}"
-    if verdict == FLAT and alpha_ci[0] > _ALPHA_ZERO and slope_ci[1] < 0:
-        lead += " (the intervals suggest a decline, but the no-scaling model predicts as well)"
-    if bound:
-        lead += (f" (alpha sits at its bound {ALPHA_MAX:g}: the fit is a step between the "
-                 "smallest sizes, not a power law, so it is not extrapolated)")
-    text = (f"{lead}: L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, "
-            f"alpha {ci['level']:.0%} CI {fmt_ci(alpha_ci)}; predicted improvement from "
-            f"N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
-            f"(CI {fmt_ci(ci.get('drop_ci'))}); log-log slope {_signed(fit['log_slope'])} "
-            f"(CI {fmt_ci(slope_ci)}); {lobo}; BIC difference {comparison['delta_bic']:+.2f} "
-            f"(negative favours the power law); {fit['n_points']} runs at {fit['n_sizes']} sizes.")
-    return verdict, text

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from finscale.scaling.joint import analyze_joint, tokens_from_flops
-from finscale.scaling.laws import bootstrap_fit, compare_to_constant, scaling_verdict
+from finscale.scaling.laws import bootstrap_fit, compare_to_constant
+from finscale.scaling.wording import scaling_verdict
 
 
 @dataclass(frozen=True)
