@@ -84,8 +84,8 @@ def print_versus_baseline(folder) -> None:
         last.append(f"{name}\n{fmt_cell(loss.iloc[0])}" if len(loss) else name)
     rows.append(last)
     print_table("test log-loss per budget x horizon, and the improvement over the strongest baseline "
-                "(baseline - model, > 0 = PatchTST better; mean [95% CI over seeds]; seeds whose "
-                "paired interval excludes 0)", ["budget (params)", *(f"h={h}" for h in horizons)], rows)
+                "(baseline - model, > 0 = PatchTST better; mean [95% CI over seeds]; seeds "
+                "significantly better / worse by the Holm-corrected Diebold-Mariano test)", ["budget (params)", *(f"h={h}" for h in horizons)], rows)
 
 
 def print_results(folder) -> None:

@@ -136,7 +136,7 @@ def _finite(value) -> bool:
     return value is not None and pd.notna(value)
 
 
-def _corrected_side(row) -> tuple[int, str]:
+def corrected_side(row) -> tuple[int, str]:
     """(+1 significantly better / -1 worse / 0 neither, the test used) for one comparison row.
 
     The Holm-corrected Diebold-Mariano p-value when the inference stage recorded it; else the
@@ -154,12 +154,12 @@ def _corrected_side(row) -> tuple[int, str]:
 
 def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
     """(#seeds significantly better, #significantly worse, interval strings) for one size,
-    significance by :func:`_corrected_side` (the test and its p-value follow each interval)."""
+    significance by :func:`corrected_side` (the test and its p-value follow each interval)."""
     better = worse = 0
     cis = []
     for _, row in cmp.sort_values("seed").iterrows():
         lo, hi = _improvement_ci(row)
-        side, test = _corrected_side(row)
+        side, test = corrected_side(row)
         better += side > 0
         worse += side < 0
         p = next((row[c] for c in ("dm_p_holm", "dm_p") if _finite(row.get(c))), None)
@@ -195,12 +195,12 @@ def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, compariso
 
 
 def beats_every_baseline(comparisons: pd.DataFrame) -> str:
-    """Which sizes beat every baseline in every seed, by the corrected test (:func:`_corrected_side`)."""
+    """Which sizes beat every baseline in every seed, by the corrected test (:func:`corrected_side`)."""
     if comparisons.empty:
         return ""
     winners, tests = [], set()
     for budget, rows in comparisons.groupby("budget", sort=False):
-        sides = [_corrected_side(r) for _, r in rows.iterrows()]
+        sides = [corrected_side(r) for _, r in rows.iterrows()]
         tests |= {t for _, t in sides}
         if sides and all(side > 0 for side, _ in sides):
             winners.append(str(budget))

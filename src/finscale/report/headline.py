@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from finscale.collect import StudyRuns  # noqa: E402
 from finscale.report.figures import EmptyFigure, save  # noqa: E402
-from finscale.report.findings import Findings  # noqa: E402
+from finscale.report.findings import Findings, corrected_side  # noqa: E402
 
 HEADLINE_FIGURE = "headline.png"
 
@@ -36,7 +36,7 @@ def headline_frame(sr: StudyRuns) -> pd.DataFrame:
     cols = ["horizon", "budget", "seed", "params_total", "baseline", "improvement", "improvement_lo",
             "improvement_hi"]
     if evals.empty or cmp.empty or "strongest_baseline" not in evals:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=cols + ["side"])
     strongest = evals.dropna(subset=["strongest_baseline"]).groupby("horizon")["strongest_baseline"].first()
     rows = cmp[cmp["baseline"] == cmp["horizon"].map(strongest)]
     params = sr.runs.set_index("run_id")["params_total"]
@@ -46,17 +46,19 @@ def headline_frame(sr: StudyRuns) -> pd.DataFrame:
                         # eval.json records model - baseline; the report states baseline - model
                         "improvement": -rows["mean_diff"].astype(float),
                         "improvement_lo": -rows["diff_hi"].astype(float),
-                        "improvement_hi": -rows["diff_lo"].astype(float)})
-    return out.sort_values(["horizon", "params_total", "seed"], ignore_index=True)[cols]
+                        "improvement_hi": -rows["diff_lo"].astype(float),
+                        # significance by the findings' test (Holm-corrected DM where recorded)
+                        "side": [corrected_side(r)[0] for _, r in rows.iterrows()]})
+    return out.sort_values(["horizon", "params_total", "seed"], ignore_index=True)[cols + ["side"]]
 
 
 def _sides(frame: pd.DataFrame) -> tuple[dict, dict]:
     """Per horizon: sizes whose every seed is significantly better / worse than the baseline."""
     better, worse = {}, {}
     for (h, budget), g in frame.groupby(["horizon", "budget"], sort=False):
-        if (g["improvement_lo"] > 0).all():
+        if (g["side"] > 0).all():
             better.setdefault(int(h), []).append(str(budget))
-        if (g["improvement_hi"] < 0).all():
+        if (g["side"] < 0).all():
             worse.setdefault(int(h), []).append(str(budget))
     return better, worse
 
@@ -96,7 +98,8 @@ def answer_sentence(found: Findings, frame: pd.DataFrame) -> str:
     lost = [h for h, b in worse.items() if len(b) == sizes.get(h, -1)]
     if lost:
         text += f", and the baseline is significantly better than every size at {_horizons(lost)}"
-    return text + " (paired block-bootstrap 95% intervals of baseline minus model test log-loss)."
+    return text + (" (per seed, the findings' test: Holm-corrected Diebold-Mariano where recorded, else "
+                   "the paired block-bootstrap 95% interval of baseline minus model test log-loss).")
 
 
 def headline_figure(frame: pd.DataFrame, colors: dict, path: Path) -> Path:

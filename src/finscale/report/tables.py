@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from finscale.collect import StudyRuns
 from finscale.evaluate import deflated_sharpe_ratio
+from finscale.report.findings import corrected_side
 
 RESULT_METRICS = ("log_loss", "auc", "skill", "brier", "ece")
 # Natural ranges: a t-interval over 2-3 seeds can overshoot them, which only confuses.
@@ -75,8 +76,9 @@ def final_results(sr: StudyRuns) -> pd.DataFrame:
 def comparison_summary(sr: StudyRuns) -> pd.DataFrame:
     """Per cell and baseline: the mean improvement over seeds (baseline test log-loss - model
     test log-loss: positive = PatchTST better, the report's one sign convention) with its
-    interval over seeds, how many seeds' paired-bootstrap intervals lie wholly on the
-    better / worse side of zero, and the median over seeds of the bootstrap, Diebold-Mariano
+    interval over seeds, how many seeds are significantly better / worse by the findings'
+    test (:func:`~finscale.report.findings.corrected_side`: Holm-corrected Diebold-Mariano
+    where the inference stage recorded it), and the median over seeds of the bootstrap, Diebold-Mariano
     and Holm-corrected DM p-values."""
     cmp = sr.current(sr.comparisons)
     if cmp.empty:
@@ -84,10 +86,12 @@ def comparison_summary(sr: StudyRuns) -> pd.DataFrame:
     rows = []
     for (h, budget, base), g in cmp.groupby(["horizon", "budget", "baseline"], sort=False):
         mean, lo, hi, n = mean_ci(-g["mean_diff"])  # eval.json records model - baseline
+        sides = [corrected_side(row)[0] for _, row in g.iterrows()]
         rows.append({"horizon": int(h), "budget": budget, "baseline": base, "seeds": n,
                      "improvement": mean, "improvement_lo": lo, "improvement_hi": hi,
-                     "seeds_better": int((g["diff_hi"] < 0).sum()),
-                     "seeds_worse": int((g["diff_lo"] > 0).sum()),
+                     # the findings' test: Holm-corrected DM where recorded (one rule everywhere)
+                     "seeds_better": sum(side > 0 for side in sides),
+                     "seeds_worse": sum(side < 0 for side in sides),
                      "median_p": float(g["p_value"].median()),
                      **{f"median_{c}": float(pd.to_numeric(g[c]).median()) if c in g else float("nan")
                         for c in ("dm_p", "dm_p_holm")}})
