@@ -145,3 +145,60 @@ def test_cell_searched_without_a_complete_trial_is_an_error_not_defaults(tmp_pat
     r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", *[a for o in overrides for a in ("--set", o)])
     assert r.returncode == 1 and "no complete trial" in r.stderr, r.stderr
     assert not (tmp_path / "smoke" / "final").exists()
+
+
+# --------------------------------------------------------------------------- an epoch logged twice
+
+KILL_SCRIPT = """
+import os, sys, json, signal
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_train import trainer
+from finscale.config import TrainConfig
+t = trainer(Path(sys.argv[1]), TrainConfig(max_epochs=4, batch_size=32, lr=3e-3, patience=10,
+                                            checkpoint_every=int(sys.argv[3])))
+if sys.argv[2] != "0":  # a real SIGKILL right after epoch N was logged
+    t.callbacks.append(lambda e, line: os.kill(os.getpid(), signal.SIGKILL) if e == int(sys.argv[2]) else None)
+final = t.fit()
+print(json.dumps([final["val_log_loss"], final["convergence_reason"]]))
+"""
+
+
+def _train_script(tmp_path: Path, where: str, kill_at: int, every: int) -> subprocess.CompletedProcess:
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT.format(tests=os.path.dirname(__file__)))
+    return subprocess.run([sys.executable, str(script), str(tmp_path / where), str(kill_at), str(every)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    from finscale.rundir import RunDir
+
+    return [m["epoch"] for m in RunDir(run_dir).read_metrics() if m["event"] == "epoch"]
+
+
+def test_kill9_before_the_first_step_checkpoint_logs_each_epoch_once(tmp_path):
+    """checkpoint_every=2: epoch 1 is logged, then kill -9 before any step checkpoint. The
+    rerun starts over and must not keep the killed attempt's epoch-1 line."""
+    straight = _train_script(tmp_path, "straight", 0, 2)
+    assert straight.returncode == 0, straight.stderr
+    assert _train_script(tmp_path, "killed", 1, 2).returncode == -9
+    assert _epochs(tmp_path / "killed" / "run") == [1]
+    assert not list((tmp_path / "killed" / "run" / "ckpt").glob("step-*.pt"))
+    again = _train_script(tmp_path, "killed", 0, 2)
+    assert again.returncode == 0, again.stderr
+    assert _epochs(tmp_path / "killed" / "run") == [1, 2, 3, 4]
+    assert json.loads(again.stdout) == json.loads(straight.stdout)
+
+
+def test_unreadable_step_checkpoints_restart_the_run_without_duplicate_epochs(tmp_path):
+    straight = _train_script(tmp_path, "straight", 0, 1)
+    assert _train_script(tmp_path, "broken", 2, 1).returncode == -9
+    for step in (tmp_path / "broken" / "run" / "ckpt").glob("step-*.pt"):
+        step.write_bytes(step.read_bytes()[:100])  # truncated on disk: unreadable
+    again = _train_script(tmp_path, "broken", 0, 1)
+    assert again.returncode == 0, again.stderr
+    assert _epochs(tmp_path / "broken" / "run") == [1, 2, 3, 4]
+    assert json.loads(again.stdout) == json.loads(straight.stdout)

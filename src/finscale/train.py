@@ -201,6 +201,10 @@ class Trainer:
     def _resume(self) -> bool:
         ckpt = latest_valid_checkpoint(self.run.ckpt)
         if ckpt is None:
+            # Starting over (killed before the first step checkpoint, or every one unreadable):
+            # epoch lines of the earlier attempt would be logged twice.
+            if self.run.file("metrics.jsonl").exists():
+                self.run.truncate_metrics(0)
             return False
         if ckpt["config_hash"] != self.config_hash:
             old = json.loads(ckpt.get("run_config", "{}"))
