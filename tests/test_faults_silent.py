@@ -202,3 +202,34 @@ def test_unreadable_step_checkpoints_restart_the_run_without_duplicate_epochs(tm
     assert again.returncode == 0, again.stderr
     assert _epochs(tmp_path / "broken" / "run") == [1, 2, 3, 4]
     assert json.loads(again.stdout) == json.loads(straight.stdout)
+
+
+# --------------------------------------------------------------------------- NaN and inf in the config
+
+@pytest.mark.parametrize("override,key", [
+    ("evaluate.cost_bps=nan", "evaluate.cost_bps"), ("train.min_delta=nan", "train.min_delta"),
+    ("train.grad_clip=nan", "train.grad_clip"), ("train.lr=nan", "train.lr"),
+    ("monitor.interval_s=inf", "monitor.interval_s"), ("splits.val_fraction=nan", "splits.val_fraction"),
+    ("train.pos_weight=inf", "train.pos_weight"), ("hpo.lr=[nan, 1e-3]", "hpo.lr[0]"),
+    ("hpo.dropout=[0.0, -inf]", "hpo.dropout[1]"), ("target.threshold=-nan", "target.threshold"),
+    ('hpo.table={"cpu-s-h1" = {lr = nan}}', "hpo.table.cpu-s-h1.lr"),
+    ('hpo.fixed={"cpu-s-h1" = {dropout = inf}}', "hpo.fixed.cpu-s-h1.dropout"),
+])
+def test_nan_and_inf_are_rejected_naming_the_key(override, key):
+    from finscale.config import ConfigError
+
+    with pytest.raises(ConfigError, match="not a finite number") as err:
+        load_study(resolve_study_path("smoke"), [override])
+    assert key in str(err.value)
+
+
+def test_nan_in_an_axis_is_rejected_before_anything_runs(tmp_path):
+    from finscale.config import ConfigError
+
+    study = tmp_path / "axis.toml"
+    study.write_text('name = "axis"\n[axes]\n"train.weight_decay" = [0.001, nan]\n')
+    with pytest.raises(ConfigError, match=r"axes.train.weight_decay\[1\]: nan is not a finite number"):
+        load_study(study)
+    r = run_cli("run", str(study), "--set", f"output_dir={json.dumps(str(tmp_path))}")
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "not a finite" in r.stderr
+    assert not (tmp_path / "axis").exists()
