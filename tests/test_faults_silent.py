@@ -233,3 +233,89 @@ def test_nan_in_an_axis_is_rejected_before_anything_runs(tmp_path):
     r = run_cli("run", str(study), "--set", f"output_dir={json.dumps(str(tmp_path))}")
     assert r.returncode == 1 and r.stderr.startswith("error:") and "not a finite" in r.stderr
     assert not (tmp_path / "axis").exists()
+
+
+# --------------------------------------------------------------------------- stops in late phases
+
+def three_budgets(out: Path, data: Path, *extra: str) -> list[str]:
+    return [a for o in [f"output_dir={json.dumps(str(out))}", f"data.data_dir={json.dumps(str(data))}",
+                        "seeds=[0]", "target.horizons=[1]", 'model.budgets=["cpu-s", "cpu-m", "cpu-l"]',
+                        "train.max_epochs=1", "evaluate.bootstrap_resamples=50", "run.threads=1", *extra]
+            for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, data_dir):
+    """Three one-epoch final runs, evaluated: (study output dir, {run id: eval.json text})."""
+    out = tmp_path_factory.mktemp("evaluated")
+    r = run_cli("run", "smoke", "--phase", "final", "--phase", "evaluate", "--no-monitor",
+                *three_budgets(out, data_dir))
+    assert r.returncode == 0, r.stderr
+    return out, {d.name: (d / "eval.json").read_text() for d in (out / "smoke" / "final").iterdir()}
+
+
+def _copy_study(evaluated, tmp_path: Path) -> Path:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(evaluated[0], out)
+    return out
+
+
+def _stop_during(out: Path, data: Path, phases: list[str], marker: str, stop, *extra: str):
+    """Start ``finscale run`` on ``phases``; when ``marker`` is printed, call ``stop(proc)``;
+    return (exit code, output). Polls with a deadline: a stop that is ignored fails the test."""
+    from test_faults import start, wait_until
+
+    args = ["run", "smoke", *[a for p in phases for a in ("--phase", p)], "--no-monitor",
+            *three_budgets(out, data, *extra)]
+    proc = start(args)
+    lines: list[str] = []
+    wait_until(lambda: lines.append(proc.stdout.readline()) or marker in lines[-1], proc, marker)
+    stop(proc)
+    try:
+        rest, _ = proc.communicate(timeout=90)  # one unit at most, never the whole phase
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the stop request was ignored during {phases}") from None
+    return proc.returncode, "".join(lines) + rest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "STOP"])
+def test_stop_request_ends_the_scaling_phase_at_once(tmp_path, data_dir, evaluated, how):
+    import signal
+
+    out = _copy_study(evaluated, tmp_path)
+    stop_file = out / "smoke" / "STOP"
+
+    def stop(proc):
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            stop_file.touch()
+    rc, text = _stop_during(out, data_dir, ["scaling", "report"], "== scaling", stop,
+                            "evaluate.scaling_resamples=4000")
+    assert rc == 3, text
+    assert "Traceback" not in text
+    assert f"scaling phase: {'signal SIGTERM' if how == 'SIGTERM' else 'STOP file'}" in text, text
+    assert not (out / "smoke" / "report").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_evaluate_stops_after_the_unit_and_resumes_identically(tmp_path, data_dir, evaluated):
+    import signal
+
+    out = _copy_study(evaluated, tmp_path)
+    for run_dir in (out / "smoke" / "final").iterdir():
+        (run_dir / "eval.json").unlink()
+    rc, text = _stop_during(out, data_dir, ["evaluate"], "[evaluate 1/3]",
+                            lambda proc: proc.send_signal(signal.SIGINT))
+    assert rc == 3 and "Traceback" not in text, text
+    left = [d.name for d in (out / "smoke" / "final").iterdir() if not (d / "eval.json").exists()]
+    assert left, "every run was evaluated: the Ctrl-C was ignored"
+    r = run_cli("run", "smoke", "--phase", "evaluate", "--no-monitor", *three_budgets(out, data_dir))
+    assert r.returncode == 0, r.stderr
+    again = {d.name: (d / "eval.json").read_text() for d in (out / "smoke" / "final").iterdir()}
+    assert again == evaluated[1]

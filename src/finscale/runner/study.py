@@ -15,12 +15,13 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finscale.axes import axis_values, variants
 from finscale.config import StudyConfig
-from finscale.control import StopRequest
+from finscale.control import StopNow, StopRequest
 from finscale.hpo.results import cell_params, final_specs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
@@ -214,6 +215,8 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
              if _selected(opts, s.run_id) and RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
+            if stop.reason():  # between units: the evaluated ones keep their eval.json
+                raise StudyStopped("stopped", stop.reason())
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
             evaluate_final_run(var, preps(var), spec)
             _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
@@ -278,13 +281,26 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling
 
-            summary.scaling = run_scaling(cfg)
+            with _stoppable(stop, "scaling"):
+                summary.scaling = run_scaling(cfg)
         if "report" in opts.phases:
             opts.on_event("phase", phase="report")
             from finscale.report import build_report
 
-            summary.report = build_report(cfg)
+            with _stoppable(stop, "report"):
+                summary.report = build_report(cfg)
     return summary
+
+
+@contextmanager
+def _stoppable(stop: StopRequest, phase: str):
+    """Scaling and report have no checkpoints (their files are written atomically and
+    recomputed by the next run), so a stop request ends them at once as a stopped study."""
+    try:
+        with stop.immediate():
+            yield
+    except StopNow as exc:
+        raise StudyStopped("stopped", f"{phase} phase: {exc}") from None
 
 
 # --------------------------------------------------------------------------- parallel phases
