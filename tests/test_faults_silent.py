@@ -319,3 +319,26 @@ def test_ctrl_c_during_evaluate_stops_after_the_unit_and_resumes_identically(tmp
     assert r.returncode == 0, r.stderr
     again = {d.name: (d / "eval.json").read_text() for d in (out / "smoke" / "final").iterdir()}
     assert again == evaluated[1]
+
+
+# --------------------------------------------------------------------------- limits before any work
+
+@pytest.mark.parametrize("override,needle", [
+    ("seeds=[4294967296]", "seeds[0]: 4294967296 is above the maximum"),
+    ("hpo.sampler_seed=4294967296", "sampler_seed: 4294967296 is above the maximum"),
+    ("evaluate.bootstrap_resamples=1000000000", "bootstrap_resamples: 1000000000 is above the maximum"),
+])
+def test_limits_are_checked_when_the_study_loads(tmp_path, override, needle):
+    r = run_cli("run", "smoke", "--no-monitor", "--set", f"output_dir={json.dumps(str(tmp_path))}",
+                "--set", override)
+    assert r.returncode == 1 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "smoke").exists()  # nothing trained, nothing written
+
+
+def test_a_budget_too_big_for_this_machine_stops_before_any_work(tmp_path):
+    r = run_cli("run", "smoke", "--no-monitor", "--set", f"output_dir={json.dumps(str(tmp_path))}",
+                "--set", 'model.budgets=["cpu-s", "2B"]', "--set", 'model.device="cpu"')
+    assert r.returncode == 1, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "2B needs about" in line and "GB to train on cpu" in line and "available" in line, line
+    assert not (tmp_path / "smoke").exists()

@@ -258,6 +258,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
     seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
+    if "hpo" in opts.phases or "final" in opts.phases:  # a budget too big for this machine
+        from finscale.runner.limits import check_memory
+
+        check_memory(cfg, opts.budgets, opts.horizons, opts.axes, tuning="hpo" in opts.phases)
     if cfg.run.executor == "local" and cfg.run.workers == 1 and cfg.run.threads:
         import torch
 
