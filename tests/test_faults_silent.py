@@ -342,3 +342,86 @@ def test_a_budget_too_big_for_this_machine_stops_before_any_work(tmp_path):
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert "2B needs about" in line and "GB to train on cpu" in line and "available" in line, line
     assert not (tmp_path / "smoke").exists()
+
+
+# --------------------------------------------------------------------------- hostile checkpoints
+
+def _interrupted_trainer(tmp_path: Path):
+    """A real run stopped mid-epoch 2 (best.pt from epoch 1, a step checkpoint): (dir, make)."""
+    from finscale.checkpoint import step_checkpoints
+    from finscale.train import Controls, RunInterrupted
+    from test_train import trainer
+
+    calls = {"n": 0}
+
+    def stop_in_epoch_2():
+        calls["n"] += 1
+        return "test stop" if calls["n"] == 20 else None
+
+    t = trainer(tmp_path)
+    t.controls = Controls(should_stop=stop_in_epoch_2)
+    with pytest.raises(RunInterrupted):
+        t.fit()
+    step = step_checkpoints(tmp_path / "run" / "ckpt")[-1][1]  # the newest: what a resume reads
+    return tmp_path / "run" / "ckpt", step, lambda: trainer(tmp_path)
+
+
+def _edit(path: Path, change) -> None:
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+
+
+def _nan_weight(state):
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name].clone().fill_(float("nan"))
+
+
+TAMPERINGS = {
+    "best_truncated": ("best.pt", lambda p: p.write_bytes(p.read_bytes()[:200]), "unreadable"),
+    "best_nan_weights": ("best.pt", lambda p: _edit(p, _nan_weight), "NaN or inf"),
+    "best_missing_model": ("best.pt", lambda p: _edit(p, lambda s: s.pop("model")), "missing entry 'model'"),
+    "best_wrong_shape": ("best.pt", lambda p: _edit(p, lambda s: s["model"].update(
+        {k: v[:1] for k, v in list(s["model"].items())[:1]})), "does not fit"),
+    "step_nan_weights": ("step", lambda p: _edit(p, _nan_weight), "NaN or inf"),
+    "step_missing_optimizer": ("step", lambda p: _edit(p, lambda s: s.pop("optimizer")), "missing entry 'optimizer'"),
+    "step_epoch_as_text": ("step", lambda p: _edit(p, lambda s: s["trainer"].update(epoch="1")), "does not fit"),
+    "step_model_as_text": ("step", lambda p: _edit(p, lambda s: s.update(model="weights")), "expected dict"),
+    "step_symlink_to_text": ("step", lambda p: (p.unlink(), (p.parent / "notes.txt").write_text("hello"),
+                                                 p.symlink_to(p.parent / "notes.txt")), "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_tampered_checkpoint_of_an_interrupted_run_is_a_failed_run_naming_the_file(tmp_path, name):
+    from finscale.rundir import RunDir
+    from finscale.train import TrainingFailed
+
+    which, tamper, needle = TAMPERINGS[name]
+    ckpt, step, make = _interrupted_trainer(tmp_path)
+    target = ckpt / "best.pt" if which == "best.pt" else step
+    tamper(target)
+    with pytest.raises(TrainingFailed, match=needle) as err:
+        make().fit()
+    assert str(target) in str(err.value)
+    status = RunDir(tmp_path / "run").status()
+    assert status["state"] == "failed" and str(target) in status["reason"]
+
+
+@pytest.mark.slow
+def test_nan_weights_in_a_done_runs_best_pt_fail_that_run_and_evaluate_the_others(tmp_path, data_dir, evaluated):
+    out = _copy_study(evaluated, tmp_path)
+    runs = sorted((out / "smoke" / "final").iterdir())
+    for run_dir in runs:
+        (run_dir / "eval.json").unlink()
+    _edit(runs[0] / "ckpt" / "best.pt", _nan_weight)
+    r = run_cli("run", "smoke", "--phase", "evaluate", "--no-monitor", *three_budgets(out, data_dir))
+    assert r.returncode == 1 and f"FAILED: {runs[0].name}" in r.stdout, (r.stdout, r.stderr)
+    assert "NaN or inf" in r.stderr and str(runs[0] / "ckpt" / "best.pt") in r.stderr
+    from finscale.rundir import RunDir
+
+    assert RunDir(runs[0]).state == "failed" and not (runs[0] / "eval.json").exists()
+    assert {d.name: (d / "eval.json").read_text() for d in runs[1:]} == \
+        {k: v for k, v in evaluated[1].items() if k != runs[0].name}

@@ -139,7 +139,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     if not path.exists():
         raise ValueError(f"{path}: no best checkpoint; is {run.path} a trained run directory?")
     device = torch.device(device)
-    ckpt = load_checkpoint(path, map_location=device)
+    ckpt = load_checkpoint(path, map_location=device, require="best")
     if "serving" not in ckpt:
         raise ValueError(f"{path}: written without the serving recipe (feature columns, "
                          "normaliser); retrain the run with this finscale version to serve it")

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from finscale.checkpoint import load_checkpoint
+from finscale.checkpoint import CheckpointError, load_checkpoint
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.evaluate import (
     backtest,
@@ -46,9 +46,14 @@ log = logging.getLogger(__name__)
 
 
 def load_best_model(run: RunDir, device):
-    ckpt = load_checkpoint(run.ckpt / "best.pt", map_location=device)
-    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
-    model.load_state_dict(ckpt["model"])
+    path = run.ckpt / "best.pt"
+    ckpt = load_checkpoint(path, map_location=device, require="best")
+    try:
+        model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: does not fit its model "
+                              f"({str(exc).splitlines()[0][:200]})") from None
     return model.eval(), ckpt
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finscale.axes import axis_values, variants
+from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
 from finscale.control import StopNow, StopRequest
 from finscale.hpo.results import cell_params, final_specs
@@ -207,7 +208,7 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
 
 
 def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                       stop: StopRequest) -> None:
+                       stop: StopRequest, summary: StudySummary | None = None) -> None:
     from finscale.runner.evaluation import evaluate_final_run
 
     preps = _preps(cfg, prep, opts)
@@ -218,7 +219,14 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
             if stop.reason():  # between units: the evaluated ones keep their eval.json
                 raise StudyStopped("stopped", stop.reason())
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-            evaluate_final_run(var, preps(var), spec)
+            try:
+                evaluate_final_run(var, preps(var), spec)
+            except CheckpointError as exc:  # tampered best.pt: a failed run, not a blocked study
+                log.error("%s failed: %s", spec.run_id, exc)
+                RunDir(final_dir(var, spec)).write_status("failed", reason=str(exc))
+                if summary is not None:
+                    summary.failed.append(spec.run_id)
+                continue
             _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
 
 
@@ -317,7 +325,7 @@ def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: Run
     elif phase == "final":
         run_final_phase(cfg, prep, opts, stop, summary)
     else:
-        run_evaluate_phase(cfg, prep, opts, stop)
+        run_evaluate_phase(cfg, prep, opts, stop, summary)
 
 
 def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list[str]:
