@@ -425,3 +425,72 @@ def test_nan_weights_in_a_done_runs_best_pt_fail_that_run_and_evaluate_the_other
     assert RunDir(runs[0]).state == "failed" and not (runs[0] / "eval.json").exists()
     assert {d.name: (d / "eval.json").read_text() for d in runs[1:]} == \
         {k: v for k, v in evaluated[1].items() if k != runs[0].name}
+
+
+# --------------------------------------------------------------------------- exported scripts
+
+@pytest.mark.slow
+def test_exported_script_of_a_tuned_run_reproduces_it_bit_for_bit_from_an_empty_directory(tmp_path, data_dir):
+    """HPO chose parameters; the exported script, run where no runs/ exist, trains the same
+    run id with the embedded parameters and writes the same eval.json."""
+    import sys
+
+    overrides = [a for o in hpo_overrides(tmp_path / "study", data_dir, "hpo.trials=2", "seeds=[0]",
+                                          "train.max_epochs=2", "evaluate.bootstrap_resamples=50")
+                 for a in ("--set", o)]
+    r = run_cli("run", "smoke", "--phase", "hpo", "--phase", "final", "--phase", "evaluate",
+                "--no-monitor", *overrides)
+    assert r.returncode == 0, r.stderr
+    (run_dir,) = (tmp_path / "study" / "smoke" / "final").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["params"], "the run was not tuned"
+    r = run_cli("export", "smoke", "--out", str(tmp_path / "appendix"), *overrides)
+    assert r.returncode == 0, r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in ([sys.executable, str(tmp_path / "appendix" / f"{run_dir.name}.py")],
+                    ["bash", str(tmp_path / "appendix" / "run_all.sh")]):
+        replay = tmp_path / f"replay-{len(command)}"
+        out = subprocess.run([*command, "--output-dir", str(replay), "--data-dir", str(data_dir),
+                              "--no-monitor"], cwd=empty, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        (again,) = (replay / "smoke" / "final").iterdir()
+        assert again.name == run_dir.name
+        assert (again / "eval.json").read_text() == (run_dir / "eval.json").read_text()
+    assert list(empty.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hostile input files
+
+BARS = "Date,Open,High,Low,Close,Volume\n2020-01-02,10,11,9,10.5,100\n2020-01-03,10.5,11.5,10,11,120\n"
+
+
+@pytest.mark.parametrize("where,text", [
+    ("cell", BARS.replace("10.5,11.5", "10.5," + "9" * 10_000_000 + "x")),
+    ("date", BARS.replace("2020-01-03", "2020-" + "1" * 1_000_000)),
+    ("header", BARS.replace("Volume", "Volume," + "V" * 1_000_000 + ",Close")),
+    ("missing", BARS.replace("Volume", "W" * 1_000_000)),
+])
+def test_error_lines_cut_huge_values_to_about_80_characters(tmp_path, where, text):
+    from finscale.data import DataError, fetch_dataset
+
+    path = tmp_path / f"{where}.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        fetch_dataset(f"file:{path}", tmp_path / "data")
+    message = str(err.value)
+    assert str(path) in message and len(message) < len(str(path)) + 400, message[:500]
+    assert "characters" in message  # says the value was cut, and how long it was
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.parquet"))
+
+
+def test_an_input_file_past_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from finscale.data import DataError, fetch_dataset, sources
+
+    path = tmp_path / "big.csv"
+    with open(path, "wb") as fh:  # a sparse file: 300 MB on paper, nothing on disk
+        fh.write(BARS.encode())
+        fh.truncate(300 * 10**6)
+    monkeypatch.setattr(sources.pd, "read_csv", lambda *a, **k: pytest.fail("the file was read"))
+    with pytest.raises(DataError, match=r"big.csv: 300 MB, larger than the 256 MB limit"):
+        fetch_dataset(f"file:{path}", tmp_path / "data")
