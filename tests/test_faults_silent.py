@@ -494,3 +494,42 @@ def test_an_input_file_past_the_size_limit_is_refused_before_it_is_read(tmp_path
     monkeypatch.setattr(sources.pd, "read_csv", lambda *a, **k: pytest.fail("the file was read"))
     with pytest.raises(DataError, match=r"big.csv: 300 MB, larger than the 256 MB limit"):
         fetch_dataset(f"file:{path}", tmp_path / "data")
+
+
+# --------------------------------------------------------------------------- worker processes
+
+@pytest.mark.slow
+def test_full_disk_under_two_workers_is_one_line_per_worker_and_one_error(tmp_path, data_dir):
+    from test_faults import run_child, small_filesystem
+
+    out = tmp_path / "out"
+    with small_filesystem(out, 96) as preexec:
+        r = run_child(["run", "smoke", "--phase", "final", "--no-monitor", "--workers", "2",
+                       *three_budgets(out, data_dir)], preexec)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    worker_lines = [line for line in r.stderr.splitlines() if line.startswith("ERROR worker")]
+    assert len(errors) == 1 and "worker" in errors[0], r.stderr
+    assert 1 <= len(worker_lines) <= 2 and all("no space left" in w.lower() or "too large" in w.lower()
+                                                for w in worker_lines), r.stderr
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_parent_checkpoint_and_stop(tmp_path, data_dir):
+    import psutil
+
+    from finscale.rundir import RunDir
+    from test_faults import kill9, start, wait_until
+
+    args = ["run", "smoke", "--phase", "final", "--no-monitor", "--workers", "2",
+            *three_budgets(tmp_path, data_dir, "train.max_epochs=30", "train.patience=30")]
+    proc = start(args)
+    final = tmp_path / "smoke" / "final"
+    wait_until(lambda: len(list(final.glob("*/ckpt/step-*.pt"))) >= 1, proc, "a worker checkpointed an epoch")
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "worker_main" in " ".join(c.cmdline())]
+    assert workers
+    kill9(proc)
+    gone, alive = psutil.wait_procs(workers, timeout=120)
+    assert not alive, "workers went on training for a dead parent"
+    states = {d.name: RunDir(d).state for d in final.iterdir()}
+    assert "running" not in states.values(), states

@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import threading
@@ -94,6 +95,17 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class ParentWatch:
+    """A worker process's stop request: the process that started it is gone (killed), so
+    nobody collects its results; the worker checkpoints its unit and stops, resumable."""
+
+    def __init__(self):
+        self.ppid = os.getppid()
+
+    def reason(self) -> str | None:
+        return None if os.getppid() == self.ppid else f"parent process {self.ppid} is gone"
 
 
 def resume_command(stop_file: Path, command: str) -> str:

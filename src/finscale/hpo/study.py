@@ -40,7 +40,12 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
-from finscale.hpo.failures import StorageError, quiet_optuna_trial_failures, storage_error  # noqa: F401
+from finscale.hpo.failures import (  # noqa: F401 (StorageError is public here)
+    StorageError,
+    WorkerFailed,
+    quiet_optuna_trial_failures,
+    storage_error,
+)
 from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import FINISHED, requeue_dead_local, requeue_faulted, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
@@ -213,20 +218,22 @@ def worker_main() -> None:
     """Entry point of a worker process: reads its pickled :class:`WorkerJob` from stdin."""
     import torch
 
-    from finscale.control import StopRequest, quiet_thread_failures
+    from finscale.control import ParentWatch, StopRequest, quiet_thread_failures
     from finscale.repro import unit_threads
 
     job: WorkerJob = pickle.load(sys.stdin.buffer)
     quiet_thread_failures()
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     torch.set_num_threads(unit_threads(job.cfg.run.threads, job.workers))  # K workers share the cores
+    parent = ParentWatch()
     with StopRequest(job.cfg.study_dir / "STOP") as stop:
         try:
-            status = work(job, controls=Controls(should_stop=stop.reason))
-        except Exception as exc:
-            if (err := storage_error(job.storage, exc)) is None:
+            status = work(job, controls=Controls(should_stop=lambda: stop.reason() or parent.reason()))
+        except Exception as exc:  # one line per fault; a bug keeps its traceback
+            err = storage_error(job.storage, exc)
+            if err is None and not isinstance(exc, (ValueError, OSError)):
                 raise
-            log.error("%s", err)
+            log.error("%s", err or exc)
             sys.exit(1)
     sys.exit(EXIT_STOPPED if status == "stopped" else 0)
 
@@ -275,7 +282,7 @@ def run_workers(job: WorkerJob, should_stop: Callable[[], str | None] | None = N
     if bad and stopping:  # e.g. Ctrl-C reached a worker before it installed its handler
         return "stopped"
     if bad:
-        raise RuntimeError("HPO worker(s) failed: " + ", ".join(f"worker {i} exit code {c}" for i, c in bad)
+        raise WorkerFailed("HPO worker(s) failed: " + ", ".join(f"worker {i} exit code {c}" for i, c in bad)
                            + " (see their log above)")
     return "stopped" if EXIT_STOPPED in codes else "done"
 

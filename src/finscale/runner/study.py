@@ -22,14 +22,14 @@ from pathlib import Path
 from finscale.axes import axis_values, variants
 from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
-from finscale.control import StopNow, StopRequest
+from finscale.control import ParentWatch, StopNow, StopRequest
 from finscale.hpo.results import cell_params, final_specs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, run_pool
+from finscale.runner.pool import EXIT_FAULT, EXIT_STOPPED, PhaseJob, event_writer, run_pool
 from finscale.spec import RunSpec, cells, cfg_cell, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
@@ -397,7 +397,7 @@ def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
                       data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
     summary, stopped = StudySummary(), None
     with StopRequest(cfg.study_dir / "STOP") as own:
-        stop = _AnyStop(own, *(StopRequest(f) for f in job.stop_files))
+        stop = _AnyStop(own, ParentWatch(), *(StopRequest(f) for f in job.stop_files))
         prep = prepare(cfg, job.data_dir) if job.phase != "hpo" else None
         try:
             run_phase(cfg, job.phase, prep, opts, stop, summary)
@@ -411,6 +411,10 @@ def worker_main() -> None:
     job: PhaseJob = pickle.load(sys.stdin.buffer)
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     on_event = event_writer(job.events_fd)
-    result = execute_job(job, on_event)
+    try:
+        result = execute_job(job, on_event)
+    except (ValueError, OSError) as exc:  # full disk, bad input, storage down: one line, no traceback
+        log.error("%s", exc)
+        sys.exit(EXIT_FAULT)
     on_event("worker_result", **result)
     sys.exit(EXIT_STOPPED if result["stopped"] else 0)
