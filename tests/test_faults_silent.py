@@ -533,3 +533,52 @@ def test_workers_of_a_killed_parent_checkpoint_and_stop(tmp_path, data_dir):
     assert not alive, "workers went on training for a dead parent"
     states = {d.name: RunDir(d).state for d in final.iterdir()}
     assert "running" not in states.values(), states
+
+
+# --------------------------------------------------------------------------- concurrent schema creation
+
+RACE = """
+import sys, time
+from pathlib import Path
+from finscale.hpo.storage import StorageSpec, open_storage
+import optuna
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+storage = open_storage(StorageSpec(f"sqlite:///{sys.argv[1]}"))
+optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+"""
+
+
+@pytest.mark.slow
+def test_processes_creating_one_fresh_sqlite_storage_at_once_all_succeed(tmp_path):
+    import sys
+
+    for round_ in range(3):
+        go, db = tmp_path / f"go{round_}", tmp_path / f"r{round_}" / "optuna.db"
+        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(db), str(go)], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(6)]
+        go.touch()  # all of them start creating the schema at the same moment
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        assert all(rc == 0 for rc, _ in results), [err[-300:] for rc, err in results if rc]
+
+
+# --------------------------------------------------------------------------- a raw file changed on disk
+
+def test_run_notices_a_raw_file_changed_on_disk(tmp_path):
+    import pandas as pd
+
+    data = tmp_path / "data"
+    r = run_cli("features", "build", "smoke", "--data", "sp500", "--feature-set", "a20", "--data-dir", str(data))
+    assert r.returncode == 0, r.stderr
+    (raw,) = (data / "raw").glob("*.parquet")
+    frame = pd.read_parquet(raw)
+    frame.loc[frame.index[-1], ["Close", "High"]] *= 1.01  # still valid bars, different data
+    frame.to_parquet(raw, index=False)
+    r = run_cli("run", "smoke", "--phase", "final", "--no-monitor", "--set", f"output_dir={json.dumps(str(tmp_path))}",
+                "--set", f"data.data_dir={json.dumps(str(data))}", "--set", "seeds=[0]", "--set",
+                'model.budgets=["cpu-s"]', "--set", "target.horizons=[1]", "--set", "train.max_epochs=1")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert not (tmp_path / "smoke" / "final").exists()  # nothing trained on the old features
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert str(raw) in line and "changed" in line, line
