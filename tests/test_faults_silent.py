@@ -582,3 +582,24 @@ def test_run_notices_a_raw_file_changed_on_disk(tmp_path):
     assert not (tmp_path / "smoke" / "final").exists()  # nothing trained on the old features
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert str(raw) in line and "changed" in line, line
+
+
+# --------------------------------------------------------------------------- smaller ones
+
+def test_duplicate_budgets_and_negative_min_rows_are_rejected(tmp_path):
+    from finscale.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.budgets: 'cpu-s' is listed twice"):
+        load_study(resolve_study_path("smoke"), ['model.budgets=["cpu-s", "cpu-m", "cpu-s"]'])
+    r = run_cli("data", "fetch", "sample:sp500", "--min-rows", "-5", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1 and "--min-rows -5: expected an integer >= 1" in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_hpo_summary_of_a_corrupt_storage_is_one_line(tmp_path):
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "optuna.db").write_bytes(os.urandom(8192))  # not a database
+    r = run_cli("hpo", "smoke", "--summary", "--set", f"output_dir={json.dumps(str(tmp_path))}")
+    assert r.returncode == 1, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "optuna.db" in line and "not a database" in line, line

@@ -137,6 +137,9 @@ def _check_study(cfg: StudyConfig) -> None:
         raise ConfigError(f"seeds: expected distinct seeds, got {list(cfg.seeds)}")
     if not m.budgets:
         raise ConfigError("model.budgets: expected at least one budget")
+    if len(set(m.budgets)) != len(m.budgets):
+        twice = next(b for b in m.budgets if m.budgets.count(b) > 1)
+        raise ConfigError(f"model.budgets: {twice!r} is listed twice (expected distinct budgets)")
     if not (mon.resume_c < mon.warning_c <= mon.critical_c):
         raise ConfigError(
             f"monitor: expected resume_c < warning_c <= critical_c, got "

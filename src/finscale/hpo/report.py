@@ -151,9 +151,21 @@ def cell_outputs(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
 def hpo_summary(cfg: StudyConfig, storage: str | None = None) -> list[dict]:
     """One summary per budget x horizon cell of the study, read from its storage (no writes).
 
-    Cells whose study does not exist yet have ``"started": False``.
+    Cells whose study does not exist yet have ``"started": False``. A storage that cannot
+    be read (corrupt or read-only file, database down) raises a one-line StorageError.
     """
+    from finscale.hpo.failures import storage_error
+
     spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir)
+    try:
+        return _summaries(cfg, spec)
+    except Exception as exc:
+        if (err := storage_error(spec, exc)) is not None:
+            raise err from None
+        raise
+
+
+def _summaries(cfg: StudyConfig, spec: StorageSpec) -> list[dict]:
     if spec.kind in ("sqlite", "journal") and not _storage_file(spec).exists():
         return [_not_started(cfg, b, h, spec) for b, h in cells(cfg)]
     store = open_storage(spec)
