@@ -603,3 +603,37 @@ def test_hpo_summary_of_a_corrupt_storage_is_one_line(tmp_path):
     assert r.returncode == 1, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert "optuna.db" in line and "not a database" in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_filling_mid_search_then_freed_gives_the_undisturbed_search(tmp_path, data_dir, monkeypatch, workers):
+    """The issue's campaign: runs/ (sqlite storage included) on a small tmpfs that fills while
+    trial 1 trains. The command fails in one line; once space is freed the same command ends
+    with the undisturbed search's best parameters, every trial complete."""
+    from test_faults import assert_one_line_error, start, wait_until
+
+    disk = Disk(tmp_path / "disk", monkeypatch)
+    try:
+        if not disk.real:
+            pytest.skip("needs a real small filesystem (root, to mount a tmpfs)")
+        ref = [a for o in hpo_overrides(tmp_path / "ref", data_dir) for a in ("--set", o)]
+        args = ["run", "smoke", "--phase", "hpo", "--no-monitor", "--workers", str(workers)]
+        assert run_cli(*args, *ref).returncode == 0
+        here = [a for o in hpo_overrides(disk.path, data_dir) for a in ("--set", o)]
+        proc = start([*args, *here])
+        wait_until(lambda: list(disk.path.glob("smoke/hpo/cpu-s-h1/trials/t0001-*")), proc, "trial 1 started")
+        disk.fill()
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:  # the fill may land after the last write of the search
+            assert_one_line_error(subprocess.CompletedProcess(args, proc.returncode, "", out))
+        disk.free()
+        again = run_cli(*args, *here)
+        assert again.returncode == 0, again.stderr
+        best = lambda root: json.loads((root / "smoke" / "hpo" / "cpu-s-h1" / "best_params.json").read_text())  # noqa: E731
+        got, want = best(disk.path), best(tmp_path / "ref")
+        assert (got["params"], got["value"]) == (want["params"], want["value"])
+        assert got["counts"]["complete"] == 3 and got["counts"]["fail"] == 0, got["counts"]
+    finally:
+        disk.free()
+        disk.unmount()

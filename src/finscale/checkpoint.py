@@ -8,12 +8,14 @@ continue a run exactly; ``best.pt`` holds the best weights and their metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,19 @@ def check_state(state: Any, path: Path, require: str | None = None) -> None:
             raise CheckpointError(f"checkpoint {path}: weight {str(name)[:80]!r} is not a tensor")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"checkpoint {path}: weight {str(name)[:80]!r} holds NaN or inf values")
+
+
+@contextlib.contextmanager
+def not_fitting(path: Path) -> Iterator[None]:
+    """Errors raised while applying a loaded checkpoint's contents (``load_state_dict`` of
+    the wrong shapes, a missing key) as a :class:`CheckpointError` naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: does not fit this run "
+                              f"({str(exc).splitlines()[0][:200]})") from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", require: str | None = None) -> dict:

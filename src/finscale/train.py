@@ -16,7 +16,6 @@ fails the run with its reason (never a sentinel value); a collapsed model is fla
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from finscale.checkpoint import (
     capture_rng,
     latest_valid_checkpoint,
     load_checkpoint,
+    not_fitting,
     prune_step_checkpoints,
     restore_rng,
     save_checkpoint,
@@ -214,10 +214,10 @@ class Trainer:
                              f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]} "
                              f"({config_difference(old, self._run_config())}); "
                              "refusing to resume a different configuration")
-        with _not_fitting(ckpt["_path"]):  # a file that loads but does not fit was edited
+        with not_fitting(ckpt["_path"]):  # a file that loads but does not fit was edited
             state = _trainer_state(ckpt["trainer"])
         self._check_best(state["best_epoch"])
-        with _not_fitting(ckpt["_path"]):
+        with not_fitting(ckpt["_path"]):
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
@@ -239,7 +239,7 @@ class Trainer:
         if best["epoch"] != best_epoch or best["config_hash"] != self.config_hash:
             raise CheckpointError(f"checkpoint {path}: is from epoch {best['epoch'] + 1} of config "
                                   f"{best['config_hash'][:12]}, but this run's best epoch is {best_epoch + 1}")
-        with _not_fitting(path):
+        with not_fitting(path):
             self.model.load_state_dict(best["model"])
 
     # ---- loop --------------------------------------------------------------------------
@@ -384,11 +384,8 @@ class Trainer:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
         path = self.run.ckpt / "best.pt"
         best = load_checkpoint(path, map_location=self.device, require="best")
-        try:
+        with not_fitting(path):
             self.model.load_state_dict(best["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {path}: does not fit this run "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
         metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device)
         collapsed, why = is_collapsed(metrics, self.cfg.collapse_std)
         converged = self._convergence()
@@ -414,18 +411,6 @@ class Trainer:
         prune_step_checkpoints(self.run.ckpt, keep=0)
         self._emit("train_end", best_epoch=final["best_epoch"], val_log_loss=final.get("val_log_loss"))
         return final
-
-
-@contextlib.contextmanager
-def _not_fitting(path):
-    """Errors of a loaded checkpoint's contents as a CheckpointError naming the file."""
-    try:
-        yield
-    except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint {path}: does not fit this run "
-                              f"({str(exc).splitlines()[0][:200]})") from None
 
 
 TRAINER_INTS = ("epoch", "batch", "step", "best_epoch", "bad_epochs", "loss_n")
