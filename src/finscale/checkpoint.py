@@ -8,11 +8,14 @@ continue a run exactly; ``best.pt`` holds the best weights and their metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,74 @@ def save_checkpoint(state: dict, path: Path) -> None:
             raise OSError(f"{path}: cannot write checkpoint ({cause}; {free} bytes free)") from None
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with ``weights_only=True``; a corrupt file raises ValueError naming it."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: a link, missing or wrong-typed entries, weights
+    that are not finite. The message names the file."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that does not load at all (truncated, not a torch file)."""
+
+
+# What each kind of checkpoint must hold (entry -> type); other entries are free.
+REQUIRED = {
+    "best": {"model_args": dict, "model": dict, "epoch": int, "config_hash": str},
+    "step": {"model_args": dict, "model": dict, "optimizer": dict, "scheduler": dict, "trainer": dict,
+             "rng": dict, "config_hash": str, "seed": int},
+}
+
+
+def check_state(state: Any, path: Path, require: str | None = None) -> None:
+    """CheckpointError unless ``state`` is a dict with the entries of ``require`` (a key of
+    :data:`REQUIRED`; None checks none) and every floating-point weight is finite (NaN
+    weights would give NaN probabilities silently)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of entries, found {type(state).__name__}")
+    for key, tp in REQUIRED.get(require, {}).items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path}: missing entry {key!r}")
+        if not isinstance(state[key], tp) or (tp is int and isinstance(state[key], bool)):
+            raise CheckpointError(f"checkpoint {path}: entry {key!r} is {type(state[key]).__name__}, "
+                                  f"expected {tp.__name__}")
+    weights = state.get("model")
+    if weights is None:
+        return
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint {path}: entry 'model' is {type(weights).__name__}, expected a dict")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"checkpoint {path}: weight {str(name)[:80]!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint {path}: weight {str(name)[:80]!r} holds NaN or inf values")
+
+
+@contextlib.contextmanager
+def not_fitting(path: Path) -> Iterator[None]:
+    """Errors raised while applying a loaded checkpoint's contents (``load_state_dict`` of
+    the wrong shapes, a missing key) as a :class:`CheckpointError` naming the file."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        yield
+    except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: does not fit this run "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", require: str | None = None) -> dict:
+    """Load with ``weights_only=True`` and :func:`check_state`. A symbolic link, a file that
+    does not load (:class:`UnreadableCheckpoint`) or one whose contents fail the check raise
+    :class:`CheckpointError` (a ValueError) naming the file."""
+    path = Path(path)
+    if path.is_symlink():  # we write regular files only: a link was put there by someone else
+        raise CheckpointError(f"checkpoint {path}: is a symbolic link (to {os.readlink(path)}); "
+                              "checkpoints are regular files")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"checkpoint {path}: unreadable ({exc})") from exc
+        raise UnreadableCheckpoint(f"checkpoint {path}: unreadable ({str(exc)[:200]})") from exc
+    check_state(state, path, require)
+    return state
 
 
 def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -56,12 +121,14 @@ def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_valid_checkpoint(ckpt_dir: Path) -> dict | None:
-    """The newest ``step-N.pt`` that loads; unreadable ones are logged and skipped."""
+def latest_valid_checkpoint(ckpt_dir: Path, require: str | None = None) -> dict | None:
+    """The newest ``step-N.pt`` that loads; unreadable ones (e.g. torn by a crash) are
+    logged and skipped. One that loads but fails :func:`check_state` (tampered, NaN
+    weights) raises :class:`CheckpointError`: it is never resumed from, nor passed over."""
     for _step, path in reversed(step_checkpoints(ckpt_dir)):
         try:
-            return load_checkpoint(path)
-        except ValueError as exc:
+            return {**load_checkpoint(path, require=require), "_path": str(path)}
+        except UnreadableCheckpoint as exc:
             log.warning("skipping %s: %s", path, exc)
     return None
 

@@ -2,19 +2,33 @@
 
 The trainer polls :meth:`StopRequest.reason` at step boundaries; a non-None reason makes it
 checkpoint and end the run, so the next ``finscale run`` resumes where it stopped.
+Phases without checkpoints (scaling, report: their outputs are written atomically and
+recomputed by the next run) run inside :meth:`StopRequest.immediate`: there a signal, or a
+STOP file seen by a watcher thread, raises :class:`StopNow` at once in the main thread.
 A STOP file stops every process working on the study (each sees it), so no process deletes
 it: it stays until a person removes it, and :func:`resume_command` says so.
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
+import os
 import shlex
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+WATCH_S = 0.5   # how often immediate() looks for the STOP file
+
+
+class StopNow(RuntimeError):
+    """A stop request arrived inside :meth:`StopRequest.immediate`; the message is the reason."""
 
 
 class StopRequest:
@@ -25,6 +39,7 @@ class StopRequest:
         self._reason: str | None = None
         self._previous: dict = {}
         self._last_check = 0.0
+        self._immediate = False
 
     def request(self, reason: str) -> None:
         if self._reason is None:
@@ -38,6 +53,37 @@ class StopRequest:
 
     def _on_signal(self, signum, frame) -> None:
         self.request(f"signal {signal.Signals(signum).name}")
+        if self._immediate:
+            raise StopNow(self._reason)
+
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[None]:
+        """Inside the block a stop request raises :class:`StopNow` at once (not at the next
+        check); a request made before it raises on entry. Signals need the handlers
+        installed (``with StopRequest(...)``, main thread); the STOP file is watched by a
+        thread that interrupts the main thread with SIGTERM when it appears."""
+        if self.reason():
+            raise StopNow(self._reason)
+        done = threading.Event()
+        watch = threading.Thread(target=self._watch, args=(done,), daemon=True, name="stop-file-watch")
+        self._immediate = True
+        if self._previous and self.stop_file is not None:
+            watch.start()
+        try:
+            yield
+        finally:
+            self._immediate = False
+            done.set()
+            if watch.is_alive():
+                watch.join()
+
+    def _watch(self, done: threading.Event) -> None:
+        while not done.wait(WATCH_S):
+            if self.stop_file.exists():
+                self.request(f"STOP file {self.stop_file}")
+                if not done.is_set():
+                    _thread.interrupt_main(signal.SIGTERM)  # runs _on_signal in the main thread
+                return
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -49,6 +95,17 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class ParentWatch:
+    """A worker process's stop request: the process that started it is gone (killed), so
+    nobody collects its results; the worker checkpoints its unit and stops, resumable."""
+
+    def __init__(self):
+        self.ppid = os.getppid()
+
+    def reason(self) -> str | None:
+        return None if os.getppid() == self.ppid else f"parent process {self.ppid} is gone"
 
 
 def resume_command(stop_file: Path, command: str) -> str:

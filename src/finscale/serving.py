@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from finscale.checkpoint import load_checkpoint
+from finscale.checkpoint import CheckpointError, load_checkpoint
 from finscale.config import TargetConfig
 from finscale.data import fetch, parse_source, validate_ohlcv
 from finscale.features import build_features, input_columns, set_lookback
@@ -202,9 +202,13 @@ def load_best_model(run: RunDir, device) -> tuple[torch.nn.Module, dict]:
     path = run.best_ckpt
     if not path.exists():
         raise ValueError(f"{path}: no best checkpoint; is {run.path} a trained run directory?")
-    ckpt = load_checkpoint(path, map_location=device)
-    model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(path, map_location=device, require="best")
+    try:
+        model = build_model(ModelArgs.from_dict(ckpt["model_args"])).to(device)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:  # a tampered or foreign file
+        raise CheckpointError(f"checkpoint {path}: does not fit its model "
+                              f"({str(exc).splitlines()[0][:200]})") from None
     return model.eval(), ckpt
 
 

@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from finscale.checkpoint import (
+    CheckpointError,
     capture_rng,
     latest_valid_checkpoint,
     load_checkpoint,
+    not_fitting,
     prune_step_checkpoints,
     restore_rng,
     save_checkpoint,
@@ -215,8 +217,12 @@ class Trainer:
         prune_step_checkpoints(self.run.ckpt)
 
     def _resume(self) -> bool:
-        ckpt = latest_valid_checkpoint(self.run.ckpt)
+        ckpt = latest_valid_checkpoint(self.run.ckpt, require="step")
         if ckpt is None:
+            # Starting over (killed before the first step checkpoint, or every one unreadable):
+            # epoch lines of the earlier attempt would be logged twice.
+            if self.run.file("metrics.jsonl").exists():
+                self.run.truncate_metrics(0)
             return False
         if ckpt["config_hash"] != self.config_hash:
             old = json.loads(ckpt.get("run_config", "{}"))
@@ -224,19 +230,41 @@ class Trainer:
                              f"{ckpt['config_hash'][:12]}, this run is {self.config_hash[:12]} "
                              f"({config_difference(old, self._run_config())}); "
                              "refusing to resume a different configuration")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.state = dict(ckpt["trainer"])
-        restore_rng(ckpt["rng"])
+        with not_fitting(ckpt["_path"]):  # a file that loads but does not fit was edited
+            state = _trainer_state(ckpt["trainer"])
+        self._check_best(state["best_epoch"])
+        with not_fitting(ckpt["_path"]):
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            restore_rng(ckpt["rng"])
+        self.state = state
         self.run.truncate_metrics(self.state["epoch"])
         log.info("%s: resumed at epoch %d batch %d", self.run.path.name, self.state["epoch"],
                  self.state["batch"])
         return True
 
+    def _check_best(self, best_epoch: int) -> None:
+        """On resume, best.pt must be the one this run wrote at its best epoch: it is what
+        the final metrics will come from (CheckpointError naming it otherwise). Loads it
+        into the model, which the step checkpoint's weights then replace."""
+        if best_epoch < 0:
+            return
+        path = self.run.ckpt / "best.pt"
+        best = load_checkpoint(path, require="best")
+        if best["epoch"] != best_epoch or best["config_hash"] != self.config_hash:
+            raise CheckpointError(f"checkpoint {path}: is from epoch {best['epoch'] + 1} of config "
+                                  f"{best['config_hash'][:12]}, but this run's best epoch is {best_epoch + 1}")
+        with not_fitting(path):
+            self.model.load_state_dict(best["model"])
+
     # ---- loop --------------------------------------------------------------------------
     def fit(self) -> dict:
-        resumed = self._resume()
+        try:
+            resumed = self._resume()
+        except CheckpointError as exc:  # tampered or non-finite: a failed run naming the file
+            self.run.write_status("failed", reason=str(exc), epoch=self.state["epoch"])
+            raise TrainingFailed(str(exc)) from None
         self.run.write_status("running", epoch=self.state["epoch"], resumed=resumed)
         self._emit("train_start", epoch=self.state["epoch"], max_epochs=self.cfg.max_epochs)
         try:
@@ -246,6 +274,9 @@ class Trainer:
         except TrainingFailed as exc:
             self.run.write_status("failed", reason=str(exc), epoch=self.state["epoch"])
             raise
+        except CheckpointError as exc:  # best.pt tampered while the run was interrupted
+            self.run.write_status("failed", reason=str(exc), epoch=self.state["epoch"])
+            raise TrainingFailed(str(exc)) from None
         except OSError as exc:  # disk full, read-only or vanished directory
             self._record_failure(f"storage error: {exc}")
             raise
@@ -376,8 +407,10 @@ class Trainer:
 
     def _finish(self) -> dict:
         """Restore the best weights, recompute validation metrics from them, flag collapse."""
-        best = load_checkpoint(self.run.best_ckpt, map_location=self.device)
-        self.model.load_state_dict(best["model"])
+        path = self.run.best_ckpt
+        best = load_checkpoint(path, map_location=self.device, require="best")
+        with not_fitting(path):
+            self.model.load_state_dict(best["model"])
         metrics = evaluate_split(self.model, self.data.val, self.data.prior, self.cfg, self.device,
                                  self.precision)
         collapsed, why = is_collapsed(metrics, self.cfg.collapse_std)
@@ -404,6 +437,20 @@ class Trainer:
         prune_step_checkpoints(self.run.ckpt, keep=0)
         self._emit("train_end", best_epoch=final["best_epoch"], val_log_loss=final.get("val_log_loss"))
         return final
+
+
+TRAINER_INTS = ("epoch", "batch", "step", "best_epoch", "bad_epochs", "loss_n")
+
+
+def _trainer_state(saved: dict) -> dict:
+    """The trainer counters of a step checkpoint, type-checked (KeyError/TypeError if edited)."""
+    state = dict(saved)
+    for key in TRAINER_INTS:
+        if isinstance(state[key], bool) or not isinstance(state[key], int):
+            raise TypeError(f"trainer entry {key!r} is {type(state[key]).__name__}, expected int")
+    if not isinstance(state["loss_sum"], float) or not (state["best"] is None or isinstance(state["best"], float)):
+        raise TypeError("trainer entries 'loss_sum'/'best' are not numbers")
+    return state
 
 
 def config_difference(old: dict, new: dict, limit: int = 3) -> str:

@@ -41,6 +41,8 @@ def register(sub) -> None:
 
 
 def _fetch(args) -> int:
+    if args.min_rows < 1:  # as data.min_rows: at least one row
+        raise ValueError(f"--min-rows {args.min_rows}: expected an integer >= 1")
     data_dir = resolve_data_dir(data_dir_arg(args))
     e = fetch_dataset(args.source, data_dir, name=args.name, adjusted=args.adjusted,
                       min_rows=args.min_rows, start=args.start, end=args.end, sha256=args.sha256)

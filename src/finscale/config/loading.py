@@ -3,7 +3,9 @@
 Consumes: a TOML file (optional) and override strings. Produces: a validated, immutable
 :class:`StudyConfig` and a stable hash of it. Guarantees: precedence defaults < file <
 overrides; unknown keys, wrong types and out-of-range values raise :class:`ConfigError`
-naming the key and the bad value; axes are checked before anything runs.
+naming the key and the bad value; NaN and inf are rejected in every float key, list item,
+axis value and table value (a float key may allow them only by documenting it with
+``nonfinite=True`` in its schema metadata; none does); axes are checked before anything runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 import re
 import tomllib
 import types
@@ -54,6 +57,7 @@ def _coerce(key: str, tp: Any, value: Any, meta: dict) -> Any:
     if tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
+        _check_finite_tree(key, value)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -66,11 +70,25 @@ def _coerce(key: str, tp: Any, value: Any, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value) and not meta.get("nonfinite"):  # nan < min is False: say so here
+            raise ConfigError(f"{key}: {value!r} is not a finite number (NaN and inf are not allowed)")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
     _check_range(key, value, meta)
     return value
+
+
+def _check_finite_tree(key: str, value: Any) -> None:
+    """No NaN/inf anywhere inside a table's values (e.g. ``hpo.table``, ``hpo.fixed``)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_tree(f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite_tree(f"{key}[{i}]", v)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number (NaN and inf are not allowed)")
 
 
 def _check_range(key: str, value: Any, meta: dict) -> None:
@@ -120,6 +138,9 @@ def _check_study(cfg: StudyConfig) -> None:
         raise ConfigError(f"seeds: expected distinct seeds, got {list(cfg.seeds)}")
     if not m.budgets:
         raise ConfigError("model.budgets: expected at least one budget")
+    if len(set(m.budgets)) != len(m.budgets):
+        twice = next(b for b in m.budgets if m.budgets.count(b) > 1)
+        raise ConfigError(f"model.budgets: {twice!r} is listed twice (expected distinct budgets)")
     if not (mon.resume_c < mon.warning_c <= mon.critical_c):
         raise ConfigError(
             f"monitor: expected resume_c < warning_c <= critical_c, got "

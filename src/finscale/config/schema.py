@@ -88,7 +88,7 @@ class SplitsConfig:
     fold_val_days: int = _opt(500, min=10, doc="walk-forward: validation block length in rows")
     fold_end: str = _opt("val_start", choices=("val_start", "test_start"),
                          doc="walk-forward: folds end just before the final `val_start` (default: tuning resembles the final evaluation) or `test_start`")
-    seed: int = _opt(0, min=0, doc="seed of the scattered chunk assignment")
+    seed: int = _opt(0, min=0, max=2**32 - 1, doc="seed of the scattered chunk assignment (< 2^32)")
     context_len: int = _opt(0, min=0, max=4096, doc="window ends are placed as if every window had this many days of context (0 = the longest context the study uses: `model.context_len` or the largest searched `hpo.context_len`), so every design of a study is scored on the SAME validation and test windows (paired comparisons across sizes and baselines stay valid)")
 
 
@@ -143,7 +143,7 @@ class HpoConfig:
     split: str = _opt("walk_forward", choices=("scattered", "walk_forward"), doc="tuning split: `walk_forward` (default: folds end before the final validation period, see docs/statistics.md) or `scattered` (time-stratified chunks); never the test period")
     storage: str = _opt("", doc="Optuna storage URL (`sqlite:///…`, `postgresql://…`, `journal:PATH`); default `sqlite:///<study dir>/optuna.db`")
     pruner: str = _opt("median", choices=("median", "hyperband", "none"), doc="`median`, `hyperband` or `none`")
-    sampler_seed: int = _opt(0, min=0, doc="seed of the TPE sampler and of trial seeds")
+    sampler_seed: int = _opt(0, min=0, max=2**32 - 1, doc="seed of the TPE sampler and of trial seeds (< 2^32)")
     workers: int = _opt(1, min=1, doc="deprecated: read as `run.workers` when that is 1 (one worker pool runs HPO cells, final runs and evaluations; see docs/architecture.md)")
     heartbeat_s: int = _opt(10, min=1, doc="SQL storages: trial heartbeat; a killed worker's trial is re-queued (every worker of a storage must agree)")
     grace_s: int = _opt(0, min=0, doc="seconds without a heartbeat before that happens (0 = 3 × `heartbeat_s`)")
@@ -176,11 +176,11 @@ class MonitorConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    bootstrap_resamples: int = _opt(1000, min=10, doc="moving-block bootstrap resamples for test CIs and paired tests")
+    bootstrap_resamples: int = _opt(1000, min=10, max=100_000, doc="moving-block bootstrap resamples for test CIs and paired tests (at most 100,000: memory grows with resamples × test windows)")
     block_len: int = _opt(0, min=0, doc="bootstrap block length in days (0 = chosen from the data per horizon: Politis–White, at least the horizon; never below the horizon)")
     cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
     ece_bins: int = _opt(10, min=2, doc="calibration bins")
-    scaling_resamples: int = _opt(1000, min=10, doc="resamples (seeds × test-day blocks) for scaling-law CIs")
+    scaling_resamples: int = _opt(1000, min=10, max=100_000, doc="resamples (seeds × test-day blocks) for scaling-law CIs (at most 100,000)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,12 +199,13 @@ class RunConfig:
     executor: str = _opt("local", choices=("local", "ray"), doc="`local` (this machine, `workers` processes) or `ray` (Ray tasks on a cluster: `--executor ray`, extra `finscale[ray]`, see docs/usage.md \"Running on a cluster\")")
     address: str = _opt("", doc="Ray cluster address (`--address`, e.g. `auto` or `10.0.0.1:6379`); empty = `$RAY_ADDRESS`, else a local Ray instance")
     retries: int = _opt(2, min=0, doc="times a unit whose worker died (crash, kill, lost node) is restarted; it resumes from its checkpoint")
+    memory_check: bool = _opt(True, doc="before any training, compare each budget's estimated training memory (× local `workers`) with the memory available on the device and stop with an error when it does not fit; false skips the check (e.g. when the estimate is known to be pessimistic)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StudyConfig:
     name: str = _opt("default", doc="study name; everything goes to `<output_dir>/<name>/`")
-    seeds: tuple[int, ...] = _opt((0, 1), min=0, doc="final runs per cell, one per seed (>= 2 for honest uncertainty)")
+    seeds: tuple[int, ...] = _opt((0, 1), min=0, max=2**32 - 1, doc="final runs per cell, one per seed (>= 2 for honest uncertainty; each < 2^32, what NumPy and scikit-learn accept)")
     replicates: int = _opt(1, min=1, doc="replicate seed sets of the final phase (`--replicates K`): replicate 0 uses `seeds`, replicate r >= 1 as many seeds derived from them (disjoint, deterministic; run ids say `-r<r>-`); HPO is shared. The scaling stage fits each replicate alone and reports how often each verdict holds (`report/stability.csv`); 1 = stability not measured")
     output_dir: str = _opt("runs", doc="parent of the study directory")
     data: DataConfig = field(default_factory=DataConfig)

@@ -18,12 +18,15 @@ import pandas as pd
 
 from finscale.data import synthetic
 from finscale.data.pin import clip_dates
-from finscale.data.validate import DataError, validate_ohlcv
+from finscale.data.validate import DataError, shown, validate_ohlcv
 
 log = logging.getLogger(__name__)
 
 SAMPLES = {"sp500": "arch.data.sp500", "nasdaq": "arch.data.nasdaq"}
 YF_TIMEOUT_S = 10
+# Daily bars are small (a century of one asset is ~3 MB of CSV); a file past this is not a bar
+# file, and reading it would take minutes and many GB of memory before any rule could fail.
+MAX_FILE_BYTES = 256 * 10**6
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ def read_file(path: Path) -> pd.DataFrame:
     """Read CSV or Parquet as-is (validation happens afterwards)."""
     if not path.is_file():
         raise DataError(f"file {path}: not found")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"file {path}: {size / 1e6:,.0f} MB, larger than the {MAX_FILE_BYTES / 1e6:,.0f} MB "
+                        "limit for a daily bar file (split it per asset, or keep only the needed rows)")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -77,8 +84,10 @@ def read_file(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".txt"):
             _check_csv_header(path)
             return pd.read_csv(path)
+    except DataError:
+        raise
     except (ValueError, OSError) as exc:
-        raise DataError(f"file {path}: cannot be read ({exc})") from exc
+        raise DataError(f"file {path}: cannot be read ({shown(exc, 200, quote=False)})") from exc
     raise DataError(f"file {path}: unsupported extension {suffix!r} (expected .csv or .parquet)")
 
 
@@ -87,12 +96,16 @@ def _check_csv_header(path: Path) -> None:
     import csv
 
     with open(path, newline="") as fh:
-        header = next(csv.reader(fh), [])
+        try:
+            header = next(csv.reader(fh), [])
+        except csv.Error:  # a header field past the csv module's field limit
+            raise DataError(f"file {path}: a header field is longer than {csv.field_size_limit():,} "
+                            "characters (not the header of a bar file)") from None
     seen: dict[str, str] = {}
     for col in header:
         key = col.strip().lower()
         if key in seen:
-            raise DataError(f"file {path}: duplicated column {col.strip()!r} in the header")
+            raise DataError(f"file {path}: duplicated column {shown(col.strip())} in the header")
         seen[key] = col
 
 

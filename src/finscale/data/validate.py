@@ -4,7 +4,8 @@ Consumes: a frame as read from a source (any column case, dates as strings or da
 Produces: the canonical raw frame — ``Date`` (datetime64[ns], tz-naive, strictly
 increasing) and float64 ``Open High Low Close Volume`` on a RangeIndex.
 Guarantees: any violation raises :class:`DataError` naming the origin (file/source), the
-column, the row/date and the rule; nothing is written by this module.
+column, the row/date and the rule, with any offending value cut to ~80 characters
+(:func:`shown`); nothing is written by this module.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ PRICE_COLUMNS = ("Open", "High", "Low", "Close")
 OHLCV_COLUMNS = ("Date", *PRICE_COLUMNS, "Volume")
 
 
+MAX_SHOWN = 80   # characters of an offending value shown in an error line
+
+
 class DataError(ValueError):
     """Input data violates a validation rule."""
+
+
+def shown(value: object, limit: int = MAX_SHOWN, *, quote: bool = True) -> str:
+    """``repr(value)`` (``str`` if not ``quote``) cut to ``limit`` characters, saying how
+    long it was: an error line names the bad value without embedding a 10 MB cell."""
+    text = repr(value) if quote else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _canonical_columns(frame: pd.DataFrame, origin: str) -> dict[str, str]:
@@ -26,7 +39,7 @@ def _canonical_columns(frame: pd.DataFrame, origin: str) -> dict[str, str]:
     for col in frame.columns:
         key = str(col).strip().lower().replace("_", " ")
         if key in by_lower:
-            raise DataError(f"{origin}: duplicated column {col!r} (also {by_lower[key]!r})")
+            raise DataError(f"{origin}: duplicated column {shown(col)} (also {shown(by_lower[key])})")
         by_lower[key] = col
     wanted = {name.lower(): name for name in (*OHLCV_COLUMNS, "Adj Close")}
     return {canon: by_lower[low] for low, canon in wanted.items() if low in by_lower}
@@ -34,7 +47,7 @@ def _canonical_columns(frame: pd.DataFrame, origin: str) -> dict[str, str]:
 
 def _row_label(dates: pd.Series, i: int) -> str:
     value = dates.iloc[i] if i < len(dates) else None
-    return f"row {i + 1}" + (f" ({value})" if value is not None and not pd.isna(value) else "")
+    return f"row {i + 1}" + (f" ({shown(value, quote=False)})" if value is not None and not pd.isna(value) else "")
 
 
 def _parse_dates(raw: pd.Series, origin: str) -> pd.Series:
@@ -45,7 +58,7 @@ def _parse_dates(raw: pd.Series, origin: str) -> pd.Series:
         bad = parsed.isna() & raw.notna()
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{origin}: column Date, row {i + 1}: unparseable date {raw.iloc[i]!r}")
+            raise DataError(f"{origin}: column Date, row {i + 1}: unparseable date {shown(raw.iloc[i])}")
     missing = parsed.isna()
     if missing.any():
         i = int(np.flatnonzero(missing.to_numpy())[0])
@@ -78,7 +91,7 @@ def _numeric(frame: pd.DataFrame, col: str, origin: str, dates: pd.Series) -> np
         kind = "non-numeric" if pd.notna(raw.iloc[i]) and not isinstance(raw.iloc[i], float) \
             and np.isnan(values[i]) else "NaN/inf"
         raise DataError(f"{origin}: column {col}, {_row_label(dates, i)}: {kind} value "
-                        f"{raw.iloc[i]!r}")
+                        f"{shown(raw.iloc[i])}")
     return values
 
 
@@ -122,7 +135,7 @@ def validate_ohlcv(frame: pd.DataFrame, *, origin: str, min_rows: int = 1,
     missing = [c for c in needed if c not in cols]
     if missing:
         raise DataError(f"{origin}: missing column(s) {', '.join(missing)} "
-                        f"(found: {', '.join(map(str, frame.columns))})")
+                        f"(found: {shown(', '.join(map(str, frame.columns)), 2 * MAX_SHOWN, quote=False)})")
     dates = _parse_dates(frame[cols["Date"]].reset_index(drop=True), origin)
     _check_dates(dates, origin)
     body = frame.reset_index(drop=True)

@@ -58,6 +58,12 @@ def _stale_reason(data_dir: Path, entry: dict) -> str | None:
         latest = manifest.latest(source["path"])
         if latest is None or latest["sha256"] != source["sha256"]:
             return f"its input {source['path']} changed since it was built"
+        # The raw file itself, not only its manifest entry: a file edited or replaced on
+        # disk must not feed a run through features built from its old contents. Raw bar
+        # files are small (MBs), so hashing them on every load costs milliseconds.
+        raw = Path(data_dir) / source["path"]
+        if not raw.exists() or sha256_file(raw) != source["sha256"]:
+            return f"its input file {raw} changed on disk since it was built"
     return None
 
 

@@ -28,6 +28,10 @@ def _storage_cause(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+class WorkerFailed(ValueError):
+    """A worker process ended on an error it reported in its own one-line log message."""
+
+
 class StorageError(ValueError):
     """The Optuna storage failed (disk full, read-only, database down); one-line message."""
 

@@ -9,8 +9,12 @@ The "exactly N trials" rule, across workers, machines and reruns:
   workers raced for the last slot). It is ended at once as FAIL with user attribute
   ``surplus=true`` and trains nothing.
 - A cell is done when it has exactly N counting trials and all of them are finished, i.e.
-  COMPLETE + PRUNED + counting FAIL == N (a FAIL counts when it was a real failure: a
-  diverged run, or a worker that died more than ``MAX_RETRY`` times on it).
+  COMPLETE + PRUNED + counting FAIL == N, and no counting FAIL is *faulted*. A FAIL is a
+  real failure (:func:`real_failure`) when the run diverged (``fail_reason``) or a worker
+  died more than ``MAX_RETRY`` times on it; any other FAIL — a full disk, a read-only
+  directory, a storage outage, an interrupt whose re-queue could not be written — is
+  faulted: :func:`requeue_faulted` re-queues it on the next run, so an environment fault
+  never turns into a counted failure (and never into a cell tuned on fewer trials).
 Because trial numbers only grow and a trial's rank (counting trials below its number) can
 only fall, a trial admitted with rank < N stays admitted: the bound holds without locks.
 """
@@ -63,12 +67,27 @@ class Ledger:
         """Slots not yet claimed by any counting trial."""
         return max(0, n_trials - len(self.counted))
 
+    def faulted(self) -> list[FrozenTrial]:
+        """Counting FAIL trials that were not real failures: to be re-queued, not counted."""
+        return [t for t in self.in_state(TrialState.FAIL) if not real_failure(t)]
+
     def done(self, n_trials: int) -> bool:
-        return len(self.counted) >= n_trials and len(self.in_state(*FINISHED)) == len(self.counted)
+        return (len(self.counted) >= n_trials and len(self.in_state(*FINISHED)) == len(self.counted)
+                and not self.faulted())
 
     def rank(self, number: int) -> int:
         """How many counting trials have a lower number (0-based slot of trial ``number``)."""
         return sum(t.number < number for t in self.counted)
+
+
+def real_failure(trial: FrozenTrial) -> bool:
+    """A FAIL that counts towards the cell's N: the run itself failed (``fail_reason``: a
+    non-finite loss), or its worker died ``MAX_RETRY`` times on it (Optuna's retry callback
+    then stops re-queueing). A trial ended by an environment fault (``fault``) or by nothing
+    recorded is not one."""
+    if trial.user_attrs.get("fail_reason"):
+        return True
+    return not trial.user_attrs.get("fault") and len(retry_history(trial)) >= MAX_RETRY
 
 
 def make_ledger(trials: list[FrozenTrial]) -> Ledger:
@@ -138,6 +157,19 @@ def requeue(study: optuna.Study, number: int, reason: str, *, max_retry: int | N
     retry_callback(max_retry)(study, frozen)
     log.warning("trial %d re-queued: %s", number, reason)
     return True
+
+
+def requeue_faulted(study: optuna.Study) -> list[int]:
+    """Re-queue (same parameters, same slot) every counting FAIL trial that was not a real
+    failure. Two processes doing this at once queue two copies; the later one is surplus."""
+    out = []
+    for t in study_ledger(study).faulted():
+        retry_callback(None)(study, t)
+        why = t.user_attrs.get("fault") or t.user_attrs.get("interrupted") or "no recorded reason"
+        log.warning("trial %d re-queued: it ended by an environment fault, not a failure of its own "
+                    "(%s)", t.number, str(why)[:200])
+        out.append(t.number)
+    return out
 
 
 def requeue_dead_local(study: optuna.Study) -> list[int]:

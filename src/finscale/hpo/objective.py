@@ -40,7 +40,7 @@ from finscale.train import Controls, RunData, RunInterrupted, Trainer, TrainingF
 log = logging.getLogger(__name__)
 
 
-OUTCOME_ATTRS = ("interrupted", "fail_reason", "collapsed", "fold_losses")
+OUTCOME_ATTRS = ("interrupted", "fail_reason", "fault", "collapsed", "fold_losses")
 
 
 class SurplusTrial(Exception):
@@ -94,7 +94,11 @@ class Objective:
         for key, value in {**outcome, "slot": slot, "seed": seed, "cell_params": params, "run_dir": str(root),
                            "worker": self.identity}.items():
             trial.set_user_attr(key, value)
-        losses = [self._train_fold(trial, spec, i, data, root, prep) for i, data in enumerate(folds)]
+        try:
+            losses = [self._train_fold(trial, spec, i, data, root, prep) for i, data in enumerate(folds)]
+        except OSError as exc:  # full disk, read-only dir: not the trial's failure (see ledger)
+            _mark_fault(trial, exc)
+            raise
         trial.set_user_attr("fold_losses", losses)
         return float(np.mean(losses))
 
@@ -179,6 +183,14 @@ class Objective:
         except RunInterrupted as exc:
             trial.set_user_attr("interrupted", f"fold {fold}: {exc}")
             raise
+
+
+def _mark_fault(trial, exc: OSError) -> None:
+    """Record ``fault`` on the running trial, best effort (the storage may be the fault)."""
+    try:
+        trial.set_user_attr("fault", str(exc)[:300])
+    except Exception as err:  # noqa: BLE001 - never mask the original fault
+        log.debug("cannot record the fault on trial %s (%s)", trial.number, err)
 
 
 def _record_params(trial, counts: dict) -> None:

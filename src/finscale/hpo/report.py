@@ -151,10 +151,23 @@ def cell_outputs(cfg: StudyConfig, budget: str, horizon: int, study: optuna.Stud
 
 def hpo_summary(cfg: StudyConfig, storage: str | None = None, sel: Selection = Selection()) -> list[dict]:
     """One summary per selected cell of the study (axis variants included), read from its
-    storage (no writes). Cells whose study does not exist yet have ``"started": False``.
+    storage (no writes). Cells whose study does not exist yet have ``"started": False``. A
+    storage that cannot be read (corrupt or read-only file, database down) raises a one-line
+    StorageError.
     """
+    from finscale.hpo.failures import storage_error
+
     spec = resolve_storage(cfg.hpo.storage if storage is None else storage, cfg.study_dir)
     todo = selected_cells(cfg, sel)
+    try:
+        return _summaries(todo, spec)
+    except Exception as exc:
+        if (err := storage_error(spec, exc)) is not None:
+            raise err from None
+        raise
+
+
+def _summaries(todo: list, spec: StorageSpec) -> list[dict]:
     if spec.kind in ("sqlite", "journal") and not _storage_file(spec).exists():
         return [_not_started(c.cfg, c.budget, c.horizon, spec) for c in todo]
     store = open_storage(spec)

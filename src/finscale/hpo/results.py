@@ -4,8 +4,10 @@ Consumes: ``runs/<study>/hpo/<cell>/best_params.json`` and ``trials.csv`` (writt
 :mod:`finscale.hpo.report`). Produces: a cell's chosen parameters for its final runs
 (:func:`cell_params`), the final runs' specs (:func:`final_specs`) and one tidy row per cell
 (:func:`results_frame`) for the CLI's status and the report.
-Guarantees: only reads; a cell without outputs yields the study's defaults (search mode) or
-an error naming the missing ``[hpo.table]`` entry (fixed mode), never a guess.
+Guarantees: only reads; a cell whose search ran but has no complete trial is an error
+naming the cell and its trial states (never a silent fall-back to untuned defaults); a cell
+not searched yet yields the study's defaults, labelled so (search mode), and fixed mode
+without its ``[hpo.table]`` entry is an error naming it; never a guess.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
     best = read_best(cfg, budget, horizon)
     if best is not None:
         return best["params"], str(best_params_path(cfg, budget, horizon))
+    trials = read_trials(cfg, budget, horizon)
+    if trials is not None:  # the search ran, and nothing completed: never train untuned
+        states = ", ".join(f"{str(k).lower()} {v}" for k, v in sorted(trials["state"].value_counts().items()))
+        raise ValueError(f"HPO cell {cell}: no complete trial ({states or 'no trials'}; see "
+                         f"{best_params_path(cfg, budget, horizon).with_name('trials.csv')}); its final "
+                         "runs would train with untuned study defaults. Fix the cause and rerun the "
+                         "hpo phase (or use hpo.mode = \"fixed\")")
     return {}, "study defaults (no HPO result yet)"
 
 

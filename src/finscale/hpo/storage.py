@@ -11,6 +11,7 @@ have no heartbeat in Optuna; :mod:`finscale.hpo.ledger` re-queues their dead loc
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sqlite3
@@ -122,17 +123,35 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         path = Path(spec.url[len(JOURNAL_PREFIX):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    lock = contextlib.nullcontext()
     if spec.kind == "sqlite":
         path = Path(spec.url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs: dict = {"creator": _sqlite_connector(str(path))}
+        lock = _schema_lock(path)
     else:
         engine_kwargs = {"pool_pre_ping": True}  # servers drop idle connections between trials
     grace = spec.grace_s or GRACE_FACTOR * spec.heartbeat_s
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), lock:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(spec.url, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_s,
                           grace_period=grace, heartbeat_stale_trial_callback=retry_callback())
+
+
+@contextlib.contextmanager
+def _schema_lock(db: Path):
+    """Hold ``<db>.lock`` (flock, across processes) while Optuna creates or checks the
+    schema: two processes creating one fresh SQLite file at the same moment otherwise race
+    ("UNIQUE constraint failed: alembic_version"). The kernel drops the lock of a killed
+    process."""
+    import fcntl
+
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sqlite_connector(path: str):

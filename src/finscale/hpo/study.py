@@ -39,9 +39,14 @@ from optuna.trial import TrialState
 
 from finscale import tracking
 from finscale.config import StudyConfig
-from finscale.hpo.failures import StorageError, quiet_optuna_trial_failures, storage_error  # noqa: F401
+from finscale.hpo.failures import (  # noqa: F401 (StorageError is public here)
+    StorageError,
+    WorkerFailed,
+    quiet_optuna_trial_failures,
+    storage_error,
+)
 from finscale.hpo.identity import study_name
-from finscale.hpo.ledger import FINISHED, requeue_dead_local, study_ledger
+from finscale.hpo.ledger import FINISHED, requeue_dead_local, requeue_faulted, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
 from finscale.hpo.report import cell_outputs
 from finscale.hpo.sampler import SlotSeededSampler, make_sampler  # noqa: F401 (public here)
@@ -81,7 +86,9 @@ def open_study(cfg: StudyConfig, budget: str, horizon: int, storage, *, sampler=
 
 def reap_stale(study: optuna.Study, storage) -> None:
     """Re-queue trials of dead workers: a dead pid on this host at once (any storage), and on
-    relational storages also trials whose heartbeat lapsed (workers on other hosts)."""
+    relational storages also trials whose heartbeat lapsed (workers on other hosts); and
+    trials ended by an environment fault (full disk, storage outage), which never count."""
+    requeue_faulted(study)
     requeue_dead_local(study)
     if has_heartbeat(storage):
         with warnings.catch_warnings():
@@ -156,6 +163,10 @@ def work(job: WorkerJob, *, controls: Controls | None = None, on_trainer=None) -
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return "stopped"
+        except Exception as exc:
+            if isinstance(exc, OSError) or storage_error(job.storage, exc) is not None:
+                _requeue_faulted_now(study)  # an environment fault: the trial must run again
+            raise
 
 
 def _follow_verbosity() -> None:
@@ -186,6 +197,15 @@ def _requeue_interrupted(study: optuna.Study, number: int | None, cell: str) -> 
         return
     retry_callback(max_retry=None)(study, frozen)
     log.warning("cell %s: trial %d interrupted; re-queued to resume from its checkpoint", cell, number)
+
+
+def _requeue_faulted_now(study: optuna.Study) -> None:
+    """Re-queue the faulted trial at once if the storage still takes writes; if it does not
+    (the fault is the storage), the next run's :func:`reap_stale` does it."""
+    try:
+        requeue_faulted(study)
+    except Exception as exc:  # never mask the fault being reported
+        log.debug("re-queueing faulted trials failed (%s); the next run does it", exc)
 
 
 # --------------------------------------------------------------------------- a cell
@@ -226,6 +246,7 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
     """Run trials here until the cell is done or stopped; write its outputs; return the summary."""
     store = open_storage(spec)
     study = open_study(cfg, budget, horizon, store)
+    reap_stale(study, store)  # trials an environment fault ended run again, never count
     study.set_user_attr("n_trials", n_trials)
     study.set_user_attr("cell", {"budget": budget, "horizon": horizon, "split": cfg.hpo.split})
     job = WorkerJob(cfg, budget, horizon, spec, n_trials, prep)
@@ -236,7 +257,7 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
     while not (led := study_ledger(study)).done(n_trials):
         if should_stop is not None and (stopped := should_stop()):
             break
-        if led.remaining(n_trials) or led.in_state(TrialState.WAITING):
+        if led.remaining(n_trials) or led.in_state(TrialState.WAITING) or led.faulted():
             if work(job, controls=controls) == "stopped":
                 stopped = (should_stop and should_stop()) or "a worker was stopped"
                 break

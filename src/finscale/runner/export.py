@@ -19,6 +19,7 @@ from pathlib import Path
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
 from finscale.files import atomic_write_bytes
 from finscale.hpo.results import cell_params
+from finscale.rundir import Busy
 from finscale.runner.study import RunOptions
 from finscale.selection import Cell, variant_cells
 from finscale.spec import make_spec
@@ -44,11 +45,9 @@ DATA = json.loads({data_literal})
 STUDY, RUN = DATA["study"], DATA["run"]
 
 if __name__ == "__main__":
-    from finscale.runner.export import reproduce
+    from finscale.runner.export import main
 
-    result = reproduce(STUDY, RUN, sys.argv[1:])
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\\n")
-    sys.exit(0 if result["status"] == "done" else 3)
+    sys.exit(main(STUDY, RUN, sys.argv[1:]))
 '''
 
 
@@ -106,15 +105,36 @@ def _parse_args(argv: list[str]) -> dict:
     return vars(p.parse_args(argv))
 
 
-def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
-    """Train (or resume) and evaluate the embedded run.
+def main(study: dict, run: dict, argv: list[str]) -> int:
+    """An exported script's entry point: the result as JSON on stdout; exit 0 (done),
+    3 (stopped, resumable) or 1 (failed, or an error printed as one ``error:`` line)."""
+    import sys
 
-    Returns ``{"status": "done", "run_id", "test": metrics}``, or ``{"status": <stop state>,
-    "reason"}`` when a stop request checkpointed it (rerunning the script resumes)."""
+    try:
+        result = reproduce(study, run, argv)
+    except (ValueError, OSError, Busy) as exc:  # a user's or the environment's fault: no traceback
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    return {"done": 0, "failed": 1}.get(result["status"], 3)
+
+
+def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
+    """Train (or resume) and evaluate the embedded run, exactly as ``finscale run`` did.
+
+    The run is built from the embedded study and parameters only (never from files of the
+    output directory such as ``best_params.json``), so a script run in an empty directory
+    trains the same run id and writes the same eval.json; ``run.threads`` is honoured like a
+    serial ``finscale run``. Returns ``{"status": "done", "run_id", "test": metrics}``,
+    ``{"status": "failed", "reason"}``, or ``{"status": <stop state>, "reason"}`` when a stop
+    request checkpointed it (rerunning the script resumes)."""
     from finscale.control import StopRequest, resume_command
     from finscale.prepare import prepare
+    from finscale.rundir import RunDir, UnitLock
     from finscale.runner.evaluation import evaluate_final_run
-    from finscale.runner.study import StudyStopped, StudySummary, run_final_phase
+    from finscale.runner.final import execute_final
+    from finscale.spec import final_dir
+    from finscale.train import Controls, RunInterrupted, TrainingFailed
 
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -125,16 +145,20 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
     if spec.digest != run["config_hash"]:
         raise ValueError(f"this finscale version resolves the run to {spec.run_id}, the script "
                          f"was exported as {run['run_id']}: install finscale as named in the header")
+    if cfg.run.threads:  # as a serial `finscale run` does: CPU floats depend on the thread count
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     prep = prepare(cfg, args["data_dir"])
-    opts = RunOptions(monitor=not args["no_monitor"])
-    one_seed = replace_section(cfg, seeds=(run["seed"],), replicates=1)  # this run only
-    summary = StudySummary()
-    with StopRequest(cfg.study_dir / "STOP") as stop:
+    with StopRequest(cfg.study_dir / "STOP") as stop, UnitLock(final_dir(cfg, spec)).acquire():
         try:
-            run_final_phase(one_seed, prep, opts, stop, summary, units=[(one_seed, spec)])
-        except StudyStopped as exc:
+            execute_final(cfg, prep, spec, controls=Controls(should_stop=stop.reason))
+        except RunInterrupted as exc:
             return {"status": exc.status, "run_id": spec.run_id,
                     "reason": f"{exc}; resume with: "
                               f"{resume_command(cfg.study_dir / 'STOP', 'this script')}"}
-    doc = evaluate_final_run(one_seed, prep, spec)
+        except TrainingFailed as exc:
+            return {"status": "failed", "run_id": spec.run_id, "reason": str(exc),
+                    "status_file": str(RunDir(final_dir(cfg, spec)).file("status.json"))}
+        doc = evaluate_final_run(cfg, prep, spec)
     return {"status": "done", "run_id": spec.run_id, "test": doc["test"]["metrics"]}

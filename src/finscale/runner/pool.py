@@ -18,6 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,12 @@ from finscale.repro import worker_env
 
 log = logging.getLogger(__name__)
 
+
+class WorkerFailed(ValueError):
+    """A phase's worker failed for good; the CLI prints it as one ``error:`` line."""
+
 EXIT_STOPPED = 3        # a worker that checkpointed and stopped on request
+EXIT_FAULT = 4          # a worker that logged a one-line error (full disk, bad input): not restarted
 POLL_S = 0.2            # how often the parent forwards events and checks its workers
 UNIT_EVENTS = ("hpo_cell", "final_run", "evaluate_run")
 QUIET_EVENTS = ("batch",)   # too frequent to cross a pipe; the bars show epochs instead
@@ -101,10 +107,14 @@ def event_writer(fd: int | None) -> Callable[..., None]:
     lock = threading.Lock()   # the hardware monitor's thread may report too
 
     def write(kind: str, **info) -> None:
-        if kind in QUIET_EVENTS:
+        if kind in QUIET_EVENTS or stream.closed:
             return
         with lock:
-            stream.write(json.dumps({"kind": kind, **info}, default=str) + "\n")
+            try:
+                stream.write(json.dumps({"kind": kind, **info}, default=str) + "\n")
+            except (BrokenPipeError, ValueError):  # the parent is gone: ParentWatch stops us
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
 
     return write
 
@@ -156,8 +166,10 @@ def run_pool(job: PhaseJob, workers: int, command: list[str], *, should_stop: Ca
                 code = w.proc.returncode
                 if code in (0, EXIT_STOPPED) or signalled:
                     continue
+                if code == EXIT_FAULT:  # the same fault would end a replacement too
+                    raise WorkerFailed(f"{job.phase} worker {w.index} stopped on the error logged above")
                 if restarts >= retries:
-                    raise RuntimeError(f"{job.phase} worker {w.index} exited with code {code} and "
+                    raise WorkerFailed(f"{job.phase} worker {w.index} exited with code {code} and "
                                        f"run.retries={retries} restarts are used up (see its log above)")
                 restarts += 1
                 log.warning("%s worker %d died (exit code %s); starting a replacement (%d/%d): its "

@@ -16,19 +16,21 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finscale.axes import axis_values
+from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
-from finscale.control import StopRequest
+from finscale.control import ParentWatch, StopNow, StopRequest
 from finscale.hpo.results import cell_params, final_runs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_STOPPED, PhaseJob, event_writer, pool_size, run_pool
+from finscale.runner.pool import EXIT_FAULT, EXIT_STOPPED, PhaseJob, event_writer, pool_size, run_pool
 from finscale.selection import Cell, Selection, selected_cells, variant_cells
 from finscale.spec import RunSpec, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
@@ -210,8 +212,10 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
 
 
 def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                       stop: StopRequest, units: list[FinalUnit] | None = None) -> None:
-    """Evaluate each trained final run (``units``, default: the selected ones)."""
+                       stop: StopRequest, units: list[FinalUnit] | None = None,
+                       summary: StudySummary | None = None) -> None:
+    """Evaluate each trained final run (``units``, default: the selected ones); a run whose
+    best checkpoint is corrupt is recorded as failed (in ``summary``), never blocking the rest."""
     from finscale.runner.evaluation import evaluate_final_run
 
     preps = _preps(cfg, prep, opts)
@@ -219,8 +223,17 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
              if RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
+            if stop.reason():  # between units: the evaluated ones keep their eval.json
+                raise StudyStopped("stopped", stop.reason())
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
-            evaluate_final_run(var, preps(var), spec)
+            try:
+                evaluate_final_run(var, preps(var), spec)
+            except CheckpointError as exc:  # tampered best.pt: a failed run, not a blocked study
+                log.error("%s failed: %s", spec.run_id, exc)
+                RunDir(final_dir(var, spec)).write_status("failed", reason=str(exc))
+                if summary is not None:
+                    summary.failed.append(spec.run_id)
+                continue
             _track_final(cfg, RunDir(final_dir(cfg, spec)))  # tracking: adds eval.json
 
 
@@ -282,6 +295,10 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         raise ValueError(f"--phase {unknown[0]!r}: expected one of {', '.join(PHASES)}")
     seed_sets(cfg)  # colliding replicate seed sets: an error before any work
     check_cells(cfg, opts)
+    if "hpo" in opts.phases or "final" in opts.phases:  # a budget too big for this machine
+        from finscale.runner.limits import check_memory
+
+        check_memory(cfg, opts.budgets, opts.horizons, opts.axes, tuning="hpo" in opts.phases)
     if cfg.run.executor == "local" and pool_size(cfg) == 1 and cfg.run.threads:
         import torch
 
@@ -312,17 +329,30 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             opts.on_event("phase", phase="scaling")
             from finscale.scaling import run_scaling
 
-            summary.scaling = run_scaling(cfg)
+            with _stoppable(stop, "scaling"):
+                summary.scaling = run_scaling(cfg)
         if "report" in opts.phases:
             opts.on_event("phase", phase="report")
             from finscale.report import build_report
 
-            summary.report = build_report(cfg)
+            with _stoppable(stop, "report"):
+                summary.report = build_report(cfg)
             from finscale import tracking
 
             if tracking.enabled(cfg):  # the study-level run: answer, verdicts, report.html
                 tracking.track_study(cfg, summary.report.parent)
     return summary
+
+
+@contextmanager
+def _stoppable(stop: StopRequest, phase: str):
+    """Scaling and report have no checkpoints (their files are written atomically and
+    recomputed by the next run), so a stop request ends them at once as a stopped study."""
+    try:
+        with stop.immediate():
+            yield
+    except StopNow as exc:
+        raise StudyStopped("stopped", f"{phase} phase: {exc}") from None
 
 
 # --------------------------------------------------------------------------- parallel phases
@@ -336,7 +366,7 @@ def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: Run
     elif phase == "final":
         run_final_phase(cfg, prep, opts, stop, summary, units)
     else:
-        run_evaluate_phase(cfg, prep, opts, stop, units)
+        run_evaluate_phase(cfg, prep, opts, stop, units, summary)
 
 
 def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list:
@@ -416,7 +446,7 @@ def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
     opts = RunOptions(phases=(job.phase,), data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
     summary, stopped = StudySummary(), None
     with StopRequest(cfg.study_dir / "STOP") as own:
-        stop = _AnyStop(own, *(StopRequest(f) for f in job.stop_files))
+        stop = _AnyStop(own, ParentWatch(), *(StopRequest(f) for f in job.stop_files))
         prep = prepare(cfg, job.data_dir) if job.phase != "hpo" else None
         try:
             run_phase(cfg, job.phase, prep, opts, stop, summary, list(job.units))
@@ -430,6 +460,10 @@ def worker_main() -> None:
     job: PhaseJob = pickle.load(sys.stdin.buffer)
     logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
     on_event = event_writer(job.events_fd)
-    result = execute_job(job, on_event)
+    try:
+        result = execute_job(job, on_event)
+    except (ValueError, OSError) as exc:  # full disk, bad input, storage down: one line, no traceback
+        log.error("%s", exc)
+        sys.exit(EXIT_FAULT)
     on_event("worker_result", **result)
     sys.exit(EXIT_STOPPED if result["stopped"] else 0)
