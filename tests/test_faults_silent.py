@@ -111,7 +111,7 @@ def test_full_disk_during_a_trial_requeues_it_and_the_cell_ends_tuned(tmp_path, 
 
     store = open_storage(resolve_storage(storage, cfg.study_dir))
     open_study(cfg, "cpu-s", 1, store)
-    job = WorkerJob(cfg, "cpu-s", 1, resolve_storage(storage, cfg.study_dir), 3, 1, prepare(cfg))
+    job = WorkerJob(cfg, "cpu-s", 1, resolve_storage(storage, cfg.study_dir), 3, prepare(cfg))
     with pytest.raises(OSError):
         work(job, on_trainer=fill_at_trial_1)
     disk.free()

@@ -177,6 +177,9 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     # replicate is named in the id's readable part (the seed already tells runs apart).
     identity = {k: v for k, v in run_cfg.items() if k not in ("study", "replicate", "axes")}
     identity["data"] = identity_fields(identity["data"])
+    # no statistics token: the model args of runs from before the key (ids unchanged)
+    identity["model_args"] = {k: v for k, v in identity["model_args"].items()
+                              if not (k == "revin_stats" and not v)}
     identity["splits"] = {k: v for k, v in identity["splits"].items()
                           if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}

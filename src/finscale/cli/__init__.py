@@ -22,7 +22,6 @@ import sys
 
 from finscale.cli.commands import COMMANDS
 from finscale.control import quiet_thread_failures
-from finscale.repro import apply_thread_env
 
 VALUE_OPTIONS = ("--data-dir",)   # global options that take a value (for finding the command)
 
@@ -110,10 +109,12 @@ class _CurrentStderr(logging.StreamHandler):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    apply_thread_env()  # before any command imports torch (OpenMP reads it at load)
     command = find_command(argv)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help/--version exit here, before numpy or torch loads
+    from finscale.repro import apply_thread_env
+
+    apply_thread_env()  # before any command imports torch (OpenMP reads it at load)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
