@@ -253,8 +253,7 @@ def baselines_section(sr: StudyRuns) -> Section:
     for m in tables.RESULT_METRICS[:4]:
         shown[m] = with_ci(base, m)
     shown["ece"] = base["ece"]
-    if "val_log_loss" in base:  # what "strongest" was chosen on
-        shown["val log-loss"] = base["val_log_loss"]
+    shown["val log-loss"] = base.get("val_log_loss")  # what "strongest" was chosen on
     cmp = tables.comparison_summary(sr)
     cmp_shown = cmp[["horizon", "budget", "baseline", "seeds"]].copy() if not cmp.empty else cmp
     if not cmp.empty:
