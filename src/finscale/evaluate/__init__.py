@@ -10,7 +10,7 @@ from finscale.evaluate.backtest import (
     deflated_sharpe_ratio,
     pool_backtests,
 )
-from finscale.evaluate.baselines import BASELINES, CONSTANT_BASELINES, fit_baselines
+from finscale.evaluate.baselines import BASELINES, CONSTANT_BASELINES, FITTED_ON_VALIDATION, fit_baselines
 from finscale.evaluate.blocklen import choose_block_len, politis_white
 from finscale.evaluate.bootstrap import (
     block_bootstrap_indices,
@@ -46,6 +46,7 @@ __all__ = [
     "fit_window_baselines",
     "BASELINES",
     "CONSTANT_BASELINES",
+    "FITTED_ON_VALIDATION",
     "choose_block_len",
     "politis_white",
     "recalibrated",

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 BASELINES = ("constant", "logistic", "hist_gbm")
 CONSTANT_BASELINES = ("constant", "constant_val")
+# Baselines fitted on the VALIDATION labels: their validation score is in-sample, so they are
+# never candidates for "strongest", which is chosen on validation (guard 16).
+FITTED_ON_VALIDATION = ("constant_val",)
 
 
 def _check_matrix(X, name: str, n_cols: int | None = None) -> np.ndarray:

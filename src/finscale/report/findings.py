@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from finscale.evaluate.baselines import FITTED_ON_VALIDATION
+
 # Caveat severities: lower sorts first in the ranked list.
 SEVERITY = {"loses_to_baseline": 0, "no_extrapolation": 1, "unstable": 1, "not_converged": 2,
             "hpo_flags": 3, "collapsed": 2, "few_seeds": 4, "stability_not_measured": 4}
@@ -119,8 +121,6 @@ def _best_budget(runs: pd.DataFrame, evals: pd.DataFrame) -> tuple[str, float, i
     return budget, float(means.loc[budget, "mean"]), int(means.loc[budget, "count"])
 
 
-# Fitted on the validation labels: its validation score is in-sample, so it is never chosen.
-FITTED_ON_VALIDATION = ("constant_val",)
 
 
 def _best_baseline(baselines: pd.DataFrame) -> tuple[str, float] | None:

@@ -25,6 +25,7 @@ import numpy as np
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.evaluate import (
     COST_SWEEP_BPS,
+    FITTED_ON_VALIDATION,
     backtest,
     choose_block_len,
     choose_threshold,
@@ -184,11 +185,6 @@ def _backtest(prep: PreparedData, ends: np.ndarray, prob: np.ndarray, threshold:
     # the same positions at 0, 1, 5, 10, 20 bp and the study's cost (docs/compute.md)
     out["cost_sweep"] = cost_sweep(close, days, signal, threshold, horizon, (*COST_SWEEP_BPS, cost_bps))
     return out
-
-
-# Baselines whose validation score is in-sample (fitted on the validation labels): never
-# candidates for "strongest", which is chosen on validation (guard 16).
-FITTED_ON_VALIDATION = ("constant_val",)
 
 
 def strongest_baseline(base_eval: dict) -> str:

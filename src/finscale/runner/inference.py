@@ -74,7 +74,8 @@ def _run_losses(run: RunDir, y: np.ndarray, ends: np.ndarray) -> np.ndarray:
 def horizon_inference(var: StudyConfig, prep, h: int, runs: list[tuple[RunDir, dict]]) -> dict:
     """SPA, MCS and adjacent-size DM of one horizon (module docstring); comparisons' DM
     p-values as eval.json recorded them (``dm_p_holm`` is filled in by :func:`run_inference`)."""
-    from finscale.runner.evaluation import FITTED_ON_VALIDATION, horizon_baselines
+    from finscale.evaluate import FITTED_ON_VALIDATION
+    from finscale.runner.evaluation import horizon_baselines
 
     data, test = final_data(prep, var, h)
     baselines, _chosen = horizon_baselines(var, prep, h, data, test)
