@@ -159,6 +159,51 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
+KILL_AFTER_BEST_SCRIPT = textwrap.dedent("""
+    import os, sys, json, signal
+    sys.path.insert(0, {tests!r})
+    from test_train import trainer
+    from finscale.config import TrainConfig
+    from finscale.rundir import RunDir
+    from pathlib import Path
+    kill_at = int(sys.argv[2])
+    if kill_at:  # die where a kill -9 can land: best.pt written, the step checkpoint not yet
+        append = RunDir.append_metrics
+        def append_then_die(self, line):
+            if line.get("epoch") == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            append(self, line)
+        RunDir.append_metrics = append_then_die
+    t = trainer(Path(sys.argv[1]), TrainConfig(max_epochs=4, batch_size=32, lr=3e-3, patience=10))
+    final = t.fit()
+    print(json.dumps([final["best_epoch"], final["val_log_loss"]]))
+""")
+
+
+def test_kill_between_a_new_best_and_its_step_checkpoint_resumes_exactly(tmp_path):
+    """The window CI once hit: best.pt of epoch k on disk, the step checkpoint still at
+    epoch k-1 (whose best is earlier). The resume must redo epoch k, not refuse best.pt."""
+    script = tmp_path / "kill_after_best.py"
+    script.write_text(KILL_AFTER_BEST_SCRIPT.format(tests=os.path.dirname(__file__)))
+
+    def run(d, k):
+        return subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
+                              capture_output=True, text=True, timeout=300)
+    straight = run("straight", 0)
+    assert straight.returncode == 0, straight.stderr
+    lines = RunDir(tmp_path / "straight" / "run").read_metrics()
+    improved = [m["epoch"] for m in lines if m["event"] == "epoch" and m["improved"] and m["epoch"] > 1]
+    assert improved, "no epoch after the first improved: the window is never open"
+    killed = run("resumed", improved[0])
+    assert killed.returncode == -signal.SIGKILL
+    ckpt = tmp_path / "resumed" / "run" / "ckpt"
+    assert load_checkpoint(ckpt / "best.pt")["epoch"] == improved[0] - 1  # the new best, uncovered
+    resumed = run("resumed", 0)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == json.loads(straight.stdout)
+    assert not (ckpt / "best.kept.pt").exists()
+
+
 def test_resume_after_sigkill_is_exact(tmp_path):
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT.format(tests=os.path.dirname(__file__)))

@@ -113,6 +113,44 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", requir
     return state
 
 
+def save_best(state: dict, best: Path, kept: Path) -> None:
+    """Write a new ``best`` checkpoint, first moving the one the last step checkpoint knows
+    to ``kept`` (once per step checkpoint). A kill before the next step checkpoint resumes
+    from that checkpoint, whose best epoch is the kept file's, not the new one's:
+    :func:`resume_best` puts it back. :func:`commit_best` drops it once a step is saved."""
+    if best.exists() and not kept.exists():
+        os.replace(best, kept)
+    save_checkpoint(state, best)
+
+
+def commit_best(kept: Path) -> None:
+    """A step checkpoint now covers ``best.pt``: the kept earlier best is no longer needed."""
+    kept.unlink(missing_ok=True)
+
+
+def resume_best(best: Path, kept: Path, epoch: int, config_hash: str) -> dict:
+    """The best checkpoint of a resumed run whose step state says its best epoch is ``epoch``
+    (0-based): ``best``, or ``kept`` when the run died after writing a newer best but before
+    the step checkpoint covering it (``kept`` becomes ``best`` again; the epoch is redone).
+    :class:`CheckpointError` naming the file when neither is the run's."""
+    found = None
+    for path in (best, kept):
+        if path is kept and not kept.exists():
+            break
+        if path is best and not best.exists() and kept.exists():
+            continue
+        state = load_checkpoint(path, require="best")  # unreadable/tampered: raises, naming it
+        if state["epoch"] == epoch and state["config_hash"] == config_hash:
+            if path is kept:
+                os.replace(kept, best)
+            commit_best(kept)
+            return state
+        found = found or (path, state)
+    path, state = found
+    raise CheckpointError(f"checkpoint {path}: is from epoch {state['epoch'] + 1} of config "
+                          f"{state['config_hash'][:12]}, but this run's best epoch is {epoch + 1}")
+
+
 def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of every ``step-N.pt``, newest last."""
     if not Path(ckpt_dir).is_dir():

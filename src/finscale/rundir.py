@@ -109,6 +109,7 @@ class RunDir:
     EVAL = "eval.json"            # test metrics (final phase, evaluate stage)
     PREDICTIONS = "predictions.npz"   # test window ends, labels, probabilities
     BEST = "best.pt"              # under ckpt/: the best-validation weights
+    BEST_KEPT = "best.kept.pt"    # under ckpt/: the previous best, until a step checkpoint covers best.pt
     # The files a tracker copies as artifacts (everything but checkpoints and the status).
     ARTIFACTS = (CONFIG, ENV, SPLITS, METRICS, HARDWARE, EVAL, PREDICTIONS)
 
@@ -122,6 +123,10 @@ class RunDir:
     @property
     def best_ckpt(self) -> Path:
         return self.ckpt / self.BEST
+
+    @property
+    def kept_best_ckpt(self) -> Path:
+        return self.ckpt / self.BEST_KEPT
 
     def step_ckpt(self, step: int) -> Path:
         return self.ckpt / f"step-{step}.pt"

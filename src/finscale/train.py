@@ -31,11 +31,14 @@ import torch.nn.functional as F
 from finscale.checkpoint import (
     CheckpointError,
     capture_rng,
+    commit_best,
     latest_valid_checkpoint,
     load_checkpoint,
     not_fitting,
     prune_step_checkpoints,
     restore_rng,
+    resume_best,
+    save_best,
     save_checkpoint,
 )
 from finscale.config import TrainConfig, config_to_dict
@@ -214,6 +217,7 @@ class Trainer:
 
     def save_step(self) -> None:
         save_checkpoint(self._checkpoint_state(), self.run.step_ckpt(self.state['step']))
+        commit_best(self.run.kept_best_ckpt)
         prune_step_checkpoints(self.run.ckpt)
 
     def _resume(self) -> bool:
@@ -246,16 +250,14 @@ class Trainer:
 
     def _check_best(self, best_epoch: int) -> None:
         """On resume, best.pt must be the one this run wrote at its best epoch: it is what
-        the final metrics will come from (CheckpointError naming it otherwise). Loads it
-        into the model, which the step checkpoint's weights then replace."""
+        the final metrics will come from (CheckpointError naming it otherwise;
+        :func:`resume_best` restores the earlier one a kill between a new best.pt and the
+        step checkpoint left kept). Loads it into the model, which the step checkpoint's
+        weights then replace."""
         if best_epoch < 0:
             return
-        path = self.run.ckpt / "best.pt"
-        best = load_checkpoint(path, require="best")
-        if best["epoch"] != best_epoch or best["config_hash"] != self.config_hash:
-            raise CheckpointError(f"checkpoint {path}: is from epoch {best['epoch'] + 1} of config "
-                                  f"{best['config_hash'][:12]}, but this run's best epoch is {best_epoch + 1}")
-        with not_fitting(path):
+        best = resume_best(self.run.best_ckpt, self.run.kept_best_ckpt, best_epoch, self.config_hash)
+        with not_fitting(self.run.best_ckpt):
             self.model.load_state_dict(best["model"])
 
     # ---- loop --------------------------------------------------------------------------
@@ -368,10 +370,10 @@ class Trainer:
         improved = st["best"] is None or score < st["best"] - cfg.min_delta
         if improved:
             st["best"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"], 0
-            save_checkpoint({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
-                             "epoch": st["epoch"], "metrics": json.dumps(metrics),
-                             "config_hash": self.config_hash, "serving": self._serving()},
-                            self.run.best_ckpt)
+            save_best({"model_args": self.args.to_dict(), "model": self.model.state_dict(),
+                       "epoch": st["epoch"], "metrics": json.dumps(metrics),
+                       "config_hash": self.config_hash, "serving": self._serving()},
+                      self.run.best_ckpt, self.run.kept_best_ckpt)
         else:
             st["bad_epochs"] += 1
         line = {"event": "epoch", "epoch": st["epoch"] + 1, "step": st["step"],
@@ -435,6 +437,7 @@ class Trainer:
         # A finished run never resumes: its step checkpoints (weights + AdamW state, ~16 bytes
         # per parameter) would only cost disk; best.pt is what evaluation reads.
         prune_step_checkpoints(self.run.ckpt, keep=0)
+        commit_best(self.run.kept_best_ckpt)
         self._emit("train_end", best_epoch=final["best_epoch"], val_log_loss=final.get("val_log_loss"))
         return final
 
