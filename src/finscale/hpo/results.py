@@ -71,13 +71,17 @@ def cell_params(cfg: StudyConfig, budget: str, horizon: int) -> tuple[dict, str]
     return {}, "study defaults (no HPO result yet)"
 
 
-def final_runs(cfg: StudyConfig, sel: Selection = Selection()) -> list[tuple[StudyConfig, RunSpec]]:
+def final_runs(cfg: StudyConfig, sel: Selection = Selection(), *,
+               cells: tuple[str, ...] | None = None) -> list[tuple[StudyConfig, RunSpec]]:
     """``(axis variant, spec)`` of every selected final run (:func:`~finscale.selection.selected_runs`)
-    with its cell's chosen parameters, narrowed by ``sel.units`` (run ids)."""
+    with its cell's chosen parameters, narrowed by ``sel.units`` (run ids) and, given ``cells``,
+    to the runs of those HPO cells (the worker pool resolves a cell's runs once it is tuned)."""
     params: dict = {}
     out = []
     for run in selected_runs(cfg, sel):
         c = run.cell
+        if cells is not None and c.name not in cells:
+            continue
         if c.name not in params:
             params[c.name] = cell_params(c.cfg, c.budget, c.horizon)[0]
         spec = make_spec(c.cfg, c.budget, c.horizon, run.seed, params[c.name], replicate=run.replicate)

@@ -213,13 +213,16 @@ def _requeue_faulted_now(study: optuna.Study) -> None:
 def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None = None,
              storage: str | None = None, data_dir=None,
              should_stop: Callable[[], str | None] | None = None, heartbeat_s: int | None = None,
-             grace_s: int | None = None, on_event: Callable[..., None] | None = None) -> dict:
+             grace_s: int | None = None, on_event: Callable[..., None] | None = None,
+             prep: PreparedData | None = None) -> dict:
     """Run (or resume, or just report) the cell's search; write its outputs; return a summary.
 
     Blocks until the cell holds exactly N finished counting trials (waiting, if needed, for
     trials that workers elsewhere are running, or whose dead worker's heartbeat must lapse),
     or until ``should_stop`` returns a reason (summary["stopped"]). ``on_event``: progress
     observer, told ``hpo_trials`` (cell, done, total) first, then each trial and epoch.
+    ``prep``: the study's prepared data when the caller holds it (a worker keeps it across
+    units); else it is prepared here.
     """
     if cfg.hpo.mode != "search":
         raise ValueError(f"hpo.mode is {cfg.hpo.mode!r}: cells use [hpo.table], there is nothing "
@@ -231,7 +234,7 @@ def run_cell(cfg: StudyConfig, budget: str, horizon: int, *, trials: int | None 
                            heartbeat_s=heartbeat_s or cfg.hpo.heartbeat_s,
                            grace_s=grace_s or cfg.hpo.grace_s or None)
     cell_space(cfg, budget, horizon)  # configuration errors surface before any worker starts
-    prep = prepare(cfg, data_dir)
+    prep = prep if prep is not None else prepare(cfg, data_dir)
     _follow_verbosity()
     try:
         return _search(cfg, budget, horizon, spec, prep, n_trials, should_stop, on_event)

@@ -30,7 +30,17 @@ from finscale.repro import unit_threads
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
-from finscale.runner.pool import EXIT_FAULT, EXIT_STOPPED, PhaseJob, event_writer, pool_size, run_pool
+from finscale.runner.pool import (
+    EXIT_FAULT,
+    AnyStop,
+    PhaseJob,
+    PoolSetup,
+    event_writer,
+    pool_size,
+    run_pool,
+    serve,
+)
+from finscale.runner.schedule import StudyUnits, phase_units
 from finscale.selection import Cell, Selection, selected_cells, variant_cells
 from finscale.spec import RunSpec, final_dir, make_spec, seed_sets
 from finscale.train import Controls, RunInterrupted, TrainingFailed
@@ -125,8 +135,9 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
 
 
 def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
-                  units: list[Cell] | None = None) -> None:
-    """Search each cell (``units``, default: the selected ones), one claimed cell at a time."""
+                  units: list[Cell] | None = None, preps: _Preps | None = None) -> None:
+    """Search each cell (``units``, default: the selected ones), one claimed cell at a time,
+    on the prepared data in ``preps`` when given (else each cell prepares its own)."""
     if cfg.hpo.mode != "search":
         opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
         return
@@ -140,7 +151,7 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
                 raise StudyStopped("stopped", stop.reason())
             opts.on_event("hpo_cell", index=i, total=len(todo), cell=c.name)
             run_cell(c.cfg, c.budget, c.horizon, data_dir=opts.data_dir, should_stop=stop.reason,
-                     on_event=opts.on_event)
+                     on_event=opts.on_event, prep=preps(c.cfg) if preps is not None else None)
             if stop.reason():
                 raise StudyStopped("stopped", stop.reason())
 
@@ -266,6 +277,12 @@ def check_data_sizes(cfg: StudyConfig, preps: _Preps, opts: RunOptions) -> None:
             raise ValueError(f"{'axes ' + where + ': ' if where else ''}{exc}") from None
 
 
+def _record_final_runs(cfg: StudyConfig, opts: RunOptions) -> None:
+    """Once every cell is tuned, the study record lists the final run ids (unfiltered runs only)."""
+    if not (opts.budgets or opts.horizons or opts.axes or opts.units):
+        _record_study(cfg, [spec.run_id for _, spec in final_runs(cfg, opts.selection())])
+
+
 def _record_study(cfg: StudyConfig, final_run_ids: list[str] | None = None) -> None:
     """``runs/<study>/study.json``: the resolved study, so ``finscale status|report RUNS_DIR`` and
     ``finscale.results(RUNS_DIR)`` read it back from any working directory; once the final
@@ -313,11 +330,14 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
             prep = _Preps(cfg, None, opts.data_dir)
             if any(p in opts.phases for p in ("hpo", "final")):  # guard 4 before any training
                 check_data_sizes(cfg, prep, opts)
-        for phase in (p for p in PARALLEL_PHASES if p in opts.phases):
-            if phase == "final" and not (opts.budgets or opts.horizons or opts.axes or opts.units):
-                _record_study(cfg, [spec.run_id for _, spec in final_runs(cfg, opts.selection())])
+        pooled = cfg.run.executor == "local" and pool_size(cfg) > 1
+        if pooled:
+            run_on_pool(cfg, opts, stop, summary)   # every parallel phase on one pool
+        for phase in (p for p in PARALLEL_PHASES if p in opts.phases and not pooled):
+            if phase == "final":
+                _record_final_runs(cfg, opts)
             opts.on_event("phase", phase=phase)
-            if cfg.run.executor == "ray" or pool_size(cfg) > 1:
+            if cfg.run.executor == "ray":
                 run_parallel(cfg, phase, opts, stop, summary)
             else:
                 run_phase(cfg, phase, prep, opts, stop, summary)
@@ -362,49 +382,52 @@ def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: Run
     """One of :data:`PARALLEL_PHASES` in this process, claiming its units (default: the
     selected ones) one by one."""
     if phase == "hpo":
-        run_hpo_phase(cfg, opts, stop, units)
+        run_hpo_phase(cfg, opts, stop, units, prep if isinstance(prep, _Preps) else None)
     elif phase == "final":
         run_final_phase(cfg, prep, opts, stop, summary, units)
     else:
         run_evaluate_phase(cfg, prep, opts, stop, units, summary)
 
 
-def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list:
-    """The resolved units of ``phase`` the options select: :class:`~finscale.selection.Cell`
-    per HPO cell, ``(variant, spec)`` per final run (evaluate: trained runs only). Pool jobs
-    and Ray tasks carry these, never the filters (:func:`~finscale.runner.pool.unit_name`)."""
-    if phase == "hpo":
-        return selected_cells(cfg, opts.selection()) if cfg.hpo.mode == "search" else []
-    runs = final_runs(cfg, opts.selection())
-    if phase == "evaluate":
-        runs = [(v, s) for v, s in runs if RunDir(final_dir(v, s)).state == "done"]
-    return runs
-
-
 def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopRequest,
                  summary: StudySummary) -> None:
-    """A phase on ``run.workers`` local processes or as Ray tasks; raises StudyStopped on a stop."""
-    workers = pool_size(cfg)
+    """A phase as Ray tasks (one per unit); raises StudyStopped on a stop."""
+    from finscale.runner.cluster import run_on_ray, shared_paths
+
     if phase == "hpo" and cfg.hpo.mode == "search":
         _create_storage(cfg)
-    if cfg.run.executor == "ray":
-        from finscale.runner.cluster import shared_paths
-
-        cfg = shared_paths(cfg, opts.data_dir)[0]   # units resolved with absolute paths
-    units = phase_units(cfg, phase, opts)
+    cfg = shared_paths(cfg, opts.data_dir)[0]   # units resolved with absolute paths
+    units = phase_units(cfg, phase, opts.selection())
     if not units:
         return
     job = PhaseJob(cfg, phase, tuple(units), opts.data_dir, opts.monitor,
-                   threads=unit_threads(cfg.run.threads, workers), log_level=logging.getLogger().getEffectiveLevel())
-    if cfg.run.executor == "ray":
-        from finscale.runner.cluster import run_on_ray
+                   threads=unit_threads(cfg.run.threads, pool_size(cfg)), log_level=logging.getLogger().getEffectiveLevel())
+    _merge(summary, run_on_ray(job, execute_job, should_stop=stop.reason, on_event=opts.on_event))
 
-        result = run_on_ray(job, execute_job, should_stop=stop.reason, on_event=opts.on_event)
-    else:
-        # No more processes than units (a process costs an interpreter and a torch import);
-        # each unit keeps the threads of an N-worker pool, so results do not change.
-        result = run_pool(job, min(workers, len(units)), WORKER_COMMAND, should_stop=stop.reason,
-                          on_event=opts.on_event, retries=cfg.run.retries)
+
+def run_on_pool(cfg: StudyConfig, opts: RunOptions, stop: StopRequest, summary: StudySummary) -> None:
+    """The selected parallel phases on ``run.workers`` persistent local processes, started once:
+    a cell's final runs train as soon as it is tuned, its runs evaluate as soon as they are
+    trained (:class:`~finscale.runner.schedule.StudyUnits`); raises StudyStopped on a stop."""
+    phases = tuple(p for p in PARALLEL_PHASES if p in opts.phases)
+    if "hpo" in phases and cfg.hpo.mode == "search":
+        _create_storage(cfg)
+    elif "hpo" in phases:
+        opts.on_event("phase_skip", phase="hpo", reason="hpo.mode is 'fixed'")
+    tuned = (lambda: _record_final_runs(cfg, opts)) if "final" in phases else (lambda: None)
+    feed = StudyUnits(cfg, phases, opts.selection(), on_tuned=tuned)
+    if not feed.ready:
+        return
+    workers = pool_size(cfg)
+    setup = PoolSetup(cfg, opts.data_dir, opts.monitor, threads=unit_threads(cfg.run.threads, workers),
+                      log_level=logging.getLogger().getEffectiveLevel())
+    # No more processes than units (a process costs an interpreter and a torch import); each
+    # unit keeps the threads of an N-worker pool, so results do not change.
+    _merge(summary, run_pool(setup, min(workers, feed.size()), WORKER_COMMAND, feed, should_stop=stop.reason,
+                             on_event=opts.on_event, retries=cfg.run.retries))
+
+
+def _merge(summary: StudySummary, result) -> None:
     summary.done += result.done
     summary.skipped += result.skipped
     summary.failed += result.failed
@@ -420,50 +443,47 @@ def _create_storage(cfg: StudyConfig) -> None:
     open_storage(resolve_storage(cfg.hpo.storage, cfg.study_dir, heartbeat_s=cfg.hpo.heartbeat_s))
 
 
-class _AnyStop:
-    """The first stop reason of several requests (the study's STOP file and signals, plus the
-    stop files of a Ray driver)."""
-
-    def __init__(self, *requests: StopRequest):
-        self.requests = requests
-
-    def reason(self) -> str | None:
-        return next((r for q in self.requests if (r := q.reason())), None)
-
-
-def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
-    """The worker side: run the job's phase in this process with ``job.threads`` torch threads.
-
-    Returns the :class:`PhaseResult` fields as a dict; ``stopped`` is [status, message] when a
-    stop request interrupted a unit (which checkpointed).
-    """
+def _worker_process(threads: int) -> None:
+    """A worker (pool process or Ray task) logs the units it defers and runs with ``threads``."""
     import torch
 
     global _defer_level
     _defer_level = logging.INFO
-    torch.set_num_threads(job.threads)
-    cfg = job.cfg
-    opts = RunOptions(phases=(job.phase,), data_dir=job.data_dir, on_event=on_event, monitor=job.monitor)
+    torch.set_num_threads(threads)
+
+
+def _run_units(cfg: StudyConfig, phase: str, preps: _Preps, units: list, stop, on_event, monitor: bool) -> dict:
+    """``units`` of ``phase`` in this process: the :class:`PhaseResult` fields as a dict;
+    ``stopped`` is [status, message] when a stop request interrupted a unit (which checkpointed)."""
+    opts = RunOptions(phases=(phase,), data_dir=preps.data_dir, on_event=on_event, monitor=monitor)
     summary, stopped = StudySummary(), None
-    with StopRequest(cfg.study_dir / "STOP") as own:
-        stop = _AnyStop(own, ParentWatch(), *(StopRequest(f) for f in job.stop_files))
-        prep = prepare(cfg, job.data_dir) if job.phase != "hpo" else None
-        try:
-            run_phase(cfg, job.phase, prep, opts, stop, summary, list(job.units))
-        except StudyStopped as exc:
-            stopped = [exc.status, str(exc)]
+    try:
+        run_phase(cfg, phase, preps, opts, stop, summary, units)
+    except StudyStopped as exc:
+        stopped = [exc.status, str(exc)]
     return {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed, "stopped": stopped}
 
 
+def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
+    """A Ray task: run the job's units in this process with ``job.threads`` torch threads."""
+    _worker_process(job.threads)
+    with StopRequest(job.cfg.study_dir / "STOP") as own:
+        stop = AnyStop(own, ParentWatch(), *(StopRequest(f) for f in job.stop_files))
+        return _run_units(job.cfg, job.phase, _Preps(job.cfg, None, job.data_dir), list(job.units), stop,
+                          on_event, job.monitor)
+
+
 def worker_main() -> None:
-    """Entry point of a local worker process: reads its pickled :class:`PhaseJob` from stdin."""
-    job: PhaseJob = pickle.load(sys.stdin.buffer)
-    logging.basicConfig(level=job.log_level, format=f"%(levelname)s worker{job.index} %(name)s: %(message)s")
-    on_event = event_writer(job.events_fd)
+    """Entry point of a local pool worker: reads its pickled :class:`PoolSetup` from stdin,
+    then runs each unit it is handed (:func:`~finscale.runner.pool.serve`) on data prepared once."""
+    setup: PoolSetup = pickle.load(sys.stdin.buffer)
+    logging.basicConfig(level=setup.log_level, format=f"%(levelname)s worker{setup.index} %(name)s: %(message)s")
+    _worker_process(setup.threads)
+    preps = _Preps(setup.cfg, None, setup.data_dir)
     try:
-        result = execute_job(job, on_event)
+        code = serve(setup, sys.stdin.buffer, event_writer(setup.events_fd), lambda phase, unit, stop, on_event:
+                     _run_units(setup.cfg, phase, preps, [unit], stop, on_event, setup.monitor))
     except (ValueError, OSError) as exc:  # full disk, bad input, storage down: one line, no traceback
         log.error("%s", exc)
         sys.exit(EXIT_FAULT)
-    on_event("worker_result", **result)
-    sys.exit(EXIT_STOPPED if result["stopped"] else 0)
+    sys.exit(code)
