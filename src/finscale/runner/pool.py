@@ -174,7 +174,10 @@ class _Worker:
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(write_fd,),
                                      env=worker_env(setup.threads))  # the thread policy, set before torch loads
         os.close(write_fd)
-        self.index, self.unit, self.closed = index, None, False   # unit: (phase, unit) being worked on
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin
+        self.index, self.closed = index, False
+        self.unit: tuple | None = None   # unit: (phase, unit) being worked on
         self.send(replace(setup, index=index, events_fd=write_fd))
         self.reader = threading.Thread(target=self._read, args=(read_fd, events), daemon=True)
         self.reader.start()
@@ -191,8 +194,8 @@ class _Worker:
     def send(self, item) -> None:
         """Hand the worker its setup, a unit, or (``close``) the end of its work."""
         try:
-            pickle.dump(item, self.proc.stdin)
-            self.proc.stdin.flush()
+            pickle.dump(item, self.stdin)
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             pass   # it died: the pool sees its exit code and re-queues the unit
 
@@ -201,7 +204,7 @@ class _Worker:
         if not self.closed:
             self.closed = True
             with contextlib.suppress(OSError):
-                self.proc.stdin.close()
+                self.stdin.close()
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -216,7 +219,8 @@ def run_pool(setup: PoolSetup, workers: int, command: list[str], feed, *, should
     events: queue.Queue = queue.Queue()
     pool = {i: _Worker(setup, i, command, events) for i in range(workers)}
     state = _PoolState(feed, on_event)
-    signalled, restarts = False, {}
+    signalled = False
+    restarts: dict[str, int] = {}
     try:
         while pool:
             state.forward(events, pool)
@@ -318,7 +322,7 @@ class _PoolState:
             seen = self.result.units_seen.setdefault(kind, [])
             if unit not in seen:
                 seen.append(unit)
-                total = self.feed.totals.get(kind) or event.get("total")
+                total = int(self.feed.totals.get(kind) or event.get("total") or 0)
                 self.on_event(kind, **{**event, "index": len(seen) - 1, "total": max(total, len(seen))})
         else:
             self.on_event(kind, **event)

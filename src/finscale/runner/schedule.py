@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 from finscale.config import StudyConfig
 from finscale.hpo.results import final_runs
@@ -51,7 +52,7 @@ class StudyUnits:
     def __init__(self, cfg: StudyConfig, phases: tuple[str, ...], sel: Selection, *,
                  on_tuned: Callable[[], None] = lambda: None):
         self.cfg, self.sel, self.phases, self.on_tuned = cfg, sel, phases, on_tuned
-        self.ready: list[tuple[int, int, str, object]] = []   # (priority, order, phase, unit)
+        self.ready: list[tuple[int, int, str, Any]] = []   # (priority, order, phase, unit)
         self._order = itertools.count()
         searching = "hpo" in phases and cfg.hpo.mode == "search"
         cells = phase_units(cfg, "hpo", sel) if searching else []
@@ -107,7 +108,7 @@ class StudyUnits:
         return max(len(self.ready), sum(self.totals.values()))
 
     # ---- hand out ------------------------------------------------------------------------
-    def next(self, busy: list[tuple[str, object]]):
+    def next(self, busy: list[tuple[str, Any]]):
         """The next ``(phase, unit)`` for an idle worker, given the units others are running;
         None when nothing is ready (more may be released when a busy unit finishes)."""
         if not self.ready:

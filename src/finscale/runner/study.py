@@ -377,7 +377,7 @@ def _stoppable(stop: StopRequest, phase: str):
 
 # --------------------------------------------------------------------------- parallel phases
 
-def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: RunOptions,
+def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | _Preps | None, opts: RunOptions,
               stop: StopRequest, summary: StudySummary, units: list | None = None) -> None:
     """One of :data:`PARALLEL_PHASES` in this process, claiming its units (default: the
     selected ones) one by one."""
@@ -468,7 +468,7 @@ def execute_job(job: PhaseJob, on_event: Callable[..., None]) -> dict:
     """A Ray task: run the job's units in this process with ``job.threads`` torch threads."""
     _worker_process(job.threads)
     with StopRequest(job.cfg.study_dir / "STOP") as own:
-        stop = AnyStop(own, ParentWatch(), *(StopRequest(f) for f in job.stop_files))
+        stop = AnyStop(own, ParentWatch(), *(StopRequest(Path(f)) for f in job.stop_files))
         return _run_units(job.cfg, job.phase, _Preps(job.cfg, None, job.data_dir), list(job.units), stop,
                           on_event, job.monitor)
 
