@@ -82,6 +82,7 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     entry = Manifest(data_dir).latest(features.processed_path(name, cfg.features.set))
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
+    assert entry is not None  # ensure_processed stored it
     return PreparedData(name, frame, inputs, values,
                         {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir),
                         feature_set=cfg.features.set)
@@ -94,7 +95,9 @@ def _prepare_panel(cfg: StudyConfig, data_dir: Path) -> PreparedData:
     for name, entry in ensure_panel(cfg.data, data_dir):
         frames.append(features.ensure_processed(data_dir, name, cfg.features.set))
         raw[name] = entry["sha256"]
-        processed[name] = manifest.latest(features.processed_path(name, cfg.features.set))["sha256"]
+        stored = manifest.latest(features.processed_path(name, cfg.features.set))
+        assert stored is not None  # ensure_processed stored it
+        processed[name] = stored["sha256"]
     names = tuple(raw)
     index = np.concatenate([np.full(len(f), a, dtype=np.int64) for a, f in enumerate(frames)])
     frame = pd.concat(frames, ignore_index=True)
@@ -169,7 +172,7 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
     m = cfg.model
     exempt = [prep.inputs.index(c) for c in features.bounded_columns(cfg.features.set)
               if c in prep.inputs]
-    if prep.is_panel:
+    if prep.asset_index is not None:  # a panel
         values, norm_record = fit_panel_normalizer(prep.values, prep.asset_index, list(prep.assets),
                                                    split.train, m.context_len, m.normalization, exempt)
     else:
@@ -193,12 +196,14 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
     data, values = _run_data(prep, cfg, y, split, horizon)
     if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
         data.split_report += _tuning_report(prep, cfg, horizon, y)
+    assert split.test is not None  # the final split has a test region
     test = WindowDataset(values, y, split.test, cfg.model.context_len)
     return data, test
 
 
 def _check_assets_tested(prep: PreparedData, split: splits.Split) -> None:
     """Every asset of a panel must reach the common test period (else a one-line error)."""
+    assert prep.asset_index is not None and split.test is not None  # a panel's final split
     counts = np.bincount(prep.asset_index[split.test], minlength=len(prep.assets))
     for name, n in zip(prep.assets, counts):
         if n == 0:
@@ -250,10 +255,11 @@ def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataF
     from stored raw data or the bundled sample. FileNotFoundError when neither exists."""
     from finscale.data import dataset_entry, fetch, load_raw, parse_source
 
-    if is_panel(cfg.data):  # plans estimate a panel's windows from dates
+    source = cfg.data.source
+    if not isinstance(source, str):  # plans estimate a panel's windows from dates
         raise ValueError("data.source is a panel: no single frame to peek at")
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
-    spec = parse_source(cfg.data.source)
+    spec = parse_source(source)
     name = cfg.data.name or spec.default_name
     try:
         return features.load_processed(data_dir, name, cfg.features.set)

@@ -41,7 +41,8 @@ def design_cfg(cfg: StudyConfig, params: dict | None) -> StudyConfig:
     ``normalization``, ``context_len``) replace the study's values. Window ends stay those of
     the study (``splits.context_len`` pinned to its window context), so every design is scored
     on the same windows. Without design keys: ``cfg`` itself."""
-    design = {k: params[k] for k in DESIGN_KEYS if k in (params or {})}
+    given = params or {}
+    design = {k: given[k] for k in DESIGN_KEYS if k in given}
     if not design:
         return cfg
     model = {}
@@ -161,7 +162,7 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None,
                            enforce_budget=cfg.hpo.mode != "fixed")
     precision = run_precision(cfg)
-    run_cfg = {
+    run_cfg: dict = {
         "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
         "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),
         "target": {**config_to_dict(cfg.target), "horizon": horizon},

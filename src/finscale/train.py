@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from finscale.model import ModelArgs, autocast_for, build_model, count_parameter
 from finscale.model.compute import flops_per_sample
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
+
+if TYPE_CHECKING:  # a type only: the monitor is built (or not) by the caller
+    from finscale.monitor import HardwareMonitor
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class Controls:
     """
 
     should_stop: Callable[[], str | None] = lambda: None   # returns a reason to stop, or None
-    monitor: object | None = None                          # finscale.monitor.HardwareMonitor
+    monitor: HardwareMonitor | None = None
     on_event: Callable[..., None] | None = None             # progress observer
 
 
@@ -98,7 +102,8 @@ class Controls:
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on weight matrices only (not norms, biases or positions)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -194,7 +199,7 @@ class Trainer:
         self.warmup = warmup_steps(self.total_steps, cfg)
         self.sched = build_scheduler(self.opt, self.total_steps, self.warmup)
         self.loss = loss_fn(cfg, self.device)
-        self.state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
+        self.state: dict = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
                       "bad_epochs": 0, "loss_sum": 0.0, "loss_n": 0}
 
     # ---- state -------------------------------------------------------------------------
@@ -459,7 +464,7 @@ def _trainer_state(saved: dict) -> dict:
 def config_difference(old: dict, new: dict, limit: int = 3) -> str:
     """The first ``limit`` differing keys of two nested dicts, as "key: old -> new"."""
     def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
+        out: dict = {}
         for k, v in d.items():
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out

@@ -13,7 +13,7 @@ come from the rows covered by training windows' contexts only (validity guard 5)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, values: np.ndarray, train_ends: np.ndarray, context_len: int, kind: str,
-            exempt: list[int] = ()) -> Normalizer:
+            exempt: Sequence[int] = ()) -> Normalizer:
         """Statistics from the rows inside training windows' contexts only."""
         values = np.asarray(values)
         n_cols = values.shape[1]
@@ -157,7 +157,7 @@ class Normalizer:
 
 def fit_panel_normalizer(values: np.ndarray, assets: np.ndarray, names: list[str],
                          train_ends: np.ndarray, context_len: int, kind: str,
-                         exempt: list[int] = ()) -> tuple[np.ndarray, dict]:
+                         exempt: Sequence[int] = ()) -> tuple[np.ndarray, dict]:
     """Panels: each asset z-scored with statistics of ITS OWN training rows (guard 5).
 
     Returns the transformed (T, C) float32 matrix and a JSON-able record

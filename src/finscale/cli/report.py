@@ -80,8 +80,8 @@ def print_versus_baseline(folder) -> None:
     last = ["strongest baseline"]
     for h in horizons:
         name = vs.loc[vs["horizon"] == h, "baseline"].iloc[0]
-        loss = base.loc[(base["horizon"] == h) & (base["baseline"] == name), "log_loss"] if not base.empty else []
-        last.append(f"{name}\n{fmt_cell(loss.iloc[0])}" if len(loss) else name)
+        loss = base.loc[(base["horizon"] == h) & (base["baseline"] == name), "log_loss"] if not base.empty else None
+        last.append(f"{name}\n{fmt_cell(loss.iloc[0])}" if loss is not None and len(loss) else name)
     rows.append(last)
     print_table("test log-loss per budget x horizon, and the improvement over the strongest baseline "
                 "(baseline - model, > 0 = PatchTST better; mean [95% CI over seeds]; seeds "

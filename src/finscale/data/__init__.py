@@ -94,13 +94,16 @@ def ensure_dataset(cfg: DataConfig, data_dir: Path) -> tuple[str, dict]:
 
     A stored dataset must come from the study's source and date range; with ``data.sha256``
     its content is re-hashed from the stored file (before any training reads it)."""
-    name = cfg.name or parse_source(cfg.source).default_name
+    source = cfg.source
+    if not isinstance(source, str):  # a panel's assets are stored by ensure_panel
+        raise DataError(f"data.source is a panel of {len(source)} sources; expected one source here")
+    name = cfg.name or parse_source(source).default_name
     entry = dataset_entry(data_dir, name)
     if entry is None or not (Path(data_dir) / entry["path"]).exists():
-        return name, fetch_dataset(cfg.source, data_dir, name=name, adjusted=cfg.adjusted,
+        return name, fetch_dataset(source, data_dir, name=name, adjusted=cfg.adjusted,
                                    min_rows=cfg.min_rows, start=cfg.start, end=cfg.end,
                                    sha256=cfg.sha256)
-    if entry.get("source") != parse_source(cfg.source).__str__():
+    if entry.get("source") != parse_source(source).__str__():
         raise DataError(f"dataset {name!r} in {data_dir} came from {entry.get('source')}, but the "
                         f"study names {cfg.source}; set data.name to a different name")
     stored = (entry.get("start", ""), entry.get("end", ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 from finscale.config import DataConfig
 from finscale.data.pin import content_sha256
@@ -34,7 +35,8 @@ def is_panel(cfg: DataConfig) -> bool:
 
 def asset_names(cfg: DataConfig) -> list[str]:
     """Dataset names of a panel's assets (DataError on an unknown or duplicate source)."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for i, text in enumerate(source_list(cfg)):
         try:
             spec = parse_source(text)
@@ -76,4 +78,6 @@ def ensure_panel(cfg: DataConfig, data_dir: Path) -> list[tuple[str, dict]]:
             "content_sha256": content_sha256(frame), "start": cfg.start, "end": cfg.end, **extra})
         log.info("stored asset %s: %d rows %s..%s", name, entry["rows"], entry["first_date"],
                  entry["last_date"])
-    return [(name, dataset_entry(data_dir, name)) for name in names]
+    stored = [(name, dataset_entry(data_dir, name)) for name in names]
+    assert all(entry is not None for _, entry in stored)  # every asset is stored by now
+    return cast(list[tuple[str, dict]], stored)

@@ -83,6 +83,7 @@ class _Param:
 
     def parse(self, text: str):
         """The value of ``text``, or None when it is not a valid value of this parameter."""
+        value: float
         try:
             if self.kind == "int":
                 value = int(text, 10)
@@ -91,13 +92,14 @@ class _Param:
                 if not np.isfinite(value):
                     return None
             elif self.kind == "date":
-                value = pd.Timestamp.fromisoformat(text)
-                ok = len(text) == 10 and value == value.normalize()
-                return str(value.date()) if ok and 1900 <= value.year <= 2100 else None
+                day = pd.Timestamp.fromisoformat(text)
+                ok = len(text) == 10 and day == day.normalize()
+                return str(day.date()) if ok and 1900 <= day.year <= 2100 else None
             else:
                 return text if text in self.choices else None
         except ValueError:
             return None
+        assert self.low is not None and self.high is not None  # every number parameter is bounded
         return value if self.low <= value <= self.high else None
 
 

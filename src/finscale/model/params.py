@@ -11,20 +11,18 @@ weights and the final LayerNorm count as non-embedding, like any other body weig
 
 from __future__ import annotations
 
-from torch import nn
-
-from finscale.model.patchtst import ModelArgs
+from finscale.model.patchtst import ModelArgs, PatchTST
 
 __all__ = ["count_parameters", "estimate_parameters", "block_parameters"]
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
+def count_parameters(model: PatchTST) -> dict[str, int]:
     """Measured counts of a built PatchTST (numel of its parameters)."""
     total = sum(p.numel() for p in model.parameters())
     embedding = sum(p.numel() for p in model.patch_embed.parameters())
-    if getattr(model, "pos_embed", None) is not None:
+    if model.pos_embed is not None:
         embedding += model.pos_embed.numel()
-    if getattr(model, "stats_embed", None) is not None:
+    if model.stats_embed is not None:
         embedding += sum(p.numel() for p in model.stats_embed.parameters())
     head = sum(p.numel() for p in model.head.parameters())
     return {"total": total, "non_embedding": total - embedding - head, "head": head}

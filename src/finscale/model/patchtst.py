@@ -27,6 +27,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,7 @@ class ModelArgs:
                              "(bars between patches would never be seen)")
         for name in ("dropout", "head_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"ModelArgs.{name}: expected 0 <= p < 1, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.channel_mode not in CHANNEL_MODES:
@@ -235,7 +236,7 @@ class PatchTST(nn.Module):
             if args.revin_stats else None
         self.n_tokens = args.n_tokens
         if args.positional == "learned":
-            self.pos_embed = nn.Parameter(torch.empty(self.n_tokens, d))
+            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.empty(self.n_tokens, d))
         else:
             self.pos_embed = None
             self.register_buffer("pos_table", sinusoidal_positions(self.n_tokens, d), persistent=False)
@@ -255,7 +256,7 @@ class PatchTST(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        for block in self.blocks:
+        for block in cast(list[EncoderBlock], self.blocks):
             for lin in (block.proj, block.fc2):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.args.num_layers))
         # Initial logits ~N(0, 0.1^2) whatever the head width (the flatten head can be wide).
@@ -270,7 +271,7 @@ class PatchTST(nn.Module):
         with torch.no_grad():
             self.head.bias.fill_(math.log(prior / (1.0 - prior)))
 
-    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """(B, L, C) -> (tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded;
         RevIN's (mean, std) statistics, each (B, 1, C), or None without RevIN).
 
@@ -291,7 +292,7 @@ class PatchTST(nn.Module):
         else:
             patches = patches.permute(0, 2, 1, 3)  # (B, C, n, P)
             shape, stat_shape = (b * c, self.n_patches, a.patch_len), (b, c, 1, 1)
-        if stats is not None:
+        if self.revin is not None and stats is not None:
             scale, shift = self.revin.scale_shift(stats)
             patches = torch.addcmul(shift.view(stat_shape), patches, scale.view(stat_shape))
         return patches.reshape(shape), stats
@@ -309,6 +310,7 @@ class PatchTST(nn.Module):
             feats = feats.reshape(b, 1, 2 * c)
         else:
             feats = feats.permute(0, 2, 1).reshape(b * c, 1, 2)
+        assert self.stats_embed is not None  # forward calls this only with a statistics token
         return self.stats_embed(feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -320,7 +322,7 @@ class PatchTST(nn.Module):
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
         patches, stats = self.patchify(x)
         tokens = self.patch_embed(patches)
-        if self.stats_embed is not None:
+        if self.stats_embed is not None and stats is not None:  # revin_stats requires revin
             tokens = torch.cat([tokens, self.stats_token(stats)], dim=1)
         h = dropout(tokens + pos, a.dropout, self.training)
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()

@@ -101,10 +101,11 @@ def _lead(sr: StudyRuns, found, colors: dict, fig_dir: Path) -> tuple[list, str]
     """The first screen: the one-sentence answer and the headline figure (before the contents)."""
     from finscale.report import headline
     from finscale.report.figures import EmptyFigure
-    from finscale.report.render import Figure, Text
+    from finscale.report.render import Block, Figure, Text
 
     frame = headline.headline_frame(sr)
     answer = headline.answer_sentence(found, frame)
+    blocks: list[Block]
     blocks = [Text(answer)]
     try:
         headline.headline_figure(frame, colors, fig_dir / headline.HEADLINE_FIGURE)

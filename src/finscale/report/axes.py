@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from finscale.report.figures import EmptyFigure, plt, save
-from finscale.report.render import Bullets, Figure, Section, Table, Text
+from finscale.report.render import Block, Bullets, Figure, Section, Table, Text
 
 TITLE = "Axes and data scaling"
 
@@ -29,6 +29,7 @@ def axes_section(doc: dict | None, has_axes: bool, fig_dir: Path, notes: list) -
         why = "no axes results: the scaling stage has not run (run the study's scaling phase)"
         notes.append(("no axes results", "study", why))
         return Section(TITLE, [Text(why[0].upper() + why[1:] + ".")])
+    blocks: list[Block]
     blocks = [Text("Axes: " + "; ".join(f"{k} = {v}" for k, v in doc.get("axes", {}).items()) + ".")]
     blocks += _joint_blocks(doc.get("joint", []), fig_dir, notes)
     blocks += _comparison_blocks(doc.get("comparisons", []))
@@ -44,6 +45,7 @@ def _where(j: dict) -> str:
 def _joint_blocks(joint: list[dict], fig_dir: Path, notes: list) -> list:
     if not joint:
         return []
+    blocks: list[Block]
     blocks = [Text("Joint fits L(N, D) = E + A·N^-alpha + B·D^-beta (log-sum-exp form, Huber loss on "
                    "log residuals, grid of starts) to every evaluated run's test log-loss, with N the "
                    "measured total parameters and D the measured training tokens (training windows × "
@@ -143,6 +145,7 @@ def _comparison_blocks(rows: list[dict]) -> list:
 
 
 def _curve_blocks(curves: list[dict], fig_dir: Path, notes: list) -> list:
+    blocks: list[Block]
     blocks = []
     frame = pd.DataFrame(curves)
     if frame.empty:

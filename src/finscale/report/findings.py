@@ -255,7 +255,8 @@ def _shares_text(row: dict) -> str:
 def apply_stability(hf: HorizonFinding, rows: dict) -> list[Caveat]:
     """State the verdict only when stable across replicates (module docstring); caveats."""
     fit, cmp = rows.get(HEADLINE_FINDING), rows.get(COMPARISON_FINDING)
-    h, out = hf.horizon, []
+    h = hf.horizon
+    out: list[Caveat] = []
     if fit is None or not fit["measured"]:
         if hf.verdict is not None:
             hf.stability = ("Stability across seeds was not measured (one replicate seed set); "

@@ -49,10 +49,13 @@ class Figure:
     caption: str = ""
 
 
+Block = Text | Bullets | Table | Figure  # what a section is made of
+
+
 @dataclass
 class Section:
     title: str
-    blocks: list = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:

@@ -261,7 +261,8 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         "test": result, "baselines": base_eval, "comparisons": comparisons, "backtest": bt,
         **extra,
     }
-    assets = {"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]} if prep.is_panel else {}
+    assets = ({"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]}
+              if prep.asset_index is not None else {})  # a panel: each window's asset
     run.write_predictions(ends=test.ends, y=y, prob=prob,
                           dates=dates.astype("datetime64[D]").astype(str), **assets)
     run.write_eval(doc)

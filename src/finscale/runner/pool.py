@@ -127,8 +127,10 @@ class _Worker:
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, pass_fds=(write_fd,),
                                      env=worker_env(job.threads))  # the thread policy, set before torch loads
         os.close(write_fd)
-        self.proc.stdin.write(pickle.dumps(replace(job, events_fd=write_fd)))
-        self.proc.stdin.close()
+        stdin = self.proc.stdin
+        assert stdin is not None  # stdin=PIPE
+        stdin.write(pickle.dumps(replace(job, events_fd=write_fd)))
+        stdin.close()
         self.index = job.index
         self.reader = threading.Thread(target=self._read, args=(read_fd, events), daemon=True)
         self.reader.start()

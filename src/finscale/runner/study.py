@@ -23,7 +23,7 @@ from pathlib import Path
 from finscale.axes import axis_values
 from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
-from finscale.control import ParentWatch, StopNow, StopRequest
+from finscale.control import ParentWatch, StopNow, StopRequest, StopSource
 from finscale.hpo.results import cell_params, final_runs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
@@ -71,7 +71,7 @@ class StudySummary:
     report: Path | None = None
 
 
-def claimed(units: list, lock_dir: Callable, stop: StopRequest):
+def claimed(units: list, lock_dir: Callable, stop: StopSource):
     """Yield ``(unit, lock)`` for each unit this process may work on, holding its lock.
 
     Units are claimed with :class:`~finscale.rundir.UnitLock` on ``lock_dir(unit)``: free ones
@@ -97,8 +97,8 @@ def claimed(units: list, lock_dir: Callable, stop: StopRequest):
                 progressed = True
                 yield unit, lock
         if deferred and not progressed:
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
             time.sleep(CLAIM_POLL_S)
 
 
@@ -124,7 +124,7 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
             log_pyfunc(cfg, run.path, child)
 
 
-def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
+def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopSource,
                   units: list[Cell] | None = None) -> None:
     """Search each cell (``units``, default: the selected ones), one claimed cell at a time."""
     if cfg.hpo.mode != "search":
@@ -136,13 +136,13 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
     todo = selected_cells(cfg, opts.selection()) if units is None else units
     for i, (c, lock) in enumerate(claimed(todo, lambda c: cell_dir(c.cfg, c.budget, c.horizon), stop)):
         with lock:
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
             opts.on_event("hpo_cell", index=i, total=len(todo), cell=c.name)
             run_cell(c.cfg, c.budget, c.horizon, data_dir=opts.data_dir, should_stop=stop.reason,
                      on_event=opts.on_event)
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
 
 
 FinalUnit = tuple[StudyConfig, RunSpec]   # (axis variant, spec) of one final run
@@ -171,8 +171,8 @@ def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
     return prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
 
 
-def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                    stop: StopRequest, summary: StudySummary, units: list[FinalUnit] | None = None) -> None:
+def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opts: RunOptions,
+                    stop: StopSource, summary: StudySummary, units: list[FinalUnit] | None = None) -> None:
     """Train each final run (``units``, default: the selected ones), one claimed run at a time."""
     preps = _preps(cfg, prep, opts)
     specs = final_runs(cfg, opts.selection()) if units is None else units
@@ -196,7 +196,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOpti
 
 
 def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDir,
-                 opts: RunOptions, stop: StopRequest) -> bool:
+                 opts: RunOptions, stop: StopSource) -> bool:
     """Train one claimed final run; True when done, False when it failed (diverged)."""
     run.create()
     with _monitor(cfg, run, opts.monitor) as mon:
@@ -211,8 +211,8 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
     return True
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                       stop: StopRequest, units: list[FinalUnit] | None = None,
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opts: RunOptions,
+                       stop: StopSource, units: list[FinalUnit] | None = None,
                        summary: StudySummary | None = None) -> None:
     """Evaluate each trained final run (``units``, default: the selected ones); a run whose
     best checkpoint is corrupt is recorded as failed (in ``summary``), never blocking the rest."""
@@ -223,8 +223,8 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
              if RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
-            if stop.reason():  # between units: the evaluated ones keep their eval.json
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():  # between units: the evaluated ones keep their eval.json
+                raise StudyStopped("stopped", why)
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
             try:
                 evaluate_final_run(var, preps(var), spec)
@@ -357,8 +357,8 @@ def _stoppable(stop: StopRequest, phase: str):
 
 # --------------------------------------------------------------------------- parallel phases
 
-def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | None, opts: RunOptions,
-              stop: StopRequest, summary: StudySummary, units: list | None = None) -> None:
+def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | _Preps | None, opts: RunOptions,
+              stop: StopSource, summary: StudySummary, units: list | None = None) -> None:
     """One of :data:`PARALLEL_PHASES` in this process, claiming its units (default: the
     selected ones) one by one."""
     if phase == "hpo":
@@ -381,7 +381,7 @@ def phase_units(cfg: StudyConfig, phase: str, opts: RunOptions) -> list:
     return runs
 
 
-def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopRequest,
+def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopSource,
                  summary: StudySummary) -> None:
     """A phase on ``run.workers`` local processes or as Ray tasks; raises StudyStopped on a stop."""
     workers = pool_size(cfg)
@@ -424,7 +424,7 @@ class _AnyStop:
     """The first stop reason of several requests (the study's STOP file and signals, plus the
     stop files of a Ray driver)."""
 
-    def __init__(self, *requests: StopRequest):
+    def __init__(self, *requests: StopSource):
         self.requests = requests
 
     def reason(self) -> str | None:

@@ -54,7 +54,7 @@ def axes_results(cfg: StudyConfig) -> dict:
     """Everything of ``axes.json`` (see the module docstring)."""
     axes = study_axes(cfg)
     runs = _ready(collect(cfg))
-    doc = {"axes": axes, "joint": [], "comparisons": [], "curves": []}
+    doc: dict = {"axes": axes, "joint": [], "comparisons": [], "curves": []}
     if runs.empty:
         doc["reason"] = "no evaluated runs"
         return doc
@@ -168,6 +168,7 @@ def _common_ends(rows: pd.DataFrame) -> np.ndarray:
     for path in rows["path"]:
         e = _predictions(path)[0]
         ends = e if ends is None else np.intersect1d(ends, e)
+    assert ends is not None  # callers pass the matched runs of both sides (never none)
     return ends
 
 

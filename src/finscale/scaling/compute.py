@@ -115,7 +115,7 @@ def fit_envelope(points: pd.DataFrame, *, n_resamples: int, seed: int, level: fl
     """The envelope of ``points`` (columns run_id, budget, N, C, L) and its L(C) fit with
     run-bootstrap intervals; ``reason`` says why there is no fit."""
     env = points.iloc[loss_envelope(points["C"], points["L"])]
-    out = {"envelope": {"C": _floats(env["C"]), "L": _floats(env["L"]), "run_id": list(env["run_id"]),
+    out: dict = {"envelope": {"C": _floats(env["C"]), "L": _floats(env["L"]), "run_id": list(env["run_id"]),
                         "budget": list(env["budget"]), "frontier_N": _floats(env["N"]),
                         "epoch": [int(e) for e in env["epoch"]]}, "reason": ""}
     if len(env) < 3:
@@ -298,10 +298,10 @@ def compute_results(cfg: StudyConfig, sr: StudyRuns | None = None) -> dict:
     sr = sr or collect(cfg)
     points = epoch_points(sr)
     resamples = cfg.evaluate.scaling_resamples
-    horizons = []
+    horizons: list[dict] = []
     for h in sorted(cfg.target.horizons):
         ph = points[points["horizon"] == h].reset_index(drop=True)
-        entry = {"horizon": h, "n_runs": int(ph["run_id"].nunique()), "n_points": len(ph)}
+        entry: dict = {"horizon": h, "n_runs": int(ph["run_id"].nunique()), "n_points": len(ph)}
         if ph.empty:
             horizons.append({**entry, "reason": "no epoch lines of final runs"})
             continue

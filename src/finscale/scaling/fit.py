@@ -196,7 +196,8 @@ class FitCache:
     the previous report; ``used`` is what the new report keeps."""
 
     def __init__(self, entries: dict | None = None):
-        self.entries, self.used = dict(entries or {}), {}
+        self.entries = dict(entries or {})
+        self.used: dict = {}
         import finscale.scaling.laws
 
         self._code = hashlib.sha256(inspect.getsource(finscale.scaling.laws).encode()).hexdigest()
@@ -393,6 +394,7 @@ def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
                 raise NoFit(f"{r['run_id']} was evaluated on other test windows than "
                             f"{runs['run_id'].iloc[0]}; rerun its evaluation")
             probs.append(z["prob"].astype(np.float64))
+    assert y is not None  # runs holds at least one evaluated run
     return y, np.stack(probs), days
 
 

@@ -377,7 +377,7 @@ def compare_joint_forms(N, D, L, fit: JointFit, *, folds: int = 10) -> JointComp
     N, D, L = check_joint_points(N, D, L)
     prob = _Problem(N, D, L, fit.delta)
     with single_blas_thread():
-        full = {"joint": fit, "constant": float(np.mean(L))}
+        full: dict = {"joint": fit, "constant": float(np.mean(L))}
         for form in ("n_only", "d_only"):
             full[form] = _fit_form(prob, [prob.centre(*_theta(fit)), *_data_starts(prob, L)[:9]], form, N, D)
         errs, skipped = _leave_out_errors(N, D, L, full, folds)

@@ -61,11 +61,11 @@ def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
     if not axis_values(vars_[0]):
         results = _scale_one(cfg)
     else:
-        results = [_scale_one(var) for var in vars_]
+        per_variant = [_scale_one(var) for var in vars_]
         from finscale.scaling.axes import axes_results
 
         atomic_write_json(axes_results(cfg), axes_path(cfg))
-        results = results[0]
+        results = per_variant[0]
     _scale_money(cfg)
     return results
 
