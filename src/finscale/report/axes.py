@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finscale.formatting import interval, short
 from finscale.report.figures import EmptyFigure, plt, save
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text
 
@@ -80,7 +81,7 @@ def _joint_row(j: dict) -> dict:
     for k in ("E", "A", "B", "alpha", "beta", "a_exp", "b_exp"):
         lo_hi = iv.get(k) or [None, None]
         row[k] = f.get(k)
-        row[f"{k} CI"] = "" if lo_hi[0] is None else f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]"
+        row[f"{k} CI"] = interval(lo_hi, short, missing="")
     row["verdict"] = j["verdict"]
     return row
 
@@ -132,7 +133,7 @@ def _comparison_blocks(rows: list[dict]) -> list:
         shown[col] = frame[col] if col in frame else None
     if "improvement_ci" in frame:
         shown["improvement CI"] = frame["improvement_ci"].map(
-            lambda c: "" if c is None else f"[{c[0]:.4g}, {c[1]:.4g}]")
+            lambda c: interval(c, missing=""))
     shown["note"] = frame.get("reason", "")
     return [Text("Paired tests per axis: each value against the axis's first value, per horizon and "
                  "budget, on the test windows every paired run scored (moving-block bootstrap of the "

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
+from finscale.formatting import interval, short
 from finscale.report.figures import EmptyFigure, plt, save
 from finscale.report.render import Block, Figure, Section, Table, Text
 
@@ -58,7 +59,7 @@ def _ci_table(frame: pd.DataFrame, caption: str, csv: str, cols: list[str]) -> T
 
 
 def _ci(ci) -> str:
-    return "n/a" if not ci or ci[0] is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    return interval(ci, short)  # the digits of the fit's other numbers in these sentences
 
 
 # --------------------------------------------------------------------------- Compute

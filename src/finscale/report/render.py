@@ -5,19 +5,21 @@ Consumes: a list of :class:`Section` (title + blocks: :class:`Text`, :class:`Bul
 ``report.md`` (figures linked as files), ``report.html`` (figures embedded as base64 PNG,
 inline CSS, no external resource of any kind) and one CSV per table with a ``csv`` name.
 Guarantees: the same sections and numbers in both formats; CSVs keep full precision, the
-displayed tables round to 4 significant digits.
+displayed tables follow :mod:`finscale.formatting` (4 significant digits, counts with
+thousands separators, the CLI's rule).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from finscale.formatting import cell
 
 
 @dataclass
@@ -67,21 +69,8 @@ def slug(title: str) -> str:
 
 
 def fmt_cell(value) -> str:
-    """4 significant digits for floats, thousands separators for big integers, '' for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
-    if isinstance(value, float) or hasattr(value, "dtype"):
-        v = float(value)
-        if v.is_integer() and abs(v) < 1e12:  # counts stored as floats (means of equal counts)
-            return fmt_cell(int(v))
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
-            return f"{v:.3e}"
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
-    return str(value)
+    """A displayed table cell: :func:`finscale.formatting.cell`, the rule CLI tables use too."""
+    return cell(value)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

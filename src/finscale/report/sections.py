@@ -16,6 +16,7 @@ import pandas as pd
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
+from finscale.formatting import interval
 from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, fmt_cell
@@ -34,17 +35,14 @@ def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | N
     lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
 
     def one(r) -> str:
-        point = fmt_cell(r[metric])
-        if pd.isna(r[lo]) or pd.isna(r[hi]):
-            return point
-        return f"{point} [{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]"
+        ci = interval((r[lo], r[hi]), fmt_cell, missing="")
+        return f"{fmt_cell(r[metric])} {ci}" if ci else fmt_cell(r[metric])
     return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
 
 
 def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
     """'[lo, hi]' strings ('' where the interval is missing)."""
-    return frame.apply(lambda r: "" if pd.isna(r[lo]) or pd.isna(r[hi])
-                       else f"[{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]", axis=1)
+    return frame.apply(lambda r: interval((r[lo], r[hi]), fmt_cell, missing=""), axis=1)
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:

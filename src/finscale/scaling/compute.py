@@ -45,6 +45,7 @@ import pandas as pd
 
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
+from finscale.formatting import interval, short
 from finscale.model import ModelArgs, flops_per_sample
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
@@ -138,7 +139,7 @@ def fit_envelope(points: pd.DataFrame, *, n_resamples: int, seed: int, level: fl
 
 def _envelope_text(fit: dict, boot: dict, n_points: int) -> str:
     ci = boot["alpha_ci"]
-    ci_text = "n/a" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    ci_text = interval(ci, short)
     return (f"validation log-loss envelope L(C) = {fit['E']:.4g} + {fit['A']:.4g}·C^-{fit['alpha']:.3g}, "
             f"gamma {boot['level']:.0%} CI {ci_text} (runs resampled within budgets); "
             f"{fit['n_points']} envelope points of {n_points} (run, epoch) points. The envelope is a "
@@ -207,7 +208,7 @@ def _joint_samples(points: pd.DataFrame, fit, n_resamples: int, seed: int) -> li
 
 
 def _optimal_text(fit, kappa: float, a_ok: np.ndarray, q) -> str:
-    ci = "n/a" if not a_ok.size else f"[{np.quantile(a_ok, q[0]):.3g}, {np.quantile(a_ok, q[1]):.3g}]"
+    ci = interval(np.quantile(a_ok, q) if a_ok.size else None, short)
     return (f"joint fit on (run, epoch) points: L(N, D) = {fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + "
             f"{fit.B:.4g}·D^-{fit.beta:.3g}; N_opt ∝ C^a with a = {fit.a_exp:.3g} (CI {ci}); measured FLOPs "
             f"= {kappa:.3g} x 6·N·D. Intermediate epochs are not tuned for their own D: indicative only.")
