@@ -8,7 +8,7 @@ from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, open_study_from_args, print_table
 from finscale.formatting import cell, count, interval, signed
 from finscale.report import build_report
-from finscale.report.sections import with_ci
+from finscale.report.render import with_ci
 from finscale.report.tables import RESULT_METRICS
 
 

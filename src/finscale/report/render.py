@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.formatting import cell
+from finscale.formatting import cell, interval
 
 
 @dataclass
@@ -71,6 +71,21 @@ def slug(title: str) -> str:
 def fmt_cell(value) -> str:
     """A displayed table cell: :func:`finscale.formatting.cell`, the rule CLI tables use too."""
     return cell(value)
+
+
+def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | None = None) -> pd.Series:
+    """'mean [lo, hi]' strings for display."""
+    lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
+
+    def one(r) -> str:
+        ci = interval((r[lo], r[hi]), fmt_cell, missing="")
+        return f"{fmt_cell(r[metric])} {ci}" if ci else fmt_cell(r[metric])
+    return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
+
+
+def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
+    """'[lo, hi]' strings ('' where the interval is missing)."""
+    return frame.apply(lambda r: interval((r[lo], r[hi]), fmt_cell, missing=""), axis=1)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

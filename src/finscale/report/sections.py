@@ -16,10 +16,9 @@ import pandas as pd
 
 from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
-from finscale.formatting import interval
 from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
-from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, fmt_cell
+from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, ci_text, with_ci
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
 from finscale.scaling.fit import BOUND_KEYS
 
@@ -28,21 +27,6 @@ SECTIONS = (
     "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
     "Calibration", "Backtest", "Hardware", "Axes and data scaling", "Compute", "Economics", "Warnings",
 )
-
-
-def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | None = None) -> pd.Series:
-    """'mean [lo, hi]' strings for display."""
-    lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
-
-    def one(r) -> str:
-        ci = interval((r[lo], r[hi]), fmt_cell, missing="")
-        return f"{fmt_cell(r[metric])} {ci}" if ci else fmt_cell(r[metric])
-    return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
-
-
-def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
-    """'[lo, hi]' strings ('' where the interval is missing)."""
-    return frame.apply(lambda r: interval((r[lo], r[hi]), fmt_cell, missing=""), axis=1)
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
