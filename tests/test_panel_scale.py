@@ -16,6 +16,7 @@ from finscale.data.panel import asset_names, source_list
 from finscale.data.synthetic import generate, panel_members, parse_synthetic
 from finscale.model import ModelArgs, build_model, count_parameters, estimate_parameters
 from finscale.prepare import check_splits, final_data, prepare
+from finscale.serving import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.toml"
@@ -137,3 +138,10 @@ def test_pooling_study_with_asset_embedding_runs_end_to_end(tmp_path, cli):
     ckpt = torch.load(next((tmp_path / "runs").rglob("*train_assets1*/ckpt/best.pt")), weights_only=True)
     table = ckpt["model"]["asset_embed"]
     assert table.shape[0] == 3 and table[0].abs().sum() > 0 and table[1:].abs().sum() == 0
+    # Run.predict(asset=) feeds the asset's row: it reproduces the stored test predictions
+    run = load_run(next((tmp_path / "runs").rglob("*train_assets3*/eval.json")).parent)
+    name, member = run.assets[2], panel_members(PANEL)[2]
+    stored = run.predictions[run.predictions["asset"] == name]
+    first, last = (stored["date"].min().date().isoformat(), stored["date"].max().date().isoformat())
+    scored = run.predict_source(member, asset=name, start=first, end=last)
+    np.testing.assert_allclose(scored["prob"].to_numpy(), stored["prob"].to_numpy(), rtol=1e-5)
