@@ -9,6 +9,7 @@ from training windows only (guard 5); evaluation regions meet the size guard (gu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +179,8 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
     else:
         norm = Normalizer.fit(prep.values, split.train, m.context_len, m.normalization, exempt)
         values, norm_record = norm.transform(prep.values), norm.to_dict()
-    train = WindowDataset(values, y, split.train, m.context_len)
-    val = WindowDataset(values, y, split.val, m.context_len)
+    train = WindowDataset(values, y, split.train, m.context_len, prep.asset_index)
+    val = WindowDataset(values, y, split.val, m.context_len, prep.asset_index)
     prior = float(np.mean(y[split.train]))
     report = splits.split_report(split, prep.dates, y)
     return RunData(train=train, val=val, prior=prior, normalizer=norm_record,
@@ -193,12 +194,35 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
                                prep.asset_index)
     if prep.is_panel:
         _check_assets_tested(prep, split)
+    split = pool_assets(prep, cfg, split)
     data, values = _run_data(prep, cfg, y, split, horizon)
     if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
         data.split_report += _tuning_report(prep, cfg, horizon, y)
     assert split.test is not None  # the final split has a test region
-    test = WindowDataset(values, y, split.test, cfg.model.context_len)
+    test = WindowDataset(values, y, split.test, cfg.model.context_len, prep.asset_index)
     return data, test
+
+
+def pool_assets(prep: PreparedData, cfg: StudyConfig, split: splits.Split) -> splits.Split:
+    """``splits.train_assets`` = k > 0: the training windows of the panel's first k assets only
+    (D grows by pooling); validation and test keep every asset. A k above the number of assets,
+    or a pool with fewer than ``splits.min_train_windows`` windows, is a ValueError."""
+    k, n = cfg.splits.train_assets, len(prep.assets) if prep.is_panel else 1
+    if not k:
+        return split
+    if k > n:
+        raise ValueError(f"splits.train_assets: {k} is more than the {n} asset{'s' * (n != 1)} of "
+                         f"data.source (expected 0 = all, or 1..{n})")
+    if not prep.is_panel:
+        return split
+    train = split.train[prep.asset_index[split.train] < k]
+    if len(train) < cfg.splits.min_train_windows:
+        raise ValueError(f"splits.train_assets={k}: {len(train)} training windows in split "
+                         f"{split.name!r}, fewer than splits.min_train_windows="
+                         f"{cfg.splits.min_train_windows}; pool more assets or lower the minimum")
+    log.info("split %s: training windows of the first %d of %d assets (%d of %d windows)",
+             split.name, k, n, len(train), len(split.train))
+    return dataclasses.replace(split, train=train)
 
 
 def _check_assets_tested(prep: PreparedData, split: splits.Split) -> None:
@@ -226,9 +250,10 @@ def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.nda
 
 
 def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
-    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg),
-                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
-                                prep.asset_index)
+    folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg),
+                                 horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
+                                 prep.asset_index)
+    return [pool_assets(prep, cfg, s) for s in folds]
 
 
 def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunData]:
@@ -246,6 +271,7 @@ def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool
                                    prep.asset_index)
         if prep.is_panel:
             _check_assets_tested(prep, final)
+        pool_assets(prep, cfg, final)
         if tuning:
             _tuning_splits(prep, cfg, h, y)
 

@@ -160,9 +160,12 @@ def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
     model.eval()
     out = np.empty(len(ds), dtype=np.float64)
     for i in range(0, len(ds), batch_size):
-        x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
+        idx = np.arange(i, min(i + batch_size, len(ds)))
+        x, _ = ds.get_batch(idx)
+        asset = ds.get_assets(idx)
         with autocast_for(device, precision):
-            logits = model(x.to(device, non_blocking=True))
+            logits = model(x.to(device, non_blocking=True),
+                           None if asset is None else asset.to(device, non_blocking=True))
         out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
     return out
 
@@ -318,9 +321,11 @@ class Trainer:
             self._obey_controls()
             t1 = time.perf_counter()
             x, y = self.data.train.get_batch(batches[st["batch"]])
+            asset = self.data.train.get_assets(batches[st["batch"]])  # None off panels
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            asset = None if asset is None else asset.to(self.device, non_blocking=True)
             t2 = time.perf_counter()
-            self._train_step(x, y, last=st["batch"] == len(batches) - 1)
+            self._train_step(x, y, asset, last=st["batch"] == len(batches) - 1)
             data_s += t2 - t1
             compute_s += time.perf_counter() - t2
             self._emit("batch", batch=st["batch"], batches=len(batches))
@@ -329,10 +334,11 @@ class Trainer:
                                  self.precision)
         self._end_epoch(metrics, train_s, data_s, compute_s, time.perf_counter() - t0)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, asset: torch.Tensor | None,
+                    last: bool) -> None:
         st, cfg = self.state, self.cfg
         with autocast_for(self.device, self.precision):
-            logits = self.forward(x)
+            logits = self.forward(x, asset)
         loss = self.loss(logits, y)  # fp32: outside autocast, on float logits
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "

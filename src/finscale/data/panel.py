@@ -17,6 +17,7 @@ from typing import cast
 from finscale.config import DataConfig
 from finscale.data.pin import content_sha256
 from finscale.data.sources import fetch, parse_source
+from finscale.data.synthetic import is_panel_source, panel_members
 from finscale.data.validate import DataError
 
 __all__ = ["source_list", "is_panel", "asset_names", "ensure_panel"]
@@ -25,8 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def source_list(cfg: DataConfig) -> list[str]:
-    """The study's sources as a list (one element for a single-source study)."""
-    return [cfg.source] if isinstance(cfg.source, str) else list(cfg.source)
+    """The study's sources as a list (one element for a single-source study); a synthetic
+    panel element (``synthetic:panel?assets=24&...``) stands for its member sources."""
+    if isinstance(cfg.source, str):
+        return [cfg.source]
+    out = []
+    for i, text in enumerate(cfg.source):
+        try:
+            out += panel_members(text) if is_panel_source(text) else [text]
+        except DataError as exc:
+            raise DataError(f"data.source[{i}]: {exc}") from None
+    return out
 
 
 def is_panel(cfg: DataConfig) -> bool:

@@ -33,6 +33,11 @@ The model (day t; ``sigma_t`` and ``mu_t`` are known at the close of day t-1):
 
 A planted market with ``strength=0`` is the null market of the same seed, and markets
 differing only in ``strength`` share every random shock.
+
+Panels: ``panel?assets=24&seed=7&...`` (an element of a ``data.source`` list, expanded by
+:func:`panel_members`) names planted members ``asset=0..23`` of one seed: each has its own
+shocks but the seed's network ``g`` (one shared signal), and ``mu_t = strength * sigma_t *
+(g(...) + o_a)`` with a per-member drift offset ``o_a = offset * N(0, 1)``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = ["Market", "SyntheticSpec", "VARIANTS", "generate", "parse_synthetic"]
 OVERNIGHT = 0.2          # share of a day's variance in the overnight gap (the drift is intraday)
 START_PRICE = 100.0
 MAX_LAGS = 64            # every market simulates this many extra leading days (lag history)
+MAX_ASSETS = 1000        # members of one synthetic panel
 BURN = 500               # arch's burn-in of the variance recursion
 # Daily variance in percent^2; all give an unconditional daily volatility of 1.1 % (about
 # 17 % a year, like a broad equity index); persistence 0.98 (garch), 0.97 (gjr), 0 (constant).
@@ -114,8 +120,15 @@ _PLANTED = {
     "complexity": _Param("int", 8, 1, 256),
     "lags": _Param("int", 5, 1, MAX_LAGS),
     "linear": _Param("float", 0.25, 0.0, 1.0),
+    # A panel's member: its own shocks, the network of its seed (one signal shared by every
+    # member of a panel), plus a drift offset of ``offset`` x N(0, 1) in signal units.
+    "asset": _Param("int", 0, 0, MAX_ASSETS - 1),
+    "offset": _Param("float", 0.0, 0.0, 2.0),
 }
 VARIANTS = {"null": _COMMON, "planted": {**_COMMON, **_PLANTED}}
+# Left out of the canonical string at their defaults, so markets named before they existed
+# keep their names (and stored datasets their entries).
+_QUIET = {"asset": 0, "offset": 0.0}
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,8 @@ class SyntheticSpec:
     complexity: int = 0
     lags: int = 0
     linear: float = 0.0
+    asset: int = 0
+    offset: float = 0.0
 
     def params(self) -> dict:
         """The parameters this variant accepts, in canonical order."""
@@ -139,7 +154,8 @@ class SyntheticSpec:
     @property
     def canonical(self) -> str:
         """``VARIANT?k=v&...`` with every parameter, in a fixed order (stored in the manifest)."""
-        return f"{self.variant}?" + "&".join(f"{k}={v}" for k, v in self.params().items())
+        shown = {k: v for k, v in self.params().items() if _QUIET.get(k, ...) != v}
+        return f"{self.variant}?" + "&".join(f"{k}={v}" for k, v in shown.items())
 
     @property
     def default_name(self) -> str:
@@ -152,9 +168,16 @@ def parse_synthetic(target: str) -> SyntheticSpec:
     """Parse ``VARIANT[?k=v&...]`` strictly; DataError names the bad part and what was expected."""
     origin = f"source 'synthetic:{target}'"
     variant, _, query = target.partition("?")
+    if variant == "panel":
+        raise DataError(f"{origin}: a panel of several assets, not one market; list it in "
+                        f"data.source, e.g. data.source = [\"synthetic:{target}\"]")
     if variant not in VARIANTS:
         raise DataError(f"{origin}: unknown variant {variant!r} (expected: {', '.join(VARIANTS)})")
-    accepted = VARIANTS[variant]
+    return SyntheticSpec(variant=variant, **_parse_query(origin, variant, VARIANTS[variant], query))
+
+
+def _parse_query(origin: str, variant: str, accepted: dict, query: str) -> dict:
+    """``k=v&...`` -> every accepted parameter (defaults filled in), strictly checked."""
     values: dict = {}
     for item in query.split("&") if query else []:
         key, eq, text = item.partition("=")
@@ -170,10 +193,31 @@ def parse_synthetic(target: str) -> SyntheticSpec:
             raise DataError(f"{origin}: parameter {key}={text!r}: expected {accepted[key].expected()}")
         values[key] = value
     full = {k: values.get(k, p.default) for k, p in accepted.items()}
-    for key in ("strength", "linear"):
+    for key in ("strength", "linear", "offset"):
         if key in full:
             full[key] = float(full[key])
-    return SyntheticSpec(variant=variant, **full)
+    return full
+
+
+# A synthetic panel: ``panel?assets=24&seed=7&...`` names ``assets`` planted members sharing
+# the seed's planted network (one signal) with their own shocks and drift offsets, so pooling
+# more members gives more data about the same signal.
+PANEL = {"assets": _Param("int", 24, 1, MAX_ASSETS),
+         **{k: p for k, p in VARIANTS["planted"].items() if k != "asset"},
+         "offset": _Param("float", 0.25, 0.0, 2.0)}
+
+
+def is_panel_source(text: str) -> bool:
+    """Whether a source string names a synthetic panel (``synthetic:panel?...``)."""
+    return text == "synthetic:panel" or text.startswith("synthetic:panel?")
+
+
+def panel_members(text: str) -> list[str]:
+    """The member sources of ``synthetic:panel?...`` (DataError naming a bad parameter)."""
+    query = text.partition("?")[2]
+    full = _parse_query(f"source {text!r}", "panel", PANEL, query)
+    n = full.pop("assets")
+    return [f"synthetic:{SyntheticSpec(variant='planted', asset=a, **full).canonical}" for a in range(n)]
 
 
 # --------------------------------------------------------------------------- calendar
@@ -257,12 +301,21 @@ class Market:
     gap: np.ndarray
     offset: int
     network: TanhNetwork | None
+    drift_offset: float = 0.0   # the member's constant added to g (signal units; 0 off panels)
 
 
-def random_streams(seed: int) -> dict[str, np.random.Generator]:
+def random_streams(seed: int, asset: int = 0) -> dict[str, np.random.Generator]:
+    """Named generators of one market. A panel member ``asset`` > 0 draws its own shocks
+    (from (seed, asset)) but the network of ``seed``: every member plants the same signal.
+    Asset 0 is the market of ``seed`` itself; ``offset`` is the member's drift-offset draw."""
     names = ("shocks", "split", "high", "low", "volume", "network")
     children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
+    out = {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
+    own = np.random.SeedSequence([seed, asset]).spawn(len(names))
+    if asset:
+        out.update({n: np.random.default_rng(c) for n, c in zip(names, own) if n != "network"})
+    out["offset"] = np.random.default_rng(own[-1])
+    return out
 
 
 def _volatility_process(vol: str):
@@ -295,19 +348,21 @@ def lag_windows(z: np.ndarray, lags: int) -> np.ndarray:
 @lru_cache(maxsize=4)
 def generate(spec: SyntheticSpec) -> Market:
     """Simulate the market ``spec`` names (cached: a spec always gives the same market)."""
-    rng = random_streams(spec.seed)
+    rng = random_streams(spec.seed, spec.asset)
     n = spec.days + MAX_LAGS
     z, sigma = _simulate_shocks(spec, rng["shocks"], n)
     w = OVERNIGHT
     gap = np.sqrt(w) * z + np.sqrt(1 - w) * rng["split"].standard_normal(n)   # u_t, N(0, 1)
     mu, network = np.zeros(n), None
+    drift = float(spec.offset * rng["offset"].standard_normal()) if spec.offset else 0.0
     if spec.variant == "planted" and spec.strength > 0:
         network = TanhNetwork.draw(rng["network"], spec.lags, spec.complexity, spec.linear)
-        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * network(lag_windows(gap, spec.lags)[MAX_LAGS:])
+        g = network(lag_windows(gap, spec.lags)[MAX_LAGS:]) + drift
+        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * g
     frame = _bars(spec, z, sigma, mu, gap, rng)
     for arr in (z, sigma, mu, gap):
         arr.setflags(write=False)
-    return Market(spec, frame, z, sigma, mu, gap, MAX_LAGS, network)
+    return Market(spec, frame, z, sigma, mu, gap, MAX_LAGS, network, drift)
 
 
 def _bridge_extreme(d: np.ndarray, s2: np.ndarray, u: np.ndarray, sign: float) -> np.ndarray:

@@ -135,7 +135,7 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
     result = np.empty((longest, *shape))
     for day in range(longest):
         if day > 0 and network is not None and window is not None:
-            mu = spec.strength * sigma * network(window)
+            mu = spec.strength * sigma * (network(window) + market.drift_offset)
         rng = np.random.default_rng([market.spec.seed, TRUTH_STREAM, chunk, day])
         z1, z2 = rng.standard_normal(shape), rng.standard_normal(shape)
         gap = sigma * np.sqrt(w) * z1                      # the drift is intraday

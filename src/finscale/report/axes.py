@@ -102,13 +102,14 @@ def _joint_figure(j: dict):
            title="iso-loss contours of the fit")
     ax.legend(fontsize=7)
     cmap = plt.get_cmap("plasma")
-    sizes = sorted(pts["D"].groupby(pts["train_years"]).median().items(), key=lambda kv: kv[1])
+    key = j.get("d_axis", "splits.train_years").rpartition(".")[2]  # the data-size axis
+    sizes = sorted(pts["D"].groupby(pts[key]).median().items(), key=lambda kv: kv[1])
     ng = np.asarray(grid["N"])
     f = j["fit"]
     for i, (years, d) in enumerate(sizes):
         color = cmap(0.85 * i / max(len(sizes) - 1, 1))
-        sub = pts[pts["train_years"] == years]
-        label = f"train_years={years}" + (" (all)" if years == 0 else "")
+        sub = pts[pts[key] == years]
+        label = f"{key}={years}" + (" (all)" if years == 0 else "")
         bx.scatter(sub["N"], sub["L"], color=color, s=18, label=label)
         bx.plot(ng, f["E"] + f["A"] * ng ** -f["alpha"] + f["B"] * d ** -f["beta"], color=color, lw=1)
     bx.set(xscale="log", xlabel="N (measured parameters)", ylabel="test log-loss",
