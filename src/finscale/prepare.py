@@ -215,6 +215,7 @@ def pool_assets(prep: PreparedData, cfg: StudyConfig, split: splits.Split) -> sp
                          f"data.source (expected 0 = all, or 1..{n})")
     if not prep.is_panel:
         return split
+    assert prep.asset_index is not None  # a panel has one
     train = split.train[prep.asset_index[split.train] < k]
     if len(train) < cfg.splits.min_train_windows:
         raise ValueError(f"splits.train_assets={k}: {len(train)} training windows in split "

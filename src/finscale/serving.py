@@ -111,7 +111,7 @@ class Run:
         y = make_labels(frame, target, s["horizon"])
         ends = _window_ends(frame["Date"], s["context_len"], start, end)
         # a panel asset's index (its row of an asset embedding), in the panel's order
-        index = None if asset is None else np.full(len(values), self.assets.index(asset))
+        index = None if asset is None or self.assets is None else np.full(len(values), self.assets.index(asset))
         ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"], index)
         prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device,
                              self.precision)

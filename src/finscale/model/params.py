@@ -24,8 +24,9 @@ def count_parameters(model: PatchTST) -> dict[str, int]:
         embedding += model.pos_embed.numel()
     if model.stats_embed is not None:
         embedding += sum(p.numel() for p in model.stats_embed.parameters())
-    if getattr(model, "asset_embed", None) is not None:
-        embedding += model.asset_embed.numel()
+    asset_embed = getattr(model, "asset_embed", None)
+    if asset_embed is not None:
+        embedding += asset_embed.numel()
     head = sum(p.numel() for p in model.head.parameters())
     return {"total": total, "non_embedding": total - embedding - head, "head": head}
 

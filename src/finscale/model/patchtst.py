@@ -329,6 +329,7 @@ class PatchTST(nn.Module):
             raise ValueError(f"PatchTST: this model has an asset embedding ({self.args.n_assets} "
                              f"assets); expected the asset index of each of the {b} windows, got "
                              f"{None if asset is None else tuple(asset.shape)}")
+        assert self.asset_embed is not None  # only called when the model has one (forward)
         vec = self.asset_embed[asset.to(self.asset_embed.device)]
         return vec.repeat_interleave(self.seqs_per_sample, dim=0)[:, None, :]
 
