@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
+from test_faults_silent import Disk  # a real tmpfs that can be filled and freed
 
 # A writer that stops inside an atomic write and a report folder, as a killed process would.
 WRITER = """
@@ -51,3 +54,42 @@ def test_next_run_removes_litter_of_killed_writers_only(tmp_path, shared_data):
     assert foreign.exists()
     live.communicate("go\n", timeout=30)
     assert live.returncode == 0 and (study / "other" / "final" / "r1" / "status.json").read_text() == "{}"
+
+
+@pytest.fixture(scope="module")
+def old_csv(tmp_path_factory, sp500) -> Path:
+    """A local CSV of 2005-2010 bars."""
+    path = tmp_path_factory.mktemp("csv") / "old.csv"
+    sp500[(sp500.Date >= "2005-01-01") & (sp500.Date < "2011-01-01")].to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("bound, value, needle", [
+    ("--start", "2014-01-01", "data.start 2014-01-01 is after its last date"),
+    ("--end", "2004-01-01", "data.end 2004-01-01 is before its first date")])
+def test_a_date_window_outside_the_file_is_one_line_naming_file_column_and_range(
+        tmp_path, old_csv, bound, value, needle):
+    r = run_cli("data", "fetch", f"file:{old_csv}", bound, value, "--data-dir", str(tmp_path / "data"))
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert "\n" not in line and str(old_csv) in line and "0 rows" in line, line
+    assert "Date column runs 2005-01-03..2010-12-31" in line and needle in line, line
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]   # nothing written
+
+
+def test_a_full_data_dir_is_one_line_naming_the_file_and_nothing_is_left(tmp_path, monkeypatch):
+    disk = Disk(tmp_path / "data", monkeypatch)
+    try:
+        if not disk.real:
+            pytest.skip("needs a real small filesystem (root, to mount a tmpfs)")
+        disk.fill()
+        r = run_cli("data", "fetch", "sample:sp500", "--data-dir", str(disk.path))
+        assert r.returncode == 1
+        line = r.stderr.strip()   # was "error: [Errno 28] Error writing bytes to file. Detail: ..."
+        assert "\n" not in line and f"{disk.path / 'raw' / 'sp500.parquet'}: cannot write" in line, line
+        assert "no space left on device" in line, line
+        assert [p.name for p in disk.path.rglob("*") if p.is_file()] == ["filler"]   # no temp, no manifest
+        disk.free()
+        assert run_cli("data", "fetch", "sample:sp500", "--data-dir", str(disk.path)).returncode == 0
+    finally:
+        disk.unmount()

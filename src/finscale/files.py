@@ -29,6 +29,8 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
+FULL_BYTES = 1 << 20   # a failed write with less free space than this is a full disk
+
 # ".~<host>~<pid>~" inside a temp name: only names made by owner_tag() match
 _OWNER = re.compile(r"\.~(?P<host>[^~/]+)~(?P<pid>\d+)~")
 
@@ -47,15 +49,37 @@ def owned_tempdir(parent: Path, prefix: str) -> Path:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner_tag()}", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner_tag()}", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:   # full disk, read-only folder: one line naming the file
+        raise write_error(path, exc) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_error(path: Path, exc: OSError) -> OSError:
+    """The OSError to raise when ``path`` could not be written: one line naming the file and
+    the cause (a full disk says so, with the bytes left); the errno is kept. An error that
+    already names the file is returned as it is."""
+    if str(path) in str(exc):
+        return exc
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else path.anchor).free
+    except OSError:
+        free = None
+    if free is not None and free < FULL_BYTES:
+        cause = f"no space left on device; {free} bytes free"
+    else:
+        cause = exc.strerror or str(exc).splitlines()[0]
+    err = OSError(f"{path}: cannot write ({cause})")
+    err.errno = exc.errno
+    return err
 
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
