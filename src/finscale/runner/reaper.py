@@ -22,12 +22,8 @@ POLL_S = 1.0
 GRACE_S = 3.0
 
 
-def start() -> subprocess.Popen | None:
-    """Launch the reaper of this process's descendants; None where psutil is unavailable."""
-    try:
-        import psutil  # noqa: F401  (a finscale dependency; checked so a broken install only warns)
-    except ImportError:
-        return None
+def start() -> subprocess.Popen:
+    """Launch the reaper of this process's descendants (it exits soon after this process)."""
     return subprocess.Popen([sys.executable, "-m", "finscale.runner.reaper", str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
