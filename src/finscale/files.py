@@ -112,13 +112,16 @@ def _writer_gone(pid: int) -> bool:
     return False
 
 
-def remove_litter(*roots: Path) -> int:
-    """Remove, under each root, the temp files and folders (named with :func:`owner_tag`) whose
-    writer on this host is no longer running; return how many. A reused pid keeps its litter
-    (never a live writer's file removed, at worst a stale one kept until that pid exits)."""
+def remove_litter(*roots: Path, depth: int | None = None) -> int:
+    """Remove, under each root (``depth`` folders deep at most), the temp files and folders
+    (named with :func:`owner_tag`) whose writer on this host is no longer running; return how
+    many. A reused pid keeps its litter (never a live writer's file removed, at worst a stale
+    one kept until that pid exits)."""
     host, removed = socket.gethostname(), 0
     for root in (Path(r) for r in roots):
         for folder, dirs, files in os.walk(root):
+            if depth is not None and len(Path(folder).relative_to(root).parts) >= depth:
+                dirs[:] = []
             for name in [*dirs, *files]:
                 m = _OWNER.search(name)
                 if not m or m["host"] != host or not _writer_gone(int(m["pid"])):

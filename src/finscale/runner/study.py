@@ -307,7 +307,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         torch.set_num_threads(cfg.run.threads)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
-    remove_litter(cfg.study_dir, resolve_data_dir(opts.data_dir, cfg.data.data_dir))  # of killed writers
+    remove_litter(cfg.study_dir)   # temp files of killed writers; the data dir: raw/, processed/
+    remove_litter(resolve_data_dir(opts.data_dir, cfg.data.data_dir), depth=1)
     _record_study(cfg)
     with StopRequest(cfg.study_dir / "STOP") as stop:
         prep = None
