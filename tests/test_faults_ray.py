@@ -40,6 +40,20 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, deadline_s: float = 2
     pytest.fail(f"no step checkpoint in time: {proc.communicate()[1][-3000:]}")
 
 
+def command(p) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""   # exited meanwhile
+
+
+def running(p) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_ray_driver_like_a_local_run(tmp_path, shared_data):
     proc = start_driver(tmp_path, shared_data)
@@ -59,14 +73,14 @@ def test_kill9_of_a_ray_driver_leaves_no_ray_process(tmp_path, shared_data):
     # Everything the driver started (GCS, raylet, agents, workers), but not its reaper, which
     # outlives it on purpose: it is what removes the others.
     ray_procs = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                 if "finscale.runner.reaper" not in " ".join(p.cmdline())]
-    assert any("raylet" in p.name() for p in ray_procs), [p.name() for p in ray_procs]
+                 if "finscale.runner.reaper" not in command(p)]
+    assert any("raylet" in command(p) for p in ray_procs), [command(p) for p in ray_procs]
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 30   # Ray's agents alone linger 60 s (a dead GCS to report to)
     while time.monotonic() < deadline:
-        alive = [p for p in ray_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in ray_procs if running(p)]
         if not alive:
             return
         time.sleep(0.5)
-    pytest.fail(f"left running after the driver was killed: {[(p.pid, p.name()) for p in alive]}")
+    pytest.fail(f"left running after the driver was killed: {[(p.pid, command(p)[:60]) for p in alive]}")
