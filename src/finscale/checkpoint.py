@@ -22,11 +22,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from finscale.files import atomic_path
+from finscale.files import FULL_BYTES, atomic_path
 
 log = logging.getLogger(__name__)
 
-FULL_BYTES = 1 << 20   # a failed write with less free space than this is a full disk
 STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 

@@ -24,6 +24,8 @@ from finscale.axes import axis_values
 from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
 from finscale.control import ParentWatch, StopNow, StopRequest, StopSource
+from finscale.data.store import resolve_data_dir
+from finscale.files import remove_litter
 from finscale.hpo.results import cell_params, final_runs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
@@ -305,6 +307,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         torch.set_num_threads(cfg.run.threads)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    remove_litter(cfg.study_dir)   # temp files of killed writers; the data dir: raw/, processed/
+    remove_litter(resolve_data_dir(opts.data_dir, cfg.data.data_dir), depth=1)
     _record_study(cfg)
     with StopRequest(cfg.study_dir / "STOP") as stop:
         prep = None
