@@ -59,13 +59,18 @@ def fetch_dataset(source: str, data_dir: Path, *, name: str = "", adjusted: bool
 
 
 def synthetic_entry(target: str) -> dict:
-    """Manifest fields of a synthetic market: its parameters and the known optimum."""
+    """Manifest fields of a synthetic market: its parameters and the known optimum (and, for
+    the teacher, its spectrum)."""
     from finscale.data.synthetic import generate, parse_synthetic
     from finscale.data.synthetic_truth import truth_summary
 
     spec = parse_synthetic(target)
-    return {"synthetic": {"variant": spec.variant, "params": spec.params(),
-                          "truth": truth_summary(generate(spec))}}
+    market = generate(spec)
+    entry = {"variant": spec.variant, "params": spec.params(), "truth": truth_summary(market)}
+    if spec.variant == "teacher" and market.network is not None:
+        # each component's share of the nonlinear drift's variance (the planted spectrum)
+        entry["spectrum"] = list(market.network.spectrum)
+    return {"synthetic": entry}
 
 
 def dataset_entry(data_dir: Path, name: str) -> dict | None:
