@@ -114,6 +114,9 @@ def _expected_line(ax, af, expected: dict) -> None:
     if expected and af.quantity == "log_loss" and af.axis == "params_total":
         ax.plot(expected["x"], expected["y"], color="black", ls="--", lw=1.0, marker="x", ms=5,
                 label=f"expected curve (slope {expected['slope']:.3g})")
+        lo, hi = ax.get_ylim()  # the expected curve is a reference the reader must see whole
+        pad = 0.05 * (max(expected["y"]) - min(expected["y"]) or 0.01)
+        ax.set_ylim(min(lo, min(expected["y"]) - pad), max(hi, max(expected["y"]) + pad))
 
 
 def _y_on_points(ax, af) -> None:
