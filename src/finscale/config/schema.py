@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FeaturesConfig:
-    set: str = _opt("a20", doc="`a20` (5 OHLCV + 20 indicators = 25 inputs) or `a20_rel` (the same information made stationary: prices relative to Close, returns, z-scores). `finscale features list` shows all")
+    set: str = _opt("a20", doc="`a20` (5 OHLCV + 20 indicators = 25 inputs) , `a20_rel` (the same information made stationary: prices relative to Close, returns, z-scores) or `returns` (its four price returns alone, for calibration markets). `finscale features list` shows all")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +183,8 @@ class EvalConfig:
     cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
     ece_bins: int = _opt(10, min=2, doc="calibration bins")
     scaling_resamples: int = _opt(1000, min=10, max=100_000, doc="resamples (seeds × test-day blocks) for scaling-law CIs (at most 100,000)")
+    expected_excess: dict = _opt({}, doc='calibration markets: the expected test log-loss above the known optimum per budget, from the oracle sweep `python -m benchmarks law`, e.g. `"cpu-s" = 0.12`; the scaling stage records the expected curve, `expected_slope` and `expected_covered` in `scaling/h<h>.json` and the report draws it (docs/controls.md)')
+    expected_tolerance: float = _opt(0.02, min=0.0, doc="nats: how close each budget's mean test log-loss must come to its expected value (`within_tolerance` in `scaling/h<h>.json`)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,3 +230,12 @@ class StudyConfig:
         return Path(self.output_dir) / self.name
 
 
+def check_expected_excess(cfg: StudyConfig) -> None:
+    """ConfigError unless ``[evaluate.expected_excess]`` maps budgets of the study to nats >= 0."""
+    for budget, value in cfg.evaluate.expected_excess.items():
+        if budget not in cfg.model.budgets:
+            raise ConfigError(f"evaluate.expected_excess.{budget}: not a budget of the study "
+                              f"(model.budgets: {', '.join(cfg.model.budgets)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"evaluate.expected_excess.{budget}: expected a number >= 0 (nats above "
+                              f"the known optimum), got {value!r}")

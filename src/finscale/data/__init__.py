@@ -59,13 +59,24 @@ def fetch_dataset(source: str, data_dir: Path, *, name: str = "", adjusted: bool
 
 
 def synthetic_entry(target: str) -> dict:
-    """Manifest fields of a synthetic market: its parameters and the known optimum."""
+    """Manifest fields of a synthetic market: its parameters and the known optimum (and, for
+    the teacher, its spectrum)."""
     from finscale.data.synthetic import generate, parse_synthetic
-    from finscale.data.synthetic_truth import truth_summary
+    from finscale.data.synthetic_truth import DEFAULT_TARGETS, truth_summary
 
     spec = parse_synthetic(target)
-    return {"synthetic": {"variant": spec.variant, "params": spec.params(),
-                          "truth": truth_summary(generate(spec))}}
+    market = generate(spec)
+    targets = DEFAULT_TARGETS
+    if spec.variant == "teacher":
+        # horizon 1 only: the Monte Carlo of longer horizons evaluates the wide teacher on
+        # rows x paths every simulated day (minutes on 30,000 days); the evaluation stage
+        # computes a study's own horizons when it scores them
+        targets = tuple(t for t in DEFAULT_TARGETS if t["horizon"] == 1)
+    entry = {"variant": spec.variant, "params": spec.params(), "truth": truth_summary(market, targets)}
+    if spec.variant == "teacher" and market.network is not None:
+        # each component's share of the nonlinear drift's variance (the planted spectrum)
+        entry["spectrum"] = list(market.network.spectrum)
+    return {"synthetic": entry}
 
 
 def dataset_entry(data_dir: Path, name: str) -> dict | None:

@@ -1,7 +1,7 @@
 """Synthetic markets: seeded daily OHLCV whose data-generating process is known.
 
 Consumes: a source target ``VARIANT?key=value&...``, e.g. ``null?seed=3&days=5000`` or
-``planted?seed=1&strength=0.3&complexity=8`` (the part after ``synthetic:``; see README).
+``planted?seed=1&strength=0.3&complexity=8`` or ``teacher?seed=2&width=64&alpha=1`` (the part after ``synthetic:``; see README).
 Produces: the canonical parameter string, a safe dataset name and a raw OHLCV frame (one
 row per trading day of an exchange-like calendar: weekends and US market holidays are
 skipped). ``finscale.data.synthetic_truth`` turns the same parameters into the
@@ -29,6 +29,10 @@ The model (day t; ``sigma_t`` and ``mu_t`` are known at the close of day t-1):
   ``g`` is a seeded random tanh network with ``complexity`` hidden units, scaled to unit
   variance, of which a share ``linear`` is linear in the gaps and the rest is nonlinear (see
   :class:`TanhNetwork`); ``strength`` is one day's signal-to-noise ratio;
+- teacher: the same drift with ``g`` a wide teacher of the last ``lags`` gaps, ``width``
+  nonlinear components whose amplitudes fall like ``k^-alpha`` (a power-law spectrum, see
+  :mod:`finscale.data.teacher`), so a larger student learns more of it: model capacity, not
+  data, limits the loss (constant volatility by default);
 - Volume is lognormal, rising with volatility and with the size of the day's move.
 
 A planted market with ``strength=0`` is the null market of the same seed, and markets
@@ -50,6 +54,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries import holiday as hol
 
+from finscale.data.teacher import TeacherNetwork
 from finscale.data.validate import DataError
 
 __all__ = ["Market", "SyntheticSpec", "VARIANTS", "generate", "parse_synthetic"]
@@ -125,10 +130,19 @@ _PLANTED = {
     "asset": _Param("int", 0, 0, MAX_ASSETS - 1),
     "offset": _Param("float", 0.0, 0.0, 2.0),
 }
-VARIANTS = {"null": _COMMON, "planted": {**_COMMON, **_PLANTED}}
+# Capacity-limited: a wide teacher with a power-law spectrum (finscale.data.teacher).
+_TEACHER = {
+    "vol": _Param("choice", "constant", choices=tuple(VOL_PARAMS)),
+    "strength": _Param("float", 3.0, 0.0, 5.0),
+    "width": _Param("int", 256, 1, 1024),
+    "alpha": _Param("float", 0.75, 0.0, 4.0),
+    "lags": _Param("int", 8, 1, MAX_LAGS),
+    "linear": _Param("float", 0.3, 0.0, 1.0),
+}
 # Left out of the canonical string at their defaults, so markets named before they existed
 # keep their names (and stored datasets their entries).
 _QUIET = {"asset": 0, "offset": 0.0}
+VARIANTS = {"null": _COMMON, "planted": {**_COMMON, **_PLANTED}, "teacher": {**_COMMON, **_TEACHER}}
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,8 @@ class SyntheticSpec:
     linear: float = 0.0
     asset: int = 0
     offset: float = 0.0
+    width: int = 0
+    alpha: float = 0.0
 
     def params(self) -> dict:
         """The parameters this variant accepts, in canonical order."""
@@ -193,7 +209,7 @@ def _parse_query(origin: str, variant: str, accepted: dict, query: str) -> dict:
             raise DataError(f"{origin}: parameter {key}={text!r}: expected {accepted[key].expected()}")
         values[key] = value
     full = {k: values.get(k, p.default) for k, p in accepted.items()}
-    for key in ("strength", "linear", "offset"):
+    for key in ("strength", "linear", "offset", "alpha"):
         if key in full:
             full[key] = float(full[key])
     return full
@@ -300,7 +316,7 @@ class Market:
     mu: np.ndarray
     gap: np.ndarray
     offset: int
-    network: TanhNetwork | None
+    network: TanhNetwork | TeacherNetwork | None
     drift_offset: float = 0.0   # the member's constant added to g (signal units; 0 off panels)
 
 
@@ -357,6 +373,9 @@ def generate(spec: SyntheticSpec) -> Market:
     drift = float(spec.offset * rng["offset"].standard_normal()) if spec.offset else 0.0
     if spec.variant == "planted" and spec.strength > 0:
         network = TanhNetwork.draw(rng["network"], spec.lags, spec.complexity, spec.linear)
+    elif spec.variant == "teacher" and spec.strength > 0:
+        network = TeacherNetwork.draw(rng["network"], spec.lags, spec.width, spec.alpha, spec.linear)
+    if network is not None:
         g = network(lag_windows(gap, spec.lags)[MAX_LAGS:]) + drift
         mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * g
     frame = _bars(spec, z, sigma, mu, gap, rng)

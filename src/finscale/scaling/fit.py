@@ -148,6 +148,8 @@ class HorizonScaling:
     # Per replicate seed set (only with >= 2 replicates): one summary dict per fit of
     # replicate_row() (replicate, quantity, axis, alpha with CI, verdict, n_runs, reason).
     replicates: tuple[dict, ...] = ()
+    # A calibration market's expected curve beside the fit (finscale.scaling.expected; {} if none).
+    expected: dict = field(default_factory=dict)
 
     def headline(self) -> AxisFit | None:
         """The headline fit: test log-loss vs measured total parameters (None: not fitted)."""
@@ -159,13 +161,15 @@ class HorizonScaling:
                 # the headline fit's equivalence bounds and power, at the top for readers
                 **{k: (head.bounds.get(k) if head is not None else None) for k in BOUND_KEYS},
                 "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits],
-                "replicates": [_plain(r) for r in self.replicates]}
+                "replicates": [_plain(r) for r in self.replicates],
+                **({"expected_slope": self.expected["slope"], "expected_covered": self.expected["covered"],
+                    "expected": _plain(self.expected)} if self.expected else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> HorizonScaling:
         return cls(int(d["horizon"]), d.get("reason", ""), int(d.get("block_len", 0)),
                    tuple(AxisFit.from_dict(f) for f in d.get("fits", [])),
-                   tuple(d.get("run_ids", [])), tuple(d.get("replicates", [])))
+                   tuple(d.get("run_ids", [])), tuple(d.get("replicates", [])), d.get("expected", {}))
 
 
 def _json_floats(values) -> list:
