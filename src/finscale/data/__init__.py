@@ -63,6 +63,7 @@ def synthetic_entry(target: str) -> dict:
     the teacher, its spectrum)."""
     from finscale.data.synthetic import generate, parse_synthetic
     from finscale.data.synthetic_truth import DEFAULT_TARGETS, truth_summary
+    from finscale.data.teacher import TeacherNetwork
 
     spec = parse_synthetic(target)
     market = generate(spec)
@@ -73,7 +74,7 @@ def synthetic_entry(target: str) -> dict:
         # computes a study's own horizons when it scores them
         targets = tuple(t for t in DEFAULT_TARGETS if t["horizon"] == 1)
     entry = {"variant": spec.variant, "params": spec.params(), "truth": truth_summary(market, targets)}
-    if spec.variant == "teacher" and market.network is not None:
+    if isinstance(market.network, TeacherNetwork):
         # each component's share of the nonlinear drift's variance (the planted spectrum)
         entry["spectrum"] = list(market.network.spectrum)
     return {"synthetic": entry}

@@ -369,7 +369,8 @@ def generate(spec: SyntheticSpec) -> Market:
     z, sigma = _simulate_shocks(spec, rng["shocks"], n)
     w = OVERNIGHT
     gap = np.sqrt(w) * z + np.sqrt(1 - w) * rng["split"].standard_normal(n)   # u_t, N(0, 1)
-    mu, network = np.zeros(n), None
+    mu = np.zeros(n)
+    network: TanhNetwork | TeacherNetwork | None = None
     drift = float(spec.offset * rng["offset"].standard_normal()) if spec.offset else 0.0
     if spec.variant == "planted" and spec.strength > 0:
         network = TanhNetwork.draw(rng["network"], spec.lags, spec.complexity, spec.linear)
