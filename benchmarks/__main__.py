@@ -20,7 +20,7 @@ def topics() -> list[str]:
 
 
 # Too long for a default run (one study per market seed): run it by name.
-ON_REQUEST = ("control",)
+ON_REQUEST = ("control", "law")
 
 
 def main(argv: list[str]) -> int:

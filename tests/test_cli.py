@@ -148,6 +148,33 @@ def test_numbers_are_formatted_one_way():
         ["6,099", "19,507", "19,507", "0.4123", "yes", ""]
 
 
+def test_cli_and_report_tables_write_a_number_the_same_way():
+    import numpy as np
+
+    from finscale.formatting import interval, signed
+    from finscale.report.render import fmt_cell
+
+    values = [5000, 5000.0, np.int64(77355), 0.693147, 1234.4, 3.2e12, 0.00042, -0.0, float("nan"), None,
+              np.bool_(True), np.float32(0.5), float("inf"), "cpu-s"]
+    expected = ["5,000", "5,000", "77,355", "0.6931", "1,234", "3.200e+12", "4.200e-04", "0", "", "",
+                "yes", "0.5", "inf", "cpu-s"]
+    assert [fmt(v) for v in values] == expected
+    assert [fmt_cell(v) for v in values] == expected
+    assert [signed(0.01234), signed(-0.5), signed(0.0), signed(0.00042, fmt)] == \
+        ["+0.01234", "-0.5", "0", "+4.200e-04"]
+    assert [interval((0.1, 0.25)), interval((-0.05, float("nan"))), interval(None, missing="")] == \
+        ["[0.1, 0.25]", "n/a", ""]
+
+
+def test_features_of_a_panel_study_ask_which_asset(capsys, tmp_path):
+    study = tmp_path / "panel.toml"
+    study.write_text('[data]\nsource = ["sample:sp500", "sample:nasdaq"]\n')
+    code = cli.main(["features", "describe", str(study), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 1 and "data.source is a panel of 2 assets: name one with --data NAME" in err
+    assert "Traceback" not in err
+
+
 # --------------------------------------------------------------------------- --json
 
 def test_json_of_data_list_doctor_model_and_config(capsys, data_dir):

@@ -261,7 +261,7 @@ def test_volume_features_on_data_without_volume_name_the_feature(monkeypatch):
 
 def test_unknown_names_list_the_available_ones():
     raw = load_sample("sp500")
-    with pytest.raises(ValueError, match=r"unknown feature set 'a21' \(available: a20, a20_rel\)"):
+    with pytest.raises(ValueError, match=r"unknown feature set 'a21' \(available: a20, a20_rel, returns\)"):
         build_features(raw, "a21")
     with pytest.raises(ValueError, match=r"unknown feature 'rsi_hourly' \(available: .*rsi_daily"):
         get_feature("rsi_hourly")

@@ -17,6 +17,7 @@ PACKAGE = Path(finscale.__file__).parent
 # the version string, configuration, atomic file writing, seeding, stop requests and sensors.
 LAYERS = (
     "version",      # the installed version (recorded by the data store and exports)
+    "formatting",   # numbers as text: the display rules of the CLI, the report and sentences
     "config",       # frozen dataclasses per stage, TOML loading
     "axes",         # study axes: variants of a study, their tags
     "files",        # atomic file writing

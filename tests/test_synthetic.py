@@ -49,7 +49,7 @@ def test_canonical_string_defaults_and_safe_name():
 
 
 @pytest.mark.parametrize("target, message", [
-    ("nul?seed=1", r"unknown variant 'nul' \(expected: null, planted\)"),
+    ("nul?seed=1", r"unknown variant 'nul' \(expected: null, planted, teacher\)"),
     ("null?strength=0.3", r"unknown parameter 'strength' for synthetic:null \(expected: seed, days"),
     ("planted?strenght=0.3", r"unknown parameter 'strenght'"),
     ("null?seed=1&seed=2", r"parameter 'seed' given twice"),

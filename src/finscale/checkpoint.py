@@ -17,16 +17,15 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from finscale.files import atomic_path
+from finscale.files import FULL_BYTES, atomic_path
 
 log = logging.getLogger(__name__)
 
-FULL_BYTES = 1 << 20   # a failed write with less free space than this is a full disk
 STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -66,7 +65,7 @@ def check_state(state: Any, path: Path, require: str | None = None) -> None:
     weights would give NaN probabilities silently)."""
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: expected a dict of entries, found {type(state).__name__}")
-    for key, tp in REQUIRED.get(require, {}).items():
+    for key, tp in (REQUIRED.get(require, {}) if require is not None else {}).items():
         if key not in state:
             raise CheckpointError(f"checkpoint {path}: missing entry {key!r}")
         if not isinstance(state[key], tp) or (tp is int and isinstance(state[key], bool)):
@@ -133,7 +132,7 @@ def resume_best(best: Path, kept: Path, epoch: int, config_hash: str) -> dict:
     (0-based): ``best``, or ``kept`` when the run died after writing a newer best but before
     the step checkpoint covering it (``kept`` becomes ``best`` again; the epoch is redone).
     :class:`CheckpointError` naming the file when neither is the run's."""
-    found = None
+    found: tuple[Path, dict] | None = None
     for path in (best, kept):
         if path is kept and not kept.exists():
             break
@@ -146,6 +145,7 @@ def resume_best(best: Path, kept: Path, epoch: int, config_hash: str) -> dict:
             commit_best(kept)
             return state
         found = found or (path, state)
+    assert found is not None  # the loop loads best or kept (load_checkpoint raises otherwise)
     path, state = found
     raise CheckpointError(f"checkpoint {path}: is from epoch {state['epoch'] + 1} of config "
                           f"{state['config_hash'][:12]}, but this run's best epoch is {epoch + 1}")
@@ -181,7 +181,7 @@ def prune_step_checkpoints(ckpt_dir: Path, keep: int = 2) -> None:
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a form ``weights_only`` loading accepts."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # legacy=True (the default): the tuple form
     state = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),

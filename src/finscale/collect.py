@@ -80,9 +80,10 @@ def collect(cfg: StudyConfig) -> StudyRuns:
     final_root = cfg.study_dir / "final"
     dirs = sorted(p for p in final_root.iterdir() if p.is_dir()) if final_root.is_dir() else []
     expected = expected_run_ids(cfg)
-    rows = {k: [] for k in ("runs", "epochs", "evals", "baselines", "comparisons", "backtests",
-                            "calibration", "splits", "provenance", "hardware", "assets")}
-    equity = {}
+    rows: dict[str, list] = {k: [] for k in (
+        "runs", "epochs", "evals", "baselines", "comparisons", "backtests", "calibration", "splits",
+        "provenance", "hardware", "assets")}
+    equity: dict = {}
     for path in dirs:
         _read_run(RunDir(path), expected, rows, equity)
     tables = {k: pd.DataFrame(v) for k, v in rows.items()}
@@ -174,7 +175,7 @@ def _run_row(run: RunDir, config: dict, final: dict | None, ev: dict | None, key
         "train_tokens": (final or {}).get("train_tokens"),
         "val_windows": (final or {}).get("val_windows"), "epochs_run": epochs_run,
         # Training compute actually spent: every window, every epoch run, forward + backward.
-        "train_flops": fps * train_windows * epochs_run if final else None,
+        "train_flops": fps * final["train_windows"] * final["epochs_run"] if final else None,
         "best_epoch": (final or {}).get("best_epoch"),
         "early_stopped": (final or {}).get("early_stopped"),
         "converged": (final or {}).get("converged"),

@@ -20,6 +20,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,16 @@ class StopNow(RuntimeError):
     """A stop request arrived inside :meth:`StopRequest.immediate`; the message is the reason."""
 
 
+class StopSource(Protocol):
+    """Anything a phase polls between units: a reason to stop, or None to go on."""
+
+    def reason(self) -> str | None: ...
+
+
 class StopRequest:
     """Collects stop requests; use as a context manager to install signal handlers."""
 
-    def __init__(self, stop_file: Path | None = None):
+    def __init__(self, stop_file: Path | str | None = None):
         self.stop_file = Path(stop_file) if stop_file else None
         self._reason: str | None = None
         self._previous: dict = {}
@@ -79,7 +86,7 @@ class StopRequest:
 
     def _watch(self, done: threading.Event) -> None:
         while not done.wait(WATCH_S):
-            if self.stop_file.exists():
+            if self.stop_file is not None and self.stop_file.exists():
                 self.request(f"STOP file {self.stop_file}")
                 if not done.is_set():
                     _thread.interrupt_main(signal.SIGTERM)  # runs _on_signal in the main thread

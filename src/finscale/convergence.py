@@ -32,7 +32,7 @@ REL_TOL = 1e-3
 MIN_TRIALS_PER_DIM = 2
 
 
-def run_convergence(val_losses: Sequence[float], *, early_stopped: bool, patience: int,
+def run_convergence(val_losses: Sequence[float | None], *, early_stopped: bool, patience: int,
                     rel_tol: float = REL_TOL) -> dict:
     """Whether a run converged, with the reason in words (rule in the module docstring)."""
     losses = [v for v in val_losses if v is not None and math.isfinite(v)]

@@ -23,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -136,7 +137,7 @@ def classification_metrics(y, prob, *, prior: float, threshold: float | None = N
     clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
     loss = float(log_loss(y, clipped, labels=[0, 1]))
     loss_const = float(log_loss(y, np.full_like(y, prior), labels=[0, 1]))
-    out = {
+    out: dict[str, Any] = {
         "n": int(y.size),
         "log_loss": loss,
         "log_loss_const": loss_const,
@@ -184,8 +185,8 @@ def expected_calibration_error(y, prob, bins: int = 10) -> tuple[float, list[dic
     sum_pos = np.bincount(which, weights=y, minlength=bins)
     table, ece = [], 0.0
     for i in range(bins):
-        row = {"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(count[i]),
-               "mean_pred": None, "frac_pos": None}
+        row: dict[str, Any] = {"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": int(count[i]),
+                               "mean_pred": None, "frac_pos": None}
         if count[i]:
             row["mean_pred"] = float(sum_pred[i] / count[i])
             row["frac_pos"] = float(sum_pos[i] / count[i])

@@ -9,6 +9,7 @@ from training windows only (guard 5); evaluation regions meet the size guard (gu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def prepare(cfg: StudyConfig, data_dir: str | Path | None = None) -> PreparedDat
     entry = Manifest(data_dir).latest(features.processed_path(name, cfg.features.set))
     inputs = features.input_columns(cfg.features.set)
     values = np.ascontiguousarray(frame[inputs].to_numpy(dtype=np.float32))
+    assert entry is not None  # ensure_processed stored it
     return PreparedData(name, frame, inputs, values,
                         {"raw": raw_entry["sha256"], "processed": entry["sha256"]}, Path(data_dir),
                         feature_set=cfg.features.set)
@@ -94,7 +96,9 @@ def _prepare_panel(cfg: StudyConfig, data_dir: Path) -> PreparedData:
     for name, entry in ensure_panel(cfg.data, data_dir):
         frames.append(features.ensure_processed(data_dir, name, cfg.features.set))
         raw[name] = entry["sha256"]
-        processed[name] = manifest.latest(features.processed_path(name, cfg.features.set))["sha256"]
+        stored = manifest.latest(features.processed_path(name, cfg.features.set))
+        assert stored is not None  # ensure_processed stored it
+        processed[name] = stored["sha256"]
     names = tuple(raw)
     index = np.concatenate([np.full(len(f), a, dtype=np.int64) for a, f in enumerate(frames)])
     frame = pd.concat(frames, ignore_index=True)
@@ -169,14 +173,14 @@ def _run_data(prep: PreparedData, cfg: StudyConfig, y: np.ndarray, split: splits
     m = cfg.model
     exempt = [prep.inputs.index(c) for c in features.bounded_columns(cfg.features.set)
               if c in prep.inputs]
-    if prep.is_panel:
+    if prep.asset_index is not None:  # a panel
         values, norm_record = fit_panel_normalizer(prep.values, prep.asset_index, list(prep.assets),
                                                    split.train, m.context_len, m.normalization, exempt)
     else:
         norm = Normalizer.fit(prep.values, split.train, m.context_len, m.normalization, exempt)
         values, norm_record = norm.transform(prep.values), norm.to_dict()
-    train = WindowDataset(values, y, split.train, m.context_len)
-    val = WindowDataset(values, y, split.val, m.context_len)
+    train = WindowDataset(values, y, split.train, m.context_len, prep.asset_index)
+    val = WindowDataset(values, y, split.val, m.context_len, prep.asset_index)
     prior = float(np.mean(y[split.train]))
     report = splits.split_report(split, prep.dates, y)
     return RunData(train=train, val=val, prior=prior, normalizer=norm_record,
@@ -190,15 +194,41 @@ def final_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> tuple[RunD
                                prep.asset_index)
     if prep.is_panel:
         _check_assets_tested(prep, split)
+    split = pool_assets(prep, cfg, split)
     data, values = _run_data(prep, cfg, y, split, horizon)
     if cfg.hpo.mode == "search":  # the tuning splits' dates and base rates beside the final ones
         data.split_report += _tuning_report(prep, cfg, horizon, y)
-    test = WindowDataset(values, y, split.test, cfg.model.context_len)
+    assert split.test is not None  # the final split has a test region
+    test = WindowDataset(values, y, split.test, cfg.model.context_len, prep.asset_index)
     return data, test
+
+
+def pool_assets(prep: PreparedData, cfg: StudyConfig, split: splits.Split) -> splits.Split:
+    """``splits.train_assets`` = k > 0: the training windows of the panel's first k assets only
+    (D grows by pooling); validation and test keep every asset. A k above the number of assets,
+    or a pool with fewer than ``splits.min_train_windows`` windows, is a ValueError."""
+    k, n = cfg.splits.train_assets, len(prep.assets) if prep.is_panel else 1
+    if not k:
+        return split
+    if k > n:
+        raise ValueError(f"splits.train_assets: {k} is more than the {n} asset{'s' * (n != 1)} of "
+                         f"data.source (expected 0 = all, or 1..{n})")
+    if not prep.is_panel:
+        return split
+    assert prep.asset_index is not None  # a panel has one
+    train = split.train[prep.asset_index[split.train] < k]
+    if len(train) < cfg.splits.min_train_windows:
+        raise ValueError(f"splits.train_assets={k}: {len(train)} training windows in split "
+                         f"{split.name!r}, fewer than splits.min_train_windows="
+                         f"{cfg.splits.min_train_windows}; pool more assets or lower the minimum")
+    log.info("split %s: training windows of the first %d of %d assets (%d of %d windows)",
+             split.name, k, n, len(train), len(split.train))
+    return dataclasses.replace(split, train=train)
 
 
 def _check_assets_tested(prep: PreparedData, split: splits.Split) -> None:
     """Every asset of a panel must reach the common test period (else a one-line error)."""
+    assert prep.asset_index is not None and split.test is not None  # a panel's final split
     counts = np.bincount(prep.asset_index[split.test], minlength=len(prep.assets))
     for name, n in zip(prep.assets, counts):
         if n == 0:
@@ -221,9 +251,10 @@ def _tuning_report(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.nda
 
 
 def _tuning_splits(prep: PreparedData, cfg: StudyConfig, horizon: int, y: np.ndarray) -> list:
-    return splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg),
-                                horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
-                                prep.asset_index)
+    folds = splits.tuning_splits(prep.dates, np.isfinite(y), cfg.splits, window_context(cfg),
+                                 horizon, cfg.hpo.split, features.set_lookback(cfg.features.set),
+                                 prep.asset_index)
+    return [pool_assets(prep, cfg, s) for s in folds]
 
 
 def tuning_data(prep: PreparedData, cfg: StudyConfig, horizon: int) -> list[RunData]:
@@ -241,6 +272,7 @@ def check_splits(prep: PreparedData, cfg: StudyConfig, horizons, *, tuning: bool
                                    prep.asset_index)
         if prep.is_panel:
             _check_assets_tested(prep, final)
+        pool_assets(prep, cfg, final)
         if tuning:
             _tuning_splits(prep, cfg, h, y)
 
@@ -250,10 +282,11 @@ def peek_frame(cfg: StudyConfig, data_dir: str | Path | None = None) -> pd.DataF
     from stored raw data or the bundled sample. FileNotFoundError when neither exists."""
     from finscale.data import dataset_entry, fetch, load_raw, parse_source
 
-    if is_panel(cfg.data):  # plans estimate a panel's windows from dates
+    source = cfg.data.source
+    if not isinstance(source, str):  # plans estimate a panel's windows from dates
         raise ValueError("data.source is a panel: no single frame to peek at")
     data_dir = resolve_data_dir(str(data_dir) if data_dir else None, cfg.data.data_dir)
-    spec = parse_source(cfg.data.source)
+    spec = parse_source(source)
     name = cfg.data.name or spec.default_name
     try:
         return features.load_processed(data_dir, name, cfg.features.set)

@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,10 @@ def apply_thread_env(environ: dict | None = None) -> dict:
     """Put the thread-runtime defaults into ``environ`` (default ``os.environ``) where the user
     has not set them (their value wins). Effective only before torch is imported (the CLI
     calls it first thing); returns the values in effect."""
-    environ = os.environ if environ is None else environ
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
     for key, value in THREAD_ENV_DEFAULTS.items():
-        environ.setdefault(key, value)
-    return {k: environ[k] for k in THREAD_ENV_DEFAULTS}
+        env.setdefault(key, value)
+    return {k: env[k] for k in THREAD_ENV_DEFAULTS}
 
 
 def worker_env(threads: int) -> dict:
@@ -129,9 +130,9 @@ def git_sha(cwd: Path | None = None) -> str | None:
 def device_record() -> dict:
     import torch
 
-    rec = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    rec: dict = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                 "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     if torch.cuda.is_available():
         rec["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     rec["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

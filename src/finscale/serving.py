@@ -110,7 +110,9 @@ class Run:
                               price=s["target"]["price"], horizons=(s["horizon"],))
         y = make_labels(frame, target, s["horizon"])
         ends = _window_ends(frame["Date"], s["context_len"], start, end)
-        ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"])
+        # a panel asset's index (its row of an asset embedding), in the panel's order
+        index = None if asset is None or self.assets is None else np.full(len(values), self.assets.index(asset))
+        ds = WindowDataset(values, np.zeros(len(values), dtype=np.float32), ends, s["context_len"], index)
         prob = predict_proba(self.model, ds, batch_size or s["eval_batch_size"], self.device,
                              self.precision)
         out = pd.DataFrame({"date": frame["Date"].to_numpy()[ends], "run_id": self.path.name,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
+from finscale.data.panel import asset_names, is_panel
 from finscale.data.pin import identity_fields
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, device_type, model_args_for, resolve_precision
@@ -41,7 +42,8 @@ def design_cfg(cfg: StudyConfig, params: dict | None) -> StudyConfig:
     ``normalization``, ``context_len``) replace the study's values. Window ends stay those of
     the study (``splits.context_len`` pinned to its window context), so every design is scored
     on the same windows. Without design keys: ``cfg`` itself."""
-    design = {k: params[k] for k in DESIGN_KEYS if k in (params or {})}
+    given = params or {}
+    design = {k: given[k] for k in DESIGN_KEYS if k in given}
     if not design:
         return cfg
     model = {}
@@ -140,10 +142,25 @@ def run_precision(cfg: StudyConfig) -> str:
     return resolve_precision(cfg.model.precision, device_type(cfg.model.device))
 
 
+# Split keys left out of ids at 0 (unset): runs from before each key keep their ids.
+UNSET_SPLITS = ("train_years", "context_len", "train_assets")
+
+
+def embedded_assets(cfg: StudyConfig) -> int:
+    """Rows of the asset table: every asset of the panel with ``model.asset_embedding``, else 0
+    (a ValueError when the study is not a panel)."""
+    if not cfg.model.asset_embedding:
+        return 0
+    if not is_panel(cfg.data):
+        raise ValueError("model.asset_embedding: needs a panel (data.source a list of sources)")
+    return len(asset_names(cfg.data))
+
+
 def model_identity(model: dict, precision: str) -> dict:
     """The model section as it enters an id: the resolved precision replaces the preference;
-    fp32, what every run trained in before precision was a key, is left out so those ids hold."""
-    out = {k: v for k, v in model.items() if k != "precision"}
+    fp32, what every run trained in before precision was a key, is left out so those ids hold
+    (and so is ``asset_embedding`` when off)."""
+    out = {k: v for k, v in model.items() if k != "precision" and not (k == "asset_embedding" and not v)}
     return out if precision == "fp32" else {**out, "precision": precision}
 
 
@@ -159,9 +176,9 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     # Fixed mode runs the table's shapes as given (a reproduction); misses are flagged in
     # the plan and the report. Search mode keeps the tolerance guard.
     margs = model_args_for(cfg.model, budget, n_inputs(cfg), train.dropout, arch or None,
-                           enforce_budget=cfg.hpo.mode != "fixed")
+                           enforce_budget=cfg.hpo.mode != "fixed", n_assets=embedded_assets(cfg))
     precision = run_precision(cfg)
-    run_cfg = {
+    run_cfg: dict = {
         "study": cfg.name, "budget": budget, "horizon": horizon, "seed": seed,
         "data": config_to_dict(cfg.data), "features": config_to_dict(cfg.features),
         "target": {**config_to_dict(cfg.target), "horizon": horizon},
@@ -179,9 +196,9 @@ def make_spec(cfg: StudyConfig, budget: str, horizon: int, seed: int, params: di
     identity["data"] = identity_fields(identity["data"])
     # no statistics token: the model args of runs from before the key (ids unchanged)
     identity["model_args"] = {k: v for k, v in identity["model_args"].items()
-                              if not (k == "revin_stats" and not v)}
+                              if not (k in ("revin_stats", "n_assets") and not v)}
     identity["splits"] = {k: v for k, v in identity["splits"].items()
-                          if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
+                          if k != "min_train_windows" and not (k in UNSET_SPLITS and v == 0)}
     identity["target"] = {k: v for k, v in identity["target"].items() if k != "horizons"}
     identity["train"] = {k: v for k, v in identity["train"].items() if not (k == "compute_budget" and v == 0)}
     identity["model"] = model_identity({k: v for k, v in identity["model"].items()

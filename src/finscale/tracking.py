@@ -261,7 +261,10 @@ def _session(cfg: StudyConfig, uri: str) -> tuple[Any, str]:
             exp_id = client.create_experiment(cfg.name, artifact_location=location,
                                               tags={"finscale.study": cfg.name, **EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by another worker
-            exp_id = client.get_experiment_by_name(cfg.name).experiment_id
+            created = client.get_experiment_by_name(cfg.name)
+            if created is None:  # not created by another worker after all: the error stands
+                raise
+            exp_id = created.experiment_id
     else:
         exp_id = exp.experiment_id
         if not set(EXPERIMENT_KIND) & set(exp.tags):  # a kind chosen in the UI is left alone

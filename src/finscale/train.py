@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from finscale.model import ModelArgs, autocast_for, build_model, count_parameter
 from finscale.model.compute import flops_per_sample
 from finscale.rundir import RunDir
 from finscale.windows import WindowDataset, epoch_order
+
+if TYPE_CHECKING:  # a type only: the monitor is built (or not) by the caller
+    from finscale.monitor import HardwareMonitor
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class Controls:
     """
 
     should_stop: Callable[[], str | None] = lambda: None   # returns a reason to stop, or None
-    monitor: object | None = None                          # finscale.monitor.HardwareMonitor
+    monitor: HardwareMonitor | None = None
     on_event: Callable[..., None] | None = None             # progress observer
 
 
@@ -98,7 +102,8 @@ class Controls:
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on weight matrices only (not norms, biases or positions)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -155,9 +160,12 @@ def predict_proba(model: torch.nn.Module, ds: WindowDataset, batch_size: int,
     model.eval()
     out = np.empty(len(ds), dtype=np.float64)
     for i in range(0, len(ds), batch_size):
-        x, _ = ds.get_batch(np.arange(i, min(i + batch_size, len(ds))))
+        idx = np.arange(i, min(i + batch_size, len(ds)))
+        x, _ = ds.get_batch(idx)
+        asset = ds.get_assets(idx)
         with autocast_for(device, precision):
-            logits = model(x.to(device, non_blocking=True))
+            logits = model(x.to(device, non_blocking=True),
+                           None if asset is None else asset.to(device, non_blocking=True))
         out[i:i + len(x)] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
     return out
 
@@ -194,7 +202,7 @@ class Trainer:
         self.warmup = warmup_steps(self.total_steps, cfg)
         self.sched = build_scheduler(self.opt, self.total_steps, self.warmup)
         self.loss = loss_fn(cfg, self.device)
-        self.state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
+        self.state: dict = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
                       "bad_epochs": 0, "loss_sum": 0.0, "loss_n": 0}
 
     # ---- state -------------------------------------------------------------------------
@@ -313,9 +321,11 @@ class Trainer:
             self._obey_controls()
             t1 = time.perf_counter()
             x, y = self.data.train.get_batch(batches[st["batch"]])
+            asset = self.data.train.get_assets(batches[st["batch"]])  # None off panels
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            asset = None if asset is None else asset.to(self.device, non_blocking=True)
             t2 = time.perf_counter()
-            self._train_step(x, y, last=st["batch"] == len(batches) - 1)
+            self._train_step(x, y, asset, last=st["batch"] == len(batches) - 1)
             data_s += t2 - t1
             compute_s += time.perf_counter() - t2
             self._emit("batch", batch=st["batch"], batches=len(batches))
@@ -324,10 +334,11 @@ class Trainer:
                                  self.precision)
         self._end_epoch(metrics, train_s, data_s, compute_s, time.perf_counter() - t0)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, last: bool) -> None:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, asset: torch.Tensor | None,
+                    last: bool) -> None:
         st, cfg = self.state, self.cfg
         with autocast_for(self.device, self.precision):
-            logits = self.forward(x)
+            logits = self.forward(x, asset)
         loss = self.loss(logits, y)  # fp32: outside autocast, on float logits
         if not torch.isfinite(loss):
             raise TrainingFailed(f"non-finite training loss ({loss.item()}) at epoch "
@@ -459,7 +470,7 @@ def _trainer_state(saved: dict) -> dict:
 def config_difference(old: dict, new: dict, limit: int = 3) -> str:
     """The first ``limit`` differing keys of two nested dicts, as "key: old -> new"."""
     def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
+        out: dict = {}
         for k, v in d.items():
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out

@@ -13,7 +13,7 @@ come from the rows covered by training windows' contexts only (validity guard 5)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,10 +37,12 @@ class WindowDataset:
 
     ``values`` (T, C) is converted to float32 C-contiguous once (no copy when it already
     is); ``windows`` is ``sliding_window_view`` of it reshaped to (T-L+1, L, C), whose row
-    ``t-L+1`` is the window ending at ``t``.
+    ``t-L+1`` is the window ending at ``t``. ``assets`` (T,) int, panels only: the asset
+    index of each row, so a window's asset is that of its end row (windows never cross assets).
     """
 
-    def __init__(self, values: np.ndarray, labels: np.ndarray, ends: np.ndarray, context_len: int):
+    def __init__(self, values: np.ndarray, labels: np.ndarray, ends: np.ndarray, context_len: int,
+                 assets: np.ndarray | None = None):
         values = np.ascontiguousarray(values, dtype=np.float32)
         labels = np.asarray(labels, dtype=np.float32)
         ends = np.asarray(ends, dtype=np.int64)
@@ -54,7 +56,10 @@ class WindowDataset:
         if not np.isfinite(labels[ends]).all():
             bad = ends[~np.isfinite(labels[ends])]
             raise ValueError(f"ends: {len(bad)} windows have no label (first end row {bad[0]})")
+        if assets is not None and np.shape(assets) != (len(values),):
+            raise ValueError(f"assets: expected shape ({len(values)},), got {np.shape(assets)}")
         self.values, self.labels, self.ends, self.context_len = values, labels, ends, context_len
+        self.assets = None if assets is None else np.asarray(assets, dtype=np.int64)
         # (T-L+1, C, L) view -> (T-L+1, L, C): each window is one contiguous block of values.
         view = np.lib.stride_tricks.sliding_window_view(values, context_len, axis=0)
         self.windows = view.transpose(0, 2, 1)
@@ -77,6 +82,12 @@ class WindowDataset:
         x = self.windows[starts]  # one gather into a new C-contiguous (B, L, C) array
         y = self.labels[starts + (self.context_len - 1)]
         return torch.from_numpy(x), torch.from_numpy(y)
+
+    def get_assets(self, idx: np.ndarray) -> torch.Tensor | None:
+        """The asset index (B,) of windows ``idx``; None for a single-asset dataset."""
+        if self.assets is None:
+            return None
+        return torch.from_numpy(self.assets[self.ends[np.asarray(idx, dtype=np.int64)]])
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -114,7 +125,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, values: np.ndarray, train_ends: np.ndarray, context_len: int, kind: str,
-            exempt: list[int] = ()) -> Normalizer:
+            exempt: Sequence[int] = ()) -> Normalizer:
         """Statistics from the rows inside training windows' contexts only."""
         values = np.asarray(values)
         n_cols = values.shape[1]
@@ -157,7 +168,7 @@ class Normalizer:
 
 def fit_panel_normalizer(values: np.ndarray, assets: np.ndarray, names: list[str],
                          train_ends: np.ndarray, context_len: int, kind: str,
-                         exempt: list[int] = ()) -> tuple[np.ndarray, dict]:
+                         exempt: Sequence[int] = ()) -> tuple[np.ndarray, dict]:
     """Panels: each asset z-scored with statistics of ITS OWN training rows (guard 5).
 
     Returns the transformed (T, C) float32 matrix and a JSON-able record

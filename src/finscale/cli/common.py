@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from finscale.config import StudyConfig, load_study, resolve_study_path, shipped_studies  # noqa: F401
+from finscale.formatting import cell
 
 # Piped output (tests, logs, CI) gets a wide console so tables are not cut to 80 columns.
 # markup=False: text is printed as given ("[hpo 1/4]" is not rich markup).
@@ -87,20 +88,11 @@ def print_table(title: str | None, columns: list[str], rows: Iterable[Iterable[A
 
 
 def fmt(value: Any) -> str:
-    """One cell, formatted the same way everywhere: integers and numbers >= 1000 with
-    thousands separators (19,507), other numbers to 4 significant digits, booleans yes/no."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, numbers.Integral):
-        return f"{int(value):,}"
-    if isinstance(value, numbers.Real):
-        v = float(value)
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    """One cell: :func:`finscale.formatting.cell` (the report's rule too); dicts and lists
+    as JSON."""
     if isinstance(value, (dict, list)):
         return json.dumps(value)
-    return "" if value is None else str(value)
+    return cell(value)
 
 
 def column_key(header: str) -> str:

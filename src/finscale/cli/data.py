@@ -6,6 +6,7 @@ from finscale.cli.commands import COMMANDS
 from finscale.cli.common import Output, add_json_arg, console, data_dir_arg
 from finscale.config import DataConfig
 from finscale.data import Manifest, fetch_dataset, resolve_data_dir, verify
+from finscale.formatting import count
 
 
 def register(sub) -> None:
@@ -46,7 +47,7 @@ def _fetch(args) -> int:
     data_dir = resolve_data_dir(data_dir_arg(args))
     e = fetch_dataset(args.source, data_dir, name=args.name, adjusted=args.adjusted,
                       min_rows=args.min_rows, start=args.start, end=args.end, sha256=args.sha256)
-    console.print(f"stored {data_dir / e['path']}: {e['rows']:,} rows {e['first_date']}..{e['last_date']} "
+    console.print(f"stored {data_dir / e['path']}: {count(e['rows'])} rows {e['first_date']}..{e['last_date']} "
                   f"from {e['source']}, sha256 {e['sha256'][:16]}")
     console.print(f"content sha256 {e['content_sha256']} (pin it: data.sha256 = \"{e['content_sha256']}\")")
     return 0

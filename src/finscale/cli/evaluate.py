@@ -6,6 +6,7 @@ from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
 from finscale.cli.progress import ProgressPrinter
 from finscale.collect import collect
+from finscale.formatting import interval
 from finscale.runner.study import RunOptions, run_study
 
 
@@ -38,7 +39,7 @@ def _evaluate(args) -> int:
     evals = evals.sort_values(["horizon", "params_total", "seed"])
     print_table(f"test metrics of study {cfg.name!r} (log-loss with its block-bootstrap 95% CI)",
                 ["run", "params", "log-loss", "CI", "AUC", "skill", "Brier", "ECE", "collapsed"],
-                [[r.run_id, r.params_total, r.log_loss, f"[{r.log_loss_lo:.4g}, {r.log_loss_hi:.4g}]",
+                [[r.run_id, r.params_total, r.log_loss, interval((r.log_loss_lo, r.log_loss_hi), missing=""),
                   r.auc, r.skill, r.brier, r.ece, "yes" if r.collapsed else ""]
                  for r in evals.itertuples()])
     pending = sr.current(sr.runs)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -63,7 +64,15 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
                         help="override a study value, e.g. --set target.price=close (repeatable)")
 
 
-def _resolve(args: argparse.Namespace) -> tuple[StudyConfig, object, str, str]:
+def _study_dataset(cfg: StudyConfig) -> str | None:
+    """The study's own dataset name; None for a panel (its assets are named with --data)."""
+    if cfg.data.name:
+        return cfg.data.name
+    source = cfg.data.source
+    return parse_source(source).default_name if isinstance(source, str) else None
+
+
+def _resolve(args: argparse.Namespace) -> tuple[StudyConfig, Path, str, str]:
     """(study, data_dir, dataset name, feature set) from the flags and the study."""
     for item in args.overrides:
         if "=" not in item:
@@ -75,14 +84,16 @@ def _resolve(args: argparse.Namespace) -> tuple[StudyConfig, object, str, str]:
         cfg = load_study(resolve_study_path(args.study), args.overrides)
     set_name = args.feature_set or cfg.features.set
     feature_names(set_name)  # unknown set -> error listing the available ones
-    name = args.data or cfg.data.name or parse_source(cfg.data.source).default_name
+    name = args.data or _study_dataset(cfg)
+    if name is None:
+        raise ValueError(f"data.source is a panel of {len(cfg.data.source)} assets: name one with "
+                         f"--data NAME")
     return cfg, resolve_data_dir(data_dir_arg(args), cfg.data.data_dir), name, set_name
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     cfg, data_dir, name, set_name = _resolve(args)
-    study_dataset = cfg.data.name or parse_source(cfg.data.source).default_name
-    if name == study_dataset and dataset_entry(data_dir, name) is None:
+    if name == _study_dataset(cfg) and dataset_entry(data_dir, name) is None:
         ensure_dataset(cfg.data, data_dir)  # the study's own source: fetch it first
     path, entry = build_processed(data_dir, name, set_name)
     print_table(f"built {path}", ["rows", "first_date", "last_date", "inputs", "warm-up dropped",

@@ -71,6 +71,8 @@ class StudyTotals:
         self.worked[phase] = self.worked.get(phase, 0) + worked
 
     def _per_unit(self, phase: str | None) -> float | None:
+        if phase is None:  # no fallback phase to estimate from
+            return None
         n = self.worked.get(phase, 0)
         if n and phase in self.started:
             return (time.monotonic() - self.started[phase]) / n
@@ -151,8 +153,8 @@ class ProgressPrinter:
     def _bar(self, name: str, description: str, completed: int, total: int, eta: float | None) -> None:
         if self.bars is None:
             return
-        fields = {"description": description, "completed": completed, "total": total,
-                  "eta": fmt_seconds(eta)}
+        fields: dict[str, Any] = {"description": description, "completed": completed, "total": total,
+                                  "eta": fmt_seconds(eta)}
         if name in self.tasks:
             self.bars.update(self.tasks[name], **fields)
         else:

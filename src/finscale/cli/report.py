@@ -6,8 +6,9 @@ import pandas as pd
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, open_study_from_args, print_table
+from finscale.formatting import cell, count, interval, signed
 from finscale.report import build_report
-from finscale.report.render import fmt_cell
+from finscale.report.render import with_ci
 from finscale.report.tables import RESULT_METRICS
 
 
@@ -21,14 +22,6 @@ def register(sub) -> None:
                     "run `finscale run STUDY --phase scaling` to (re)fit the scaling laws.")
     add_study_args(p, reads_runs=True)
     p.set_defaults(handler=_report)
-
-
-def _with_ci(frame: pd.DataFrame, metric: str) -> list[str]:
-    out = []
-    for _, r in frame.iterrows():
-        ci = "" if pd.isna(r[f"{metric}_lo"]) else f" [{fmt_cell(r[f'{metric}_lo'])}, {fmt_cell(r[f'{metric}_hi'])}]"
-        out.append(fmt_cell(r[metric]) + ci)
-    return out
 
 
 def print_findings(folder) -> None:
@@ -46,8 +39,8 @@ def print_findings(folder) -> None:
 
 
 def _signed(v: float) -> str:
-    text = fmt_cell(float(v))
-    return text if text.startswith("-") else f"+{text}"
+    """A difference in a table cell: the cell's digits with an explicit sign."""
+    return signed(float(v), cell)
 
 
 def print_versus_baseline(folder) -> None:
@@ -64,7 +57,7 @@ def print_versus_baseline(folder) -> None:
     rows = []
     for budget in budgets:
         params = res.loc[res["budget"] == budget, "params_total"].median()
-        row = [f"{budget} ({int(params):,})" if pd.notna(params) else budget]
+        row = [f"{budget} ({count(params)})" if pd.notna(params) else budget]
         for h in horizons:
             v = vs[(vs["budget"] == budget) & (vs["horizon"] == h)]
             m = res[(res["budget"] == budget) & (res["horizon"] == h)]
@@ -72,16 +65,16 @@ def print_versus_baseline(folder) -> None:
                 row.append("")
                 continue
             v = v.iloc[0]
-            ci = "" if pd.isna(v["improvement_lo"]) else \
-                f" [{_signed(v['improvement_lo'])}, {_signed(v['improvement_hi'])}]"
-            row.append(f"{fmt_cell(m['log_loss'].iloc[0])}\n{_signed(v['improvement'])}{ci}\n"
+            ci = interval((v["improvement_lo"], v["improvement_hi"]), _signed, missing="")
+            ci = f" {ci}" if ci else ""
+            row.append(f"{cell(m['log_loss'].iloc[0])}\n{_signed(v['improvement'])}{ci}\n"
                        f"{int(v['seeds_better'])} better, {int(v['seeds_worse'])} worse of {int(v['seeds'])}")
         rows.append(row)
     last = ["strongest baseline"]
     for h in horizons:
         name = vs.loc[vs["horizon"] == h, "baseline"].iloc[0]
-        loss = base.loc[(base["horizon"] == h) & (base["baseline"] == name), "log_loss"] if not base.empty else []
-        last.append(f"{name}\n{fmt_cell(loss.iloc[0])}" if len(loss) else name)
+        loss = base.loc[(base["horizon"] == h) & (base["baseline"] == name), "log_loss"] if not base.empty else None
+        last.append(f"{name}\n{cell(loss.iloc[0])}" if loss is not None and len(loss) else name)
     rows.append(last)
     print_table("test log-loss per budget x horizon, and the improvement over the strongest baseline "
                 "(baseline - model, > 0 = PatchTST better; mean [95% CI over seeds]; seeds "
@@ -93,10 +86,10 @@ def print_results(folder) -> None:
     results = folder / "tables" / "final_results.csv"
     if results.exists():
         res = pd.read_csv(results)
-        cols = {m: _with_ci(res, m) for m in RESULT_METRICS}
+        cols = {m: list(with_ci(res, m)) for m in RESULT_METRICS}
         print_table("final results: mean [95% CI over seeds]",
                     ["horizon", "budget", "seeds", "params", *RESULT_METRICS],
-                    [[r["horizon"], r["budget"], r["seeds"], fmt_cell(r["params_total"]),
+                    [[r["horizon"], r["budget"], r["seeds"], cell(r["params_total"]),
                       *(cols[m][i] for m in RESULT_METRICS)] for i, (_, r) in enumerate(res.iterrows())])
     else:
         console.print("no evaluated final runs: run `finscale evaluate` first")

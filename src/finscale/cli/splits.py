@@ -8,6 +8,7 @@ import numpy as np
 
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import Output, add_json_arg, add_study_args, data_dir_arg, load_study_from_args
+from finscale.formatting import count
 from finscale.splits import Split, final_split, split_report, tuning_splits
 
 SCHEMES = ("contiguous", "scattered", "walk_forward")
@@ -77,7 +78,7 @@ def _show(args) -> int:
               rows=len(frame), first_date=str(dates[0])[:10], last_date=str(dates[-1])[:10])
     if rows or args.json:
         out.table("regions", f"splits of study {cfg.name!r} (context_len {window_context(cfg)}, "
-                  f"embargo_days {cfg.splits.embargo_days}, {len(frame):,} rows "
+                  f"embargo_days {cfg.splits.embargo_days}, {count(len(frame))} rows "
                   f"{str(dates[0])[:10]}..{str(dates[-1])[:10]})",
                   ["horizon", "split", "region", "windows", "first", "last", "base rate"], rows)
     out.value(errors=errors)

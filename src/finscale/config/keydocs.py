@@ -24,7 +24,9 @@ def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, st
         if _is_section(tp):
             rows += describe_fields(tp, f"{prefix}{f.name}.")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = (f.default if f.default is not dataclasses.MISSING
+                   else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                   else dataclasses.MISSING)
         rows.append((prefix + f.name, _type_name(tp) if not isinstance(tp, (types.GenericAlias, types.UnionType))
                      else str(tp), default, f.metadata.get("doc", "")))
     return rows

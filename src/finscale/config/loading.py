@@ -28,6 +28,7 @@ from finscale.config.schema import (
     ConfigError,
     SplitsConfig,
     StudyConfig,
+    check_expected_excess,
     check_name,
 )
 
@@ -152,6 +153,7 @@ def _check_study(cfg: StudyConfig) -> None:
         if len(rng) not in (1, 2) or (len(rng) == 2 and rng[0] > rng[1]):
             raise ConfigError(f"hpo.{key}: expected [value] or [low, high], got {list(rng)}")
     _check_overridden_search(cfg)
+    check_expected_excess(cfg)
     if isinstance(cfg.data.source, tuple):
         if not cfg.data.source:
             raise ConfigError("data.source: expected a source or a non-empty list of sources")

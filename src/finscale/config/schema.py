@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class FeaturesConfig:
-    set: str = _opt("a20", doc="`a20` (5 OHLCV + 20 indicators = 25 inputs) or `a20_rel` (the same information made stationary: prices relative to Close, returns, z-scores). `finscale features list` shows all")
+    set: str = _opt("a20", doc="`a20` (5 OHLCV + 20 indicators = 25 inputs) , `a20_rel` (the same information made stationary: prices relative to Close, returns, z-scores) or `returns` (its four price returns alone, for calibration markets). `finscale features list` shows all")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +80,7 @@ class SplitsConfig:
     embargo_days: int = _opt(0, min=0, doc="extra rows between regions on top of the purge (a window's whole span, context and label period, lies inside one region); tuning splits always embargo at least the feature set's lookback + horizon after each validation chunk, and this can only raise it")
     min_eval_windows: int = _opt(100, min=1, doc="validation/test regions with fewer windows are an error (guard 4)")
     train_years: int = _opt(0, min=0, doc="data size D: keep only the last N years of training rows before the validation start (0 = all); validation and test stay fixed, so every D is scored on the same test windows.")
+    train_assets: int = _opt(0, min=0, doc="panels, data size D by pooling: training windows come from the first N assets of `data.source` only (0 = all); validation and test cover every asset, so every N is scored on the same test windows (docs/panels.md)")
     min_train_windows: int = _opt(100, min=1, doc="with `train_years` set, a training region with fewer windows is an error (a data size too small to train on)")
     chunk_days: int = _opt(250, min=10, doc="scattered tuning split: chunk length in rows")
     val_chunk_fraction: float = _opt(0.2, min=0.01, max=0.9, doc="scattered: share of chunks used for validation")
@@ -110,6 +111,7 @@ class ModelConfig:
     precision: str = _opt("bf16-cuda", choices=("bf16-cuda", "auto", "fp32", "bf16"), doc="`bf16-cuda` (default: bf16 autocast on CUDA, fp32 elsewhere), `auto` (bf16 also on CPUs with native bf16: avx512_bf16, AMX, ARM bf16), `fp32`, `bf16`; autocast around the forward only, loss and metrics in fp32. Resolved to fp32/bf16 on the planning machine; a bf16 run has its own run id. CPU bf16 measured no faster at 5k-25k parameters, 1.2-1.5x from 100k (docs/performance.md)")
     compile: bool = _opt(False, doc="`torch.compile` on CUDA")
     activation_checkpointing: bool = _opt(False, doc="recompute blocks in backward (large models on one GPU)")
+    asset_embedding: bool = _opt(False, doc="panels: a learned vector per asset (one per asset of `data.source`, initialised at zero) added to every token, so one model can learn per-asset offsets; counted as embedding parameters (docs/panels.md)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +183,8 @@ class EvalConfig:
     cost_bps: float = _opt(1.0, min=0.0, doc="backtest transaction cost per entry/exit, basis points")
     ece_bins: int = _opt(10, min=2, doc="calibration bins")
     scaling_resamples: int = _opt(1000, min=10, max=100_000, doc="resamples (seeds × test-day blocks) for scaling-law CIs (at most 100,000)")
+    expected_excess: dict = _opt({}, doc='calibration markets: the expected test log-loss above the known optimum per budget, from the oracle sweep `python -m benchmarks law`, e.g. `"cpu-s" = 0.12`; the scaling stage records the expected curve, `expected_slope` and `expected_covered` in `scaling/h<h>.json` and the report draws it (docs/controls.md)')
+    expected_tolerance: float = _opt(0.02, min=0.0, doc="nats: how close each budget's mean test log-loss must come to its expected value (`within_tolerance` in `scaling/h<h>.json`)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,3 +230,12 @@ class StudyConfig:
         return Path(self.output_dir) / self.name
 
 
+def check_expected_excess(cfg: StudyConfig) -> None:
+    """ConfigError unless ``[evaluate.expected_excess]`` maps budgets of the study to nats >= 0."""
+    for budget, value in cfg.evaluate.expected_excess.items():
+        if budget not in cfg.model.budgets:
+            raise ConfigError(f"evaluate.expected_excess.{budget}: not a budget of the study "
+                              f"(model.budgets: {', '.join(cfg.model.budgets)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"evaluate.expected_excess.{budget}: expected a number >= 0 (nats above "
+                              f"the known optimum), got {value!r}")

@@ -59,13 +59,25 @@ def fetch_dataset(source: str, data_dir: Path, *, name: str = "", adjusted: bool
 
 
 def synthetic_entry(target: str) -> dict:
-    """Manifest fields of a synthetic market: its parameters and the known optimum."""
+    """Manifest fields of a synthetic market: its parameters and the known optimum (and, for
+    the teacher, its spectrum)."""
     from finscale.data.synthetic import generate, parse_synthetic
-    from finscale.data.synthetic_truth import truth_summary
+    from finscale.data.synthetic_truth import DEFAULT_TARGETS, truth_summary
+    from finscale.data.teacher import TeacherNetwork
 
     spec = parse_synthetic(target)
-    return {"synthetic": {"variant": spec.variant, "params": spec.params(),
-                          "truth": truth_summary(generate(spec))}}
+    market = generate(spec)
+    targets = DEFAULT_TARGETS
+    if spec.variant == "teacher":
+        # horizon 1 only: the Monte Carlo of longer horizons evaluates the wide teacher on
+        # rows x paths every simulated day (minutes on 30,000 days); the evaluation stage
+        # computes a study's own horizons when it scores them
+        targets = tuple(t for t in DEFAULT_TARGETS if t["horizon"] == 1)
+    entry = {"variant": spec.variant, "params": spec.params(), "truth": truth_summary(market, targets)}
+    if isinstance(market.network, TeacherNetwork):
+        # each component's share of the nonlinear drift's variance (the planted spectrum)
+        entry["spectrum"] = list(market.network.spectrum)
+    return {"synthetic": entry}
 
 
 def dataset_entry(data_dir: Path, name: str) -> dict | None:
@@ -94,13 +106,16 @@ def ensure_dataset(cfg: DataConfig, data_dir: Path) -> tuple[str, dict]:
 
     A stored dataset must come from the study's source and date range; with ``data.sha256``
     its content is re-hashed from the stored file (before any training reads it)."""
-    name = cfg.name or parse_source(cfg.source).default_name
+    source = cfg.source
+    if not isinstance(source, str):  # a panel's assets are stored by ensure_panel
+        raise DataError(f"data.source is a panel of {len(source)} sources; expected one source here")
+    name = cfg.name or parse_source(source).default_name
     entry = dataset_entry(data_dir, name)
     if entry is None or not (Path(data_dir) / entry["path"]).exists():
-        return name, fetch_dataset(cfg.source, data_dir, name=name, adjusted=cfg.adjusted,
+        return name, fetch_dataset(source, data_dir, name=name, adjusted=cfg.adjusted,
                                    min_rows=cfg.min_rows, start=cfg.start, end=cfg.end,
                                    sha256=cfg.sha256)
-    if entry.get("source") != parse_source(cfg.source).__str__():
+    if entry.get("source") != parse_source(source).__str__():
         raise DataError(f"dataset {name!r} in {data_dir} came from {entry.get('source')}, but the "
                         f"study names {cfg.source}; set data.name to a different name")
     stored = (entry.get("start", ""), entry.get("end", ""))

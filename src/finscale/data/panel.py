@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 from finscale.config import DataConfig
 from finscale.data.pin import content_sha256
 from finscale.data.sources import fetch, parse_source
+from finscale.data.synthetic import is_panel_source, panel_members
 from finscale.data.validate import DataError
 
 __all__ = ["source_list", "is_panel", "asset_names", "ensure_panel"]
@@ -24,8 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def source_list(cfg: DataConfig) -> list[str]:
-    """The study's sources as a list (one element for a single-source study)."""
-    return [cfg.source] if isinstance(cfg.source, str) else list(cfg.source)
+    """The study's sources as a list (one element for a single-source study); a synthetic
+    panel element (``synthetic:panel?assets=24&...``) stands for its member sources."""
+    if isinstance(cfg.source, str):
+        return [cfg.source]
+    out = []
+    for i, text in enumerate(cfg.source):
+        try:
+            out += panel_members(text) if is_panel_source(text) else [text]
+        except DataError as exc:
+            raise DataError(f"data.source[{i}]: {exc}") from None
+    return out
 
 
 def is_panel(cfg: DataConfig) -> bool:
@@ -34,7 +45,8 @@ def is_panel(cfg: DataConfig) -> bool:
 
 def asset_names(cfg: DataConfig) -> list[str]:
     """Dataset names of a panel's assets (DataError on an unknown or duplicate source)."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for i, text in enumerate(source_list(cfg)):
         try:
             spec = parse_source(text)
@@ -76,4 +88,6 @@ def ensure_panel(cfg: DataConfig, data_dir: Path) -> list[tuple[str, dict]]:
             "content_sha256": content_sha256(frame), "start": cfg.start, "end": cfg.end, **extra})
         log.info("stored asset %s: %d rows %s..%s", name, entry["rows"], entry["first_date"],
                  entry["last_date"])
-    return [(name, dataset_entry(data_dir, name)) for name in names]
+    stored = [(name, dataset_entry(data_dir, name)) for name in names]
+    assert all(entry is not None for _, entry in stored)  # every asset is stored by now
+    return cast(list[tuple[str, dict]], stored)

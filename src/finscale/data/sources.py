@@ -154,9 +154,27 @@ def fetch(spec: SourceSpec, *, adjusted: bool = False, min_rows: int = 1, start:
     else:
         frame = validate_ohlcv(read_file(Path(spec.target)), origin=f"file {spec.target}",
                                adjusted=adjusted)
+    span = _date_span(frame)
     if start or end:
         frame = clip_dates(frame, start, end)
     if len(frame) < min_rows:
         cut = f" in {start or 'first'}..{end or 'last'} (data.start/data.end)" if start or end else ""
-        raise DataError(f"{spec}: {len(frame)} rows{cut}, fewer than the minimum {min_rows} (data.min_rows)")
+        raise DataError(f"{spec}: {len(frame)} rows{cut}, fewer than the minimum {min_rows} (data.min_rows); "
+                        f"its Date column runs {span}{_outside(span, start, end)}")
     return frame
+
+
+def _date_span(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "nowhere (no rows)"
+    return f"{frame['Date'].min().date()}..{frame['Date'].max().date()}"
+
+
+def _outside(span: str, start: str, end: str) -> str:
+    """Which bound misses the data entirely, if one does (the common mistake: a typo'd year)."""
+    first, _, last = span.partition("..")
+    if start and last and start > last:
+        return f": data.start {start} is after its last date"
+    if end and first and end < first:
+        return f": data.end {end} is before its first date"
+    return ""

@@ -1,7 +1,7 @@
 """Synthetic markets: seeded daily OHLCV whose data-generating process is known.
 
 Consumes: a source target ``VARIANT?key=value&...``, e.g. ``null?seed=3&days=5000`` or
-``planted?seed=1&strength=0.3&complexity=8`` (the part after ``synthetic:``; see README).
+``planted?seed=1&strength=0.3&complexity=8`` or ``teacher?seed=2&width=64&alpha=1`` (the part after ``synthetic:``; see README).
 Produces: the canonical parameter string, a safe dataset name and a raw OHLCV frame (one
 row per trading day of an exchange-like calendar: weekends and US market holidays are
 skipped). ``finscale.data.synthetic_truth`` turns the same parameters into the
@@ -29,10 +29,19 @@ The model (day t; ``sigma_t`` and ``mu_t`` are known at the close of day t-1):
   ``g`` is a seeded random tanh network with ``complexity`` hidden units, scaled to unit
   variance, of which a share ``linear`` is linear in the gaps and the rest is nonlinear (see
   :class:`TanhNetwork`); ``strength`` is one day's signal-to-noise ratio;
+- teacher: the same drift with ``g`` a wide teacher of the last ``lags`` gaps, ``width``
+  nonlinear components whose amplitudes fall like ``k^-alpha`` (a power-law spectrum, see
+  :mod:`finscale.data.teacher`), so a larger student learns more of it: model capacity, not
+  data, limits the loss (constant volatility by default);
 - Volume is lognormal, rising with volatility and with the size of the day's move.
 
 A planted market with ``strength=0`` is the null market of the same seed, and markets
 differing only in ``strength`` share every random shock.
+
+Panels: ``panel?assets=24&seed=7&...`` (an element of a ``data.source`` list, expanded by
+:func:`panel_members`) names planted members ``asset=0..23`` of one seed: each has its own
+shocks but the seed's network ``g`` (one shared signal), and ``mu_t = strength * sigma_t *
+(g(...) + o_a)`` with a per-member drift offset ``o_a = offset * N(0, 1)``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries import holiday as hol
 
+from finscale.data.teacher import TeacherNetwork
 from finscale.data.validate import DataError
 
 __all__ = ["Market", "SyntheticSpec", "VARIANTS", "generate", "parse_synthetic"]
@@ -52,6 +62,7 @@ __all__ = ["Market", "SyntheticSpec", "VARIANTS", "generate", "parse_synthetic"]
 OVERNIGHT = 0.2          # share of a day's variance in the overnight gap (the drift is intraday)
 START_PRICE = 100.0
 MAX_LAGS = 64            # every market simulates this many extra leading days (lag history)
+MAX_ASSETS = 1000        # members of one synthetic panel
 BURN = 500               # arch's burn-in of the variance recursion
 # Daily variance in percent^2; all give an unconditional daily volatility of 1.1 % (about
 # 17 % a year, like a broad equity index); persistence 0.98 (garch), 0.97 (gjr), 0 (constant).
@@ -83,6 +94,7 @@ class _Param:
 
     def parse(self, text: str):
         """The value of ``text``, or None when it is not a valid value of this parameter."""
+        value: float
         try:
             if self.kind == "int":
                 value = int(text, 10)
@@ -91,13 +103,14 @@ class _Param:
                 if not np.isfinite(value):
                     return None
             elif self.kind == "date":
-                value = pd.Timestamp.fromisoformat(text)
-                ok = len(text) == 10 and value == value.normalize()
-                return str(value.date()) if ok and 1900 <= value.year <= 2100 else None
+                day = pd.Timestamp.fromisoformat(text)
+                ok = len(text) == 10 and day == day.normalize()
+                return str(day.date()) if ok and 1900 <= day.year <= 2100 else None
             else:
                 return text if text in self.choices else None
         except ValueError:
             return None
+        assert self.low is not None and self.high is not None  # every number parameter is bounded
         return value if self.low <= value <= self.high else None
 
 
@@ -112,8 +125,24 @@ _PLANTED = {
     "complexity": _Param("int", 8, 1, 256),
     "lags": _Param("int", 5, 1, MAX_LAGS),
     "linear": _Param("float", 0.25, 0.0, 1.0),
+    # A panel's member: its own shocks, the network of its seed (one signal shared by every
+    # member of a panel), plus a drift offset of ``offset`` x N(0, 1) in signal units.
+    "asset": _Param("int", 0, 0, MAX_ASSETS - 1),
+    "offset": _Param("float", 0.0, 0.0, 2.0),
 }
-VARIANTS = {"null": _COMMON, "planted": {**_COMMON, **_PLANTED}}
+# Capacity-limited: a wide teacher with a power-law spectrum (finscale.data.teacher).
+_TEACHER = {
+    "vol": _Param("choice", "constant", choices=tuple(VOL_PARAMS)),
+    "strength": _Param("float", 3.0, 0.0, 5.0),
+    "width": _Param("int", 256, 1, 1024),
+    "alpha": _Param("float", 0.75, 0.0, 4.0),
+    "lags": _Param("int", 8, 1, MAX_LAGS),
+    "linear": _Param("float", 0.3, 0.0, 1.0),
+}
+# Left out of the canonical string at their defaults, so markets named before they existed
+# keep their names (and stored datasets their entries).
+_QUIET = {"asset": 0, "offset": 0.0}
+VARIANTS = {"null": _COMMON, "planted": {**_COMMON, **_PLANTED}, "teacher": {**_COMMON, **_TEACHER}}
 
 
 @dataclass(frozen=True)
@@ -129,6 +158,10 @@ class SyntheticSpec:
     complexity: int = 0
     lags: int = 0
     linear: float = 0.0
+    asset: int = 0
+    offset: float = 0.0
+    width: int = 0
+    alpha: float = 0.0
 
     def params(self) -> dict:
         """The parameters this variant accepts, in canonical order."""
@@ -137,7 +170,8 @@ class SyntheticSpec:
     @property
     def canonical(self) -> str:
         """``VARIANT?k=v&...`` with every parameter, in a fixed order (stored in the manifest)."""
-        return f"{self.variant}?" + "&".join(f"{k}={v}" for k, v in self.params().items())
+        shown = {k: v for k, v in self.params().items() if _QUIET.get(k, ...) != v}
+        return f"{self.variant}?" + "&".join(f"{k}={v}" for k, v in shown.items())
 
     @property
     def default_name(self) -> str:
@@ -150,9 +184,16 @@ def parse_synthetic(target: str) -> SyntheticSpec:
     """Parse ``VARIANT[?k=v&...]`` strictly; DataError names the bad part and what was expected."""
     origin = f"source 'synthetic:{target}'"
     variant, _, query = target.partition("?")
+    if variant == "panel":
+        raise DataError(f"{origin}: a panel of several assets, not one market; list it in "
+                        f"data.source, e.g. data.source = [\"synthetic:{target}\"]")
     if variant not in VARIANTS:
         raise DataError(f"{origin}: unknown variant {variant!r} (expected: {', '.join(VARIANTS)})")
-    accepted = VARIANTS[variant]
+    return SyntheticSpec(variant=variant, **_parse_query(origin, variant, VARIANTS[variant], query))
+
+
+def _parse_query(origin: str, variant: str, accepted: dict, query: str) -> dict:
+    """``k=v&...`` -> every accepted parameter (defaults filled in), strictly checked."""
     values: dict = {}
     for item in query.split("&") if query else []:
         key, eq, text = item.partition("=")
@@ -168,10 +209,31 @@ def parse_synthetic(target: str) -> SyntheticSpec:
             raise DataError(f"{origin}: parameter {key}={text!r}: expected {accepted[key].expected()}")
         values[key] = value
     full = {k: values.get(k, p.default) for k, p in accepted.items()}
-    for key in ("strength", "linear"):
+    for key in ("strength", "linear", "offset", "alpha"):
         if key in full:
             full[key] = float(full[key])
-    return SyntheticSpec(variant=variant, **full)
+    return full
+
+
+# A synthetic panel: ``panel?assets=24&seed=7&...`` names ``assets`` planted members sharing
+# the seed's planted network (one signal) with their own shocks and drift offsets, so pooling
+# more members gives more data about the same signal.
+PANEL = {"assets": _Param("int", 24, 1, MAX_ASSETS),
+         **{k: p for k, p in VARIANTS["planted"].items() if k != "asset"},
+         "offset": _Param("float", 0.25, 0.0, 2.0)}
+
+
+def is_panel_source(text: str) -> bool:
+    """Whether a source string names a synthetic panel (``synthetic:panel?...``)."""
+    return text == "synthetic:panel" or text.startswith("synthetic:panel?")
+
+
+def panel_members(text: str) -> list[str]:
+    """The member sources of ``synthetic:panel?...`` (DataError naming a bad parameter)."""
+    query = text.partition("?")[2]
+    full = _parse_query(f"source {text!r}", "panel", PANEL, query)
+    n = full.pop("assets")
+    return [f"synthetic:{SyntheticSpec(variant='planted', asset=a, **full).canonical}" for a in range(n)]
 
 
 # --------------------------------------------------------------------------- calendar
@@ -254,13 +316,22 @@ class Market:
     mu: np.ndarray
     gap: np.ndarray
     offset: int
-    network: TanhNetwork | None
+    network: TanhNetwork | TeacherNetwork | None
+    drift_offset: float = 0.0   # the member's constant added to g (signal units; 0 off panels)
 
 
-def random_streams(seed: int) -> dict[str, np.random.Generator]:
+def random_streams(seed: int, asset: int = 0) -> dict[str, np.random.Generator]:
+    """Named generators of one market. A panel member ``asset`` > 0 draws its own shocks
+    (from (seed, asset)) but the network of ``seed``: every member plants the same signal.
+    Asset 0 is the market of ``seed`` itself; ``offset`` is the member's drift-offset draw."""
     names = ("shocks", "split", "high", "low", "volume", "network")
     children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
+    out = {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
+    own = np.random.SeedSequence([seed, asset]).spawn(len(names))
+    if asset:
+        out.update({n: np.random.default_rng(c) for n, c in zip(names, own) if n != "network"})
+    out["offset"] = np.random.default_rng(own[-1])
+    return out
 
 
 def _volatility_process(vol: str):
@@ -293,19 +364,25 @@ def lag_windows(z: np.ndarray, lags: int) -> np.ndarray:
 @lru_cache(maxsize=4)
 def generate(spec: SyntheticSpec) -> Market:
     """Simulate the market ``spec`` names (cached: a spec always gives the same market)."""
-    rng = random_streams(spec.seed)
+    rng = random_streams(spec.seed, spec.asset)
     n = spec.days + MAX_LAGS
     z, sigma = _simulate_shocks(spec, rng["shocks"], n)
     w = OVERNIGHT
     gap = np.sqrt(w) * z + np.sqrt(1 - w) * rng["split"].standard_normal(n)   # u_t, N(0, 1)
-    mu, network = np.zeros(n), None
+    mu = np.zeros(n)
+    network: TanhNetwork | TeacherNetwork | None = None
+    drift = float(spec.offset * rng["offset"].standard_normal()) if spec.offset else 0.0
     if spec.variant == "planted" and spec.strength > 0:
         network = TanhNetwork.draw(rng["network"], spec.lags, spec.complexity, spec.linear)
-        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * network(lag_windows(gap, spec.lags)[MAX_LAGS:])
+    elif spec.variant == "teacher" and spec.strength > 0:
+        network = TeacherNetwork.draw(rng["network"], spec.lags, spec.width, spec.alpha, spec.linear)
+    if network is not None:
+        g = network(lag_windows(gap, spec.lags)[MAX_LAGS:]) + drift
+        mu[MAX_LAGS:] = spec.strength * sigma[MAX_LAGS:] * g
     frame = _bars(spec, z, sigma, mu, gap, rng)
     for arr in (z, sigma, mu, gap):
         arr.setflags(write=False)
-    return Market(spec, frame, z, sigma, mu, gap, MAX_LAGS, network)
+    return Market(spec, frame, z, sigma, mu, gap, MAX_LAGS, network, drift)
 
 
 def _bridge_extreme(d: np.ndarray, s2: np.ndarray, u: np.ndarray, sign: float) -> np.ndarray:

@@ -127,15 +127,15 @@ def _simulate_rows(market: Market, idx: np.ndarray, kind: str, price: str, c: fl
     shape = (len(idx), PATHS)
     sigma = np.broadcast_to(market.sigma[idx][:, None], shape)
     mu = np.broadcast_to(market.mu[idx][:, None], shape)
-    window = None
-    if market.network is not None:
+    network, window = market.network, None
+    if network is not None:
         past = market.gap[idx[:, None] + np.arange(-spec.lags, 0)[None, :]]
         window = np.broadcast_to(past[:, None, :], (*shape, spec.lags))
     cum, no_hit, hit = np.zeros(shape), np.ones(shape), np.zeros(shape, bool)
     result = np.empty((longest, *shape))
     for day in range(longest):
-        if day > 0 and window is not None:
-            mu = spec.strength * sigma * market.network(window)
+        if day > 0 and network is not None and window is not None:
+            mu = spec.strength * sigma * (network(window) + market.drift_offset)
         rng = np.random.default_rng([market.spec.seed, TRUTH_STREAM, chunk, day])
         z1, z2 = rng.standard_normal(shape), rng.standard_normal(shape)
         gap = sigma * np.sqrt(w) * z1                      # the drift is intraday
@@ -192,7 +192,7 @@ def summarize(p: np.ndarray, mc_var: np.ndarray | None = None) -> dict:
 
 def truth_summary(market: Market, targets=DEFAULT_TARGETS) -> list[dict]:
     """One summary per target over the whole market (for the manifest)."""
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[str, float, str], list[int]] = {}
     for t in targets:
         groups.setdefault((t["kind"], t["threshold"], t["price"]), []).append(t["horizon"])
     probs = {key: _probabilities(market, *key, tuple(hs)) for key, hs in groups.items()}

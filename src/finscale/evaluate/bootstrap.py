@@ -127,7 +127,7 @@ def bootstrap_ci(metric_fn: Callable, *arrays, block_len: int, n_resamples: int,
     float. ``vectorized=True``: it gets ``(n_resamples, n, ...)`` stacks and returns
     ``(n_resamples,)`` — much faster. NaN results are ignored (see :func:`percentile_ci`).
     """
-    arrays = [np.asarray(a) for a in arrays]
+    arrays = tuple(np.asarray(a) for a in arrays)
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array to resample")
     n = len(arrays[0])

@@ -169,7 +169,8 @@ def model_confidence_set(losses: dict[str, np.ndarray], block_len: int, reps: in
     # Candidates with identical losses (e.g. a tuned window baseline that chose k = 1, which is
     # the day-t logistic regression) have a zero-variance difference, on which arch's MCS fails:
     # the set is computed over distinct series, and a twin shares its original's fate.
-    twins, distinct = {}, {}
+    twins: dict[str, str] = {}
+    distinct: dict[str, np.ndarray] = {}
     for name, series in losses.items():
         same = next((d for d, v in distinct.items() if np.array_equal(v, series)), None)
         if same is None:

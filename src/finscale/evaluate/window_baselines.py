@@ -25,11 +25,12 @@ validation windows, never on test; a window's features use rows ``t-k+1..t`` onl
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -52,7 +53,7 @@ def _window(values: np.ndarray, ends: np.ndarray, k: int) -> np.ndarray:
     return values[idx]
 
 
-def _logistic(C: float) -> object:
+def _logistic(C: float) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
 
 
@@ -62,7 +63,7 @@ def _val_loss(y_val: np.ndarray, prob: np.ndarray) -> float:
 
 def _select(candidates, feats, y: np.ndarray, ends: dict) -> dict:
     """Fit each (choice, C) on train, keep the lowest validation log-loss; predict val/test."""
-    best = None
+    best: dict[str, Any] | None = None
     for choice in candidates:
         X = {s: feats(choice, e) for s, e in ends.items()}
         for C in PENALTIES:
@@ -71,6 +72,7 @@ def _select(candidates, feats, y: np.ndarray, ends: dict) -> dict:
             loss = _val_loss(y[ends["val"]], prob["val"])
             if best is None or loss < best["val_loss"]:
                 best = {"val_loss": loss, "prob": prob, "chosen": {"k": choice, "C": C}}
+    assert best is not None  # at least one lag and one penalty were tried
     return {**best["prob"], "chosen": best["chosen"]}
 
 
@@ -142,7 +144,7 @@ def _fit_dlinear(w: dict, y: dict, C: float, seed: int) -> dict:
 
 
 def _dlinear(values: np.ndarray, y: np.ndarray, ends: dict, max_context: int, seed: int) -> dict:
-    best = None
+    best: dict[str, Any] | None = None
     for k in _lags(max_context, (5, 10, 20)):
         w = {s: _window(values, e, k) for s, e in ends.items()}
         labels = {s: y[e] for s, e in ends.items()}
@@ -151,6 +153,7 @@ def _dlinear(values: np.ndarray, y: np.ndarray, ends: dict, max_context: int, se
             loss = _val_loss(labels["val"], prob["val"])
             if best is None or loss < best["val_loss"]:
                 best = {"val_loss": loss, "prob": prob, "chosen": {"k": k, "C": C}}
+    assert best is not None  # at least one lag and one penalty were tried
     return {**best["prob"], "chosen": best["chosen"]}
 
 

@@ -9,6 +9,8 @@ leading NaN rows TA-Lib produces.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import talib
 from numpy.lib.stride_tricks import sliding_window_view
@@ -18,10 +20,10 @@ from finscale.features.registry import OHLCV, Bars, register
 
 # Indicator parameters in one place: the weekly variants (weekly.py) reuse them.
 RSI_PERIOD = 14
-STOCHRSI = {"timeperiod": 14, "fastk_period": 5, "fastd_period": 3, "fastd_matype": 0}
+STOCHRSI: dict[str, Any] = {"timeperiod": 14, "fastk_period": 5, "fastd_period": 3, "fastd_matype": 0}
 MACD = {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9}
 ADOSC = {"fastperiod": 3, "slowperiod": 10}
-BBANDS = {"timeperiod": 20, "nbdevup": 2.0, "nbdevdn": 2.0, "matype": 0}
+BBANDS: dict[str, Any] = {"timeperiod": 20, "nbdevup": 2.0, "nbdevdn": 2.0, "matype": 0}
 VWAP_PERIOD = 20
 
 # name -> (TA-Lib moving average of Close, period)
@@ -34,7 +36,7 @@ MOVING_AVERAGES = {
 
 def talib_lookback(func: str, **params) -> int:
     """Leading NaN rows TA-Lib produces for ``func`` with ``params``."""
-    return int(abstract.Function(func, **params).lookback)
+    return int(abstract.Function(func, **params).lookback)  # type: ignore[attr-defined]  # talib's stubs omit it
 
 
 def rolling_sum(values: np.ndarray, window: int) -> np.ndarray:
@@ -125,8 +127,8 @@ def _register_all() -> None:
     register("adx_14", lambda b: talib.ADX(b.high, b.low, b.close, timeperiod=14),
              talib_lookback("ADX", timeperiod=14), bounded=True,
              doc="TA-Lib ADX(High, Low, Close, 14); 0..100.")
-    register("bb_percent_b", bb_percent_b, talib_lookback("BBANDS", **BBANDS), doc=bb_percent_b.__doc__)
-    register("vwap_20", vwap_20, VWAP_PERIOD - 1, uses_volume=True, doc=vwap_20.__doc__)
+    register("bb_percent_b", bb_percent_b, talib_lookback("BBANDS", **BBANDS), doc=bb_percent_b.__doc__ or "")
+    register("vwap_20", vwap_20, VWAP_PERIOD - 1, uses_volume=True, doc=vwap_20.__doc__ or "")
 
 
 _register_all()

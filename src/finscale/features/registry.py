@@ -90,6 +90,9 @@ FEATURE_SETS: dict[str, list[str]] = {
         "stochrsi_weekly", "macd_rel", "obv_flow_20", "adosc_rel", "atr_rel", "adx_14",
         "bb_percent_b", "vwap_20_rel",
     ],
+    # The four price returns of a20_rel alone: calibration markets whose signal lives in the
+    # returns (studies/control_law.toml), without 21 inputs a small model must learn to ignore.
+    "returns": ["ret_open", "ret_high", "ret_low", "ret_close"],
 }
 
 

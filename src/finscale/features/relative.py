@@ -93,9 +93,9 @@ def _register_all() -> None:
     register("macd_rel", _relative_to_close("macd_line", 0.0), FEATURES["macd_line"].lookback,
              doc="macd_line / Close: the MACD line as a fraction of the price.")
     register("obv_flow_20", obv_flow_20, FLOW_WINDOW, bounded=True, uses_volume=True,
-             doc=obv_flow_20.__doc__)
+             doc=obv_flow_20.__doc__ or "")
     register("adosc_rel", adosc_rel, max(FEATURES["adosc"].lookback, Z_WINDOW - 1),
-             uses_volume=True, doc=adosc_rel.__doc__)
+             uses_volume=True, doc=adosc_rel.__doc__ or "")
     register("atr_rel", _relative_to_close("atr_14", 0.0), FEATURES["atr_14"].lookback,
              doc="atr_14 / Close: average true range as a fraction of the price.")
     register("vwap_20_rel", _relative_to_close("vwap_20", 1.0), FEATURES["vwap_20"].lookback,

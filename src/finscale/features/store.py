@@ -39,6 +39,7 @@ def build_processed(data_dir: Path, name: str, set_name: str) -> tuple[Path, dic
     rel = processed_path(name, set_name)
     raw = load_raw(data_dir, name)  # raises if missing or changed since its manifest entry
     raw_entry = Manifest(data_dir).latest(raw_path(name))
+    assert raw_entry is not None  # load_raw raised otherwise
     frame, info = build_features(raw, set_name)
     entry = store_frame(data_dir, rel, frame, {
         "name": name, "kind": "processed", "feature_set": set_name,

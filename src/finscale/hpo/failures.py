@@ -54,9 +54,9 @@ class _QuietTrialFailures(logging.Filter):
 
     QUIET = (RunInterrupted, KeyboardInterrupt, OSError)
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self._silenced: set[str] = set()
+        self._silenced: set[str | None] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.data.pin import identity_fields
-from finscale.spec import cell_name, cfg_cell, model_identity, run_precision
+from finscale.spec import UNSET_SPLITS, cell_name, cfg_cell, model_identity, run_precision
 
 # hpo.trials is left out on purpose: raising it extends a finished search (its first trials
 # stay as they were sampled), which is how workers join with more trials.
@@ -42,7 +42,7 @@ def trial_identity(cfg: StudyConfig, budget: str, horizon: int) -> dict:
 def _splits(cfg: StudyConfig) -> dict:
     """The splits section without the guard minimum and an unset data size (ids unchanged)."""
     return {k: v for k, v in config_to_dict(cfg.splits).items()
-            if k != "min_train_windows" and not (k in ("train_years", "context_len") and v == 0)}
+            if k != "min_train_windows" and not (k in UNSET_SPLITS and v == 0)}
 
 
 def study_name(cfg: StudyConfig, budget: str, horizon: int) -> str:

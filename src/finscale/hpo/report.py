@@ -117,7 +117,7 @@ def _convergence_flags(cfg: StudyConfig, budget: str, horizon: int, led: Ledger,
 
     done = [t for t in led.in_state(TrialState.COMPLETE) if t.value is not None]
     n_dims = len(cell_space(cfg, budget, horizon).searched())
-    flags = cell_flags([t.number for t in done], [t.value for t in done], n_dims=n_dims,
+    flags = cell_flags([t.number for t in done], [t.value for t in done if t.value is not None], n_dims=n_dims,
                        n_trials=n_trials)
     return {"hpo_flags": flags, "hpo_flag_notes": describe_cell_flags(flags, n_dims=n_dims, n_trials=n_trials),
             "searched_dims": n_dims}

@@ -123,7 +123,7 @@ def open_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         path = Path(spec.url[len(JOURNAL_PREFIX):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    lock = contextlib.nullcontext()
+    lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if spec.kind == "sqlite":
         path = Path(spec.url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -189,11 +189,13 @@ _ARCH_KEYS = {*ARCH_KEYS, "params"}
 
 
 def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
-                   arch: dict | None = None, *, enforce_budget: bool = True) -> ModelArgs:
+                   arch: dict | None = None, *, enforce_budget: bool = True,
+                   n_assets: int = 0) -> ModelArgs:
     """ModelArgs for a budget: ``arch`` if given, else ``model_cfg.architectures[budget]``,
     else the default grid choice; checked against the budget's tolerance unless
     ``enforce_budget`` is False (fixed-table reproduction: a published shape is run as
-    published and its miss is flagged by :func:`budget_miss`, never hidden)."""
+    published and its miss is flagged by :func:`budget_miss`, never hidden). ``n_assets`` > 0:
+    the asset table of a panel (``model.asset_embedding``), counted in the budget check."""
     budget = parse_budget(budget_name)
     revin, revin_stats = revin_flags(model_cfg.normalization)
     base = _base_args(n_inputs, model_cfg.context_len, model_cfg.patch_len, model_cfg.stride,
@@ -207,7 +209,7 @@ def model_args_for(model_cfg, budget_name: str, n_inputs: int, dropout: float,
             stride=base.stride, channel_mode=base.channel_mode, tolerance=model_cfg.budget_tolerance,
             d_ff_ratios=(model_cfg.d_ff_ratio,), positional=base.positional, revin=base.revin,
             revin_stats=base.revin_stats)
-    args = base.replace(**_arch_fields(arch, budget_name, model_cfg.d_ff_ratio))
+    args = base.replace(**_arch_fields(arch, budget_name, model_cfg.d_ff_ratio), n_assets=n_assets)
     if enforce_budget:
         check_budget(args, budget_name, model_cfg.budget_tolerance)
     return args

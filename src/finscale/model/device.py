@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -141,9 +142,10 @@ def prepare_model(model: nn.Module, device: torch.device, *, compile: bool = Fal
     through the original ``model`` (its state_dict keys carry no ``_orig_mod.`` prefix).
     """
     model.to(device)
-    model.checkpointing = checkpointing
+    # a plain attribute the model reads; torch's stubs type Module attributes as Tensor | Module
+    model.checkpointing = checkpointing  # type: ignore[assignment]
     if compile and device.type == "cuda":
-        return torch.compile(model)
+        return cast(nn.Module, torch.compile(model))  # an OptimizedModule wrapping ``model``
     if compile:
         log.info("torch.compile requested but skipped on %s (CUDA only)", device.type)
     return model

@@ -5,27 +5,28 @@ Consumes: a built :class:`PatchTST` (``count_parameters``) or its :class:`ModelA
 Produces: ``{"total", "non_embedding", "head"}`` in parameters.
 Guarantees: ``estimate_parameters(args) == count_parameters(build_model(args))`` exactly
 (tested on random configurations of both channel modes). "non_embedding" is the total
-minus the patch projection, the statistics token's projection, the learned positions and the head (RevIN's 2*n_inputs affine
+minus the patch projection, the statistics token's projection, the asset table, the learned positions and the head (RevIN's 2*n_inputs affine
 weights and the final LayerNorm count as non-embedding, like any other body weight).
 """
 
 from __future__ import annotations
 
-from torch import nn
-
-from finscale.model.patchtst import ModelArgs
+from finscale.model.patchtst import ModelArgs, PatchTST
 
 __all__ = ["count_parameters", "estimate_parameters", "block_parameters"]
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
+def count_parameters(model: PatchTST) -> dict[str, int]:
     """Measured counts of a built PatchTST (numel of its parameters)."""
     total = sum(p.numel() for p in model.parameters())
     embedding = sum(p.numel() for p in model.patch_embed.parameters())
-    if getattr(model, "pos_embed", None) is not None:
+    if model.pos_embed is not None:
         embedding += model.pos_embed.numel()
-    if getattr(model, "stats_embed", None) is not None:
+    if model.stats_embed is not None:
         embedding += sum(p.numel() for p in model.stats_embed.parameters())
+    asset_embed = getattr(model, "asset_embed", None)
+    if asset_embed is not None:
+        embedding += asset_embed.numel()
     head = sum(p.numel() for p in model.head.parameters())
     return {"total": total, "non_embedding": total - embedding - head, "head": head}
 
@@ -45,6 +46,7 @@ def estimate_parameters(args: ModelArgs) -> dict[str, int]:
     embedding = patch_dim * d + d + (n_tokens * d if args.positional == "learned" else 0)
     if args.revin_stats:  # (mean, log std) of each channel of a sequence -> one token
         embedding += 2 * (args.n_inputs // seqs) * d + d
+    embedding += args.n_assets * d   # the asset table (panels)
     head = seqs * n_tokens * d * args.n_targets + args.n_targets
     body = args.num_layers * block_parameters(d, args.d_ff) + 2 * d  # + final LayerNorm
     if args.revin:

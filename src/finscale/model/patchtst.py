@@ -18,6 +18,8 @@ Guarantees:
   out each window's level and scale, and a classifier has no output to de-normalise, so
   without it the model cannot see e.g. the volatility level that decides whether tomorrow's
   High clears a threshold (DESIGN guard 17). The token embeds (mean, log std) per channel.
+- Optional asset embedding (panels, ``n_assets`` > 0): a learned vector per asset, added to
+  every token of the asset's windows; ``forward(x, asset)`` takes each window's asset index.
 - Optional activation checkpointing per encoder block (``model.checkpointing = True``).
 """
 
@@ -27,6 +29,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +61,7 @@ class ModelArgs:
     revin: bool = True
     revin_stats: bool = False   # RevIN's per-window statistics as an extra token
     n_targets: int = 1
+    n_assets: int = 0           # panels: a learned vector per asset added to every token (0 = none)
 
     def __post_init__(self) -> None:
         for name in ("n_inputs", "context_len", "patch_len", "stride", "d_model", "num_layers",
@@ -74,13 +78,17 @@ class ModelArgs:
                              "(bars between patches would never be seen)")
         for name in ("dropout", "head_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"ModelArgs.{name}: expected 0 <= p < 1, got {value!r}")
             object.__setattr__(self, name, float(value))
         if self.channel_mode not in CHANNEL_MODES:
             raise ValueError(f"ModelArgs.channel_mode: {self.channel_mode!r} is not one of {list(CHANNEL_MODES)}")
         if self.positional not in POSITIONALS:
             raise ValueError(f"ModelArgs.positional: {self.positional!r} is not one of {list(POSITIONALS)}")
+        if isinstance(self.n_assets, bool) or not isinstance(self.n_assets, numbers.Integral) \
+                or self.n_assets < 0:
+            raise ValueError(f"ModelArgs.n_assets: expected an integer >= 0, got {self.n_assets!r}")
+        object.__setattr__(self, "n_assets", int(self.n_assets))
         if self.revin_stats and not self.revin:
             raise ValueError("ModelArgs.revin_stats: needs revin (the statistics are RevIN's)")
 
@@ -234,8 +242,11 @@ class PatchTST(nn.Module):
         self.stats_embed = nn.Linear(2 * (args.n_inputs // self.seqs_per_sample), d) \
             if args.revin_stats else None
         self.n_tokens = args.n_tokens
+        # Zero at start (no random draw): an untrained asset's vector is the zero vector, and a
+        # fresh model computes what the same model without the table computes.
+        self.asset_embed = nn.Parameter(torch.zeros(args.n_assets, d)) if args.n_assets else None
         if args.positional == "learned":
-            self.pos_embed = nn.Parameter(torch.empty(self.n_tokens, d))
+            self.pos_embed: nn.Parameter | None = nn.Parameter(torch.empty(self.n_tokens, d))
         else:
             self.pos_embed = None
             self.register_buffer("pos_table", sinusoidal_positions(self.n_tokens, d), persistent=False)
@@ -255,7 +266,7 @@ class PatchTST(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        for block in self.blocks:
+        for block in cast(list[EncoderBlock], self.blocks):
             for lin in (block.proj, block.fc2):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.args.num_layers))
         # Initial logits ~N(0, 0.1^2) whatever the head width (the flatten head can be wide).
@@ -270,7 +281,7 @@ class PatchTST(nn.Module):
         with torch.no_grad():
             self.head.bias.fill_(math.log(prior / (1.0 - prior)))
 
-    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """(B, L, C) -> (tokens (B * seqs_per_sample, n_patches, patch_dim), end-padded;
         RevIN's (mean, std) statistics, each (B, 1, C), or None without RevIN).
 
@@ -291,7 +302,7 @@ class PatchTST(nn.Module):
         else:
             patches = patches.permute(0, 2, 1, 3)  # (B, C, n, P)
             shape, stat_shape = (b * c, self.n_patches, a.patch_len), (b, c, 1, 1)
-        if stats is not None:
+        if self.revin is not None and stats is not None:
             scale, shift = self.revin.scale_shift(stats)
             patches = torch.addcmul(shift.view(stat_shape), patches, scale.view(stat_shape))
         return patches.reshape(shape), stats
@@ -309,9 +320,22 @@ class PatchTST(nn.Module):
             feats = feats.reshape(b, 1, 2 * c)
         else:
             feats = feats.permute(0, 2, 1).reshape(b * c, 1, 2)
+        assert self.stats_embed is not None  # forward calls this only with a statistics token
         return self.stats_embed(feats)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def asset_vectors(self, asset: torch.Tensor | None, b: int) -> torch.Tensor:
+        """(B * seqs_per_sample, 1, d): each window's asset vector (panels, ``n_assets`` > 0)."""
+        if asset is None or asset.shape != (b,):
+            raise ValueError(f"PatchTST: this model has an asset embedding ({self.args.n_assets} "
+                             f"assets); expected the asset index of each of the {b} windows, got "
+                             f"{None if asset is None else tuple(asset.shape)}")
+        assert self.asset_embed is not None  # only called when the model has one (forward)
+        vec = self.asset_embed[asset.to(self.asset_embed.device)]
+        return vec.repeat_interleave(self.seqs_per_sample, dim=0)[:, None, :]
+
+    def forward(self, x: torch.Tensor, asset: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of windows ``x``; ``asset`` (B,) int: each window's asset index, needed only
+        by a model with an asset embedding (ignored otherwise)."""
         a = self.args
         if x.dim() != 3 or x.shape[1] != a.context_len or x.shape[2] != a.n_inputs:
             raise ValueError(f"PatchTST: expected input (B, {a.context_len}, {a.n_inputs}), "
@@ -320,8 +344,10 @@ class PatchTST(nn.Module):
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
         patches, stats = self.patchify(x)
         tokens = self.patch_embed(patches)
-        if self.stats_embed is not None:
+        if self.stats_embed is not None and stats is not None:  # revin_stats requires revin
             tokens = torch.cat([tokens, self.stats_token(stats)], dim=1)
+        if self.asset_embed is not None:
+            tokens = tokens + self.asset_vectors(asset, b)
         h = dropout(tokens + pos, a.dropout, self.training)
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:

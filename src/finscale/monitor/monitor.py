@@ -122,11 +122,13 @@ class HardwareMonitor:
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
+        backend = self._backend
+        assert backend is not None  # start() opens the backend before it starts this thread
         while not self._stop.wait(self.cfg.interval_s):
             try:
-                reading = self._backend.read()
+                reading = backend.read()
             except Exception as exc:  # a backend bug must not kill monitoring silently
-                reading = make_reading(self._backend.name, {}, errors=[f"read failed: {exc!r}"])
+                reading = make_reading(backend.name, {}, errors=[f"read failed: {exc!r}"])
             self._record(reading)
 
     def _record(self, reading: Reading) -> None:
@@ -143,15 +145,15 @@ class HardwareMonitor:
         elif state in ("warning", "critical"):
             log.info("thermal monitor: %s at %s °C (%s)", state, reading.max_c, reading.pressure)
         if self.log_path is not None:
-            self._append(state, reading)
+            self._append(self.log_path, state, reading)
 
-    def _append(self, state: str, reading: Reading) -> None:
+    def _append(self, log_path: Path, state: str, reading: Reading) -> None:
         # Append-only log: one write() of one whole line in O_APPEND mode. Rewriting the
         # file atomically per sample would cost O(samples); readers skip a torn last line.
         line = json.dumps({"state": state, **reading.to_dict()}, default=str) + "\n"
         try:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as fh:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(line)
         except OSError as exc:
             log.warning("thermal monitor: cannot append to %s: %s", self.log_path, exc)

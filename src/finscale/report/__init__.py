@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from finscale.axes import axis_values, variants
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
+from finscale.files import owned_tempdir, owner_tag
 from finscale.report.axes import axes_section
 from finscale.report.figures import budget_colors
 from finscale.report.money import compute_section, economics_section
@@ -47,7 +47,7 @@ def build_report(cfg: StudyConfig) -> Path:
         raise ValueError(f"{cfg.study_dir / 'final'}: no final run directories; run "
                          "`finscale run` (or its final phase) before `finscale report`")
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=cfg.study_dir))
+    tmp = owned_tempdir(cfg.study_dir, ".report")   # named by its writer: files.remove_litter
     tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
     try:
         _write_report(cfg, sr, tmp)
@@ -101,10 +101,11 @@ def _lead(sr: StudyRuns, found, colors: dict, fig_dir: Path) -> tuple[list, str]
     """The first screen: the one-sentence answer and the headline figure (before the contents)."""
     from finscale.report import headline
     from finscale.report.figures import EmptyFigure
-    from finscale.report.render import Figure, Text
+    from finscale.report.render import Block, Figure, Text
 
     frame = headline.headline_frame(sr)
     answer = headline.answer_sentence(found, frame)
+    blocks: list[Block]
     blocks = [Text(answer)]
     try:
         headline.headline_figure(frame, colors, fig_dir / headline.HEADLINE_FIGURE)
@@ -128,7 +129,7 @@ def _swap_in(new: Path, final: Path) -> None:
     """Replace ``final`` by the complete folder ``new`` (two renames; no half report)."""
     old = None
     if final.exists():
-        old = final.with_name(f".report-old-{os.getpid()}")
+        old = final.with_name(f".report-old{owner_tag()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(new, final)

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finscale.formatting import interval, short
 from finscale.report.figures import EmptyFigure, plt, save
-from finscale.report.render import Bullets, Figure, Section, Table, Text
+from finscale.report.render import Block, Bullets, Figure, Section, Table, Text
 
 TITLE = "Axes and data scaling"
 
@@ -29,6 +30,7 @@ def axes_section(doc: dict | None, has_axes: bool, fig_dir: Path, notes: list) -
         why = "no axes results: the scaling stage has not run (run the study's scaling phase)"
         notes.append(("no axes results", "study", why))
         return Section(TITLE, [Text(why[0].upper() + why[1:] + ".")])
+    blocks: list[Block]
     blocks = [Text("Axes: " + "; ".join(f"{k} = {v}" for k, v in doc.get("axes", {}).items()) + ".")]
     blocks += _joint_blocks(doc.get("joint", []), fig_dir, notes)
     blocks += _comparison_blocks(doc.get("comparisons", []))
@@ -44,6 +46,7 @@ def _where(j: dict) -> str:
 def _joint_blocks(joint: list[dict], fig_dir: Path, notes: list) -> list:
     if not joint:
         return []
+    blocks: list[Block]
     blocks = [Text("Joint fits L(N, D) = E + A·N^-alpha + B·D^-beta (log-sum-exp form, Huber loss on "
                    "log residuals, grid of starts) to every evaluated run's test log-loss, with N the "
                    "measured total parameters and D the measured training tokens (training windows × "
@@ -78,7 +81,7 @@ def _joint_row(j: dict) -> dict:
     for k in ("E", "A", "B", "alpha", "beta", "a_exp", "b_exp"):
         lo_hi = iv.get(k) or [None, None]
         row[k] = f.get(k)
-        row[f"{k} CI"] = "" if lo_hi[0] is None else f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]"
+        row[f"{k} CI"] = interval(lo_hi, short, missing="")
     row["verdict"] = j["verdict"]
     return row
 
@@ -99,13 +102,14 @@ def _joint_figure(j: dict):
            title="iso-loss contours of the fit")
     ax.legend(fontsize=7)
     cmap = plt.get_cmap("plasma")
-    sizes = sorted(pts["D"].groupby(pts["train_years"]).median().items(), key=lambda kv: kv[1])
+    key = j.get("d_axis", "splits.train_years").rpartition(".")[2]  # the data-size axis
+    sizes = sorted(pts["D"].groupby(pts[key]).median().items(), key=lambda kv: kv[1])
     ng = np.asarray(grid["N"])
     f = j["fit"]
     for i, (years, d) in enumerate(sizes):
         color = cmap(0.85 * i / max(len(sizes) - 1, 1))
-        sub = pts[pts["train_years"] == years]
-        label = f"train_years={years}" + (" (all)" if years == 0 else "")
+        sub = pts[pts[key] == years]
+        label = f"{key}={years}" + (" (all)" if years == 0 else "")
         bx.scatter(sub["N"], sub["L"], color=color, s=18, label=label)
         bx.plot(ng, f["E"] + f["A"] * ng ** -f["alpha"] + f["B"] * d ** -f["beta"], color=color, lw=1)
     bx.set(xscale="log", xlabel="N (measured parameters)", ylabel="test log-loss",
@@ -130,7 +134,7 @@ def _comparison_blocks(rows: list[dict]) -> list:
         shown[col] = frame[col] if col in frame else None
     if "improvement_ci" in frame:
         shown["improvement CI"] = frame["improvement_ci"].map(
-            lambda c: "" if c is None else f"[{c[0]:.4g}, {c[1]:.4g}]")
+            lambda c: interval(c, missing=""))
     shown["note"] = frame.get("reason", "")
     return [Text("Paired tests per axis: each value against the axis's first value, per horizon and "
                  "budget, on the test windows every paired run scored (moving-block bootstrap of the "
@@ -143,6 +147,7 @@ def _comparison_blocks(rows: list[dict]) -> list:
 
 
 def _curve_blocks(curves: list[dict], fig_dir: Path, notes: list) -> list:
+    blocks: list[Block]
     blocks = []
     frame = pd.DataFrame(curves)
     if frame.empty:

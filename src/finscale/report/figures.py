@@ -83,6 +83,7 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
         _y_on_points(ax, af)  # before the reference lines: they must not stretch the axis
         _baseline_bands(ax, af.quantity, baselines)
         _optimum_line(ax, af.quantity, optimum)
+        _expected_line(ax, af, hs.expected)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)
     _shared_legend(fig, axes.ravel()[:len(hs.fits)])
@@ -106,6 +107,16 @@ def _optimum_line(ax, quantity: str, optimum: float | None) -> None:
     """The known optimal test log-loss (synthetic markets) as a dotted line on log-loss panels."""
     if optimum is not None and quantity == "log_loss":
         ax.axhline(optimum, color="black", ls=":", lw=1.2, label="optimal log-loss (known)")
+
+
+def _expected_line(ax, af, expected: dict) -> None:
+    """A calibration market's expected L(N) (oracle sweep + known optimum) on the headline panel."""
+    if expected and af.quantity == "log_loss" and af.axis == "params_total":
+        ax.plot(expected["x"], expected["y"], color="black", ls="--", lw=1.0, marker="x", ms=5,
+                label=f"expected curve (slope {expected['slope']:.3g})")
+        lo, hi = ax.get_ylim()  # the expected curve is a reference the reader must see whole
+        pad = 0.05 * (max(expected["y"]) - min(expected["y"]) or 0.01)
+        ax.set_ylim(min(lo, min(expected["y"]) - pad), max(hi, max(expected["y"]) + pad))
 
 
 def _y_on_points(ax, af) -> None:

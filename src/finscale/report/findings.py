@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from finscale.evaluate.baselines import FITTED_ON_VALIDATION
+from finscale.formatting import count, interval, num, signed
 
 # Caveat severities: lower sorts first in the ranked list.
 SEVERITY = {"loses_to_baseline": 0, "no_extrapolation": 1, "unstable": 1, "not_converged": 2,
@@ -93,16 +94,6 @@ class Findings:
         return out
 
 
-def _num(value: float, digits: int = 4) -> str:
-    text = f"{value:.{digits}g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def _signed(value: float) -> str:
-    text = _num(value)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
 def _improvement_ci(row) -> tuple[float, float]:
     """Paired CI of (baseline - model) from eval.json's (model - baseline) interval."""
     return -float(row["diff_hi"]), -float(row["diff_lo"])
@@ -163,7 +154,7 @@ def _seed_verdicts(cmp: pd.DataFrame) -> tuple[int, int, list[str]]:
         better += side > 0
         worse += side < 0
         p = next((row[c] for c in ("dm_p_holm", "dm_p") if _finite(row.get(c))), None)
-        cis.append(f"[{_signed(lo)}, {_signed(hi)}]" + (f" ({test} p={_num(float(p), 2)})" if p is not None else ""))
+        cis.append(interval((lo, hi), signed) + (f" ({test} p={num(float(p), 2)})" if p is not None else ""))
     return better, worse, cis
 
 
@@ -173,9 +164,9 @@ def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, compariso
     validation; and its numbers."""
     budget, loss, n_seeds = _best_budget(runs if runs is not None else evals, evals)
     best = _best_baseline(baselines)
-    size = f"{budget} ({int(params[budget]):,} parameters)" if params.get(budget) else budget
+    size = f"{budget} ({count(params[budget])} parameters)" if params.get(budget) else budget
     if best is None:
-        return (f"Best PatchTST size {size} (chosen on validation): mean test log-loss {_num(loss)} "
+        return (f"Best PatchTST size {size} (chosen on validation): mean test log-loss {num(loss)} "
                 f"over {n_seeds} seed(s); no baseline was evaluated.",
                 {"best_budget": budget, "selected_on": "validation"})
     name, base_loss = best
@@ -183,9 +174,9 @@ def compare_best(h: int, evals: pd.DataFrame, baselines: pd.DataFrame, compariso
     cmp = comparisons[(comparisons["budget"] == budget) & (comparisons["baseline"] == name)]
     better, worse, cis = _seed_verdicts(cmp)
     side = "better" if improvement > 0 else "worse"
-    text = (f"Best PatchTST size {size}: mean test log-loss {_num(loss)} over {n_seeds} seed(s) vs "
-            f"the strongest simple baseline, {name}, {_num(base_loss)} (both chosen on validation): "
-            f"improvement {_signed(improvement)} "
+    text = (f"Best PatchTST size {size}: mean test log-loss {num(loss)} over {n_seeds} seed(s) vs "
+            f"the strongest simple baseline, {name}, {num(base_loss)} (both chosen on validation): "
+            f"improvement {signed(improvement)} "
             f"(PatchTST is {side}); paired block-bootstrap 95% intervals of the improvement per seed "
             f"{', '.join(cis) or 'n/a'}; {better} of {len(cmp)} seed(s) significantly better, "
             f"{worse} significantly worse.")
@@ -255,7 +246,8 @@ def _shares_text(row: dict) -> str:
 def apply_stability(hf: HorizonFinding, rows: dict) -> list[Caveat]:
     """State the verdict only when stable across replicates (module docstring); caveats."""
     fit, cmp = rows.get(HEADLINE_FINDING), rows.get(COMPARISON_FINDING)
-    h, out = hf.horizon, []
+    h = hf.horizon
+    out: list[Caveat] = []
     if fit is None or not fit["measured"]:
         if hf.verdict is not None:
             hf.stability = ("Stability across seeds was not measured (one replicate seed set); "

@@ -54,7 +54,8 @@ def headline_frame(sr: StudyRuns) -> pd.DataFrame:
 
 def _sides(frame: pd.DataFrame) -> tuple[dict, dict]:
     """Per horizon: sizes whose every seed is significantly better / worse than the baseline."""
-    better, worse = {}, {}
+    better: dict[int, list[str]] = {}
+    worse: dict[int, list[str]] = {}
     for (h, budget), g in frame.groupby(["horizon", "budget"], sort=False):
         if (g["side"] > 0).all():
             better.setdefault(int(h), []).append(str(budget))

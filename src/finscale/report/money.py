@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
+from finscale.formatting import interval, short
 from finscale.report.figures import EmptyFigure, plt, save
-from finscale.report.render import Figure, Section, Table, Text
+from finscale.report.render import Block, Figure, Section, Table, Text
 
 COMPUTE, ECONOMICS = "Compute", "Economics"
 _MISSING = "no {0} results: the scaling stage has not written scaling/{0}.json (run the study's scaling phase)"
@@ -58,7 +59,7 @@ def _ci_table(frame: pd.DataFrame, caption: str, csv: str, cols: list[str]) -> T
 
 
 def _ci(ci) -> str:
-    return "n/a" if not ci or ci[0] is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    return interval(ci, short)  # the digits of the fit's other numbers in these sentences
 
 
 # --------------------------------------------------------------------------- Compute
@@ -68,6 +69,7 @@ def compute_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
         why = _MISSING.format("compute")
         notes.append(("no compute results", "study", why))
         return Section(COMPUTE, [Text(why[0].upper() + why[1:] + ".")])
+    blocks: list[Block]
     blocks = [Text("Training compute C is counted per epoch in metrics.jsonl (`train_flops`): "
                    f"{doc['formula']}. The envelope is the lowest VALIDATION log-loss any final run "
                    "reached at each compute level, over all runs and epochs (the test split is not "
@@ -176,6 +178,7 @@ def economics_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
         why = _MISSING.format("economics")
         notes.append(("no economics results", "study", why))
         return Section(ECONOMICS, [Text(why[0].upper() + why[1:] + ".")])
+    blocks: list[Block]
     blocks = [Text("Sharpe ratio of the long/flat backtest on the test days (annualised, daily returns) "
                    "per size over a cost sweep; intervals are paired moving-block bootstraps of the "
                    "same test days for every run. DSR = deflated Sharpe ratio (Bailey & López de Prado "
@@ -191,6 +194,7 @@ def economics_section(doc: dict | None, fig_dir: Path, notes: list) -> Section:
 
 def _economics_blocks(h: dict, fig_dir: Path, notes: list) -> list:
     hz = h["horizon"]
+    blocks: list[Block]
     blocks = []
     for axis, fit in (h.get("ceiling") or {}).items():
         if fit.get("reason"):
@@ -228,6 +232,7 @@ def _economics_blocks(h: dict, fig_dir: Path, notes: list) -> list:
 
 def _ic_blocks(ic: dict, hz: int) -> list:
     runs, budgets = pd.DataFrame(ic.get("runs", [])), pd.DataFrame(ic.get("budgets", []))
+    out: list[Block]
     out = [Text(f"Horizon {hz} panel signal: daily cross-sectional IC (Pearson) and Rank IC (Spearman) "
                 "of the predicted probability against the realised h-day return; t = ICIR·sqrt(days), "
                 "t_hac with Newey–West errors (h - 1 lags, overlapping returns); top-k long-short with "

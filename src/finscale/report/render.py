@@ -5,19 +5,21 @@ Consumes: a list of :class:`Section` (title + blocks: :class:`Text`, :class:`Bul
 ``report.md`` (figures linked as files), ``report.html`` (figures embedded as base64 PNG,
 inline CSS, no external resource of any kind) and one CSV per table with a ``csv`` name.
 Guarantees: the same sections and numbers in both formats; CSVs keep full precision, the
-displayed tables round to 4 significant digits.
+displayed tables follow :mod:`finscale.formatting` (4 significant digits, counts with
+thousands separators, the CLI's rule).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from finscale.formatting import cell, interval
 
 
 @dataclass
@@ -49,10 +51,13 @@ class Figure:
     caption: str = ""
 
 
+Block = Text | Bullets | Table | Figure  # what a section is made of
+
+
 @dataclass
 class Section:
     title: str
-    blocks: list = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:
@@ -64,21 +69,23 @@ def slug(title: str) -> str:
 
 
 def fmt_cell(value) -> str:
-    """4 significant digits for floats, thousands separators for big integers, '' for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
-    if isinstance(value, float) or hasattr(value, "dtype"):
-        v = float(value)
-        if v.is_integer() and abs(v) < 1e12:  # counts stored as floats (means of equal counts)
-            return fmt_cell(int(v))
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
-            return f"{v:.3e}"
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
-    return str(value)
+    """A displayed table cell: :func:`finscale.formatting.cell`, the rule CLI tables use too."""
+    return cell(value)
+
+
+def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | None = None) -> pd.Series:
+    """'mean [lo, hi]' strings for display."""
+    lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
+
+    def one(r) -> str:
+        ci = interval((r[lo], r[hi]), fmt_cell, missing="")
+        return f"{fmt_cell(r[metric])} {ci}" if ci else fmt_cell(r[metric])
+    return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
+
+
+def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
+    """'[lo, hi]' strings ('' where the interval is missing)."""
+    return frame.apply(lambda r: interval((r[lo], r[hi]), fmt_cell, missing=""), axis=1)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
-from finscale.report.render import Bullets, Figure, Section, Table, Text, fmt_cell
+from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, ci_text, with_ci
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
 from finscale.scaling.fit import BOUND_KEYS
 
@@ -27,24 +27,6 @@ SECTIONS = (
     "Final results", "Baselines and paired tests", "Scaling laws", "Learning curves",
     "Calibration", "Backtest", "Hardware", "Axes and data scaling", "Compute", "Economics", "Warnings",
 )
-
-
-def with_ci(frame: pd.DataFrame, metric: str, lo: str | None = None, hi: str | None = None) -> pd.Series:
-    """'mean [lo, hi]' strings for display."""
-    lo, hi = lo or f"{metric}_lo", hi or f"{metric}_hi"
-
-    def one(r) -> str:
-        point = fmt_cell(r[metric])
-        if pd.isna(r[lo]) or pd.isna(r[hi]):
-            return point
-        return f"{point} [{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]"
-    return frame.apply(one, axis=1) if not frame.empty else pd.Series(dtype=object)
-
-
-def ci_text(frame: pd.DataFrame, lo: str, hi: str) -> pd.Series:
-    """'[lo, hi]' strings ('' where the interval is missing)."""
-    return frame.apply(lambda r: "" if pd.isna(r[lo]) or pd.isna(r[hi])
-                       else f"[{fmt_cell(r[lo])}, {fmt_cell(r[hi])}]", axis=1)
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -86,6 +68,7 @@ def stability_blocks(doc: dict | None, fig_dir: Path, notes: list) -> list:
                      "reports how often each verdict holds).")]
     frame = stability_frame(doc)
     shown = frame[["horizon", "finding", "verdict", "share", "stable", "replicate_verdicts"]].copy()
+    blocks: list[Block]
     blocks = [Text(f"Stability across {doc['n_replicates']} replicate seed sets: each replicate's runs "
                    "fitted alone. share = fraction of replicates in which the pooled verdict (all "
                    f"replicates' runs together) holds; stated as a finding only at >= "
@@ -101,6 +84,7 @@ def findings_section(found: Findings) -> Section:
     if not found.horizons:
         return Section(SECTIONS[0], [Text("No evaluated final runs yet, so nothing to report: run "
                                           "`finscale run STUDY` (final and evaluate phases).")])
+    blocks: list[Block]
     blocks = [Text("Per horizon: the scaling verdict of test log-loss vs measured parameters, the "
                    "best PatchTST size against the best baseline on the same test windows "
                    "(improvement = baseline log-loss - model log-loss; positive = PatchTST better), "
@@ -157,6 +141,7 @@ def hpo_section(cfg: StudyConfig, sr: StudyRuns) -> Section:
 def results_section(sr: StudyRuns) -> tuple[Section, pd.DataFrame]:
     res = tables.final_results(sr)
     per_run = _per_run(sr)
+    blocks: list[Block]
     blocks = [Text("Test metrics of the final runs (best weights, test split scored once). Cells: "
                    f"mean over seeds with a {tables.CI_LEVEL:.0%} Student-t interval over seeds "
                    "(blank with one seed). Skill = 1 - log-loss / log-loss of the training base "
@@ -229,6 +214,7 @@ def _per_run(sr: StudyRuns) -> pd.DataFrame:
 
 def baselines_section(sr: StudyRuns) -> Section:
     base = sr.baselines
+    blocks: list[Block]
     blocks = [Text("Baselines on the identical test windows: the constant training base rate "
                    "(constant), the recalibrated constant at the validation base rate "
                    "(constant_val), logistic regression and gradient boosting on the raw features at "
@@ -315,6 +301,7 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
     stale = _stale_scaling(results, sr)
     if stale:
         notes.append(("scaling results stale", "study", stale))
+    blocks: list[Block]
     blocks = [Text("Fits of L(N) = E + A·N^-alpha (Huber loss on log residuals, grid of starts) "
                    "to every final run's test log-loss versus measured total parameters, "
                    "non-embedding parameters and training FLOPs; 1 - AUC and the refinement "
@@ -335,7 +322,7 @@ def scaling_section(results: list[HorizonScaling] | None, colors: dict, fig_dir:
         blocks.append(Bullets([f"Horizon {hs.horizon}, {f.quantity} vs {f.axis}: {f.text}"
                                + (f" Fit: {f.detail}" if f.detail else "") for f in hs.fits]))
         extras = scaling_overlays(sr, hs.horizon)
-        if extras.get("optimum") is not None:
+        if sr is not None and extras.get("optimum") is not None:  # overlays need the runs
             blocks.append(Text(_optimum_text(sr, hs.horizon, extras["optimum"])))
         _add_figure(blocks, notes, lambda p, hs=hs, ex=extras: figures.scaling_figure(hs, colors, p, **ex),
                     fig_dir / f"scaling_h{hs.horizon}.png", f"Scaling fits, horizon {hs.horizon}")
@@ -426,6 +413,7 @@ def _add_figure(blocks: list, notes: list, make, path: Path, caption: str) -> No
 
 
 def learning_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
+    blocks: list[Block]
     blocks = [Text("Training loss and validation log-loss per epoch, one line per run; the "
                    "reported weights are those of the best validation epoch.")]
     for h in horizons:
@@ -446,6 +434,7 @@ def learning_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes
 
 
 def calibration_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
+    blocks: list[Block]
     blocks = [Text("Reliability diagrams on the test split from the equal-width bins recorded in "
                    "eval.json (empty bins omitted); ECE per cell is in the final results.")]
     for h in horizons:
@@ -459,6 +448,7 @@ def calibration_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, no
 
 def backtest_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes: list) -> Section:
     bt = tables.backtest_table(sr)
+    blocks: list[Block]
     blocks = [Text("Long the index for the next h days when the predicted probability exceeds "
                    "the validation-chosen threshold (non-overlapping holding periods), flat "
                    "otherwise, costs included; buy-and-hold over the same days. The deflated "
@@ -481,6 +471,7 @@ def backtest_section(sr: StudyRuns, horizons, colors: dict, fig_dir: Path, notes
 
 def hardware_section(sr: StudyRuns) -> Section:
     hw = tables.hardware_table(sr)
+    blocks: list[Block]
     blocks = [Text("From each run's hardware.jsonl. 'time_hot_s' is the time spent in the warning "
                    "or critical state between samples, i.e. the time training was paused for heat "
                    "(to one sampling interval).")]
@@ -493,6 +484,7 @@ def hardware_section(sr: StudyRuns) -> Section:
 
 def warnings_section(sr: StudyRuns, notes: list) -> tuple[Section, pd.DataFrame]:
     warn = tables.warnings_table(sr, notes)
+    blocks: list[Block]
     blocks = [Text("No warnings.")] if warn.empty else [
         Text(f"{int(warn['count'].sum())} finding(s) in {len(warn)} group(s) to read before trusting "
              "the numbers above (identical findings grouped, most serious first).")]

@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from finscale.collect import StudyRuns
 from finscale.evaluate import deflated_sharpe_ratio
+from finscale.formatting import count
 from finscale.report.findings import corrected_side
 
 RESULT_METRICS = ("log_loss", "auc", "skill", "brier", "ece")
@@ -225,8 +226,8 @@ def _budget_warning(r: pd.Series, add) -> None:
     if total is None or not np.isfinite(total) or tol is None:
         return
     if abs(total - budget) > tol * budget:
-        add("budget missed", r["run_id"], f"measured {int(total):,} parameters vs budget "
-            f"{r['budget']} = {int(budget):,} ± {tol:.0%}")
+        add("budget missed", r["run_id"], f"measured {count(total)} parameters vs budget "
+            f"{r['budget']} = {count(budget)} ± {tol:.0%}")
 
 
 def _split_warnings(splits: pd.DataFrame, add) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def optimal_log_loss(cfg: StudyConfig, prep, test, y: np.ndarray, horizon: int) 
         log.warning("optimal probabilities missing for %d test windows", int((~np.isfinite(p)).sum()))
         return None
     losses = per_sample_log_loss(y, np.clip(p, 1e-12, 1 - 1e-12))
-    out = {"pooled": float(losses.mean())}
+    out: dict[str, Any] = {"pooled": float(losses.mean())}
     if prep.is_panel:
         out["per_asset"] = {name: float(losses[asset_of_end == a].mean())
                             for a, name in enumerate(prep.assets) if (asset_of_end == a).any()}

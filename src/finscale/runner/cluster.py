@@ -10,7 +10,8 @@ Guarantees:
 - tasks claim their unit with the same per-unit locks as local workers, on the shared run
   directory (absolute paths: every node must mount it at the same path), so nothing is trained
   twice; a task whose worker or node died is retried ``run.retries`` times and resumes from
-  the unit's checkpoint; a killed driver takes its tasks with it, and rerunning resumes;
+  the unit's checkpoint; a killed driver takes its tasks (and the local cluster it started,
+  agents included: runner/reaper.py) with it, and rerunning resumes;
 - HPO storage must be reachable from every node: a local SQLite file with more than one node
   is an error that says so (use PostgreSQL, or a journal file on the shared filesystem);
 - a stop request on the driver (signal, STOP file) reaches every task through a stop file in
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,13 +52,35 @@ def import_ray():
 
 
 def connect(cfg: StudyConfig):
-    """Join the cluster at ``run.address`` (else ``$RAY_ADDRESS``, else start a local Ray)."""
+    """Join the cluster at ``run.address`` (else ``$RAY_ADDRESS``, else start a local Ray).
+
+    ``ray.init`` replaces the driver's SIGTERM handler (with one that aborts: exit -6) and
+    SIGINT's; ours are put back, so a stop request stops a Ray driver like a local run. A local
+    cluster started here gets a reaper (runner/reaper.py) that removes its processes when the
+    driver is killed (kill -9), which Ray's own fate sharing leaves 60 s or more behind."""
     ray = import_ray()
     if not ray.is_initialized():
         address = cfg.run.address or os.environ.get("RAY_ADDRESS") or None
         log.info("connecting to Ray at %s", address or "a new local instance")
-        ray.init(address=address, include_dashboard=False, configure_logging=False)
+        handlers = _signal_handlers()
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if address is None:
+            from finscale.runner import reaper
+
+            reaper.start()
     return ray
+
+
+def _signal_handlers() -> dict:
+    """The current SIGTERM/SIGINT handlers (only the main thread may set them back)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)
+            if signal.getsignal(sig) is not None}
 
 
 def check_storage(cfg: StudyConfig, nodes: int) -> None:
@@ -130,21 +155,24 @@ def run_on_ray(job: PhaseJob, execute: Callable, *,
 
 def _wait(ray, pending: dict, phase: str, stop_file: Path, should_stop, on_event) -> PhaseResult:
     result, total, kind_key = PhaseResult(), len(pending), UNIT_EVENTS[phase]
+    reason = None
     try:
         while pending:
-            if not stop_file.exists() and should_stop():
+            if reason is None and (reason := should_stop()):
                 stop_file.parent.mkdir(parents=True, exist_ok=True)
                 stop_file.touch()   # every task polls it: each checkpoints and returns
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 unit = pending.pop(ref)
                 try:
-                    result.merge(ray.get(ref))
+                    unit_result = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     raise RuntimeError(f"{phase} unit {unit} failed on Ray after run.retries retries: "
                                        f"{str(exc).splitlines()[0]}") from None
+                result.merge(_own_reason(unit_result, stop_file, reason))
                 on_event(kind_key[0], index=total - len(pending) - 1, total=total, eta_s=None,
-                         state="finished", **{kind_key[1]: unit})
+                         state="stopped" if unit_result.get("stopped") else "finished",
+                         **{kind_key[1]: unit})
     except BaseException:
         for ref in pending:
             ray.cancel(ref)
@@ -152,3 +180,13 @@ def _wait(ray, pending: dict, phase: str, stop_file: Path, should_stop, on_event
     finally:
         stop_file.unlink(missing_ok=True)
     return result.finish()
+
+
+def _own_reason(unit_result: dict, stop_file: Path, reason: str | None) -> dict:
+    """A task stopped by the driver's internal stop file reports the driver's own reason
+    (``signal SIGTERM``, ``STOP file runs/<study>/STOP``), not that file."""
+    stopped = unit_result.get("stopped")
+    if stopped and reason:
+        stopped = [stopped[0], stopped[1].replace(f"STOP file {stop_file}", reason)]
+        unit_result = {**unit_result, "stopped": stopped}
+    return unit_result

@@ -69,7 +69,10 @@ def stationary_inputs(cfg: StudyConfig, prep: PreparedData) -> np.ndarray:
     it already uses that set)."""
     if cfg.features.set == STATIONARY_SET:
         return prep.values.astype(np.float64)
-    return stationary_values(prep)
+    # A study whose own set warms up sooner (e.g. `returns`, 1 row) keeps rows inside the
+    # stationary set's warm-up (its first <= 199 rows, all training rows): they get 0 (no
+    # information) instead of NaN, which no baseline accepts.
+    return np.nan_to_num(stationary_values(prep), nan=0.0, posinf=np.inf, neginf=-np.inf)
 
 
 def baseline_inputs(cfg: StudyConfig, prep: PreparedData, train_ends: np.ndarray) -> dict[str, np.ndarray]:
@@ -261,7 +264,8 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         "test": result, "baselines": base_eval, "comparisons": comparisons, "backtest": bt,
         **extra,
     }
-    assets = {"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]} if prep.is_panel else {}
+    assets = ({"asset": np.asarray(prep.assets)[prep.asset_index[test.ends]]}
+              if prep.asset_index is not None else {})  # a panel: each window's asset
     run.write_predictions(ends=test.ends, y=y, prob=prob,
                           dates=dates.astype("datetime64[D]").astype(str), **assets)
     run.write_eval(doc)

@@ -23,7 +23,9 @@ from pathlib import Path
 from finscale.axes import axis_values
 from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
-from finscale.control import ParentWatch, StopNow, StopRequest
+from finscale.control import ParentWatch, StopNow, StopRequest, StopSource
+from finscale.data.store import resolve_data_dir
+from finscale.files import remove_litter
 from finscale.hpo.results import cell_params, final_runs
 from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
@@ -81,7 +83,7 @@ class StudySummary:
     report: Path | None = None
 
 
-def claimed(units: list, lock_dir: Callable, stop: StopRequest):
+def claimed(units: list, lock_dir: Callable, stop: StopSource):
     """Yield ``(unit, lock)`` for each unit this process may work on, holding its lock.
 
     Units are claimed with :class:`~finscale.rundir.UnitLock` on ``lock_dir(unit)``: free ones
@@ -107,8 +109,8 @@ def claimed(units: list, lock_dir: Callable, stop: StopRequest):
                 progressed = True
                 yield unit, lock
         if deferred and not progressed:
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
             time.sleep(CLAIM_POLL_S)
 
 
@@ -134,7 +136,7 @@ def _track_final(cfg: StudyConfig, run: RunDir) -> None:
             log_pyfunc(cfg, run.path, child)
 
 
-def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
+def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopSource,
                   units: list[Cell] | None = None, preps: _Preps | None = None) -> None:
     """Search each cell (``units``, default: the selected ones), one claimed cell at a time,
     on the prepared data in ``preps`` when given (else each cell prepares its own)."""
@@ -147,13 +149,13 @@ def run_hpo_phase(cfg: StudyConfig, opts: RunOptions, stop: StopRequest,
     todo = selected_cells(cfg, opts.selection()) if units is None else units
     for i, (c, lock) in enumerate(claimed(todo, lambda c: cell_dir(c.cfg, c.budget, c.horizon), stop)):
         with lock:
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
             opts.on_event("hpo_cell", index=i, total=len(todo), cell=c.name)
             run_cell(c.cfg, c.budget, c.horizon, data_dir=opts.data_dir, should_stop=stop.reason,
                      on_event=opts.on_event, prep=preps(c.cfg) if preps is not None else None)
-            if stop.reason():
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():
+                raise StudyStopped("stopped", why)
 
 
 FinalUnit = tuple[StudyConfig, RunSpec]   # (axis variant, spec) of one final run
@@ -182,8 +184,8 @@ def _preps(cfg: StudyConfig, prep, opts: RunOptions) -> _Preps:
     return prep if isinstance(prep, _Preps) else _Preps(cfg, prep, opts.data_dir)
 
 
-def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                    stop: StopRequest, summary: StudySummary, units: list[FinalUnit] | None = None) -> None:
+def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opts: RunOptions,
+                    stop: StopSource, summary: StudySummary, units: list[FinalUnit] | None = None) -> None:
     """Train each final run (``units``, default: the selected ones), one claimed run at a time."""
     preps = _preps(cfg, prep, opts)
     specs = final_runs(cfg, opts.selection()) if units is None else units
@@ -207,7 +209,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOpti
 
 
 def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDir,
-                 opts: RunOptions, stop: StopRequest) -> bool:
+                 opts: RunOptions, stop: StopSource) -> bool:
     """Train one claimed final run; True when done, False when it failed (diverged)."""
     run.create()
     with _monitor(cfg, run, opts.monitor) as mon:
@@ -222,8 +224,8 @@ def _train_final(cfg: StudyConfig, prep: PreparedData, spec: RunSpec, run: RunDi
     return True
 
 
-def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunOptions,
-                       stop: StopRequest, units: list[FinalUnit] | None = None,
+def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opts: RunOptions,
+                       stop: StopSource, units: list[FinalUnit] | None = None,
                        summary: StudySummary | None = None) -> None:
     """Evaluate each trained final run (``units``, default: the selected ones); a run whose
     best checkpoint is corrupt is recorded as failed (in ``summary``), never blocking the rest."""
@@ -234,8 +236,8 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps, opts: RunO
              if RunDir(final_dir(v, s)).state == "done"]
     for i, ((var, spec), lock) in enumerate(claimed(specs, lambda u: final_dir(*u), stop)):
         with lock:
-            if stop.reason():  # between units: the evaluated ones keep their eval.json
-                raise StudyStopped("stopped", stop.reason())
+            if why := stop.reason():  # between units: the evaluated ones keep their eval.json
+                raise StudyStopped("stopped", why)
             opts.on_event("evaluate_run", index=i, total=len(specs), run_id=spec.run_id)
             try:
                 evaluate_final_run(var, preps(var), spec)
@@ -322,6 +324,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions | None = None) -> StudySummary:
         torch.set_num_threads(cfg.run.threads)
     summary = StudySummary()
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
+    remove_litter(cfg.study_dir)   # temp files of killed writers; the data dir: raw/, processed/
+    remove_litter(resolve_data_dir(opts.data_dir, cfg.data.data_dir), depth=1)
     _record_study(cfg)
     with StopRequest(cfg.study_dir / "STOP") as stop:
         prep = None
@@ -378,7 +382,7 @@ def _stoppable(stop: StopRequest, phase: str):
 # --------------------------------------------------------------------------- parallel phases
 
 def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | _Preps | None, opts: RunOptions,
-              stop: StopRequest, summary: StudySummary, units: list | None = None) -> None:
+              stop: StopSource, summary: StudySummary, units: list | None = None) -> None:
     """One of :data:`PARALLEL_PHASES` in this process, claiming its units (default: the
     selected ones) one by one."""
     if phase == "hpo":
@@ -389,7 +393,7 @@ def run_phase(cfg: StudyConfig, phase: str, prep: PreparedData | _Preps | None, 
         run_evaluate_phase(cfg, prep, opts, stop, units, summary)
 
 
-def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopRequest,
+def run_parallel(cfg: StudyConfig, phase: str, opts: RunOptions, stop: StopSource,
                  summary: StudySummary) -> None:
     """A phase as Ray tasks (one per unit); raises StudyStopped on a stop."""
     from finscale.runner.cluster import run_on_ray, shared_paths

@@ -33,7 +33,9 @@ from finscale.scaling.laws import fit_power_law
 
 log = logging.getLogger(__name__)
 
-D_AXIS = "splits.train_years"
+# Data-size axes: years of history kept, or assets pooled (panels); the first one a study
+# varies is the D of its joint fit (D itself is measured: training tokens).
+D_AXES = ("splits.train_years", "splits.train_assets")
 GRID = 25
 
 
@@ -54,12 +56,13 @@ def axes_results(cfg: StudyConfig) -> dict:
     """Everything of ``axes.json`` (see the module docstring)."""
     axes = study_axes(cfg)
     runs = _ready(collect(cfg))
-    doc = {"axes": axes, "joint": [], "comparisons": [], "curves": []}
+    doc: dict = {"axes": axes, "joint": [], "comparisons": [], "curves": []}
     if runs.empty:
         doc["reason"] = "no evaluated runs"
         return doc
-    if D_AXIS in axes:
-        doc["joint"] = joint_fits(cfg, runs, [k for k in axes if k != D_AXIS])
+    d_axis = next((k for k in D_AXES if k in axes), None)
+    if d_axis:
+        doc["joint"] = joint_fits(cfg, runs, d_axis, [k for k in axes if k != d_axis])
     for key in axes:
         doc["comparisons"] += axis_comparisons(cfg, runs, key, axes)
         doc["curves"] += axis_curves(runs, key, axes[key])
@@ -68,20 +71,21 @@ def axes_results(cfg: StudyConfig) -> dict:
 
 # --------------------------------------------------------------------------- joint fit
 
-def joint_fits(cfg: StudyConfig, runs: pd.DataFrame, others: list[str]) -> list[dict]:
+def joint_fits(cfg: StudyConfig, runs: pd.DataFrame, d_axis: str, others: list[str]) -> list[dict]:
     out = []
     groups = runs.groupby([f"axis:{k}" for k in others], dropna=False) if others else [((), runs)]
     for gkey, group in groups:
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)
         where = dict(zip(others, gkey))
         for h, hr in group.groupby("horizon"):
-            out.append({"horizon": int(h), "where": where, **_joint_one(cfg, hr, int(h), where)})
+            out.append({"horizon": int(h), "where": where, "d_axis": d_axis,
+                        **_joint_one(cfg, hr, int(h), where, d_axis)})
     return out
 
 
-def _joint_one(cfg: StudyConfig, runs: pd.DataFrame, h: int, where: dict) -> dict:
+def _joint_one(cfg: StudyConfig, runs: pd.DataFrame, h: int, where: dict, d_axis: str) -> dict:
     points = pd.DataFrame({"run_id": runs["run_id"], "budget": runs["budget"], "seed": runs["seed"],
-                           "train_years": runs[f"axis:{D_AXIS}"], "N": runs["params_total"],
+                           d_axis.rpartition(".")[2]: runs[f"axis:{d_axis}"], "N": runs["params_total"],
                            "D": runs["train_tokens"], "windows": runs["train_windows"],
                            "L": runs["log_loss"]}).reset_index(drop=True)
     base = {"points": points.to_dict("list")}
@@ -168,6 +172,7 @@ def _common_ends(rows: pd.DataFrame) -> np.ndarray:
     for path in rows["path"]:
         e = _predictions(path)[0]
         ends = e if ends is None else np.intersect1d(ends, e)
+    assert ends is not None  # callers pass the matched runs of both sides (never none)
     return ends
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 
 from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
+from finscale.formatting import interval, short
 from finscale.model import ModelArgs, flops_per_sample
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
@@ -115,7 +116,7 @@ def fit_envelope(points: pd.DataFrame, *, n_resamples: int, seed: int, level: fl
     """The envelope of ``points`` (columns run_id, budget, N, C, L) and its L(C) fit with
     run-bootstrap intervals; ``reason`` says why there is no fit."""
     env = points.iloc[loss_envelope(points["C"], points["L"])]
-    out = {"envelope": {"C": _floats(env["C"]), "L": _floats(env["L"]), "run_id": list(env["run_id"]),
+    out: dict = {"envelope": {"C": _floats(env["C"]), "L": _floats(env["L"]), "run_id": list(env["run_id"]),
                         "budget": list(env["budget"]), "frontier_N": _floats(env["N"]),
                         "epoch": [int(e) for e in env["epoch"]]}, "reason": ""}
     if len(env) < 3:
@@ -138,7 +139,7 @@ def fit_envelope(points: pd.DataFrame, *, n_resamples: int, seed: int, level: fl
 
 def _envelope_text(fit: dict, boot: dict, n_points: int) -> str:
     ci = boot["alpha_ci"]
-    ci_text = "n/a" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    ci_text = interval(ci, short)
     return (f"validation log-loss envelope L(C) = {fit['E']:.4g} + {fit['A']:.4g}·C^-{fit['alpha']:.3g}, "
             f"gamma {boot['level']:.0%} CI {ci_text} (runs resampled within budgets); "
             f"{fit['n_points']} envelope points of {n_points} (run, epoch) points. The envelope is a "
@@ -207,7 +208,7 @@ def _joint_samples(points: pd.DataFrame, fit, n_resamples: int, seed: int) -> li
 
 
 def _optimal_text(fit, kappa: float, a_ok: np.ndarray, q) -> str:
-    ci = "n/a" if not a_ok.size else f"[{np.quantile(a_ok, q[0]):.3g}, {np.quantile(a_ok, q[1]):.3g}]"
+    ci = interval(np.quantile(a_ok, q) if a_ok.size else None, short)
     return (f"joint fit on (run, epoch) points: L(N, D) = {fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + "
             f"{fit.B:.4g}·D^-{fit.beta:.3g}; N_opt ∝ C^a with a = {fit.a_exp:.3g} (CI {ci}); measured FLOPs "
             f"= {kappa:.3g} x 6·N·D. Intermediate epochs are not tuned for their own D: indicative only.")
@@ -298,10 +299,10 @@ def compute_results(cfg: StudyConfig, sr: StudyRuns | None = None) -> dict:
     sr = sr or collect(cfg)
     points = epoch_points(sr)
     resamples = cfg.evaluate.scaling_resamples
-    horizons = []
+    horizons: list[dict] = []
     for h in sorted(cfg.target.horizons):
         ph = points[points["horizon"] == h].reset_index(drop=True)
-        entry = {"horizon": h, "n_runs": int(ph["run_id"].nunique()), "n_points": len(ph)}
+        entry: dict = {"horizon": h, "n_runs": int(ph["run_id"].nunique()), "n_points": len(ph)}
         if ph.empty:
             horizons.append({**entry, "reason": "no epoch lines of final runs"})
             continue

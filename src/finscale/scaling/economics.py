@@ -102,7 +102,7 @@ def _ceiling_with_ci(x, S_point, S_reps, level: float = 0.95) -> dict:
     except ValueError as exc:
         return {"reason": str(exc)}
     q = [(1 - level) / 2, (1 + level) / 2]
-    samples = {k: [] for k in ("S_inf", "b", "gain_25pct")}
+    samples: dict[str, list[float]] = {k: [] for k in ("S_inf", "b", "gain_25pct")}
     for r in range(min(S_reps.shape[1], MAX_FIT_RESAMPLES)):
         try:
             f = fit_ceiling(x, S_reps[:, r])
@@ -161,10 +161,11 @@ def _dsr(value, trials: np.ndarray, ret: np.ndarray) -> float | None:
         return None
 
 
-def _budget_rows(rows: list[dict], reps: np.ndarray | None, cost: float) -> tuple[list, dict]:
+def _budget_rows(rows: list[dict], reps: np.ndarray | None, cost: float) -> tuple[list, dict | None]:
     frame = pd.DataFrame(rows)
     order = frame.groupby("budget")["N"].mean().sort_values().index.tolist()
-    out, means = [], {}
+    out: list[dict] = []
+    means: dict = {}  # budget -> per-resample mean Sharpe (None without resamples)
     for b in order:
         mask = (frame["budget"] == b).to_numpy()
         point = frame.loc[mask, "sharpe"].astype(float).mean()
@@ -192,7 +193,7 @@ def horizon_economics(runs: pd.DataFrame, docs: dict, *, n_resamples: int, seed:
     block = max(int((docs[runs.index[0]].get("block_length") or {}).get("block_len") or 5), 1)
     same_days = len(set(lengths.values())) == 1 and n >= 2 * block
     idx = block_bootstrap_indices(n, block, n_resamples, np.random.default_rng(seed)) if same_days else None
-    out = {"cost_levels": costs, "study_cost_bps": float(first["cost_bps"]), "panel": panel, "block_len": block,
+    out: dict = {"cost_levels": costs, "study_cost_bps": float(first["cost_bps"]), "panel": panel, "block_len": block,
            "paired": same_days, "runs": [], "budgets": [], "differences": [], "ceiling": {}}
     for cost in costs:
         rows, reps = _cost_rows(runs, docs, cost, returns, idx)

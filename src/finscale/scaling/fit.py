@@ -148,6 +148,8 @@ class HorizonScaling:
     # Per replicate seed set (only with >= 2 replicates): one summary dict per fit of
     # replicate_row() (replicate, quantity, axis, alpha with CI, verdict, n_runs, reason).
     replicates: tuple[dict, ...] = ()
+    # A calibration market's expected curve beside the fit (finscale.scaling.expected; {} if none).
+    expected: dict = field(default_factory=dict)
 
     def headline(self) -> AxisFit | None:
         """The headline fit: test log-loss vs measured total parameters (None: not fitted)."""
@@ -159,13 +161,15 @@ class HorizonScaling:
                 # the headline fit's equivalence bounds and power, at the top for readers
                 **{k: (head.bounds.get(k) if head is not None else None) for k in BOUND_KEYS},
                 "run_ids": list(self.run_ids), "fits": [f.to_dict() for f in self.fits],
-                "replicates": [_plain(r) for r in self.replicates]}
+                "replicates": [_plain(r) for r in self.replicates],
+                **({"expected_slope": self.expected["slope"], "expected_covered": self.expected["covered"],
+                    "expected": _plain(self.expected)} if self.expected else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> HorizonScaling:
         return cls(int(d["horizon"]), d.get("reason", ""), int(d.get("block_len", 0)),
                    tuple(AxisFit.from_dict(f) for f in d.get("fits", [])),
-                   tuple(d.get("run_ids", [])), tuple(d.get("replicates", [])))
+                   tuple(d.get("run_ids", [])), tuple(d.get("replicates", [])), d.get("expected", {}))
 
 
 def _json_floats(values) -> list:
@@ -196,7 +200,8 @@ class FitCache:
     the previous report; ``used`` is what the new report keeps."""
 
     def __init__(self, entries: dict | None = None):
-        self.entries, self.used = dict(entries or {}), {}
+        self.entries = dict(entries or {})
+        self.used: dict = {}
         import finscale.scaling.laws
 
         self._code = hashlib.sha256(inspect.getsource(finscale.scaling.laws).encode()).hexdigest()
@@ -393,6 +398,7 @@ def _load_predictions(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nd
                 raise NoFit(f"{r['run_id']} was evaluated on other test windows than "
                             f"{runs['run_id'].iloc[0]}; rerun its evaluation")
             probs.append(z["prob"].astype(np.float64))
+    assert y is not None  # runs holds at least one evaluated run
     return y, np.stack(probs), days
 
 

@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
+from finscale.formatting import interval
 from finscale.scaling.laws import ALPHA_MAX, FLAT, at_bound, single_blas_thread
-from finscale.scaling.wording import fmt_ci
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def compare_joint_forms(N, D, L, fit: JointFit, *, folds: int = 10) -> JointComp
     N, D, L = check_joint_points(N, D, L)
     prob = _Problem(N, D, L, fit.delta)
     with single_blas_thread():
-        full = {"joint": fit, "constant": float(np.mean(L))}
+        full: dict = {"joint": fit, "constant": float(np.mean(L))}
         for form in ("n_only", "d_only"):
             full[form] = _fit_form(prob, [prob.centre(*_theta(fit)), *_data_starts(prob, L)[:9]], form, N, D)
         errs, skipped = _leave_out_errors(N, D, L, full, folds)
@@ -438,7 +438,7 @@ def joint_verdict(fit: JointFit, intervals: dict, comparison: JointComparison, *
         lead += (f" ({' and '.join(bounded)} at the bound {EXPONENT_MAX:g}: a step between the "
                  "smallest sizes, not a power law, so not counted as scaling)")
     text = (f"{verdict}: {lead}. L(N, D) = {fit.E:.4g} + {fit.A:.4g}·N^-{fit.alpha:.3g} + "
-            f"{fit.B:.4g}·D^-{fit.beta:.3g}; alpha CI {fmt_ci(alpha_ci)}, beta CI {fmt_ci(beta_ci)}; "
+            f"{fit.B:.4g}·D^-{fit.beta:.3g}; alpha CI {interval(alpha_ci)}, beta CI {interval(beta_ci)}; "
             f"leave-out RMSE ({comparison.n_folds} folds): {cv}; BIC: {bic}; "
             f"{fit.n_points} points at {fit.n_sizes} model sizes and {fit.n_data} data sizes.")
     return verdict, text

@@ -320,7 +320,7 @@ def bootstrap_fit(points, resample_fn: Callable | None, n_resamples: int, seed: 
                 samples[k][r] = v
     ok = np.isfinite(samples["alpha"])
     q = [(1 - level) / 2, (1 + level) / 2]
-    out = {f"{k}_ci": [float(v) for v in np.quantile(samples[k][ok], q)] if ok.any() else None
+    out: dict = {f"{k}_ci": [float(v) for v in np.quantile(samples[k][ok], q)] if ok.any() else None
            for k in keys}
     out.update(fit=point, samples=samples, n_resamples=int(n_resamples), n_failed=int((~ok).sum()),
                n_distinct=len(cache), level=float(level))

@@ -67,7 +67,7 @@ def _column(rows: list[dict], name: str, path: Path) -> np.ndarray:
     return out
 
 
-def read_points(path, spec: PointsSpec) -> dict[str, np.ndarray]:
+def read_points(path, spec: PointsSpec) -> dict:
     """Columns N, D (None without one) and L from the CSV at ``path``, highest ``exclude_top``
     losses dropped (ties broken by row order)."""
     path = Path(path)

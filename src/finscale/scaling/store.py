@@ -61,11 +61,11 @@ def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
     if not axis_values(vars_[0]):
         results = _scale_one(cfg)
     else:
-        results = [_scale_one(var) for var in vars_]
+        per_variant = [_scale_one(var) for var in vars_]
         from finscale.scaling.axes import axes_results
 
         atomic_write_json(axes_results(cfg), axes_path(cfg))
-        results = results[0]
+        results = per_variant[0]
     _scale_money(cfg)
     return results
 
@@ -101,7 +101,7 @@ def _scale_one(cfg: StudyConfig) -> list[HorizonScaling]:
         cache = FitCache()
     else:
         cache = FitCache(_read_cache(scaling_dir(cfg) / CACHE_NAME))
-        results = fit_study(cfg, sr, cache)
+        results = [_with_expected(cfg, sr, hs) for hs in fit_study(cfg, sr, cache)]
     for hs in results:
         atomic_write_json(hs.to_dict(), result_path(cfg, hs.horizon))
     evals = sr.current(sr.evals)
@@ -109,6 +109,21 @@ def _scale_one(cfg: StudyConfig) -> list[HorizonScaling]:
     atomic_write_json(cache.used, scaling_dir(cfg) / CACHE_NAME)
     log.info("scaling results written to %s", scaling_dir(cfg))
     return results
+
+
+def _with_expected(cfg: StudyConfig, sr, hs: HorizonScaling) -> HorizonScaling:
+    """``hs`` with the study's expected curve (``[evaluate.expected_excess]``) beside its fit."""
+    if not cfg.evaluate.expected_excess or "optimal_log_loss" not in sr.evals:
+        return hs
+    from dataclasses import replace
+
+    from finscale.scaling.expected import expected_curve
+
+    evals = sr.current(sr.evals)
+    known = evals.loc[evals["horizon"] == hs.horizon, "optimal_log_loss"].dropna()
+    optimum = float(known.mean()) if len(known) else None
+    return replace(hs, expected=expected_curve(hs, cfg.evaluate.expected_excess, optimum,
+                                               cfg.evaluate.expected_tolerance))
 
 
 def read_scaling(cfg: StudyConfig) -> list[HorizonScaling] | None:

@@ -24,26 +24,12 @@ from __future__ import annotations
 
 import math
 
+from finscale.formatting import interval, num, signed
 from finscale.scaling.laws import _ALPHA_ZERO, ALPHA_MAX, FLAT, at_bound, decide_verdict
 from finscale.scaling.power import fall_pct, runs_words
 
 DEGENERATE_ALPHA = 0.01  # alpha at or below: a constant written as a power law
 DEGENERATE_E = 0.01      # E below this share of the loss: no irreducible loss (nothing to saturate)
-
-
-def _num(value: float) -> str:
-    """A number for a sentence: 4 significant digits, never "-0"."""
-    text = f"{value:.4g}"
-    return "0" if text in ("-0", "0") else text
-
-
-def _signed(value: float) -> str:
-    text = _num(value)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
-def fmt_ci(ci) -> str:
-    return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
 def size_words(n: float) -> str:
@@ -74,7 +60,7 @@ def equivalence_bounds(fit: dict, slope_ci, level: float) -> dict | None:
 def bound_words(b: dict, unit: str, nats: bool) -> str:
     """The equivalence bounds in words (three cases: the interval spans 0, lies below, above)."""
     def amount(pct: float, value: float) -> str:
-        return f"{abs(pct):.1f}% ({_num(abs(value))}{' nats' if nats else ''})"
+        return f"{abs(pct):.1f}% ({num(abs(value))}{' nats' if nats else ''})"
 
     ladder = f"{size_words(b['n_min'])}–{size_words(b['n_max'])} {unit}"
     fall, rise = amount(b["max_fall_pct"], b["max_fall_nats"]), amount(b["max_rise_pct"], b["max_rise_nats"])
@@ -130,10 +116,10 @@ def fit_detail(fit: dict, ci: dict) -> str:
     if reasons:
         return (f"fitted law omitted: degenerate fit ({', '.join(reasons)}), a constant or a step written "
                 "as a power law, not a law to quote or extrapolate.")
-    return (f"L(N) = {_num(fit['E'])} + {_num(fit['A'])}·N^-{fit['alpha']:.3g}, alpha {ci['level']:.0%} CI "
-            f"{fmt_ci(ci.get('alpha_ci'))}, E CI {fmt_ci(ci.get('E_ci'))}; the law's predicted "
-            f"improvement from N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {_signed(fit['drop'])} "
-            f"(CI {fmt_ci(ci.get('drop_ci'))}; censored at 0, since alpha >= 0).")
+    return (f"L(N) = {num(fit['E'])} + {num(fit['A'])}·N^-{fit['alpha']:.3g}, alpha {ci['level']:.0%} CI "
+            f"{interval(ci.get('alpha_ci'))}, E CI {interval(ci.get('E_ci'))}; the law's predicted "
+            f"improvement from N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is {signed(fit['drop'])} "
+            f"(CI {interval(ci.get('drop_ci'))}; censored at 0, since alpha >= 0).")
 
 
 def _lead(verdict: str, quantity: str, alpha_ci, slope_ci, bound: bool) -> str:
@@ -163,19 +149,20 @@ def scaling_verdict(fit: dict, ci: dict, comparison: dict, *, quantity: str = "t
     nats = "log-loss" in quantity
     lobo = ("leave-one-budget-out check not run (needs >= 4 sizes)"
             if comparison["lobo_rmse_power"] is None else
-            f"leave-one-budget-out RMSE {_num(comparison['lobo_rmse_power'])} (power law) vs "
-            f"{_num(comparison['lobo_rmse_const'])} (no-scaling model)")
+            f"leave-one-budget-out RMSE {num(comparison['lobo_rmse_power'])} (power law) vs "
+            f"{num(comparison['lobo_rmse_const'])} (no-scaling model)")
     parts = [f"{_lead(verdict, quantity, alpha_ci, slope_ci, bound)}: log-log slope "
-             f"{_signed(fit['log_slope'])} ({ci['level']:.0%} CI {fmt_ci(slope_ci)})"]
+             f"{signed(fit['log_slope'])} ({ci['level']:.0%} CI {interval(slope_ci)})"]
     if b is not None:
         parts.append(("flat within the data: " if verdict == FLAT and slope_ci[0] <= 0 <= slope_ci[1] else "")
                      + bound_words(b, size_unit, nats))
         parts.append(f"predicted improvement from N={fit['n_min']:.3g} to N={fit['n_max']:.3g} is "
-                     f"{_signed(b['change_nats'])} (CI [{_signed(-b['max_rise_nats'])}, "
-                     f"{_signed(b['max_fall_nats'])}], from the slope, not censored at 0)")
+                     f"{signed(b['change_nats'])} (CI "
+                     f"{interval((-b['max_rise_nats'], b['max_fall_nats']), signed)}, from the slope, "
+                     "not censored at 0)")
     if power is not None:
         parts.append(power_words(power))
-    parts += [f"alpha {ci['level']:.0%} CI {fmt_ci(alpha_ci)}", lobo,
+    parts += [f"alpha {ci['level']:.0%} CI {interval(alpha_ci)}", lobo,
               f"BIC difference {comparison['delta_bic']:+.2f} (negative favours the power law)",
               f"{fit['n_points']} runs at {fit['n_sizes']} sizes."]
     return verdict, "; ".join(parts)
