@@ -174,7 +174,7 @@ KILL_AFTER_BEST_SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             append(self, line)
         RunDir.append_metrics = append_then_die
-    t = trainer(Path(sys.argv[1]), TrainConfig(max_epochs=4, batch_size=32, lr=3e-3, patience=10))
+    t = trainer(Path(sys.argv[1]), TrainConfig(max_epochs=3, batch_size=32, lr=3e-3, patience=10))
     final = t.fit()
     print(json.dumps([final["best_epoch"], final["val_log_loss"]]))
 """)
