@@ -180,15 +180,21 @@ KILL_AFTER_BEST_SCRIPT = textwrap.dedent("""
 """)
 
 
+def _script_runner(tmp_path, template: str):
+    """run(dir, kill_at): ``template`` in a fresh Python process (kill_at > 0: its kill switch)."""
+    script = tmp_path / "script.py"
+    script.write_text(template.format(tests=os.path.dirname(__file__)))
+
+    def run(d: str, k: int):
+        return subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
+                              capture_output=True, text=True, timeout=300)
+    return run
+
+
 def test_kill_between_a_new_best_and_its_step_checkpoint_resumes_exactly(tmp_path):
     """The window CI once hit: best.pt of epoch k on disk, the step checkpoint still at
     epoch k-1 (whose best is earlier). The resume must redo epoch k, not refuse best.pt."""
-    script = tmp_path / "kill_after_best.py"
-    script.write_text(KILL_AFTER_BEST_SCRIPT.format(tests=os.path.dirname(__file__)))
-
-    def run(d, k):
-        return subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
-                              capture_output=True, text=True, timeout=300)
+    run = _script_runner(tmp_path, KILL_AFTER_BEST_SCRIPT)
     straight = run("straight", 0)
     assert straight.returncode == 0, straight.stderr
     lines = RunDir(tmp_path / "straight" / "run").read_metrics()
@@ -205,11 +211,7 @@ def test_kill_between_a_new_best_and_its_step_checkpoint_resumes_exactly(tmp_pat
 
 
 def test_resume_after_sigkill_is_exact(tmp_path):
-    script = tmp_path / "resume.py"
-    script.write_text(RESUME_SCRIPT.format(tests=os.path.dirname(__file__)))
-    def run(d, k):
-        return subprocess.run([sys.executable, str(script), str(tmp_path / d), str(k)],
-                                          capture_output=True, text=True, timeout=300)
+    run = _script_runner(tmp_path, RESUME_SCRIPT)
     straight = run("straight", 0)
     assert straight.returncode == 0, straight.stderr
     killed = run("resumed", 3)

@@ -133,11 +133,7 @@ def resume_best(best: Path, kept: Path, epoch: int, config_hash: str) -> dict:
     the step checkpoint covering it (``kept`` becomes ``best`` again; the epoch is redone).
     :class:`CheckpointError` naming the file when neither is the run's."""
     found: tuple[Path, dict] | None = None
-    for path in (best, kept):
-        if path is kept and not kept.exists():
-            break
-        if path is best and not best.exists() and kept.exists():
-            continue
+    for path in [p for p in (best, kept) if p.exists()] or [best]:  # neither: best's error
         state = load_checkpoint(path, require="best")  # unreadable/tampered: raises, naming it
         if state["epoch"] == epoch and state["config_hash"] == config_hash:
             if path is kept:
