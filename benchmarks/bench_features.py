@@ -18,7 +18,7 @@ from rich.table import Table
 
 from finscale.data.sources import load_sample
 from finscale.features import build_features
-from finscale.features.synthetic import random_walk_ohlcv
+from finscale.testing.random_walk import random_walk_ohlcv
 
 # (max rows, seconds) for set a20: ~8k rows (and the smaller bundled sample) and 1M rows.
 TARGETS_S = ((8_100, 0.050), (1_000_000, 3.0))

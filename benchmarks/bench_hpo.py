@@ -31,7 +31,7 @@ from finscale.hpo.objective import Objective
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import open_storage, resolve_storage
 from finscale.hpo.study import make_pruner, make_sampler, open_study
-from finscale.prepare import prepare
+from finscale.rundata import prepare
 
 BUDGET, HORIZON, TARGET_PCT = "cpu-s", 1, 5.0
 N_TRIALS, TRAIN_REPEATS = 40, 2

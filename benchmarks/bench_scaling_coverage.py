@@ -22,7 +22,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from finscale.scaling.coverage import METHODS, Truth, alpha_coverage
+from finscale.testing.coverage import METHODS, Truth, alpha_coverage
 
 SEEDS_PER_SIZE = (2, 4, 8)
 NOMINAL = 0.95

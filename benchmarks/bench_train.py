@@ -22,9 +22,9 @@ from rich.table import Table
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.model import build_model
-from finscale.prepare import final_data, prepare
+from finscale.rundata import final_data, prepare
 from finscale.rundir import RunDir
-from finscale.spec import make_spec
+from finscale.runspec import make_spec
 from finscale.train import Trainer, build_optimizer, loss_fn
 from finscale.windows import epoch_order
 

@@ -29,7 +29,7 @@ from finscale.config import load_study
 from finscale.hpo.results import cell_params
 from finscale.model import autocast_for, build_model, flops_per_sample, max_micro_batch, memory_estimate
 from finscale.model.compute import ASSUMED_MFU, GPU_CLASSES, GPU_LAYER_STEP_S
-from finscale.spec import make_spec
+from finscale.runspec import make_spec
 
 STEPS, WARMUP = 10, 3
 THROUGHPUT_CELLS = (("2M", 1), ("20M", 5), ("200M", 2))

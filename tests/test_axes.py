@@ -9,12 +9,12 @@ import pytest
 
 from conftest import run_cli
 from finscale import labels, splits
-from finscale.axes import axis_tag, variants
 from finscale.config import ConfigError, SplitsConfig, TargetConfig, load_study
 from finscale.hpo.results import final_specs
 from finscale.rundir import RunDir
 from finscale.runner.study import RunOptions, run_study
-from finscale.spec import make_spec
+from finscale.runspec import make_spec
+from finscale.study_axes import axis_tag, variants
 
 TWO_AXES = '''
 [axes]

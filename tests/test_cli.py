@@ -281,12 +281,12 @@ def test_a_dying_library_thread_is_one_warning_line_not_a_traceback():
     # stderr to one-line messages (the main thread reports the storage error itself).
     code = ("import threading, logging, sys\n"
             "logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')\n"
-            "from finscale.control import quiet_thread_failures\n"
+            "from finscale.stopping import quiet_thread_failures\n"
             "quiet_thread_failures()\n"
             "def beat():\n    raise ConnectionError('server closed the connection')\n"
             "t = threading.Thread(target=beat, name='heartbeat'); t.start(); t.join()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [
-        "WARNING finscale.control: background thread heartbeat stopped: ConnectionError: "
+        "WARNING finscale.stopping: background thread heartbeat stopped: ConnectionError: "
         "server closed the connection"]

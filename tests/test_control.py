@@ -71,8 +71,8 @@ def test_small_null_control_finds_no_skill_and_no_scaling(tmp_path, cli):
     found = json.loads((study / "report" / "findings.json").read_text())
     assert found["horizons"][0]["verdict"] == FLAT
     # the report's scaling figure gets the recorded optimum as its line
-    from finscale.collect import collect
     from finscale.report.sections import scaling_overlays
+    from finscale.study_runs import collect
 
     cfg = load_study(STUDIES / "control_null.toml", [f'output_dir="{tmp_path / "runs"}"', *sets])
     overlay = scaling_overlays(collect(cfg), 1)

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finscale.atomic import atomic_write_parquet
 from finscale.data import DataError, Manifest, fetch_dataset, load_raw, validate_ohlcv, verify
 from finscale.data.store import store_frame
-from finscale.files import atomic_write_parquet
 
 GOOD = pd.DataFrame({
     "Date": ["2020-01-02", "2020-01-03", "2020-01-06"],

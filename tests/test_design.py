@@ -17,8 +17,8 @@ from finscale.config import load_study
 from finscale.hpo import Objective, cell_space
 from finscale.hpo.space import decode_design
 from finscale.model import count_parameters, estimate_parameters
-from finscale.prepare import final_data, prepare, prepared_for, window_context
-from finscale.spec import design_cfg, make_spec, scaled_patching
+from finscale.rundata import final_data, prepare, prepared_for, window_context
+from finscale.runspec import design_cfg, make_spec, scaled_patching
 
 DESIGN = ['hpo.feature_set=["a20", "a20_rel"]', 'hpo.normalization=["zscore", "zscore+revin_stats"]',
           "hpo.context_len=[8, 16, 32]"]

@@ -1,4 +1,4 @@
-"""The evaluate phase end to end (runner.evaluation): horizons other than 1, data-chosen
+"""The evaluate phase end to end (evaluate.phase): horizons other than 1, data-chosen
 block lengths, base-rate references, content-hashed and stationary baselines."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
+from finscale.evaluate.phase import horizon_baselines
 from finscale.labels import make_labels
-from finscale.prepare import final_data, prepare
-from finscale.runner.evaluation import horizon_baselines
+from finscale.rundata import final_data, prepare
 from finscale.runner.study import RunOptions, run_study
 
 HORIZONS = (2, 5)
@@ -109,7 +109,7 @@ def test_baselines_are_keyed_by_everything_they_depend_on(study, tmp_path):
 
 
 def test_stationary_baseline_inputs_are_standardised_on_training_rows(study):
-    from finscale.runner.evaluation import baseline_inputs
+    from finscale.evaluate.phase import baseline_inputs
 
     cfg, _ = study
     prep = prepare(cfg)
@@ -144,8 +144,8 @@ def test_every_comparison_carries_dm_and_its_interval_agrees_with_its_p_value(st
 
 
 def test_inference_stage_writes_spa_mcs_and_holm_per_horizon(study):
-    from finscale.collect import collect
     from finscale.runner.inference import inference_path, run_inference
+    from finscale.study_runs import collect
 
     cfg, _ = study
     docs = run_inference(cfg)

@@ -20,7 +20,7 @@ from test_faults_silent import Disk  # a real tmpfs that can be filled and freed
 WRITER = """
 import sys, time
 from pathlib import Path
-from finscale.files import atomic_path, owned_tempdir
+from finscale.atomic import atomic_path, owned_tempdir
 root = Path(sys.argv[1])
 with atomic_path(root / "final" / "r1" / "status.json") as tmp:
     owned_tempdir(root, ".report")

@@ -107,7 +107,7 @@ def test_full_disk_during_a_trial_requeues_it_and_the_cell_ends_tuned(tmp_path, 
             disk.fill()
 
     from finscale.hpo.study import WorkerJob, work  # the worker loop, with a trainer hook
-    from finscale.prepare import prepare
+    from finscale.rundata import prepare
 
     store = open_storage(resolve_storage(storage, cfg.study_dir))
     open_study(cfg, "cpu-s", 1, store)

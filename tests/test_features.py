@@ -28,8 +28,8 @@ from finscale.features import (
     leading_nans,
     load_processed,
 )
-from finscale.features.synthetic import random_walk_ohlcv
 from finscale.features.weekly import completed_weeks
+from finscale.testing.random_walk import random_walk_ohlcv
 
 N_RANDOM_ENDS = 50
 

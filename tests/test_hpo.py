@@ -15,19 +15,19 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import postgres_server, run_cli
-from finscale import prepare as prepare_mod
+from finscale import rundata as prepare_mod
 from finscale import splits
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.hpo import Objective, SurplusTrial, cell_space, decode_arch, encode_arch, run_cell
 from finscale.hpo.ledger import make_ledger
-from finscale.hpo.report import importances
+from finscale.hpo.outputs import importances
 from finscale.hpo.results import best_params_path, cell_params
 from finscale.hpo.storage import open_storage, resolve_storage
 from finscale.hpo.study import open_study, study_name
 from finscale.labels import make_labels
 from finscale.model import count_parameters
-from finscale.prepare import prepare
+from finscale.rundata import prepare
 
 FIXED = {"lr": 1.7e-3, "weight_decay": 0.0123, "dropout": 0.17, "warmup_fraction": 0.07,
          "batch_size": 128}
@@ -379,7 +379,7 @@ def test_every_searched_value_of_a_shipped_study_changes_what_the_trainer_uses(s
     """Guard 8 on the shipped studies: each searched dimension, moved from its low to its high
     end, changes the value the trainer reads (phase6a's fixed train.warmup_steps used to
     make warmup_fraction a no-op)."""
-    from finscale.spec import make_spec
+    from finscale.runspec import make_spec
 
     cfg = load_study(resolve_study_path(study), ['hpo.mode="search"'])
     budget, horizon = cfg.model.budgets[0], cfg.target.horizons[0]

@@ -19,10 +19,10 @@ LAYERS = (
     "version",      # the installed version (recorded by the data store and exports)
     "formatting",   # numbers as text: the display rules of the CLI, the report and sentences
     "config",       # frozen dataclasses per stage, TOML loading
-    "axes",         # study axes: variants of a study, their tags
-    "files",        # atomic file writing
+    "study_axes",   # study axes: variants of a study, their tags
+    "atomic",       # atomic file writing
     "repro",        # seeding, environment record
-    "control",      # stop requests (signals, STOP file)
+    "stopping",     # stop requests (signals, STOP file)
     "monitor",      # sensors -> policy -> continue/pause/stop
     "data",
     "features",
@@ -35,16 +35,17 @@ LAYERS = (
     "metrics",      # classification metrics (validation in train, test in evaluate)
     "convergence",  # guard 14 rules for runs and HPO cells (pure functions)
     "train",
-    "prepare",      # study -> a run's data (features, labels, splits, windows)
-    "spec",         # run specifications and run-directory start (HPO trials and final runs)
+    "rundata",      # study -> a run's data (features, labels, splits, windows)
+    "runspec",      # run specifications and run-directory start (HPO trials and final runs)
     "selection",    # the cells and runs a study expands into, for a filter (pure)
-    "serving",      # a finished run from its directory: load, predict
+    "trained_run",  # a finished run from its directory: load, predict
     "tracking",     # optional MLflow logging of runs and trials
     "tracking_model",  # a final run's model as an MLflow pyfunc (wraps serving)
     "hpo",
     "evaluate",
-    "collect",      # a study's run directories as tidy tables (read by scaling and report)
+    "study_runs",   # a study's run directories as tidy tables (read by scaling and report)
     "scaling",
+    "testing",      # test and benchmark helpers: a random-walk market, interval coverage by simulation
     "report",
     "runner",
     "doctor",       # checks a study and the machine (reads the runner's plan)

@@ -11,8 +11,8 @@ import pytest
 
 from finscale.config import ConfigError, load_study
 from finscale.data import DataError
-from finscale.prepare import final_data, prepare, tuning_data
-from finscale.serving import load_run
+from finscale.rundata import final_data, prepare, tuning_data
+from finscale.trained_run import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.toml"
@@ -83,7 +83,7 @@ def test_normalisation_statistics_come_from_each_assets_own_training_rows(tmp_pa
 
 
 def test_single_source_run_ids_are_unchanged():
-    from finscale.spec import make_spec
+    from finscale.runspec import make_spec
 
     cfg = load_study(SMOKE)
     assert isinstance(cfg.data.source, str)

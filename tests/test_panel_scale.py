@@ -15,8 +15,8 @@ from finscale.data import DataError
 from finscale.data.panel import asset_names, source_list
 from finscale.data.synthetic import generate, panel_members, parse_synthetic
 from finscale.model import ModelArgs, build_model, count_parameters, estimate_parameters
-from finscale.prepare import check_splits, final_data, prepare
-from finscale.serving import load_run
+from finscale.rundata import check_splits, final_data, prepare
+from finscale.trained_run import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "studies" / "smoke.toml"
@@ -99,7 +99,7 @@ def test_asset_embedding_starts_neutral_counts_as_embedding_and_needs_the_asset(
 
 
 def test_run_ids_are_unchanged_without_the_new_keys_and_the_table_has_a_row_per_asset():
-    from finscale.spec import make_spec
+    from finscale.runspec import make_spec
 
     two = ["sample:sp500", "sample:nasdaq"]
     cfg = load_study(SMOKE, [f"data.source={json.dumps(two)}"])

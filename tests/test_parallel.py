@@ -146,7 +146,7 @@ def test_phase_results_merge_without_duplicates():
 
 def test_run_keys_do_not_change_run_ids_or_hpo_studies():
     from finscale.hpo.identity import study_name
-    from finscale.spec import make_spec
+    from finscale.runspec import make_spec
 
     base = load_study(resolve_study_path("smoke"), [])
     other = load_study(resolve_study_path("smoke"), ["run.workers=4", "run.threads=3", 'run.executor="ray"'])

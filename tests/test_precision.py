@@ -11,7 +11,7 @@ from finscale.cli.common import resolve_study_path
 from finscale.config import ConfigError, load_study
 from finscale.hpo.identity import study_name
 from finscale.model import cpu_bf16_support, resolve_precision
-from finscale.spec import make_spec
+from finscale.runspec import make_spec
 from finscale.train import predict_proba
 from test_train import args, synthetic
 
@@ -98,7 +98,7 @@ def _planted_runs(tmp_path, precision: str, seeds) -> tuple[list[float], float, 
     and the first seed's test probabilities."""
     from sklearn.metrics import log_loss
 
-    from finscale.prepare import final_data, prepare
+    from finscale.rundata import final_data, prepare
     from finscale.rundir import RunDir
     from finscale.train import Trainer
 

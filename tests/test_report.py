@@ -15,12 +15,12 @@ from PIL import Image
 
 from finscale.cli import main
 from finscale.cli.common import resolve_study_path
-from finscale.collect import collect
 from finscale.config import load_study
 from finscale.report import SECTIONS, build_report
 from finscale.report.render import Section, Table, Text, render_html, render_markdown
 from finscale.runner.study import RunOptions, run_study
 from finscale.scaling import AXES, VERDICTS, fit_power_law, fit_study, read_scaling, run_scaling
+from finscale.study_runs import collect
 
 BUDGETS = ["cpu-s", "cpu-m", "cpu-l"]
 

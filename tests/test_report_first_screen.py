@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finscale.collect import StudyRuns
 from finscale.report import tables
 from finscale.report.findings import build_findings
 from finscale.report.headline import answer_sentence, headline_frame
 from finscale.report.render import Bullets, Section, Table, Text, render_html
+from finscale.study_runs import StudyRuns
 
 
 def study_runs(diff_ci: dict, params=None) -> StudyRuns:

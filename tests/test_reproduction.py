@@ -15,7 +15,7 @@ from finscale.config import ConfigError, load_study
 from finscale.data import DataError, ensure_dataset, fetch_dataset, load_raw, pin_status
 from finscale.data.pin import content_sha256
 from finscale.data.sources import yfinance_args
-from finscale.spec import make_spec
+from finscale.runspec import make_spec
 
 PUBLISHED = {  # phase6a.md: d_model / num_layers / num_heads per budget and horizon
     "2M": ((64, 48, 2), (64, 32, 2), (64, 32, 2), (64, 64, 16)),

@@ -11,8 +11,8 @@ from finscale.config import load_study
 from finscale.hpo.results import best_params_path
 from finscale.rundir import RunDir
 from finscale.runner.schedule import StudyUnits
+from finscale.runspec import final_dir
 from finscale.selection import Selection
-from finscale.spec import final_dir
 
 PHASES = ("hpo", "final", "evaluate")
 

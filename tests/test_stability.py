@@ -22,7 +22,6 @@ from finscale.report import findings as F
 from finscale.report.findings import UNSTABLE, build_findings
 from finscale.repro import derive_seed, replicate_seed_sets
 from finscale.scaling import FALLS_EXTRAPOLATES, STABLE_SHARE, stability_row
-from finscale.scaling.coverage import Truth, alpha_coverage
 from finscale.scaling.laws import (
     bootstrap_fit,
     compare_to_constant,
@@ -30,6 +29,7 @@ from finscale.scaling.laws import (
     predict_power_law,
     resample_seeds,
 )
+from finscale.testing.coverage import Truth, alpha_coverage
 
 SIZES = np.geomspace(1e4, 1e6, 5)
 

@@ -264,7 +264,7 @@ def test_each_final_model_is_a_pyfunc_that_predicts_like_the_run(study, monkeypa
     import mlflow
 
     from finscale.data import load_sample
-    from finscale.serving import load_run
+    from finscale.trained_run import load_run
 
     cfg, client, runs = study
     (kid,) = children(client, cfg, **{"finscale.run_id": runs[0].name})

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 
     from finscale.config import StudyConfig
     from finscale.runner.study import StudySummary
-    from finscale.serving import Run
+    from finscale.trained_run import Run
 
 __all__ = ["__version__", "load_study", "run_study", "results", "load_run"]
 
@@ -72,8 +72,8 @@ def results(study: StudyConfig | str | Path | list | tuple) -> pd.DataFrame:
     studies side by side (one frame, a first column ``study`` naming each run's study
     directory). A study that has not run there raises ``ValueError`` naming the missing
     directory."""
-    from finscale.collect import results_table
     from finscale.config.studydir import open_study
+    from finscale.study_runs import results_table
 
     if isinstance(study, (list, tuple)):
         import pandas as pd
@@ -89,6 +89,6 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> Run:
     """A finished run from its directory alone: ``.model`` (best weights), ``.config``,
     ``.metrics`` (per epoch), ``.predictions`` (test, once evaluated) and ``.predict(frame)``,
     which rebuilds features, normalisation and windows from the checkpoint."""
-    from finscale.serving import load_run as _load
+    from finscale.trained_run import load_run as _load
 
     return _load(run_dir, device=device)

@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from finscale.files import FULL_BYTES, atomic_path
+from finscale.atomic import FULL_BYTES, atomic_path
 
 log = logging.getLogger(__name__)
 

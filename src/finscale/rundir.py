@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from finscale.files import atomic_write_bytes, atomic_write_json, now_iso
+from finscale.atomic import atomic_write_bytes, atomic_write_json, now_iso
 
 STATES = ("pending", "running", "paused", "done", "failed", "stopped", "thermal_stop", "pruned")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from finscale.axes import variants
 from finscale.config import StudyConfig
-from finscale.spec import cells, cfg_cell, seed_sets
+from finscale.runspec import cells, cfg_cell, seed_sets
+from finscale.study_axes import variants
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A final run's model as an MLflow pyfunc that wraps :meth:`finscale.serving.Run.predict`.
+"""A final run's model as an MLflow pyfunc that wraps :meth:`finscale.trained_run.Run.predict`.
 
 Consumes: a finished final run directory (``ckpt/best.pt`` with its serving recipe, config.json)
 and the MLflow child run that :func:`finscale.tracking.track_final_run` made for it.
@@ -35,7 +35,7 @@ def _python_model():
         """Scores daily OHLCV bars with a finscale final run (see ``Run.predict``)."""
 
         def load_context(self, context):
-            from finscale.serving import load_run
+            from finscale.trained_run import load_run
 
             self.run = load_run(context.artifacts["run_dir"])
 

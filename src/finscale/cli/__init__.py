@@ -21,7 +21,7 @@ import os
 import sys
 
 from finscale.cli.commands import COMMANDS
-from finscale.control import quiet_thread_failures
+from finscale.stopping import quiet_thread_failures
 
 VALUE_OPTIONS = ("--data-dir",)   # global options that take a value (for finding the command)
 

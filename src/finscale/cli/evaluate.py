@@ -5,9 +5,9 @@ from __future__ import annotations
 from finscale.cli.commands import COMMANDS
 from finscale.cli.common import add_study_args, console, data_dir_arg, load_study_from_args, print_table
 from finscale.cli.progress import ProgressPrinter
-from finscale.collect import collect
 from finscale.formatting import interval
 from finscale.runner.study import RunOptions, run_study
+from finscale.study_runs import collect
 
 
 def register(sub) -> None:

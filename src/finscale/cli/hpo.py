@@ -13,7 +13,7 @@ from finscale.cli.common import (
     print_table,
 )
 from finscale.cli.progress import ProgressPrinter
-from finscale.control import resume_command
+from finscale.stopping import resume_command
 
 
 def register(sub) -> None:

@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 
 def _predict(args) -> int:
-    from finscale.files import atomic_write_parquet
-    from finscale.serving import load_run
+    from finscale.atomic import atomic_write_parquet
+    from finscale.trained_run import load_run
 
     if args.out and not args.out.endswith(".parquet"):
         raise ValueError(f"--out {args.out}: expected a .parquet file name")

@@ -98,8 +98,8 @@ def parse_only_axes(items: list[str], cfg) -> dict:
 def study_totals(cfg, phases, budgets, horizons, axes) -> StudyTotals:
     """Units of work of the selected phases (HPO trials, final runs, evaluations), for the
     whole-study ETA of the progress lines (finished units are discounted as they are met)."""
-    from finscale.axes import variants
-    from finscale.spec import cells, seed_sets
+    from finscale.runspec import cells, seed_sets
+    from finscale.study_axes import variants
 
     units, n_cells, n_runs = {}, 0, 0
     for var in variants(cfg, axes or None):
@@ -135,7 +135,7 @@ def _run(args) -> int:
     cfg = load_study_from_args(args)  # bad keys and values fail here, before torch loads
     from finscale import tracking
     from finscale.runner.study import RunOptions, StudyStopped, run_study
-    from finscale.spec import seed_sets
+    from finscale.runspec import seed_sets
 
     seed_sets(cfg)  # colliding replicate seed sets: a one-line error before any work
     budgets, horizons = parse_only(args.only, cfg)
@@ -152,7 +152,7 @@ def _run(args) -> int:
                               data_dir=data_dir_arg(args), on_event=on_event, monitor=not args.no_monitor)
             summary = run_study(cfg, opts)
     except StudyStopped as exc:
-        from finscale.control import resume_command as with_stop_file
+        from finscale.stopping import resume_command as with_stop_file
 
         command = with_stop_file(cfg.study_dir / "STOP", resume_command(args))
         console.print(f"{exc.status}: {exc}. Checkpointed; resume with:\n  {command}")

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _fit(args) -> int:
-    from finscale.files import atomic_write_json
+    from finscale.atomic import atomic_write_json
     from finscale.scaling.points import PointsSpec, fit_points
 
     spec = PointsSpec(n_col=args.n_col, loss_col=args.loss_col, d_col=args.d_col, flops_col=args.flops_col,

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def _load_frame(cfg, data_dir_flag):
     """The study's processed frame, fetching raw data / building features when missing."""
-    from finscale.prepare import prepare
+    from finscale.rundata import prepare
 
     if not isinstance(cfg.data.source, str):
         raise ValueError("data.source: `finscale splits show` shows one series; a panel's split "
@@ -41,7 +41,7 @@ def _load_frame(cfg, data_dir_flag):
 
 
 def _splits_for(scheme: str, dates, label_ok, cfg, horizon: int) -> list[Split]:
-    from finscale.prepare import window_context
+    from finscale.rundata import window_context
 
     L = window_context(cfg)  # the windows every design of the study shares
     if scheme == "contiguous":
@@ -71,7 +71,7 @@ def _show(args) -> int:
             for split in splits:
                 rows += [[horizon, r["split"], r["region"], r["windows"], r["first_date"],
                           r["last_date"], r["base_rate"]] for r in split_report(split, dates, labels)]
-    from finscale.prepare import window_context
+    from finscale.rundata import window_context
 
     out = Output(args.json)
     out.value(study=cfg.name, context_len=window_context(cfg), embargo_days=cfg.splits.embargo_days,

@@ -37,7 +37,7 @@ def hpo_rows(cfg) -> list[list]:
 def final_rows(cfg) -> list[list]:
     from finscale.hpo.results import final_specs
     from finscale.rundir import RunDir
-    from finscale.spec import final_dir
+    from finscale.runspec import final_dir
     from finscale.train import read_final
 
     rows = []

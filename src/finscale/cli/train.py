@@ -34,11 +34,11 @@ def check_cell(cfg, budget: str, horizon: int) -> None:
 
 
 def _train(args) -> int:
-    from finscale.control import StopRequest
     from finscale.hpo.results import cell_params
-    from finscale.prepare import prepare
+    from finscale.rundata import prepare
     from finscale.runner.final import execute_final
-    from finscale.spec import final_dir, make_spec
+    from finscale.runspec import final_dir, make_spec
+    from finscale.stopping import StopRequest
     from finscale.train import Controls, RunInterrupted, TrainingFailed
 
     cfg = load_study_from_args(args)
@@ -54,7 +54,7 @@ def _train(args) -> int:
             final, skipped = execute_final(cfg, prep, spec,
                                            controls=Controls(should_stop=stop.reason, on_event=on_event))
         except RunInterrupted as exc:
-            from finscale.control import resume_command
+            from finscale.stopping import resume_command
 
             hint = resume_command(cfg.study_dir / "STOP", "the same command")
             console.print(f"{exc.status}: {exc}; checkpointed. Resume with: {hint}")

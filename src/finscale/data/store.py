@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.files import atomic_write_json, atomic_write_parquet, now_iso
+from finscale.atomic import atomic_write_json, atomic_write_parquet, now_iso
 from finscale.version import __version__
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ Never touches the test split (guard 11).
 """
 
 from finscale.hpo.objective import Objective, SurplusTrial, cell_dir, trial_seed
-from finscale.hpo.report import hpo_summary
+from finscale.hpo.outputs import hpo_summary
 from finscale.hpo.space import CellSpace, cell_space, decode_arch, encode_arch
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
 from finscale.hpo.study import open_study, run_cell, study_name, work

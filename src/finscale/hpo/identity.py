@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from finscale.config import StudyConfig, config_hash, config_to_dict
 from finscale.data.pin import identity_fields
-from finscale.spec import UNSET_SPLITS, cell_name, cfg_cell, model_identity, run_precision
+from finscale.runspec import UNSET_SPLITS, cell_name, cfg_cell, model_identity, run_precision
 
 # hpo.trials is left out on purpose: raising it extends a finished search (its first trials
 # stay as they were sampled), which is how workers join with more trials.

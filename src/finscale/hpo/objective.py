@@ -31,10 +31,10 @@ from finscale.config import StudyConfig
 from finscale.hpo.ledger import make_ledger, retry_history, trial_slot, worker_identity
 from finscale.hpo.space import cell_space
 from finscale.model import count_parameters, select_device
-from finscale.prepare import PreparedData, prepared_for, tuning_data
 from finscale.repro import derive_seed, seed_everything
+from finscale.rundata import PreparedData, prepared_for, tuning_data
 from finscale.rundir import RunDir
-from finscale.spec import RunSpec, cfg_cell, design_cfg, make_spec, start_run_dir
+from finscale.runspec import RunSpec, cfg_cell, design_cfg, make_spec, start_run_dir
 from finscale.train import Controls, RunData, RunInterrupted, Trainer, TrainingFailed, read_final
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """HPO results as files: the one place that reads a cell's outputs back.
 
 Consumes: ``runs/<study>/hpo/<cell>/best_params.json`` and ``trials.csv`` (written by
-:mod:`finscale.hpo.report`). Produces: a cell's chosen parameters for its final runs
+:mod:`finscale.hpo.outputs`). Produces: a cell's chosen parameters for its final runs
 (:func:`cell_params`), the final runs' specs (:func:`final_specs`) and one tidy row per cell
 (:func:`results_frame`) for the CLI's status and the report.
 Guarantees: only reads; a cell whose search ran but has no complete trial is an error
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.axes import axis_values
 from finscale.config import StudyConfig
+from finscale.runspec import RunSpec, cell_name, cfg_cell, make_spec
 from finscale.selection import Selection, selected_cells, selected_runs
-from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec
+from finscale.study_axes import axis_values
 
 
 def best_params_path(cfg: StudyConfig, budget: str, horizon: int) -> Path:

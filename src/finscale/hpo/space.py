@@ -2,7 +2,7 @@
 
 Consumes: the study config, a budget name and a horizon.
 Produces: a :class:`CellSpace` whose :meth:`~CellSpace.sample` turns an Optuna trial into
-the cell's parameters in :func:`finscale.spec.make_spec` form (``d_model``,
+the cell's parameters in :func:`finscale.runspec.make_spec` form (``d_model``,
 ``num_layers``, ``num_heads``, ``d_ff``, ``lr``, ``weight_decay``, ``dropout``,
 ``warmup_fraction``, ``batch_size``, plus any fixed training keys).
 Dimensions:
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from finscale.config import StudyConfig
 from finscale.model import architectures_for_budget, parse_budget, revin_flags
-from finscale.spec import ARCH_KEYS, DESIGN_KEYS, cell_name, cfg_cell, design_cfg, n_inputs, split_params
+from finscale.runspec import ARCH_KEYS, DESIGN_KEYS, cell_name, cfg_cell, design_cfg, n_inputs, split_params
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Consumes: the study config, a cell, and optionally a trial count and storage (de
 ``[hpo]``; storage default ``sqlite:///<study_dir>/optuna.db``).
 Produces: an Optuna study named ``<study>/<budget>-h<h>`` (so ``optuna-dashboard <storage>``
 lists one study per cell) holding exactly N counting trials (rule in
-:mod:`finscale.hpo.ledger`), and the cell's outputs (:mod:`finscale.hpo.report`).
+:mod:`finscale.hpo.ledger`), and the cell's outputs (:mod:`finscale.hpo.outputs`).
 Guarantees:
 - resumable: ``load_if_exists``; a rerun only runs the slots still free plus re-queued
   trials; an interrupted trial (signal, STOP file) checkpoints and is re-queued, and a
@@ -48,12 +48,12 @@ from finscale.hpo.failures import (  # noqa: F401 (StorageError is public here)
 from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import FINISHED, requeue_dead_local, requeue_faulted, study_ledger
 from finscale.hpo.objective import Objective, SurplusTrial
-from finscale.hpo.report import cell_outputs
+from finscale.hpo.outputs import cell_outputs
 from finscale.hpo.sampler import SlotSeededSampler, make_sampler  # noqa: F401 (public here)
 from finscale.hpo.space import cell_space
 from finscale.hpo.storage import StorageSpec, has_heartbeat, open_storage, resolve_storage, retry_callback
-from finscale.prepare import PreparedData, prepare
-from finscale.spec import cfg_cell
+from finscale.rundata import PreparedData, prepare
+from finscale.runspec import cfg_cell
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
-from finscale.axes import axis_values, variants
-from finscale.collect import StudyRuns, collect
+from finscale.atomic import owned_tempdir, owner_tag
 from finscale.config import StudyConfig
-from finscale.files import owned_tempdir, owner_tag
-from finscale.report.axes import axes_section
+from finscale.report.axes_section import axes_section
 from finscale.report.figures import budget_colors
 from finscale.report.money import compute_section, economics_section
 from finscale.report.render import render_html, render_markdown, write_tables
@@ -31,6 +29,8 @@ from finscale.report.tables import budget_order
 from finscale.report.tidy import write_tidy
 from finscale.scaling import HorizonScaling, read_axes, read_scaling, read_study_stability, stability_frame
 from finscale.scaling.store import read_money
+from finscale.study_axes import axis_values, variants
+from finscale.study_runs import StudyRuns, collect
 
 __all__ = ["SECTIONS", "build_report", "collect", "report_dir"]
 

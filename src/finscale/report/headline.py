@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from finscale.collect import StudyRuns  # noqa: E402
 from finscale.report.figures import EmptyFigure, save  # noqa: E402
 from finscale.report.findings import Findings, corrected_side  # noqa: E402
+from finscale.study_runs import StudyRuns  # noqa: E402
 
 HEADLINE_FIGURE = "headline.png"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from finscale.collect import StudyRuns
 from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, ci_text, with_ci
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
 from finscale.scaling.fit import BOUND_KEYS
+from finscale.study_runs import StudyRuns
 
 SECTIONS = (
     "Findings", "Study configuration and data provenance", "Splits and base rates", "Hyperparameter search",

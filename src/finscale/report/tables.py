@@ -1,6 +1,6 @@
 """Aggregate the collected run tables into the report's result tables and warnings.
 
-Consumes: a :class:`~finscale.collect.StudyRuns`. Produces pandas tables: final
+Consumes: a :class:`~finscale.study_runs.StudyRuns`. Produces pandas tables: final
 results (budget x horizon: mean and 95% CI over seeds), baselines, paired tests, backtests
 (with the deflated Sharpe ratio), hardware and a warnings list.
 Guarantees: only aggregation of recorded values (means, Student-t intervals over seeds,
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from finscale.collect import StudyRuns
 from finscale.evaluate import deflated_sharpe_ratio
 from finscale.formatting import count
 from finscale.report.findings import corrected_side
+from finscale.study_runs import StudyRuns
 
 RESULT_METRICS = ("log_loss", "auc", "skill", "brier", "ece")
 # Natural ranges: a t-interval over 2-3 seeds can overshoot them, which only confuses.

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finscale.collect import CI_METRICS, METRICS, StudyRuns
 from finscale.rundir import RunDir
+from finscale.study_runs import CI_METRICS, METRICS, StudyRuns
 
 RESULT_COLUMNS = ["run_id", "budget", "horizon", "seed", "params", "metric", "value", "lo", "hi"]
 PREDICTION_COLUMNS = ["date", "run_id", "budget", "horizon", "seed", "y", "prob"]

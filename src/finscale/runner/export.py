@@ -16,13 +16,13 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from finscale.atomic import atomic_write_bytes
 from finscale.config import StudyConfig, config_to_dict, replace_section, study_from_dict
-from finscale.files import atomic_write_bytes
 from finscale.hpo.results import cell_params
 from finscale.rundir import Busy
 from finscale.runner.study import RunOptions
+from finscale.runspec import make_spec
 from finscale.selection import Cell, variant_cells
-from finscale.spec import make_spec
 from finscale.version import __version__
 
 log = logging.getLogger(__name__)
@@ -128,12 +128,12 @@ def reproduce(study: dict, run: dict, argv: list[str]) -> dict:
     serial ``finscale run``. Returns ``{"status": "done", "run_id", "test": metrics}``,
     ``{"status": "failed", "reason"}``, or ``{"status": <stop state>, "reason"}`` when a stop
     request checkpointed it (rerunning the script resumes)."""
-    from finscale.control import StopRequest, resume_command
-    from finscale.prepare import prepare
+    from finscale.evaluate.phase import evaluate_final_run
+    from finscale.rundata import prepare
     from finscale.rundir import RunDir, UnitLock
-    from finscale.runner.evaluation import evaluate_final_run
     from finscale.runner.final import execute_final
-    from finscale.spec import final_dir
+    from finscale.runspec import final_dir
+    from finscale.stopping import StopRequest, resume_command
     from finscale.train import Controls, RunInterrupted, TrainingFailed
 
     args = _parse_args(argv)

@@ -11,10 +11,10 @@ import logging
 
 from finscale.config import StudyConfig
 from finscale.model import select_device
-from finscale.prepare import PreparedData, final_data, prepared_for
 from finscale.repro import seed_everything
+from finscale.rundata import PreparedData, final_data, prepared_for
 from finscale.rundir import RunDir
-from finscale.spec import RunSpec, design_cfg, final_dir, start_run_dir
+from finscale.runspec import RunSpec, design_cfg, final_dir, start_run_dir
 from finscale.train import Controls, Trainer, read_final
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The study-level inference stage: tests over every evaluated final run of a horizon.
 
 Consumes: each current, evaluated final run's ``eval.json`` and ``predictions.npz``, the
-cached baselines of its horizon (:func:`finscale.runner.evaluation.horizon_baselines`, no
+cached baselines of its horizon (:func:`finscale.evaluate.phase.horizon_baselines`, no
 refit when the cache is current) and the prepared data (labels, validation windows).
 Produces ``runs/<study>/inference/h<h>.json`` (a variant of a study with axes:
 ``inference/<axis tag>/h<h>.json``), per horizon:
@@ -29,17 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from finscale.axes import axis_tag, variants
+from finscale.atomic import atomic_write_json
 from finscale.config import StudyConfig
 from finscale.evaluate import diebold_mariano, holm, model_confidence_set, per_sample_log_loss, spa_test
 from finscale.evaluate.forecast_tests import daily_differential, daily_losses
-from finscale.files import atomic_write_json
 from finscale.hpo.results import final_specs
 from finscale.model import parse_budget
-from finscale.prepare import final_data, prepare
 from finscale.repro import derive_seed
+from finscale.rundata import final_data, prepare
 from finscale.rundir import RunDir
-from finscale.spec import final_dir
+from finscale.runspec import final_dir
+from finscale.study_axes import axis_tag, variants
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def horizon_inference(var: StudyConfig, prep, h: int, runs: list[tuple[RunDir, d
     """SPA, MCS and adjacent-size DM of one horizon (module docstring); comparisons' DM
     p-values as eval.json recorded them (``dm_p_holm`` is filled in by :func:`run_inference`)."""
     from finscale.evaluate import FITTED_ON_VALIDATION
-    from finscale.runner.evaluation import horizon_baselines
+    from finscale.evaluate.phase import horizon_baselines
 
     data, test = final_data(prep, var, h)
     baselines, _chosen = horizon_baselines(var, prep, h, data, test)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 
-from finscale.axes import variants
 from finscale.config import StudyConfig
 from finscale.model import memory_estimate, select_device
 from finscale.model.compute import format_bytes
-from finscale.spec import cells, make_spec
+from finscale.runspec import cells, make_spec
+from finscale.study_axes import variants
 
 log = logging.getLogger(__name__)
 

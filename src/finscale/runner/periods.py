@@ -29,7 +29,7 @@ from pandas.tseries.holiday import (
 )
 
 from finscale.config import StudyConfig
-from finscale.prepare import window_context
+from finscale.rundata import window_context
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Period:
 def final_periods(cfg: StudyConfig, data_dir=None) -> list[Period]:
     """The final split's regions with windows per horizon (exact when data is readable)."""
     try:
-        from finscale.prepare import peek_frame
+        from finscale.rundata import peek_frame
 
         frame = peek_frame(cfg, data_dir)
     except (FileNotFoundError, ValueError) as exc:

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from finscale.axes import axis_values
 from finscale.config import StudyConfig
 from finscale.hpo.results import cell_params
 from finscale.model import flops_per_sample, memory_estimate
 from finscale.model.budgets import ARCH_KEYS, budget_miss, measured_parameters, parse_budget
-from finscale.prepare import window_context
+from finscale.rundata import window_context
+from finscale.runspec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
 from finscale.selection import Cell, Selection, variant_cells
-from finscale.spec import RunSpec, cell_name, cfg_cell, make_spec, seed_sets, split_params
+from finscale.study_axes import axis_values
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def arch_label(spec_args) -> str:
 def window_counts(cfg: StudyConfig, data_dir=None) -> tuple[dict[int, int], bool]:
     """Training windows per horizon for the final split; (counts, exact?)."""
     try:
-        from finscale.prepare import peek_frame
+        from finscale.rundata import peek_frame
 
         frame = peek_frame(cfg, data_dir)
     except (FileNotFoundError, ValueError) as exc:

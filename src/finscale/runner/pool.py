@@ -35,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from finscale.config import StudyConfig
-from finscale.control import ParentWatch, StopRequest
 from finscale.repro import worker_env
+from finscale.stopping import ParentWatch, StopRequest
 
 log = logging.getLogger(__name__)
 

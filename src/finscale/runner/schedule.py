@@ -27,8 +27,8 @@ from typing import Any
 from finscale.config import StudyConfig
 from finscale.hpo.results import final_runs
 from finscale.rundir import RunDir
+from finscale.runspec import final_dir
 from finscale.selection import Selection, selected_cells, selected_runs
-from finscale.spec import final_dir
 
 PRIORITY = {"hpo": 0, "evaluate": 1, "final": 2}
 EVENT_OF = {"hpo": "hpo_cell", "final": "final_run", "evaluate": "evaluate_run"}

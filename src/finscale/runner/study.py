@@ -20,15 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finscale.axes import axis_values
+from finscale.atomic import remove_litter
 from finscale.checkpoint import CheckpointError
 from finscale.config import StudyConfig
-from finscale.control import ParentWatch, StopNow, StopRequest, StopSource
 from finscale.data.store import resolve_data_dir
-from finscale.files import remove_litter
 from finscale.hpo.results import cell_params, final_runs
-from finscale.prepare import PreparedData, check_splits, prepare
 from finscale.repro import unit_threads
+from finscale.rundata import PreparedData, check_splits, prepare
 from finscale.rundir import RunDir, UnitLock
 from finscale.runner import PHASES
 from finscale.runner.final import execute_final
@@ -43,8 +41,10 @@ from finscale.runner.pool import (
     serve,
 )
 from finscale.runner.schedule import StudyUnits, phase_units
+from finscale.runspec import RunSpec, final_dir, make_spec, seed_sets
 from finscale.selection import Cell, Selection, selected_cells, variant_cells
-from finscale.spec import RunSpec, final_dir, make_spec, seed_sets
+from finscale.stopping import ParentWatch, StopNow, StopRequest, StopSource
+from finscale.study_axes import axis_values
 from finscale.train import Controls, RunInterrupted, TrainingFailed
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def run_evaluate_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opt
                        summary: StudySummary | None = None) -> None:
     """Evaluate each trained final run (``units``, default: the selected ones); a run whose
     best checkpoint is corrupt is recorded as failed (in ``summary``), never blocking the rest."""
-    from finscale.runner.evaluation import evaluate_final_run
+    from finscale.evaluate.phase import evaluate_final_run
 
     preps = _preps(cfg, prep, opts)
     specs = [(v, s) for v, s in (final_runs(cfg, opts.selection()) if units is None else units)
@@ -290,8 +290,8 @@ def _record_study(cfg: StudyConfig, final_run_ids: list[str] | None = None) -> N
     ``finscale.results(RUNS_DIR)`` read it back from any working directory; once the final
     phase starts, also the final run ids the study expects (``results()`` then needs no model
     code to tell current runs from stale ones)."""
+    from finscale.atomic import atomic_write_json
     from finscale.config.studydir import STUDY_RECORD, study_record
-    from finscale.files import atomic_write_json
 
     path = cfg.study_dir / STUDY_RECORD
     record = study_record(cfg)

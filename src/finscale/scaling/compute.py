@@ -3,7 +3,7 @@ fit L(C) = E + A·C^-gamma, the compute-optimal size per compute level, and HPO 
 
 Consumes: every final run's ``metrics.jsonl`` epoch lines (validation log-loss and the
 cumulative training FLOPs ``train_flops`` the trainer records) and measured sizes (through
-:func:`finscale.collect.collect`), and the HPO trial directories
+:func:`finscale.study_runs.collect`), and the HPO trial directories
 ``runs/<study>/hpo/<cell>/trials/*/``. Produces ``runs/<study>/scaling/compute.json``.
 
 Compute. C after epoch e = e x windows x matmul FLOPs per training sample, the last from
@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
 from finscale.formatting import interval, short
 from finscale.model import ModelArgs, flops_per_sample
@@ -51,6 +50,7 @@ from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.scaling.joint import _REFIT_OPTIONS, EXPONENT_MAX, _Problem, fit_joint, optimal_allocation
 from finscale.scaling.laws import at_bound, bootstrap_fit, compare_to_constant, prediction_band
+from finscale.study_runs import StudyRuns, collect
 
 log = logging.getLogger(__name__)
 

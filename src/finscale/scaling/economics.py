@@ -36,12 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kurtosis, skew
 
-from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig
 from finscale.evaluate import block_bootstrap_indices, daily_returns_at, deflated_sharpe_ratio
 from finscale.evaluate.bootstrap import percentile_ci
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
+from finscale.study_runs import StudyRuns, collect
 
 log = logging.getLogger(__name__)
 

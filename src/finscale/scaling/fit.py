@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 from scipy.special import log1p
 
-from finscale.collect import StudyRuns
 from finscale.config import StudyConfig
 from finscale.evaluate import (
     block_bootstrap_indices,
@@ -65,6 +64,7 @@ from finscale.scaling.laws import (
 )
 from finscale.scaling.power import design_power, measure_design
 from finscale.scaling.wording import equivalence_bounds, fit_detail, scaling_verdict
+from finscale.study_runs import StudyRuns
 
 log = logging.getLogger(__name__)
 

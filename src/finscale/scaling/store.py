@@ -1,6 +1,6 @@
 """The scaling stage's outputs: ``runs/<study>/scaling/h<h>.json``, one per horizon.
 
-Consumes: a study's evaluated final runs (through :func:`finscale.collect.collect`).
+Consumes: a study's evaluated final runs (through :func:`finscale.study_runs.collect`).
 Produces: per horizon the serialised :class:`~finscale.scaling.fit.HorizonScaling` (fits,
 bootstrap samples, comparisons, verdicts, the run ids used, each replicate's fits),
 ``stability.json`` (how often each finding holds across replicate seed sets, see
@@ -16,12 +16,12 @@ import json
 import logging
 from pathlib import Path
 
-from finscale.axes import axis_tag, axis_values, variants
-from finscale.collect import collect
+from finscale.atomic import atomic_write_json
 from finscale.config import StudyConfig
-from finscale.files import atomic_write_json
 from finscale.scaling.fit import FitCache, HorizonScaling, fit_study
 from finscale.scaling.stability import build_stability, read_stability
+from finscale.study_axes import axis_tag, axis_values, variants
+from finscale.study_runs import collect
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run_scaling(cfg: StudyConfig) -> list[HorizonScaling]:
         results = _scale_one(cfg)
     else:
         per_variant = [_scale_one(var) for var in vars_]
-        from finscale.scaling.axes import axes_results
+        from finscale.scaling.variant_fits import axes_results
 
         atomic_write_json(axes_results(cfg), axes_path(cfg))
         results = per_variant[0]

@@ -1,7 +1,7 @@
 """Per-asset evaluation of panels and the known optimum of synthetic markets.
 
 Consumes: the prepared data, a run's test windows, labels and probabilities, the baselines'
-test probabilities and the evaluation settings of :mod:`finscale.runner.evaluation`.
+test probabilities and the evaluation settings of :mod:`finscale.evaluate.phase`.
 Produces: ``eval.json``'s ``per_asset`` block (per asset: test metrics with CIs against the
 asset's own training base rate, the pooled strongest baseline and the constant base rate on the
 asset's windows, its backtest) and ``optimal_log_loss`` (the Bayes-optimal log-loss of the test

@@ -1,7 +1,7 @@
 """The scaling stage for studies with ``[axes]``: fits per variant, the joint L(N, D) fit over
 the data-size axis, and paired comparisons between the values of each axis.
 
-Consumes: the evaluated final runs (``collect``; predictions.npz for paired tests).
+Consumes: the evaluated final runs (``study_runs``; predictions.npz for paired tests).
 Produces: ``runs/<study>/scaling/<axis tag>/h<h>.json`` (the per-horizon fits of each variant,
 as for a study without axes) and ``runs/<study>/scaling/axes.json``:
 ``joint`` — per horizon (and combination of the other axes) L(N, D) = E + A·N^-alpha + B·D^-beta
@@ -22,14 +22,14 @@ import logging
 import numpy as np
 import pandas as pd
 
-from finscale.axes import axis_values, variants
-from finscale.collect import StudyRuns, collect
 from finscale.config import StudyConfig, flatten_axes
 from finscale.evaluate.bootstrap import default_block_len, paired_bootstrap_test
 from finscale.repro import derive_seed
 from finscale.rundir import RunDir
 from finscale.scaling.joint import analyze_joint, optimal_allocation, predict_joint
 from finscale.scaling.laws import fit_power_law
+from finscale.study_axes import axis_values, variants
+from finscale.study_runs import StudyRuns, collect
 
 log = logging.getLogger(__name__)
 

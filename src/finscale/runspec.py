@@ -12,15 +12,15 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from finscale.axes import axis_tag, axis_values
 from finscale.config import StudyConfig, TrainConfig, config_hash, config_to_dict, replace_section
 from finscale.data.panel import asset_names, is_panel
 from finscale.data.pin import identity_fields
 from finscale.features import input_columns
 from finscale.model import ARCH_KEYS, ModelArgs, device_type, model_args_for, resolve_precision
-from finscale.prepare import PreparedData, window_context
 from finscale.repro import environment_record, replicate_seed_sets
+from finscale.rundata import PreparedData, window_context
 from finscale.rundir import RunDir, make_run_id
+from finscale.study_axes import axis_tag, axis_values
 
 TRAIN_KEYS = ("lr", "weight_decay", "dropout", "warmup_fraction", "warmup_steps", "batch_size",
               "max_epochs", "patience", "grad_clip", "pos_weight")

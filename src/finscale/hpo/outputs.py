@@ -23,15 +23,15 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from finscale.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from finscale.config import StudyConfig
 from finscale.convergence import cell_flags, describe_cell_flags
-from finscale.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from finscale.hpo.identity import study_name
 from finscale.hpo.ledger import Ledger, retry_history, study_ledger
 from finscale.hpo.results import best_params_path
 from finscale.hpo.storage import StorageSpec, open_storage, resolve_storage
+from finscale.runspec import cfg_cell
 from finscale.selection import Selection, selected_cells
-from finscale.spec import cfg_cell
 
 log = logging.getLogger(__name__)
 

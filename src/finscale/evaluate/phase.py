@@ -6,7 +6,7 @@ training and the validation base rate, the calibration/discrimination decomposit
 validation-chosen threshold, the data-chosen block length, baselines on the identical
 windows on raw and on stationary train-standardised inputs, the strongest baseline, paired
 tests, backtest; panels add ``per_asset`` and pool the backtests, synthetic markets add
-``optimal_log_loss``, see :mod:`finscale.runner.assets`) and ``predictions.npz`` (test window
+``optimal_log_loss``, see :mod:`finscale.evaluate.per_asset`) and ``predictions.npz`` (test window
 ends, labels, probabilities; panels: each window's asset).
 Guarantees: the test split is touched only here, after training (guard 11); an existing
 ``eval.json`` is never recomputed; baselines are fitted once per content hash of everything
@@ -37,9 +37,11 @@ from finscale.evaluate import (
     per_sample_log_loss,
     pool_backtests,
 )
+from finscale.evaluate.per_asset import optimal_log_loss, panel_signal, per_asset
 from finscale.features import input_columns
 from finscale.model import select_device
-from finscale.prepare import (
+from finscale.repro import derive_seed
+from finscale.rundata import (
     STATIONARY_SET,
     PreparedData,
     final_data,
@@ -47,12 +49,10 @@ from finscale.prepare import (
     stationary_values,
     window_context,
 )
-from finscale.repro import derive_seed
 from finscale.rundir import RunDir
-from finscale.runner.assets import optimal_log_loss, panel_signal, per_asset
-from finscale.serving import load_best_model
-from finscale.spec import RunSpec, design_cfg, final_dir
+from finscale.runspec import RunSpec, design_cfg, final_dir
 from finscale.train import RunData, predict_proba
+from finscale.trained_run import load_best_model
 from finscale.windows import WindowDataset
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def horizon_baselines(cfg: StudyConfig, prep: PreparedData, horizon: int, data: 
     probs, chosen = _fit_all_baselines(cfg, prep, data, test, variants)
     flat = {f"{name}__{s}": p for name, d in probs.items() for s, p in d.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    from finscale.files import atomic_path
+    from finscale.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
