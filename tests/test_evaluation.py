@@ -11,6 +11,7 @@ import pytest
 
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
+from finscale.evaluate import holm
 from finscale.evaluate.phase import horizon_baselines
 from finscale.labels import make_labels
 from finscale.rundata import final_data, prepare
@@ -140,6 +141,15 @@ def test_every_comparison_carries_dm_and_its_interval_agrees_with_its_p_value(st
             excludes = c["ci"][0] > 0 or c["ci"][1] < 0
             assert excludes == (c["p_value"] < 0.05), (h, name, c)
             checked += 1
+        # the run's own Holm family: every baseline's DM p, adjusted, never below the raw p
+        names = list(ev["comparisons"])
+        raw = [ev["comparisons"][n]["dm_p"] for n in names]
+        adjusted = [ev["comparisons"][n]["dm_p_holm_run"] for n in names]
+        assert {ev["comparisons"][n]["holm_run_m"] for n in names} == {len(names)}
+        assert adjusted == pytest.approx(list(holm(raw)))
+        assert all(a >= p for a, p in zip(adjusted, raw))
+        smallest = int(np.argmin(raw))
+        assert adjusted[smallest] == pytest.approx(min(1.0, raw[smallest] * len(names)))
     assert checked == expected == len(HORIZONS) * 10  # 6 day-t and 4 window baselines
 
 

@@ -14,7 +14,8 @@ test windows, in time order, and the horizon's bootstrap block length
 - :func:`compare_forecasts`: the paired block bootstrap (:func:`.bootstrap.paired_bootstrap_test`,
   interval and p-value from one distribution) plus DM on the same log-loss differences —
   one record per model-vs-baseline comparison of ``eval.json``.
-- :func:`holm`: Holm (1979) step-down adjusted p-values (family-wise error control).
+- :func:`holm`: Holm (1979) step-down adjusted p-values (family-wise error control);
+  :func:`holm_within_run` applies it to one run's baseline comparisons (eval.json).
 - :func:`spa_test`, :func:`model_confidence_set`: ``arch.bootstrap.SPA`` / ``MCS`` with the
   stationary bootstrap (mean block = the block length) and a fixed seed.
 """
@@ -121,6 +122,18 @@ def holm(pvalues) -> np.ndarray:
     adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
     out[order] = adjusted
     return out
+
+
+def holm_within_run(comparisons: dict[str, dict]) -> dict[str, dict]:
+    """Each comparison with ``dm_p_holm_run``: Holm over this run's own comparisons (one
+    per baseline; ``holm_run_m`` of them), so eval.json carries a corrected p-value by
+    itself. The study-wide correction (every run, horizon and baseline) needs all runs and
+    is the inference stage's ``dm_p_holm``; the findings use that one."""
+    names = list(comparisons)
+    adjusted = holm([np.nan if comparisons[n].get("dm_p") is None else comparisons[n]["dm_p"] for n in names])
+    m = int(np.isfinite(adjusted).sum())
+    return {n: {**comparisons[n], "dm_p_holm_run": None if np.isnan(a) else float(a), "holm_run_m": m}
+            for n, a in zip(names, adjusted)}
 
 
 def _loss_frame(losses: dict[str, np.ndarray]):

@@ -37,6 +37,7 @@ from finscale.evaluate import (
     per_sample_log_loss,
     pool_backtests,
 )
+from finscale.evaluate.forecast_tests import holm_within_run
 from finscale.evaluate.per_asset import optimal_log_loss, panel_signal, per_asset
 from finscale.features import input_columns
 from finscale.model import select_device
@@ -237,6 +238,7 @@ def evaluate_final_run(cfg: StudyConfig, prep: PreparedData, spec: RunSpec) -> d
         # paired bootstrap + Diebold-Mariano (HAC bandwidth = block_len, HLN), issue 26
         comparisons[name] = compare_forecasts(y, prob, probs["test"], block_len,
                                               ev.bootstrap_resamples, seed, horizon=h, days=days)
+    comparisons = holm_within_run(comparisons)
     strongest = strongest_baseline(base_eval)
     dates = prep.dates.to_numpy()[test.ends]
     first_last = (dates.min(), dates.max())
