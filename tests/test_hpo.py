@@ -284,7 +284,13 @@ def test_two_machines_share_sqlite_exactly_n_trials(tmp_path, data_dir):
 def test_killed_worker_trial_is_retried_and_the_cell_finishes(tmp_path, data_dir):
     """SIGKILL a worker mid-trial; the rerun re-queues the trial (same parameters, resumed
     from its checkpoint) and the cell ends with exactly N counting trials."""
-    overrides = tiny(tmp_path / "runs", data_dir, "hpo.max_epochs=2", "hpo.trials=3")
+    # Epoch 2 (the kill window: after epoch 1's checkpoint, before the trial ends) must last
+    # long enough to be seen on an idle machine: more training rows and small batches make it
+    # ~100 steps; one epoch of the tiny default was shorter than the polling interval, and on
+    # an idle CI machine every trial could finish unseen.
+    overrides = [o for o in tiny(tmp_path / "runs", data_dir, "hpo.max_epochs=2", "hpo.trials=3")
+                 if not o.startswith(("splits.train_start=", "hpo.batch_size="))]
+    overrides += ['splits.train_start="2004-01-01"', "hpo.batch_size=[32]"]
     cfg = load_study(resolve_study_path("smoke"), overrides)
     url = resolve_storage("", cfg.study_dir).url
     open_study(cfg, "cpu-s", 1, open_storage(resolve_storage("", cfg.study_dir)))  # db + study exist
@@ -295,7 +301,7 @@ def test_killed_worker_trial_is_retried_and_the_cell_finishes(tmp_path, data_dir
     study, victim = optuna.load_study(study_name=study_name(cfg, "cpu-s", 1), storage=url), None
     deadline = time.monotonic() + 120
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "run_dir" in t.user_attrs]
         for t in running:  # after its first epoch's checkpoint: mid-trial
             if list(Path(t.user_attrs["run_dir"], "ckpt").glob("step-*.pt")):
