@@ -166,3 +166,22 @@ def test_the_checker_sees_lazy_relative_and_module_imports():
         "finscale.runner.study", "finscale.monitor.sensors", "finscale.data", "finscale.tracking"}
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The pipeline's stages take their own config section (FeaturesConfig, SplitsConfig, TrainConfig,
+# ...), never the whole study: only the layers that join sections (rundata, runspec, hpo,
+# evaluate's phase, scaling, report, runner and the CLI) see a StudyConfig.
+STAGES = ("data", "features", "labels", "splits", "windows", "model", "checkpoint", "rundir",
+          "metrics", "convergence", "train")
+
+
+def test_stages_take_their_own_config_section():
+    whole = []
+    for name, path in MODULES.items():
+        if _layer(name) not in STAGES:
+            continue
+        tree = ast.parse(path.read_text())
+        names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        if "StudyConfig" in names:
+            whole.append(name)
+    assert not whole, f"these stage modules take the whole study config: {whole}"
