@@ -185,3 +185,9 @@ def test_stages_take_their_own_config_section():
         if "StudyConfig" in names:
             whole.append(name)
     assert not whole, f"these stage modules take the whole study config: {whole}"
+
+
+def test_no_pipeline_module_imports_the_test_helpers():
+    users = sorted(name for name in MODULES if _layer(name) != "testing"
+                   and any(_layer(t) == "testing" for t in _imports(name)))
+    assert not users, f"finscale.testing is for tests and benchmarks only; imported by {users}"
