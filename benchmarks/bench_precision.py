@@ -19,15 +19,14 @@ cpu-s 5k ... cpu-xl 500k) the same way: the measurement behind ``model.precision
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.bench_model import CONTEXT, INPUTS, SIZES, our_args
+from benchmarks.bench_model import SIZES, hf_model, our_args
+from benchmarks.bench_model import cpu_seconds as _cpu_time
+from benchmarks.bench_model import measure_cpu as measure
+from benchmarks.bench_model import train_step as step_fn
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.model import build_model, count_parameters, cpu_bf16_support, flops_per_sample, model_args_for
@@ -44,50 +43,13 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _cpu_time(fn) -> float:
-    t = time.process_time()
-    fn()
-    return time.process_time() - t
-
-
 def hf_peer(args):
-    """HF PatchTST at our shape, or None (with the reason) where transformers is missing."""
+    """HF PatchTST at our shape, or None where transformers is missing."""
     try:
         import transformers  # noqa: F401
     except ImportError:
         return None
-    from benchmarks.bench_model import hf_model
-
     return hf_model(args)
-
-
-def step_fn(model: torch.nn.Module, precision: str, batch: int):
-    torch.manual_seed(0)
-    args = getattr(model, "args", None)
-    context, inputs = (args.context_len, args.n_inputs) if args is not None else (CONTEXT, INPUTS)
-    x, y = torch.randn(batch, context, inputs), (torch.rand(batch) < 0.3).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    model.train()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        F.binary_cross_entropy_with_logits(logits[:, 0].float(), y).backward()
-        opt.step()
-    return step
-
-
-def measure(variants: dict, batch: int, steps: int, warmup: int) -> dict[str, float]:
-    """{name: training samples/s (CPU time)}, the variants' steps interleaved."""
-    for _ in range(warmup):
-        for fn in variants.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(steps):
-        for name, fn in variants.items():
-            times[name].append(_cpu_time(fn))
-    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def rows(console: Console):

@@ -22,7 +22,7 @@ from finscale.model import (
     patch_layout,
     select_device,
 )
-from finscale.model.patchtst import dropout
+from finscale.model.patchtst import attention, dropout
 
 MODES = ("mixed", "independent")
 
@@ -325,3 +325,28 @@ def test_revin_hides_the_level_and_the_statistics_token_gives_it_back(mode):
         assert estimate_parameters(args) == count_parameters(model)
     with pytest.raises(ValueError, match="revin_stats: needs revin"):
         small_args(revin=False, revin_stats=True)
+
+
+def test_cpu_attention_with_dropout_is_sdpa_math_with_the_same_mask():
+    """The CPU attention used while training with dropout computes what SDPA's math kernel
+    computes from the same generator state (values and gradients), and under bf16 autocast
+    stays within bf16 rounding of the fp32 result."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(40, 4, 7, 16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(40, 4, 7, 16)
+    outs = []
+    for fn in (lambda: attention(q, k, v, 0.2),
+               lambda: F.scaled_dot_product_attention(q, k, v, dropout_p=0.2)):
+        torch.manual_seed(3)
+        out = fn()
+        out.backward(grad)
+        outs.append((out.detach(), *(t.grad.clone() for t in (q, k, v))))
+        for t in (q, k, v):
+            t.grad = None
+    for ours, ref in zip(*outs):
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.2)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), outs[0][0], rtol=0.05, atol=0.05)

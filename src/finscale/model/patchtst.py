@@ -12,7 +12,7 @@ Guarantees:
   every matmul sees one large batch), and the flatten head sees all channels' tokens.
   ``mixed``: one token per patch holding all channels (~n_inputs times cheaper).
 - Pre-norm encoder blocks with fused QKV and ``scaled_dot_product_attention`` (attention
-  dropout only while training), GELU MLP of width ``d_ff``, final LayerNorm, flatten head.
+  dropout only while training; on CPU with dropout, the same math in the inputs' dtype), GELU MLP of width ``d_ff``, final LayerNorm, flatten head.
 - Optional affine RevIN (per-window, per-channel statistics over the context), and with
   ``revin_stats`` its statistics given back to the model as one extra token: RevIN divides
   out each window's level and scale, and a classifier has no output to de-normalise, so
@@ -184,6 +184,25 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (S, H, n, d/H), with dropout ``p`` on the probabilities.
+
+    Without dropout: ``scaled_dot_product_attention`` (its fused kernel). With dropout on CPU,
+    SDPA falls back to its composite "math" kernel, which under bf16 autocast upcasts q, k, v
+    and the probabilities to fp32 and back (five full-size copies per block, forward and
+    backward: ~half of the attention's time at n = 7 tokens); this is the same composite in
+    the inputs' dtype. In fp32 it is the math kernel op for op (scale split as sqrt on q and
+    k, softmax, ``F.dropout``, which draws the same mask from the same generator), so fp32
+    results are bit-identical to SDPA's; in bf16 the scores and probabilities stay bf16 (the
+    softmax accumulates in fp32 internally), as on a GPU.
+    """
+    if p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    sf = (1.0 / math.sqrt(q.shape[-1])) ** 0.5
+    probs = torch.softmax(torch.matmul(q * sf, k.transpose(-2, -1) * sf), dim=-1)
+    return torch.matmul(F.dropout(probs, p, True), v)
+
+
 class EncoderBlock(nn.Module):
     """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
@@ -210,7 +229,7 @@ class EncoderBlock(nn.Module):
         # full-size tensors summed together.
         q, k, v = self.qkv(self.norm1(x)).view(s, n, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.dropout if self.training else 0.0
-        att = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        att = attention(q, k, v, p)
         x = x + dropout(self.proj(att.transpose(1, 2).reshape(s, n, d)), p, self.training)
         return x + dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)))), p, self.training)
 
