@@ -22,7 +22,9 @@ def test_shipped_law_control_is_a_teacher_market_with_an_expected_curve():
     cfg = load_study(STUDIES / "control_law.toml")
     assert cfg.data.source.startswith("synthetic:teacher?")
     assert len(cfg.model.budgets) >= 4 and cfg.hpo.mode == "fixed"
-    assert cfg.seeds == load_study(STUDIES / "default.toml").seeds
+    # Two seeds, the default study's count until it rose to eight for power (issue 26):
+    # eight would put this control at ~4x its 15-minute budget on 2 cores (issue 27 open).
+    assert cfg.seeds == (0, 1)
     assert set(cfg.evaluate.expected_excess) == set(cfg.model.budgets)
 
 
