@@ -14,14 +14,6 @@ so ours does 7/6 of HF's work per sample.
 The ~20M rows are costly on 2 cores (one step at batch 256 is ~1 minute), so by default
 ~20M is measured at batch 64 only; FINSCALE_BENCH_FULL=1 adds batch 256.
 Timings are medians of a few steps on a CPU shared with other jobs: indicative only.
-
-A second table (issue 31) times the training step in both precisions against HF in both, in
-ONE run, batch 64 at every size: ours fp32, ours bf16, HF fp32, HF bf16 (bf16 = the forward
-under ``torch.autocast("cpu", bfloat16)`` for both peers, fp32 BCE-with-logits on float
-logits, backward, fused AdamW), the four steps interleaved, ONE torch thread and CPU time
-of this process (``time.process_time``: on a shared machine wall time measures the
-neighbours). It prints ours bf16 / HF fp32, ours bf16 / HF bf16, ours fp32 / HF fp32 and our
-bf16 / fp32 speed-up. Targets at ~2M: ours bf16 >= 1.5x HF; our bf16/fp32 >= 1.6x.
 """
 
 from __future__ import annotations
@@ -29,10 +21,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
@@ -49,7 +39,6 @@ INPUTS, CONTEXT, PATCH, STRIDE, DROPOUT = 25, 60, 16, 8, 0.1
 SIZES = {"0.2M": 200_000, "2M": 2_000_000, "20M": 20_000_000}
 BATCHES = (64, 256)
 TARGET_SPEEDUP, TARGET_PEAK = 1.3, 0.45
-PRECISION_BATCH, TARGET_BF16_VS_HF, TARGET_BF16 = 64, 1.5, 1.6
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 3) -> float:
@@ -134,70 +123,6 @@ def measure(models: dict[str, torch.nn.Module], batch: int, steps: int, warmup: 
     return {name: tuple(v) for name, v in out.items()}
 
 
-def cpu_seconds(fn: Callable[[], object]) -> float:
-    """CPU seconds of this process spent in ``fn()`` (all its threads)."""
-    t = time.process_time()
-    fn()
-    return time.process_time() - t
-
-
-def train_step(model: torch.nn.Module, precision: str, batch: int) -> Callable[[], None]:
-    """One training step of ``model`` as the trainer runs it, in ``precision`` (fp32 | bf16):
-    forward under CPU bf16 autocast for bf16, fp32 BCE-with-logits on float logits, backward,
-    fused AdamW. Fixed data (seed 0) of the model's shape (bench_model's for HF)."""
-    torch.manual_seed(0)
-    args = getattr(model, "args", None)
-    context, inputs = (args.context_len, args.n_inputs) if args is not None else (CONTEXT, INPUTS)
-    x, y = torch.randn(batch, context, inputs), (torch.rand(batch) < 0.3).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    model.train()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        F.binary_cross_entropy_with_logits(logits[:, 0].float(), y).backward()
-        opt.step()
-    return step
-
-
-def measure_cpu(variants: dict[str, Callable[[], None]], batch: int, steps: int,
-                warmup: int) -> dict[str, float]:
-    """{name: training samples/s in CPU time}, median of ``steps``, the variants interleaved."""
-    for _ in range(warmup):
-        for fn in variants.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(steps):
-        for name, fn in variants.items():
-            times[name].append(cpu_seconds(fn))
-    return {k: batch / statistics.median(v) for k, v in times.items()}
-
-
-def precision_rows():
-    """Rows of the precision table: ours and HF, each in fp32 and bf16, batch 64, one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for label, budget in SIZES.items():
-            args = our_args(budget, "independent")
-            batch = PRECISION_BATCH
-            variants = {"ours fp32": train_step(build_model(args), "fp32", batch),
-                        "ours bf16": train_step(build_model(args), "bf16", batch),
-                        "hf fp32": train_step(hf_model(args), "fp32", batch),
-                        "hf bf16": train_step(hf_model(args), "bf16", batch)}
-            steps, warmup = (2, 1) if budget >= 20_000_000 else (5, 2)
-            r = measure_cpu(variants, batch, steps, warmup)
-            yield [label, batch, f"{r['ours fp32']:,.1f}", f"{r['ours bf16']:,.1f}", f"{r['hf fp32']:,.1f}",
-                   f"{r['hf bf16']:,.1f}", f"{r['ours bf16'] / r['hf fp32']:.2f}x",
-                   f"{r['ours bf16'] / r['hf bf16']:.2f}x", f"{r['ours fp32'] / r['hf fp32']:.2f}x",
-                   f"{r['ours bf16'] / r['ours fp32']:.2f}x", f"{r['hf bf16'] / r['hf fp32']:.2f}x",
-                   f"{steps} (+{warmup})"]
-            del variants
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _plan(step_flops: float) -> tuple[int, int]:
     """(timed steps, warm-up steps) for a training step of ``step_flops``: few for costly ones."""
     if step_flops >= 1e12:  # ~10 s per step on 2 cores; HF is timed first (page faults are ours)
@@ -263,17 +188,6 @@ def main() -> None:
                   "of peak at 2M independent, batch 256. 'per token' = train ratio x our/HF patch "
                   "tokens (7/6 here: HF drops the oldest bars, ours pads the end). Both use "
                   "AdamW(fused=True); peak re-measured next to each row. Shared CPU: indicative.")
-    prec = Table(title=f"training step, samples/s, fp32 vs bf16 autocast, ours vs HF "
-                       f"(independent, batch {PRECISION_BATCH}, 1 thread, CPU time)")
-    for col in ["size", "batch", "ours fp32", "ours bf16", "HF fp32", "HF bf16", "ours bf16 / HF fp32",
-                "ours bf16 / HF bf16", "ours fp32 / HF fp32", "ours bf16/fp32", "HF bf16/fp32", "steps"]:
-        prec.add_column(col, justify="right")
-    for row in precision_rows():
-        prec.add_row(*[str(v) for v in row])
-        console.print("  measured " + " | ".join(str(v) for v in row), style="dim", markup=False)
-    console.print(prec)
-    console.print(f"targets at 2M: ours bf16 >= {TARGET_BF16_VS_HF}x HF; ours bf16/fp32 >= {TARGET_BF16}x. "
-                  "Ours does 7/6 of HF's tokens per sample (end padding, guard 6). Shared CPU: indicative.")
 
 
 if __name__ == "__main__":

@@ -19,20 +19,62 @@ cpu-s 5k ... cpu-xl 500k) the same way: the measurement behind ``model.precision
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.bench_model import SIZES, hf_model, our_args
-from benchmarks.bench_model import cpu_seconds as _cpu_time
-from benchmarks.bench_model import measure_cpu as measure
-from benchmarks.bench_model import train_step as step_fn
+from benchmarks.bench_model import CONTEXT, INPUTS, SIZES, hf_model, our_args
 from finscale.cli.common import resolve_study_path
 from finscale.config import load_study
 from finscale.model import build_model, count_parameters, cpu_bf16_support, flops_per_sample, model_args_for
 
 BATCH = {"0.2M": 64, "2M": 64, "20M": 16}
 TARGET_BF16, TARGET_HF = 1.6, 1.5
+
+
+def _cpu_time(fn: Callable[[], object]) -> float:
+    """CPU seconds of this process spent in ``fn()`` (all its threads)."""
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def step_fn(model: torch.nn.Module, precision: str, batch: int) -> Callable[[], None]:
+    """One training step of ``model`` as the trainer runs it, in ``precision`` (fp32 | bf16):
+    forward under CPU bf16 autocast for bf16, fp32 BCE-with-logits on float logits, backward,
+    fused AdamW. Fixed data (seed 0) of the model's shape (bench_model's for HF)."""
+    torch.manual_seed(0)
+    args = getattr(model, "args", None)
+    context, inputs = (args.context_len, args.n_inputs) if args is not None else (CONTEXT, INPUTS)
+    x, y = torch.randn(batch, context, inputs), (torch.rand(batch) < 0.3).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(x)
+        F.binary_cross_entropy_with_logits(logits[:, 0].float(), y).backward()
+        opt.step()
+    return step
+
+
+def measure(variants: dict[str, Callable[[], None]], batch: int, steps: int,
+                warmup: int) -> dict[str, float]:
+    """{name: training samples/s in CPU time}, median of ``steps``, the variants interleaved."""
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(steps):
+        for name, fn in variants.items():
+            times[name].append(_cpu_time(fn))
+    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
