@@ -200,3 +200,33 @@ def test_inference_recomputes_dm_for_runs_evaluated_before_it_was_recorded(study
         assert r["dm_p"] == pytest.approx(recorded[r["baseline"]]["dm_p"], rel=1e-12)
         assert r["dm_stat"] == pytest.approx(recorded[r["baseline"]]["dm_stat"], rel=1e-12)
     run_inference(cfg)  # leave the files as the recorded eval.json gives them
+
+
+def test_scored_baselines_are_computed_once_per_content_and_equal_a_fresh_score(study):
+    """The per-horizon memo of the baselines' scores: a repeat call returns what a fresh
+    computation gives (a copy: mutating it changes nothing), and changed labels or resamples
+    give a new score instead of the memo's."""
+    from finscale.evaluate import evaluate_predictions
+    from finscale.evaluate.phase import _SCORED, scored_baselines
+
+    cfg, _ = study
+    prep = prepare(cfg)
+    data, test = final_data(prep, cfg, 2)
+    probs, chosen = horizon_baselines(cfg, prep, 2, data, test)
+    y, val = test.labels_at_ends, data.val.labels_at_ends
+    common = dict(horizon=2, block_len=4, n_resamples=40, seed=7, ece_bins=10, std_floor=1e-3,
+                  val_prior=float(val.mean()))
+    _SCORED.clear()
+    first = scored_baselines(y, probs, chosen, val, data.prior, None, common)
+    assert len(_SCORED) == 1
+    first["logistic"]["metrics"]["log_loss"] = -1.0           # the caller's copy only
+    again = scored_baselines(y, probs, chosen, val, data.prior, None, common)
+    assert len(_SCORED) == 1 and again["logistic"]["metrics"]["log_loss"] > 0
+    fresh = evaluate_predictions(y, probs["constant"]["test"], prior=data.prior, threshold=None,
+                                 **common)
+    assert again["constant"]["ci"] == fresh["ci"] and again["constant"]["metrics"] == fresh["metrics"]
+    other = scored_baselines(y, probs, chosen, val, data.prior, None, {**common, "seed": 8})
+    flipped = scored_baselines(1 - y, probs, chosen, val, data.prior, None, common)
+    assert len(_SCORED) == 3
+    assert other["logistic"]["ci"]["log_loss"] != again["logistic"]["ci"]["log_loss"]
+    assert flipped["logistic"]["metrics"]["log_loss"] != again["logistic"]["metrics"]["log_loss"]
