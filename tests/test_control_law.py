@@ -79,3 +79,27 @@ def test_small_law_control_records_and_draws_the_expected_curve(tmp_path, cli):
     optimum = json.loads(next(study.glob("final/*/eval.json")).read_text())["optimal_log_loss"]["pooled"]
     assert exp["optimum"] == pytest.approx(optimum) and exp["excess"] == [0.1, 0.05, 0.02]
     assert (study / "report" / "figures" / "scaling_h1.png").exists()
+
+
+def test_the_findings_say_how_the_fit_compares_with_the_known_curve():
+    """The headline sentence of a calibration market names the expected slope, whether the
+    fitted interval covers it, and the largest gap against the tolerance; other studies' do not."""
+    from dataclasses import replace
+
+    from finscale.report.sections import headline_fits
+    from finscale.scaling.expected import expected_sentence
+
+    x = np.array([2e3, 5e3, 1.2e4, 5e4])
+    excess = {"b0": 0.2, "b1": 0.12, "b2": 0.07, "b3": 0.03}
+    y = 0.3 + np.array(list(excess.values()))
+    want = float(np.polyfit(np.log(x), np.log(y), 1)[0])
+    inside = expected_curve(_scaling(x, y + 0.01, (want - 0.01, want + 0.01)), excess, 0.3, 0.02)
+    outside = expected_curve(_scaling(x, y + 0.05, (want + 0.001, 0.0)), excess, 0.3, 0.02)
+    assert "inside the fitted 95% interval" in expected_sentence(inside)
+    assert "(within the tolerance 0.02)" in expected_sentence(inside)
+    assert "outside the fitted 95% interval" in expected_sentence(outside)
+    assert "0.05 nats (outside the tolerance 0.02)" in expected_sentence(outside)
+    assert expected_sentence({}) == ""
+    hs = _scaling(x, y + 0.01, (want - 0.01, want + 0.01))
+    assert headline_fits([hs])[0]["text"] == "t"
+    assert headline_fits([replace(hs, expected=inside)])[0]["text"] == "t " + expected_sentence(inside)

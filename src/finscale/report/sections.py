@@ -19,6 +19,7 @@ from finscale.report import figures, tables
 from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, ci_text, with_ci
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
+from finscale.scaling.expected import expected_sentence
 from finscale.scaling.fit import BOUND_KEYS
 from finscale.study_runs import StudyRuns
 
@@ -46,7 +47,9 @@ def headline_fits(results: list[HorizonScaling] | None) -> list[dict]:
     for hs in results or []:
         for f in hs.fits:
             if f.quantity == "log_loss" and f.axis == "params_total":
-                out.append({"horizon": hs.horizon, "verdict": f.verdict, "text": f.text,
+                known = expected_sentence(hs.expected)  # calibration markets only
+                out.append({"horizon": hs.horizon, "verdict": f.verdict,
+                            "text": f"{f.text} {known}" if known else f.text,
                             "bounds": {k: f.bounds.get(k) for k in BOUND_KEYS}})
     return out
 

@@ -9,6 +9,7 @@ Produces: ``{"budgets", "x", "y", "excess", "slope", "slope_ci", "covered", "tol
 measured size (the geometric mean the fit uses), its log-log least-squares slope (the same
 statistic as the fit's ``log_slope``), whether the fitted slope's interval covers it, and
 the largest distance between a budget's mean test log-loss and its expected value.
+:func:`expected_sentence` says the comparison in words (the report's findings carry it).
 Guarantees: empty when the study has no expected curve, the runs recorded no optimum or the
 headline fit is missing; budgets without an expected value are left out (the slope needs >= 2).
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["expected_curve"]
+__all__ = ["expected_curve", "expected_sentence"]
 
 
 def expected_curve(hs, excess: dict, optimum: float | None, tolerance: float) -> dict:
@@ -43,3 +44,19 @@ def expected_curve(hs, excess: dict, optimum: float | None, tolerance: float) ->
             "optimum": float(optimum), "slope": slope, "slope_ci": None if ci is None else list(ci),
             "covered": covered, "tolerance": float(tolerance), "max_gap": max_gap,
             "within_tolerance": bool(max_gap <= tolerance)}
+
+
+def expected_sentence(expected: dict) -> str:
+    """The comparison with the known curve in one sentence ("" without an expected curve)."""
+    if not expected:
+        return ""
+    from finscale.formatting import interval, num
+
+    ci = expected.get("slope_ci")
+    where = "inside" if expected["covered"] else "outside"
+    within = "within" if expected["within_tolerance"] else "outside"
+    slope = f"{where} the fitted 95% interval {interval(ci)}" if ci else "with no fitted interval"
+    return (f"Against the market's known curve (optimum {num(expected['optimum'])} + the oracle's "
+            f"excess per size): expected log-log slope {num(expected['slope'])}, {slope}; the "
+            f"largest gap between a size's mean test log-loss and its expected value is "
+            f"{num(expected['max_gap'])} nats ({within} the tolerance {num(expected['tolerance'])}).")
