@@ -137,3 +137,46 @@ def test_results_of_several_studies_side_by_side(tiny, tmp_path):
     assert both.loc[0, "log_loss"] == both.loc[1, "log_loss"]
     with pytest.raises(ValueError, match="no such study directory"):
         finscale.results([other, tmp_path / "runs" / "nope"])
+
+
+def test_study_eta_weights_final_runs_by_budget_and_counts_interleaved_evaluations_once(monkeypatch):
+    """Two workers train 4 big runs (6 s each) then 4 small ones (2 s), evaluating as they go.
+    After the first two big runs the study has 10 s left; the ETA weights the runs left by
+    their budget's HPO trial time (big 3 s, small 1 s) and does not add the interleaved
+    evaluations on top of the final runs' measured rate. (Unweighted, with the evaluations
+    added, it said 36 s.) A fake clock: no timing."""
+    import io
+
+    from rich.console import Console
+
+    from finscale.cli import progress
+    from finscale.cli.progress import ProgressPrinter, StudyTotals
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    totals = StudyTotals({"hpo": 2, "final": 8, "evaluate": 8}, runs_by_budget={"big": 4, "small": 4},
+                         workers=2)
+    log = Console(file=io.StringIO(), force_terminal=False, width=200)
+    with ProgressPrinter(console=log, totals=totals, epochs=False) as on_event:
+        on_event("phase", phase="hpo")
+        for cell, budget, seconds in (("big-h1", "big", 3.0), ("small-h1", "small", 1.0)):
+            on_event("hpo_trials", cell=cell, budget=budget, done=0, total=1)
+            now[0] += seconds
+            on_event("trial", cell=cell, number=0, state="complete", value=0.4, done=1, total=1)
+        on_event("phase", phase="final")
+        t0 = now[0]
+        for i in (0, 1):
+            on_event("final_run", index=i, total=8, run_id=f"big-h1-s{i}", eta_s=None, state="pending",
+                     budget="big")
+        now[0] = t0 + 6
+        on_event("phase", phase="evaluate")
+        for i in (2, 3):
+            on_event("final_run", index=i, total=8, run_id=f"big-h1-s{i}", eta_s=None, state="pending",
+                     budget="big")
+        on_event("evaluate_run", index=0, total=8, run_id="big-h1-s0")
+    assert totals.trial_s == {"big": [3.0], "small": [1.0]}
+    eta = totals.eta()
+    assert eta == pytest.approx(10.0), eta
+    totals.trial_s.clear()           # no HPO timings (a resumed or fixed-HPO study): unweighted
+    # 4 runs met in 6 s: 4 left at 1.5 s each; the interleaved evaluations are not added
+    assert totals.eta() == pytest.approx(6.0)

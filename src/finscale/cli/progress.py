@@ -62,6 +62,14 @@ class StudyTotals:
     done: dict[str, int] = field(default_factory=dict)    # finished or skipped so far
     worked: dict[str, int] = field(default_factory=dict)  # finished by work in this run
     started: dict[str, float] = field(default_factory=dict)
+    # Final runs differ in cost by budget (cpu-xl ~13x cpu-s on the default study) and the
+    # pool trains the largest first, so an unweighted rate overstated the study's ETA ~2.5x.
+    # Weights: each budget's mean HPO trial duration (measured in this run, same models).
+    runs_by_budget: dict[str, int] = field(default_factory=dict)  # final runs per budget
+    trial_s: dict[str, list[float]] = field(default_factory=dict)  # HPO trial seconds per budget
+    runs_seen: dict[str, int] = field(default_factory=dict)        # final runs met, per budget
+    runs_trained: list[str] = field(default_factory=list)          # budgets of runs trained here
+    workers: int = 1                                               # runs trained at once
 
     def start(self, phase: str) -> None:
         self.started.setdefault(phase, time.monotonic())
@@ -80,16 +88,51 @@ class StudyTotals:
         cost = self._per_unit(before) if before in self.units else None
         return None if cost is None else cost * ratio
 
+    def final_run(self, budget: str | None, trained: bool) -> None:
+        """A final run was met (``trained``: it is trained now, not found done)."""
+        if budget is not None:
+            self.runs_seen[budget] = self.runs_seen.get(budget, 0) + 1
+            if trained:
+                self.runs_trained.append(budget)
+
+    def _weighted_final_left(self) -> float | None:
+        """Seconds left for the final runs from the weighted rate (None: no weights yet).
+
+        Rate = the phase's wall time over the weights of the runs trained so far (the last
+        ``workers`` count as still running); left = the weights of the runs not met yet, plus
+        those."""
+        weights = {b: sum(v) / len(v) for b, v in self.trial_s.items() if v}
+        if not weights or not self.runs_by_budget or "final" not in self.started or not self.runs_trained:
+            return None
+        fallback = sum(weights.values()) / len(weights)
+        w = lambda b: weights.get(b, fallback)  # noqa: E731 - a lookup with a default
+        running = sum(w(b) for b in self.runs_trained[-max(1, self.workers):])
+        done = sum(w(b) for b in self.runs_trained) - running
+        if done <= 0:
+            return None
+        left = sum(w(b) * max(0, n - self.runs_seen.get(b, 0)) for b, n in self.runs_by_budget.items())
+        return (time.monotonic() - self.started["final"]) / done * (left + running)
+
     def eta(self) -> float | None:
-        """Seconds left for the whole study (None until a unit of work has been timed)."""
+        """Seconds left for the whole study (None until a unit of work has been timed).
+
+        Phases run one after another, except that a worker pool evaluates runs while others
+        still train: evaluations started before the last final run are inside the final
+        phase's measured rate, so they are not added again (adding them doubled the ETA)."""
         total = 0.0
+        finals_open = self.done.get("final", 0) < self.units.get("final", 0)
         for phase, n in self.units.items():
             left = max(0, n - self.done.get(phase, 0))
-            if left:
-                cost = self._per_unit(phase)
-                if cost is None:
-                    return None
-                total += left * cost
+            if not left or (phase == "evaluate" and finals_open and "evaluate" in self.started):
+                continue
+            weighted = self._weighted_final_left() if phase == "final" else None
+            if weighted is not None:
+                total += weighted
+                continue
+            cost = self._per_unit(phase)
+            if cost is None:
+                return None
+            total += left * cost
         return total
 
 
@@ -110,6 +153,7 @@ class ProgressPrinter:
         self.totals, self.epoch_lines = totals, epochs
         self.seen_trials: set[str] = set()   # cells whose trials this process has seen
         self.training: str | None = None     # the phase of the unit now being worked on
+        self.trial_clock: dict[str, tuple[str, float]] = {}  # cell -> (budget, last trial's end)
 
     # ---- context -----------------------------------------------------------------------
     def __enter__(self) -> ProgressPrinter:
@@ -179,9 +223,12 @@ class ProgressPrinter:
     def _on_hpo_cell(self, index: int, total: int, cell: str, **_) -> None:
         self.print(f"[hpo {index + 1}/{total}] cell {cell}")
 
-    def _on_final_run(self, index: int, total: int, run_id: str, eta_s: float | None, state: str, **_) -> None:
+    def _on_final_run(self, index: int, total: int, run_id: str, eta_s: float | None, state: str,
+                      budget: str | None = None, **_) -> None:
         note = "" if state == "pending" else f" ({state})"
         self._unit_ended()
+        if self.totals is not None:
+            self.totals.final_run(budget, trained=state != "done")
         if state == "done" and self.totals is not None:
             self.totals.finish("final", worked=False)  # skipped: finished in an earlier run
         elif state != "done":
@@ -197,8 +244,10 @@ class ProgressPrinter:
         self._bar("units", "evaluate", index, total, None)
 
     # ---- hpo events ------------------------------------------------------------------------
-    def _on_hpo_trials(self, cell: str, done: int, total: int, **_) -> None:
+    def _on_hpo_trials(self, cell: str, done: int, total: int, budget: str | None = None, **_) -> None:
         self.units.start(done)
+        if budget is not None:
+            self.trial_clock[cell] = (budget, time.monotonic())
         self.unit_label = f"{cell} trials"
         # Another worker of this run may have just finished the cell: that is not news.
         if done and cell not in self.seen_trials:
@@ -214,6 +263,11 @@ class ProgressPrinter:
         self.seen_trials.add(cell)
         if self.totals is not None:
             self.totals.finish("hpo")
+            if cell in self.trial_clock:  # the trial's duration weighs its budget's final runs
+                budget, since = self.trial_clock[cell]
+                now = time.monotonic()
+                self.totals.trial_s.setdefault(budget, []).append(now - since)
+                self.trial_clock[cell] = (budget, now)
         what = f"trial {number} {state}" if number is not None else "trial finished"
         loss = f": val log-loss {value:.4f}" if value is not None else ""
         cell_eta = f", ETA {fmt_seconds(eta)}" if done < total and eta and eta >= 1 else ""  # no "0m00s"

@@ -101,17 +101,21 @@ def study_totals(cfg, phases, budgets, horizons, axes) -> StudyTotals:
     from finscale.runspec import cells, seed_sets
     from finscale.study_axes import variants
 
-    units, n_cells, n_runs = {}, 0, 0
+    units, n_cells, n_runs, by_budget = {}, 0, 0, {}
     for var in variants(cfg, axes or None):
-        n = len(cells(var, budgets, horizons))
-        n_cells += n
-        n_runs += n * sum(len(seeds) for seeds in seed_sets(var))
+        var_cells = cells(var, budgets, horizons)
+        n_cells += len(var_cells)
+        per_cell = sum(len(seeds) for seeds in seed_sets(var))
+        n_runs += len(var_cells) * per_cell
+        for budget, _ in var_cells:
+            by_budget[budget] = by_budget.get(budget, 0) + per_cell
     if "hpo" in phases and cfg.hpo.mode == "search":
         units["hpo"] = n_cells * cfg.hpo.trials
     for phase in ("final", "evaluate"):
         if phase in phases:
             units[phase] = n_runs
-    return StudyTotals(units)
+    return StudyTotals(units, runs_by_budget=by_budget if "final" in phases else {},
+                       workers=cfg.run.workers if cfg.run.executor == "local" else 1)
 
 
 def resume_command(args) -> str:

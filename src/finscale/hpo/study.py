@@ -255,7 +255,8 @@ def _search(cfg: StudyConfig, budget: str, horizon: int, spec: StorageSpec, prep
     job = WorkerJob(cfg, budget, horizon, spec, n_trials, prep)
     controls = Controls(should_stop=should_stop or (lambda: None), on_event=on_event)
     if on_event is not None:
-        on_event("hpo_trials", cell=cfg_cell(cfg, budget, horizon), done=_finished(study), total=n_trials)
+        on_event("hpo_trials", cell=cfg_cell(cfg, budget, horizon), budget=budget,
+                 done=_finished(study), total=n_trials)
     t0, stopped = time.monotonic(), None
     while not (led := study_ledger(study)).done(n_trials):
         if should_stop is not None and (stopped := should_stop()):

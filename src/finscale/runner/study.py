@@ -195,7 +195,7 @@ def run_final_phase(cfg: StudyConfig, prep: PreparedData | _Preps | None, opts: 
             run = RunDir(final_dir(cfg, spec))
             eta = (time.monotonic() - t0) / trained * (len(specs) - i) if trained else None
             opts.on_event("final_run", index=i, total=len(specs), run_id=spec.run_id, eta_s=eta,
-                          state=run.state)
+                          state=run.state, budget=spec.budget)
             if run.state == "done":
                 summary.skipped.append(spec.run_id)
                 _track_final(cfg, run)  # tracking: cheap when already tracked
