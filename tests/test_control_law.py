@@ -22,10 +22,13 @@ def test_shipped_law_control_is_a_teacher_market_with_an_expected_curve():
     cfg = load_study(STUDIES / "control_law.toml")
     assert cfg.data.source.startswith("synthetic:teacher?")
     assert len(cfg.model.budgets) >= 4 and cfg.hpo.mode == "fixed"
-    # Two seeds, the default study's count until it rose to eight for power (issue 26):
-    # eight would put this control at ~4x its 15-minute budget on 2 cores (issue 27 open).
-    assert cfg.seeds == (0, 1)
+    default = load_study(STUDIES / "default.toml")
+    assert cfg.seeds == default.seeds                    # the default study's seed count (8)
     assert set(cfg.evaluate.expected_excess) == set(cfg.model.budgets)
+    # The expected curve is the generator's, measured on another market (bench_law --oracle-market):
+    assert "seed=1&" in cfg.data.source
+    twin = load_study(STUDIES / "control_law_limited.toml")
+    assert (twin.model.budgets, twin.seeds, twin.train) == (cfg.model.budgets, cfg.seeds, cfg.train)
 
 
 @pytest.mark.parametrize("table, match", [

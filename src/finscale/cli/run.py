@@ -101,7 +101,8 @@ def study_totals(cfg, phases, budgets, horizons, axes) -> StudyTotals:
     from finscale.runspec import cells, seed_sets
     from finscale.study_axes import variants
 
-    units, n_cells, n_runs, by_budget = {}, 0, 0, {}
+    units, n_cells, n_runs = {}, 0, 0
+    by_budget: dict[str, int] = {}
     for var in variants(cfg, axes or None):
         var_cells = cells(var, budgets, horizons)
         n_cells += len(var_cells)
