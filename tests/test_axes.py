@@ -216,6 +216,15 @@ def test_two_axis_study_end_to_end(tmp_path):
     assert "figures/axis_model_normalization_h1.png" in md
     assert "a joint fit of 5 parameters needs >= 8 points" in md
     assert "stale" not in md  # the main scaling section is checked against its own variant's runs
+    # the findings describe that same first variant (not every variant's runs pooled), and say so
+    found = json.loads((root / "report" / "findings.json").read_text())
+    assert "with [axes], these findings describe the first variant (model.normalization='revin', " \
+           "splits.train_years=3)" in " ".join(found["lines"])
+    first = [f for rid, f in finals.items() if "revin-train_years3" in rid]
+    best = found["horizons"][0]["best_budget"]
+    mean = np.mean([json.loads((runs[rid] / "eval.json").read_text())["test"]["metrics"]["log_loss"]
+                    for rid in runs if "revin-train_years3" in rid and rid.startswith(f"{best}-h1-")])
+    assert len(first) == 2 and f"mean test log-loss {mean:.4g}" in " ".join(found["lines"])
     # status and --only by axis value
     status = run_cli("status", str(path))
     assert status.returncode == 0 and "cpu-m-h1-zscore-train_years0" in status.stdout

@@ -72,9 +72,15 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     axes_on = bool(axis_values(first))
     notes: list = []
     results, _ = S.results_section(sr)
-    found = S.findings(sr, scaling, stability)
+    # The findings and the answer describe the variant the headline fits are of: pooling every
+    # variant's runs there mixed data sizes (or designs) into one "best size" beside a verdict
+    # fitted on the first variant alone; the axes section compares the variants.
+    main = collect(first) if axes_on else sr
+    found = S.findings(main, scaling, stability)
+    if axes_on:
+        found.caveats.append(S.axes_caveat(first))
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, collect(first) if axes_on else sr,
+             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, main,
                                                         stability),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),
@@ -85,7 +91,7 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     parts.append(S.warnings_section(sr, notes)[0])
     assert [s.title for s in parts] == list(SECTIONS), "section order drifted from SECTIONS"
     title = f"finscale study report: {cfg.name}"
-    lead, answer = _lead(sr, found, colors, fig_dir)
+    lead, answer = _lead(main, found, colors, fig_dir)
     write_tables(parts, out / "tables")
     write_tidy(sr, out)
     if stability is not None:  # how often each finding holds across replicate seed sets
