@@ -40,6 +40,32 @@ def test_the_known_optimum_is_a_line_on_log_loss_panels_only():
     plt.close(fig)
 
 
+def test_an_optimum_outside_the_runs_range_is_named_and_the_expected_panel_shows_it():
+    """The y-range follows the runs, so a known optimum below them is said in words; on the
+    calibration panel the expected curve and the optimum it sits above are both drawn inside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from finscale.report.figures import _expected_line, _optimum_line
+    from finscale.scaling.fit import AxisFit
+
+    fig, (a, b) = plt.subplots(1, 2)
+    for ax in (a, b):
+        ax.set_ylim(0.27, 0.31)
+    _optimum_line(a, "log_loss", 0.22)
+    assert [t.get_text() for t in a.texts] == ["optimal log-loss (known) 0.22 (below this range)"]
+    points = pd.DataFrame({"budget": ["s", "l"], "x": [2e3, 5e4], "y": [0.30, 0.28]})
+    fit = AxisFit(1, "params_total", "log_loss", "N", points, points, {}, {}, "v", "t")
+    _expected_line(b, fit, {"x": [2e3, 5e4], "y": [0.30, 0.28], "slope": -0.02, "optimum": 0.22})
+    _optimum_line(b, "log_loss", 0.22)
+    lo, hi = b.get_ylim()
+    assert lo < 0.22 and hi > 0.30 and not b.texts
+    plt.close(fig)
+
+
 def _run(cli, tmp_path: Path, study: str, *sets: str) -> Path:
     args = ["run", str(STUDIES / f"{study}.toml"), "--no-monitor", "--data-dir", str(tmp_path / "data")]
     for s in sets:

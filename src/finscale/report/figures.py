@@ -82,8 +82,8 @@ def scaling_figure(hs: HorizonScaling, colors: dict, path: Path, *, baselines: p
         _scaling_panel(ax, af, colors, not_converged)
         _y_on_points(ax, af)  # before the reference lines: they must not stretch the axis
         _baseline_bands(ax, af.quantity, baselines)
-        _optimum_line(ax, af.quantity, optimum)
         _expected_line(ax, af, hs.expected)
+        _optimum_line(ax, af.quantity, optimum)
     for ax in axes.ravel()[len(hs.fits):]:
         fig.delaxes(ax)
     _shared_legend(fig, axes.ravel()[:len(hs.fits)])
@@ -107,6 +107,12 @@ def _optimum_line(ax, quantity: str, optimum: float | None) -> None:
     """The known optimal test log-loss (synthetic markets) as a dotted line on log-loss panels."""
     if optimum is not None and quantity == "log_loss":
         ax.axhline(optimum, color="black", ls=":", lw=1.2, label="optimal log-loss (known)")
+        lo, hi = ax.get_ylim()
+        if not lo <= optimum <= hi:  # the range follows the runs: say where the line is
+            where = "below" if optimum < lo else "above"
+            ax.annotate(f"optimal log-loss (known) {optimum:.4g} ({where} this range)",
+                        xy=(0.02, 0.08 if where == "below" else 0.90), xycoords="axes fraction",
+                        fontsize=6, color="black")
 
 
 def _expected_line(ax, af, expected: dict) -> None:
@@ -114,9 +120,11 @@ def _expected_line(ax, af, expected: dict) -> None:
     if expected and af.quantity == "log_loss" and af.axis == "params_total":
         ax.plot(expected["x"], expected["y"], color="black", ls="--", lw=1.0, marker="x", ms=5,
                 label=f"expected curve (slope {expected['slope']:.3g})")
-        lo, hi = ax.get_ylim()  # the expected curve is a reference the reader must see whole
-        pad = 0.05 * (max(expected["y"]) - min(expected["y"]) or 0.01)
-        ax.set_ylim(min(lo, min(expected["y"]) - pad), max(hi, max(expected["y"]) + pad))
+        # the expected curve and the optimum it sits above are references the reader must see
+        lo, hi = ax.get_ylim()
+        ys = [*expected["y"], expected.get("optimum", expected["y"][0])]
+        pad = 0.05 * (max(ys) - min(ys) or 0.01)
+        ax.set_ylim(min(lo, min(ys) - pad), max(hi, max(ys) + pad))
 
 
 def _y_on_points(ax, af) -> None:
