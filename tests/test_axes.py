@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import run_cli
@@ -218,8 +219,10 @@ def test_two_axis_study_end_to_end(tmp_path):
     assert "stale" not in md  # the main scaling section is checked against its own variant's runs
     # the findings describe that same first variant (not every variant's runs pooled), and say so
     found = json.loads((root / "report" / "findings.json").read_text())
-    assert "with [axes], these findings describe the first variant (model.normalization='revin', " \
-           "splits.train_years=3)" in " ".join(found["lines"])
+    assert "with [axes], these findings and the results and baselines tables describe the first " \
+           "variant (model.normalization='revin', splits.train_years=3)" in " ".join(found["lines"])
+    final_table = pd.read_csv(root / "report" / "tables" / "final_results.csv")
+    assert set(final_table["seeds"]) == {1}  # one seed of one variant per cell, not four pooled
     first = [f for rid, f in finals.items() if "revin-train_years3" in rid]
     best = found["horizons"][0]["best_budget"]
     mean = np.mean([json.loads((runs[rid] / "eval.json").read_text())["test"]["metrics"]["log_loss"]

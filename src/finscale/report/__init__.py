@@ -71,16 +71,17 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     stability = read_study_stability(first) if scaling is not None else None
     axes_on = bool(axis_values(first))
     notes: list = []
-    results, _ = S.results_section(sr)
-    # The findings and the answer describe the variant the headline fits are of: pooling every
-    # variant's runs there mixed data sizes (or designs) into one "best size" beside a verdict
-    # fitted on the first variant alone; the axes section compares the variants.
+    # The findings, the answer and the results and baselines tables describe the variant the
+    # headline fits are of: pooling every variant's runs there mixed data sizes (or designs)
+    # into one "best size" beside a verdict fitted on the first variant alone; the axes section
+    # compares the variants (every run stays in results.parquet).
     main = collect(first) if axes_on else sr
+    results, _ = S.results_section(main)
     found = S.findings(main, scaling, stability)
     if axes_on:
         found.caveats.append(S.axes_caveat(first))
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
-             S.baselines_section(sr), S.scaling_section(scaling, colors, fig_dir, notes, main,
+             S.baselines_section(main), S.scaling_section(scaling, colors, fig_dir, notes, main,
                                                         stability),
              S.learning_section(sr, horizons, colors, fig_dir, notes),
              S.calibration_section(sr, horizons, colors, fig_dir, notes),

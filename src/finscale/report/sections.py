@@ -59,8 +59,9 @@ def axes_caveat(first: StudyConfig) -> Caveat:
     from finscale.study_axes import axis_values
 
     where = ", ".join(f"{k}={v!r}" for k, v in axis_values(first).items())
-    return Caveat("axes", f"with [axes], these findings describe the first variant ({where}); the "
-                  "'Axes and data scaling' section compares the variants")
+    return Caveat("axes", f"with [axes], these findings and the results and baselines tables "
+                  f"describe the first variant ({where}); the 'Axes and data scaling' section "
+                  "compares the variants, results.parquet holds every run")
 
 
 def findings(sr: StudyRuns, results: list[HorizonScaling] | None, stability: dict | None = None) -> Findings:
