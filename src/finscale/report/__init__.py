@@ -20,7 +20,7 @@ from pathlib import Path
 
 from finscale.atomic import owned_tempdir, owner_tag
 from finscale.config import StudyConfig
-from finscale.report.axes_section import axes_section
+from finscale.report.axes_section import axes_caveat, axes_section
 from finscale.report.figures import budget_colors
 from finscale.report.money import compute_section, economics_section
 from finscale.report.render import render_html, render_markdown, write_tables
@@ -79,7 +79,7 @@ def _write_report(cfg: StudyConfig, sr: StudyRuns, out: Path) -> None:
     results, _ = S.results_section(main)
     found = S.findings(main, scaling, stability)
     if axes_on:
-        found.caveats.append(S.axes_caveat(first))
+        found.caveats.append(axes_caveat(first))
     parts = [S.findings_section(found), S.study_section(cfg, sr), S.splits_section(sr), S.hpo_section(cfg, sr), results,
              S.baselines_section(main), S.scaling_section(scaling, colors, fig_dir, notes, main,
                                                         stability),

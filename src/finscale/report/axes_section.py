@@ -5,6 +5,7 @@ paired comparisons, per-value curves). Produces the section: per joint fit the v
 parameters with intervals, an iso-loss contour figure over (N, D) with the runs drawn on it
 and the compute-optimal frontier, and per-D loss-vs-N curves; per axis a table of paired
 tests between its values and a figure of the scaling curves per value overlaid.
+Also :func:`axes_caveat`: the caveat naming the variant the rest of the report describes.
 Guarantees: draws only what was stored (nothing is fitted or tested here).
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from finscale.formatting import interval, short
 from finscale.report.figures import EmptyFigure, plt, save
+from finscale.report.findings import Caveat
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text
 
 TITLE = "Axes and data scaling"
@@ -178,3 +180,14 @@ def _curves_figure(group: pd.DataFrame, axis: str, h: int):
            title=f"{axis}, horizon {h}")
     ax.legend(fontsize=7)
     return fig
+
+
+def axes_caveat(first) -> Caveat:
+    """The study-wide note of an ``[axes]`` study: which variant (``first``, a StudyConfig) the
+    findings, the answer and the results and baselines tables describe."""
+    from finscale.study_axes import axis_values
+
+    where = ", ".join(f"{k}={v!r}" for k, v in axis_values(first).items())
+    return Caveat("axes", f"with [axes], these findings and the results and baselines tables "
+                  f"describe the first variant ({where}); the 'Axes and data scaling' section "
+                  "compares the variants, results.parquet holds every run")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from finscale.config import StudyConfig, config_to_dict
 from finscale.report import figures, tables
-from finscale.report.findings import Caveat, Findings, build_findings
+from finscale.report.findings import Findings, build_findings
 from finscale.report.render import Block, Bullets, Figure, Section, Table, Text, ci_text, with_ci
 from finscale.scaling import STABLE_SHARE, HorizonScaling, scaling_table, stability_frame
 from finscale.scaling.expected import expected_sentence
@@ -52,16 +52,6 @@ def headline_fits(results: list[HorizonScaling] | None) -> list[dict]:
                             "text": f"{f.text} {known}" if known else f.text,
                             "bounds": {k: f.bounds.get(k) for k in BOUND_KEYS}})
     return out
-
-
-def axes_caveat(first: StudyConfig) -> Caveat:
-    """The study-wide note of an ``[axes]`` study: which variant the findings describe."""
-    from finscale.study_axes import axis_values
-
-    where = ", ".join(f"{k}={v!r}" for k, v in axis_values(first).items())
-    return Caveat("axes", f"with [axes], these findings and the results and baselines tables "
-                  f"describe the first variant ({where}); the 'Axes and data scaling' section "
-                  "compares the variants, results.parquet holds every run")
 
 
 def findings(sr: StudyRuns, results: list[HorizonScaling] | None, stability: dict | None = None) -> Findings:
