@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from finscale.formatting import interval, num
+
 __all__ = ["expected_curve", "expected_sentence"]
 
 
@@ -50,8 +52,6 @@ def expected_sentence(expected: dict) -> str:
     """The comparison with the known curve in one sentence ("" without an expected curve)."""
     if not expected:
         return ""
-    from finscale.formatting import interval, num
-
     ci = expected.get("slope_ci")
     where = "inside" if expected["covered"] else "outside"
     within = "within" if expected["within_tolerance"] else "outside"
